@@ -1,0 +1,1 @@
+"""Policy -> accuracy predictors. Pure algorithm package: never imports ``seernet``."""
