@@ -1,0 +1,39 @@
+"""Arguments shared by subcommands and the code that opens the run they describe."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from seernet.workspace import RunConfig, Workspace
+
+
+def add_run_arguments(p: argparse.ArgumentParser) -> None:
+    """Workspace and run-identity options; identity options only matter on first use."""
+    g = p.add_argument_group("run")
+    g.add_argument("--workdir", default="seernet-run", help="workspace folder (default: %(default)s)")
+    g.add_argument("--model", help="model name for a new workspace (default: resnet20)")
+    g.add_argument("--weights", help="base model checkpoint (default: the shipped ResNet-20 for Fashion-MNIST)")
+    g.add_argument("--dataset", help="fashion-mnist (default), cifar10 or imagefolder")
+    g.add_argument("--data-dir", help="dataset folder (default for fashion-mnist: /usr/share/datasets/fashion-mnist)")
+    g.add_argument("--val-size", type=int, help="images of the training set held out for validation (default: 5000)")
+    g.add_argument("--split-seed", type=int, help="seed of the train/val split (default: 0)")
+    g.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
+
+
+def open_run(args: argparse.Namespace) -> tuple[Workspace, RunConfig]:
+    """Open (or create) the workspace from the parsed options."""
+    ws = Workspace(args.workdir)
+    weights = str(Path(args.weights).resolve()) if args.weights else None
+    data_dir = str(Path(args.data_dir).resolve()) if args.data_dir else None
+    config = ws.open(
+        {
+            "model": args.model,
+            "dataset": args.dataset,
+            "data_dir": data_dir,
+            "weights": weights,
+            "val_size": args.val_size,
+            "split_seed": args.split_seed,
+        }
+    )
+    return ws, config

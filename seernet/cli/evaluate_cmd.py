@@ -1,0 +1,44 @@
+"""``seernet evaluate``: val and test accuracy, MACs and parameters of the base model."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+HELP = "evaluate the workspace's base model: val/test top-1, FLOPs (MACs), parameters"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from seernet.cli.common import add_run_arguments
+
+    add_run_arguments(p)
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON")
+
+
+def run(args: argparse.Namespace) -> int:
+    from seernet.base_model import build_model, load_splits
+    from seernet.cli.common import open_run
+    from seernet.device import resolve_device
+    from seernet.profile import count_macs_params
+    from seernet.tables import format_table
+    from seernet.train import accuracy
+    from seernet.units import format_count
+
+    _, config = open_run(args)
+    splits = load_splits(config)
+    device = resolve_device(args.device)
+    model = build_model(config, splits).to(device)
+    shape = (1, splits.in_channels, splits.image_size, splits.image_size)
+    macs, params = count_macs_params(model, shape)
+    result = {
+        "model": config.model, "dataset": config.dataset, "weights": config.weights,
+        "val_accuracy": accuracy(model, splits.val, device),
+        "test_accuracy": accuracy(model, splits.test, device), "flops": macs, "params": params,
+    }  # fmt: skip
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    rows = [[config.model, config.dataset, f"{result['val_accuracy']:.2f}", f"{result['test_accuracy']:.2f}",
+             format_count(macs), format_count(params)]]  # fmt: skip
+    print(format_table(["model", "dataset", "val %", "test %", "FLOPs (MACs)", "params"], rows))
+    return 0

@@ -1,0 +1,56 @@
+"""The ``seernet`` console script: argparse subcommands, user errors as one line + exit 2."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from seernet import __version__
+
+# Only commands that work are listed; each module has HELP, add_arguments(p) and run(args).
+COMMANDS = {
+    "pretrain": "seernet.cli.pretrain_cmd",
+    "evaluate": "seernet.cli.evaluate_cmd",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="seernet",
+        description=(
+            "Predictor-guided automated compression of CNNs. FLOPs are multiply-accumulates "
+            "(MACs, the compression literature's convention); BitOPs = MACs x weight bits x activation bits."
+        ),
+    )
+    parser.add_argument("--version", action="version", version=f"seernet {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, module_name in COMMANDS.items():
+        module = importlib.import_module(module_name)
+        p = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        module.add_arguments(p)
+        p.set_defaults(run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the process exit code."""
+    from seernet.errors import UserError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "run", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.run(args) or 0)
+    except UserError as exc:
+        print(f"seernet {args.command}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"seernet {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,69 @@
+"""Physical channel removal with Torch-Pruning and a pluggable importance criterion.
+
+A criterion scores every channel of a Torch-Pruning group; the lowest-scoring
+channels are removed until the group keeps the policy's count. Criteria live in a
+registry so later methods (LeGR, LAP) can add theirs.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+
+import torch
+import torch_pruning as tp
+from torch import nn
+
+from seernet.errors import UserError
+from seernet.space import Policy, PolicySpace, classifier_name
+from seernet.space_graph import dependency_graph, prunable_groups
+
+Criterion = Callable[[object], torch.Tensor]  # Torch-Pruning group -> score per channel
+_CRITERIA: dict[str, Callable[[], Criterion]] = {
+    "l1": lambda: tp.importance.GroupMagnitudeImportance(p=1),
+    "l2": lambda: tp.importance.GroupMagnitudeImportance(p=2),
+    "random": lambda: tp.importance.RandomImportance(),
+}
+
+
+def register_criterion(name: str, factory: Callable[[], Criterion]) -> None:
+    """Add an importance criterion: ``factory()`` returns ``scores = criterion(group)``."""
+    _CRITERIA[name] = factory
+
+
+def criterion_names() -> list[str]:
+    return sorted(_CRITERIA)
+
+
+def make_criterion(name: str) -> Criterion:
+    if name not in _CRITERIA:
+        raise UserError(f"unknown importance criterion {name!r}; known: {', '.join(criterion_names())}")
+    return _CRITERIA[name]()
+
+
+def prune_model(
+    model: nn.Module, space: PolicySpace, policy: Policy, criterion: str = "l1", seed: int = 0
+) -> nn.Module:
+    """A pruned copy of ``model`` keeping ``policy.channels[g]`` channels of every group."""
+    space.validate(policy)
+    pruned = copy.deepcopy(model).cpu().eval()
+    names = {m: n for n, m in pruned.named_modules()}
+    score = make_criterion(criterion)
+    torch.manual_seed(seed)  # the random criterion draws from torch's global generator
+    dg = dependency_graph(pruned, torch.zeros(space.input_shape))
+    seen = set()
+    # Groups are re-derived after each removal, as Torch-Pruning's own pruners do.
+    for group in prunable_groups(dg, pruned, [classifier_name(pruned)]):
+        root, handler = group[0].dep.target.module, group[0].dep.handler
+        name = names[root]
+        if name not in policy.channels:
+            raise UserError(f"group {name!r} of the model is not in the policy: was the policy made for another model?")
+        seen.add(name)
+        n_remove = len(group[0].idxs) - policy.channels[name]
+        if n_remove <= 0:
+            continue
+        order = torch.argsort(score(group).to(torch.float64), stable=True)
+        dg.get_pruning_group(root, handler, order[:n_remove].tolist()).prune()
+    if seen != set(policy.channels):
+        raise UserError(f"policy names groups the model does not have: {sorted(set(policy.channels) - seen)[:3]}")
+    return pruned
