@@ -1,0 +1,166 @@
+"""Baselines for the solver: a genetic algorithm (DEAP) and random search.
+
+Both take the same inputs and return the same ``SolveResult`` as
+``search.solver.barrier_ascent``, so the three can be compared budget by budget.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Mapping
+
+import numpy as np
+import torch
+from deap import base, tools
+from torch import Tensor
+
+from search.levels import Levels
+from search.repair import CostFn, LevelGrid, MeanStdFn, Problem, repair
+from search.solver import SolveResult, corner_shortcut, make_problem, result
+
+
+class _Fitness(base.Fitness):
+    weights = (1.0,)
+
+
+class _Individual(list):
+    """A genome: one level index per dimension."""
+
+    def __init__(self, genes: list[int]) -> None:
+        super().__init__(genes)
+        self.fitness = _Fitness()
+
+
+def scaled_random_indices(grid: LevelGrid, n: int, gen: torch.Generator, spread: float = 0.5) -> Tensor:
+    """``n`` random index rows, each spread (+-``spread``/2 of the range) around its own
+    uniform scale, so sizes from the smallest policy to the largest are about equally
+    common and tight budgets still get hits (positions outside [0, 1] clip to the ends)."""
+    scale = torch.rand(n, 1, generator=gen, dtype=torch.float64) * (1 + spread) - spread / 2
+    u = torch.rand(n, grid.dim, generator=gen, dtype=torch.float64) - 0.5
+    pos = (scale + spread * u).clamp(0.0, 1.0)
+    span = (grid.hi_idx - grid.lo_idx + 1).to(torch.float64)
+    return torch.minimum(grid.lo_idx + torch.floor(pos * span).long(), grid.hi_idx)
+
+
+def random_search(
+    mean_std: MeanStdFn,
+    costs: Mapping[str, CostFn],
+    budgets: Mapping[str, float],
+    levels: Levels,
+    *,
+    fixed: np.ndarray | None = None,
+    fixed_values: np.ndarray | None = None,
+    n: int = 10000,
+    batch: int = 2048,
+    seed: int = 0,
+) -> SolveResult:
+    """Best of ``n`` random policies that meet every budget (the rest are discarded)."""
+    started = time.perf_counter()
+    problem = make_problem(mean_std, costs, budgets, levels, fixed, fixed_values)
+    early = corner_shortcut(problem, started)
+    if early is not None:
+        return early
+    gen = torch.Generator().manual_seed(seed)
+    best, best_obj, found = problem.grid.lo_idx, -float("inf"), 0
+    with torch.no_grad():
+        for start in range(0, n, batch):
+            idx = scaled_random_indices(problem.grid, min(batch, n - start), gen)
+            idx = idx[problem.feasible(idx)]
+            found += idx.shape[0]
+            if idx.shape[0] == 0:
+                continue
+            obj = problem.objective(problem.grid.values(idx))
+            i = int(obj.argmax())
+            if float(obj[i]) > best_obj:
+                best, best_obj = idx[i], float(obj[i])
+    note = f"{found} of {n} samples met the budgets"
+    if found == 0:
+        note += "; returned the smallest policy"
+    return result(problem, best, started, note)
+
+
+def _clone(ind: _Individual) -> _Individual:
+    """A copy that keeps the (still valid) fitness of its parent."""
+    child = _Individual(list(ind))
+    if ind.fitness.valid:
+        child.fitness.values = ind.fitness.values
+    return child
+
+
+def _evaluate(problem: Problem, population: list[_Individual]) -> None:
+    """Repair every individual in place (Lamarckian) and set its fitness, batched."""
+    todo = [ind for ind in population if not ind.fitness.valid]
+    if not todo:
+        return
+    with torch.no_grad():
+        idx = repair(problem, torch.tensor(todo, dtype=torch.long))
+        obj = problem.objective(problem.grid.values(idx))
+    for ind, genes, o in zip(todo, idx.tolist(), obj.tolist(), strict=True):
+        ind[:] = genes
+        ind.fitness.values = (o,)
+
+
+def _offspring(pop: list[_Individual], low: list[int], up: list[int], cfg: dict) -> list:
+    """Tournament selection, uniform crossover and per-gene random-level mutation."""
+    children = [_clone(ind) for ind in tools.selTournament(pop, len(pop), cfg["tour"])]
+    for a, b in zip(children[::2], children[1::2], strict=False):
+        if random.random() < cfg["cx"]:
+            tools.cxUniform(a, b, 0.5)
+            del a.fitness.values, b.fitness.values
+    for child in children:
+        if random.random() < cfg["mut"]:
+            tools.mutUniformInt(child, low, up, cfg["gene"])
+            del child.fitness.values
+    return children
+
+
+def genetic_search(
+    mean_std: MeanStdFn,
+    costs: Mapping[str, CostFn],
+    budgets: Mapping[str, float],
+    levels: Levels,
+    *,
+    fixed: np.ndarray | None = None,
+    fixed_values: np.ndarray | None = None,
+    population: int = 64,
+    generations: int = 50,
+    seconds: float | None = None,
+    cx_prob: float = 0.7,
+    mut_prob: float = 0.5,
+    gene_prob: float | None = None,
+    tournament: int = 3,
+    seed: int = 0,
+) -> SolveResult:
+    """Best policy found by a genetic algorithm over level indices.
+
+    Infeasible individuals are *repaired* (not penalized) with the solver's greedy
+    repair, and the repaired genome replaces the original. The best individual is kept
+    across generations (elitism). Stops after ``generations`` or ``seconds``, whichever
+    comes first. ``gene_prob`` defaults to 1/D.
+    """
+    started = time.perf_counter()
+    problem = make_problem(mean_std, costs, budgets, levels, fixed, fixed_values)
+    early = corner_shortcut(problem, started)
+    if early is not None:
+        return early
+    grid = problem.grid
+    low, up = grid.lo_idx.tolist(), grid.hi_idx.tolist()
+    cfg = {"tour": tournament, "cx": cx_prob, "mut": mut_prob, "gene": gene_prob or 1.0 / grid.dim}
+    state = random.getstate()  # DEAP draws from the global `random`: seed it, then restore
+    random.seed(seed)
+    try:
+        init = scaled_random_indices(grid, population, torch.Generator().manual_seed(seed))
+        pop = [_Individual(row) for row in init.tolist()]
+        _evaluate(problem, pop)
+        for _ in range(generations):
+            if seconds is not None and time.perf_counter() - started > seconds:
+                break
+            elite = tools.selBest(pop, 1)[0]
+            pop = _offspring(pop, low, up, cfg)
+            _evaluate(problem, pop)
+            pop[pop.index(tools.selWorst(pop, 1)[0])] = elite
+        best = tools.selBest(pop, 1)[0]
+    finally:
+        random.setstate(state)
+    return result(problem, torch.tensor(best, dtype=torch.long), started)
