@@ -74,7 +74,7 @@ def train_steps(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            total_loss += float(loss)
+            total_loss += loss.item()
             done += 1
             if bar is not None:
                 bar.update(1)

@@ -23,6 +23,15 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
 
 def open_run(args: argparse.Namespace) -> tuple[Workspace, RunConfig]:
     """Open (or create) the workspace from the parsed options."""
+    from seernet.datasets import dataset_names
+    from seernet.errors import UserError
+    from seernet.models import model_names
+
+    # Validate names before anything is written, so a typo leaves no workspace behind.
+    if args.model and args.model not in model_names():
+        raise UserError(f"unknown model {args.model!r}; known models: {', '.join(model_names())}")
+    if args.dataset and args.dataset not in dataset_names():
+        raise UserError(f"unknown dataset {args.dataset!r}; known datasets: {', '.join(dataset_names())}")
     ws = Workspace(args.workdir)
     weights = str(Path(args.weights).resolve()) if args.weights else None
     data_dir = str(Path(args.data_dir).resolve()) if args.data_dir else None

@@ -1,0 +1,269 @@
+"""Simulated mixed precision: fake-quantized Conv2d/Linear, calibration, ``quantize_``.
+
+Assumptions, stated once:
+- Weights: per output channel, symmetric, scale = max|w_c| / (2^(b-1) - 1), integer codes
+  in [-(2^(b-1) - 1), 2^(b-1) - 1]. The scale is rounded *up* to 16 significant bits so
+  that code x scale is exact in float32: dequantized weights are then reproducible
+  bit for bit from (codes, scales), and re-quantizing them gives the same codes.
+- Input activations: per tensor, zero point 0; unsigned codes 0..2^b - 1 when the
+  calibration data is non-negative (after ReLU), else signed symmetric codes.
+- Bits are ints in 2..8; ``None`` or 32 leaves that side in float.
+- Gradients use the straight-through estimator of PyTorch's fused fake-quant ops
+  (identity inside the range, zero where clipped); scales are not learned.
+
+Wrappers subclass ``nn.Conv2d``/``nn.Linear`` and share the original layer's parameters,
+so parameter names, pruned shapes, trainability and the FLOPs counters are unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+_MIN_SCALE = 1e-20  # all-zero channels (pruned to nothing) would otherwise divide by zero
+_DEFAULT_FRACTIONS = tuple(0.03 ** (1 - i / 47) for i in range(48))  # 0.03 .. 1.0, geometric
+
+
+def check_bits(bits: int | None) -> int | None:
+    """Validate a bit-width: an int in 2..8, or None/32 for float (returned as None)."""
+    if bits is None or (isinstance(bits, int) and not isinstance(bits, bool) and bits == 32):
+        return None
+    if isinstance(bits, bool) or not isinstance(bits, int) or not 2 <= bits <= 8:
+        raise ValueError(f"bit-width must be an int in 2..8 (or None/32 for float), got {bits!r}")
+    return bits
+
+
+def weight_qrange(bits: int) -> tuple[int, int]:
+    """Symmetric signed code range of a weight at ``bits``."""
+    q = 2 ** (bits - 1) - 1
+    return -q, q
+
+
+def act_qrange(bits: int, signed: bool) -> tuple[int, int]:
+    """Code range of an activation: symmetric signed, or unsigned 0..2^b - 1."""
+    return weight_qrange(bits) if signed else (0, 2**bits - 1)
+
+
+def weight_scale(weight: Tensor, bits: int) -> Tensor:
+    """Per-output-channel float32 scale max|w_c| / qmax, rounded up to 16 significant bits."""
+    amax = weight.detach().abs().flatten(1).amax(1)
+    scale = (amax.float() / weight_qrange(bits)[1]).clamp_min(_MIN_SCALE).contiguous()
+    # Clearing the low 8 mantissa bits (rounding up) makes code * scale exact for |code| <= 127.
+    return ((scale.view(torch.int32) + 0xFF) & ~0xFF).view(torch.float32)
+
+
+def fake_quant_weight(weight: Tensor, scale: Tensor, bits: int) -> Tensor:
+    """Fake-quantize ``weight`` per output channel with ``scale`` (STE gradient)."""
+    zero = torch.zeros(scale.shape, dtype=torch.int32, device=scale.device)
+    return torch.fake_quantize_per_channel_affine(weight, scale, zero, 0, *weight_qrange(bits))
+
+
+class FakeQuant:
+    """Mixin of the fake-quant wrappers: bit-widths, activation range, quantized weight."""
+
+    w_bits: int | None
+    a_bits: int | None
+    act_signed: bool
+    calibrated: bool
+
+    def _init_quant(self, w_bits: int | None, a_bits: int | None) -> None:
+        self.w_bits, self.a_bits = check_bits(w_bits), check_bits(a_bits)
+        self.act_signed, self.calibrated, self.observer = True, False, None
+        self._cache: tuple[tuple, Tensor] | None = None
+        dev = self.weight.device
+        self.register_buffer("act_scale", torch.ones((), device=dev))
+        self.register_buffer("_act_zero", torch.zeros((), dtype=torch.int32, device=dev), persistent=False)
+
+    @classmethod
+    def from_float(cls, module: nn.Module, w_bits: int | None, a_bits: int | None) -> FakeQuant:
+        """A wrapper sharing ``module``'s parameters (built on 'meta': no weights allocated)."""
+        q = cls(**cls._ctor_args(module), bias=module.bias is not None, device="meta")
+        q.weight, q.bias = module.weight, module.bias
+        q._init_quant(w_bits, a_bits)
+        return q.train(module.training)
+
+    def set_bits(self, w_bits: int | None, a_bits: int | None) -> None:
+        """Change bit-widths; a changed activation width needs a new calibration."""
+        w_bits, a_bits = check_bits(w_bits), check_bits(a_bits)
+        if a_bits != self.a_bits:
+            self.calibrated = False
+        self.w_bits, self.a_bits, self._cache = w_bits, a_bits, None
+
+    def set_act_range(self, scale: float | Tensor, signed: bool) -> None:
+        """Set the calibrated activation scale (float) and signedness."""
+        self.act_scale.fill_(float(scale))
+        self.act_signed, self.calibrated = bool(signed), True
+
+    def quantized_weight(self) -> Tensor:
+        """The fake-quantized weight the forward uses (cached in eval mode without grad)."""
+        w = self.weight
+        if self.w_bits is None:
+            return w
+        if self.training or torch.is_grad_enabled():
+            return fake_quant_weight(w, weight_scale(w, self.w_bits), self.w_bits)
+        # _version changes on every in-place update (optimizer steps, load_state_dict).
+        key = (id(w), w.data_ptr(), w._version, w.shape, w.dtype, self.w_bits)
+        if self._cache is None or self._cache[0] != key:
+            self._cache = (key, fake_quant_weight(w, weight_scale(w, self.w_bits), self.w_bits))
+        return self._cache[1]
+
+    def quantize_input(self, x: Tensor) -> Tensor:
+        """Fake-quantize an input activation with the calibrated range (STE gradient)."""
+        if self.observer is not None:
+            self.observer(x)
+            return x
+        if self.a_bits is None:
+            return x
+        if not self.calibrated:
+            raise RuntimeError("activation range not calibrated: run seernet.quant.calibrate_ first")
+        lo, hi = act_qrange(self.a_bits, self.act_signed)
+        return torch.fake_quantize_per_tensor_affine(x, self.act_scale, self._act_zero, lo, hi)
+
+    def train(self, mode: bool = True) -> FakeQuant:
+        self._cache = None  # a weight edited through .data is not seen by _version
+        return super().train(mode)
+
+    def get_extra_state(self) -> dict:
+        return {"w_bits": self.w_bits, "a_bits": self.a_bits, "act_signed": self.act_signed,
+                "calibrated": self.calibrated}
+
+    def set_extra_state(self, state: dict) -> None:
+        self.set_bits(state["w_bits"], state["a_bits"])
+        self.act_signed, self.calibrated = bool(state["act_signed"]), bool(state["calibrated"])
+
+    def extra_repr(self) -> str:
+        kind = "signed" if self.act_signed else "unsigned"
+        return f"{super().extra_repr()}, w_bits={self.w_bits}, a_bits={self.a_bits} ({kind})"
+
+
+class QuantConv2d(FakeQuant, nn.Conv2d):
+    """``nn.Conv2d`` with fake-quantized weight and input."""
+
+    @staticmethod
+    def _ctor_args(m: nn.Conv2d) -> dict:
+        keys = ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation",
+                "groups", "padding_mode")
+        return {k: getattr(m, k) for k in keys}
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self._conv_forward(self.quantize_input(x), self.quantized_weight(), self.bias)
+
+
+class QuantLinear(FakeQuant, nn.Linear):
+    """``nn.Linear`` with fake-quantized weight and input."""
+
+    @staticmethod
+    def _ctor_args(m: nn.Linear) -> dict:
+        return {"in_features": m.in_features, "out_features": m.out_features}
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.linear(self.quantize_input(x), self.quantized_weight(), self.bias)
+
+
+_WRAPPERS: dict[type, type] = {nn.Conv2d: QuantConv2d, nn.Linear: QuantLinear}
+
+
+def quant_layers(model: nn.Module) -> dict[str, FakeQuant]:
+    """Every fake-quant wrapper of ``model`` by its name in ``model.named_modules()``."""
+    return {n: m for n, m in model.named_modules() if isinstance(m, FakeQuant)}
+
+
+def quantize_(model: nn.Module, bits: Mapping[str, tuple[int | None, int | None]]) -> nn.Module:
+    """Replace the named Conv2d/Linear layers by wrappers with (w_bits, a_bits), in place."""
+    modules = dict(model.named_modules())
+    for name, (w_bits, a_bits) in bits.items():
+        m = modules.get(name)
+        if isinstance(m, FakeQuant):
+            m.set_bits(w_bits, a_bits)
+            continue
+        if not name or type(m) not in _WRAPPERS:
+            what = "no such module" if m is None else type(m).__name__
+            raise ValueError(f"cannot quantize {name!r} ({what}): only named Conv2d/Linear layers")
+        parent, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent), child, _WRAPPERS[type(m)].from_float(m, w_bits, a_bits))
+    return model
+
+
+class _RangeObserver:
+    """Exact min/max of a layer's inputs plus a seeded random subsample of their values."""
+
+    def __init__(self, per_batch: int, seed: int) -> None:
+        self.per_batch, self.seed = per_batch, seed
+        self.lo = self.hi = self.gen = None
+        self.samples: list[Tensor] = []
+
+    def __call__(self, x: Tensor) -> None:
+        flat = x.detach().reshape(-1).float()
+        lo, hi = flat.min(), flat.max()  # stays on the device: no sync per batch
+        self.lo = lo if self.lo is None else torch.minimum(self.lo, lo)
+        self.hi = hi if self.hi is None else torch.maximum(self.hi, hi)
+        if flat.numel() <= self.per_batch:
+            self.samples.append(flat.clone())  # the caller may later modify x in place
+            return
+        if self.gen is None:
+            self.gen = torch.Generator(device=flat.device).manual_seed(self.seed)
+        idx = torch.randint(flat.numel(), (self.per_batch,), generator=self.gen, device=flat.device)
+        self.samples.append(flat[idx])
+
+
+def best_act_range(
+    samples: Tensor, lo: float, hi: float, bits: int, fractions: Sequence[float]
+) -> tuple[float, bool]:
+    """(scale, signed) whose clip, a fraction of the observed max, minimizes the sample MSE."""
+    signed = lo < 0
+    amax = max(abs(lo), hi) if signed else hi
+    qlo, qhi = act_qrange(bits, signed)
+    zero = torch.zeros((), dtype=torch.int32, device=samples.device)
+    scales = (torch.tensor(fractions, device=samples.device) * (amax / qhi)).clamp_min(_MIN_SCALE)
+    mse = torch.stack([
+        (torch.fake_quantize_per_tensor_affine(samples, s, zero, qlo, qhi) - samples).square().mean()
+        for s in scales
+    ])
+    return scales[mse.argmin()].item(), signed
+
+
+def _first_tensor(batch: Tensor | Sequence[Tensor]) -> Tensor:
+    return batch if isinstance(batch, Tensor) else batch[0]
+
+
+@torch.no_grad()
+def calibrate_(
+    model: nn.Module,
+    batches: Iterable[Tensor | Sequence[Tensor]],
+    num_batches: int | None = None,
+    fractions: Sequence[float] = _DEFAULT_FRACTIONS,
+    samples_per_batch: int = 2**16,
+    seed: int = 0,
+) -> nn.Module:
+    """Set every wrapper's activation range from a few batches (MSE-best clip), in place.
+
+    Batches are tensors or (inputs, ...) tuples, moved to the model's device. Inputs are
+    observed with activation quantization off and weight quantization on, in eval mode.
+    """
+    layers = {n: m for n, m in quant_layers(model).items() if m.a_bits is not None}
+    device = next(model.parameters()).device
+    was_training = model.training
+    for i, m in enumerate(layers.values()):
+        m.observer = _RangeObserver(samples_per_batch, seed + i)
+    try:
+        model.eval()
+        for k, batch in enumerate(batches):
+            if num_batches is not None and k >= num_batches:
+                break
+            model(_first_tensor(batch).to(device))
+        for name, m in layers.items():
+            obs = m.observer
+            if obs.lo is None:
+                raise ValueError(f"calibration saw no input for layer {name!r}: no batches given?")
+            scale, signed = best_act_range(
+                torch.cat(obs.samples), obs.lo.item(), obs.hi.item(), m.a_bits, fractions
+            )
+            m.set_act_range(scale, signed)
+    finally:
+        for m in layers.values():
+            m.observer = None
+        model.train(was_training)
+    return model
