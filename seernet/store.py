@@ -5,8 +5,9 @@ copy by one row, sets ``n_committed`` last, fsyncs it and renames it over the st
 (``os.replace`` is atomic). So the file at the store's path is at every moment a
 cleanly closed HDF5 file: a kill -9 loses at most the sample in flight (a stale
 ``.tmp`` may remain; the next append overwrites it), and plain h5py can read the
-store while ``seernet collect`` is still writing it. A copy costs well under a
-millisecond for thousands of samples; one evaluation takes seconds.
+store while ``seernet collect`` is still writing it. An append takes about 10 ms
+(mostly the fsync; the copy is under a millisecond for thousands of samples), while
+one evaluation takes seconds.
 
 One writer at a time: a writer holds ``flock`` on ``<name>.lock`` (released by the
 kernel when its process dies). Readers take no lock.
