@@ -74,6 +74,7 @@ def random_warmup(
     exclude: np.ndarray | None = None,
 ) -> np.ndarray:
     """``n`` distinct random policies spread over model size (over ``cost`` when given)."""
+    _check_window(cost, cost_window)
     sizes = levels.sizes
     taken = _index_set(levels, exclude)
     pool: list[tuple[int, ...]] = []
@@ -93,6 +94,11 @@ def random_warmup(
     if c is None or len(x) <= n:
         return x[:n]
     return x[_pick_over_cost(c, n, rng)]
+
+
+def _check_window(cost: CostFn | None, window: tuple[float, float] | None) -> None:
+    if window is not None and cost is None:
+        raise ValueError("a cost window needs a cost function to measure policies against it")
 
 
 # ------------------------------------------------------------------------- proposals
@@ -164,6 +170,7 @@ def propose_batch(
     """Fit the predictor on the samples and evolve a batch of new policies it is unsure of."""
     if acquisition not in ACQUISITIONS:
         raise ValueError(f"acquisition must be one of {ACQUISITIONS}, got {acquisition!r}")
+    _check_window(cost, cost_window)
     config = evolve_config or EvolveConfig()
     predictor = make_predictor(_seed(seed, 0))
     predictor.fit(np.asarray(X_seen, dtype=np.float64), np.asarray(y_seen, dtype=np.float64))
@@ -191,10 +198,12 @@ def propose_batch(
             exclude=np.concatenate([np.asarray(X_seen).reshape(-1, levels.dim), x]),
         )
         x = np.concatenate([x, extra])
-    std = lambda z: float(disagreement(predictor, z).mean()) if len(z) else float("nan")  # noqa: E731
-    return Proposal(
-        x, score(levels.to_index(x)), std(x), std(levels.from_index(result.population)), predictor
-    )
+    pop_std = _mean_std(predictor, levels.from_index(result.population))
+    return Proposal(x, score(levels.to_index(x)), _mean_std(predictor, x), pop_std, predictor)
+
+
+def _mean_std(predictor: Predictor, x: np.ndarray) -> float:
+    return float(disagreement(predictor, x).mean()) if len(x) else float("nan")
 
 
 # ------------------------------------------------------------------------- the loop
@@ -225,6 +234,8 @@ class SamplerConfig:
             raise ValueError("batch_size and eval_chunk must be >= 1")
         if not 0.0 < self.warmup_fraction <= 1.0:
             raise ValueError("warmup_fraction must be in (0, 1]")
+        if self.spacing < 0:
+            raise ValueError("spacing must be >= 0")
         if self.cost_window is not None and self.cost_window[0] > self.cost_window[1]:
             raise ValueError("cost_window must be (lo, hi) with lo <= hi")
 
@@ -276,8 +287,8 @@ def _prior(
 
 def _round_target(r: int, rounds: np.ndarray, n_samples: int, config: SamplerConfig) -> int:
     """How many samples round ``r`` holds once complete."""
-    if config.strategy == "random":
-        return n_samples if r == 0 else 0
+    if config.strategy == "random":  # one round takes all that is left
+        return n_samples - int((rounds < r).sum())
     if r == 0:
         return min(n_samples, max(1, round(config.warmup_fraction * n_samples)))
     return min(config.batch_size, n_samples - int((rounds < r).sum()))
@@ -295,11 +306,11 @@ def _plan(
     config: SamplerConfig,
 ) -> tuple[np.ndarray, str, float, float]:
     """Round ``r``'s full proposal, recomputed from the samples of earlier rounds only."""
-    if r == 0:
-        rng = np.random.default_rng(_seed(config.seed, 0, 0))
-        x = random_warmup(levels, n_target, rng, cost, config.cost_window)
-        return x, ("random" if config.strategy == "random" else "warmup"), np.nan, np.nan
     before = rounds < r
+    if r == 0 or config.strategy == "random":
+        rng = np.random.default_rng(_seed(config.seed, r, 0))
+        x = random_warmup(levels, n_target, rng, cost, config.cost_window, exclude=X[before])
+        return x, ("random" if config.strategy == "random" else "warmup"), np.nan, np.nan
     p = propose_batch(
         levels,
         X[before],
@@ -332,6 +343,7 @@ def run_active(
 ) -> SamplingResult:
     """Measure policies round by round until ``n_samples`` exist, resuming from ``X, y, rounds``."""
     config = config or SamplerConfig()
+    _check_window(cost, config.cost_window)
     X, y, rounds = _prior(levels, X, y, rounds)
     taken = _index_set(levels, X)
     history: list[RoundInfo] = []

@@ -73,7 +73,9 @@ def noisy_evaluate(seed: int):
     """Accuracy plus noise that is fixed per policy, as re-measuring a stored policy would be."""
 
     def evaluate(x: np.ndarray) -> np.ndarray:
-        draws = [np.random.default_rng([seed, *row]).normal() for row in LEVELS.to_index(x).tolist()]
+        draws = [
+            np.random.default_rng([seed, *row]).normal() for row in LEVELS.to_index(x).tolist()
+        ]
         return accuracy(x) + noise_sd(x) * np.array(draws)
 
     return evaluate
@@ -168,8 +170,18 @@ def test_proposals_are_valid_new_distinct_and_in_window(acquisition: str) -> Non
     seen = random_warmup(LEVELS, 16, np.random.default_rng(0))
     y = noisy_evaluate(0)(seen)
     window = (2.0, 4.0)
-    p = propose_batch(LEVELS, seen, y, make_predictor, 8, seed=0, acquisition=acquisition,
-                      cost=cost, cost_window=window, evolve_config=SMALL_GA)
+    p = propose_batch(
+        LEVELS,
+        seen,
+        y,
+        make_predictor,
+        8,
+        seed=0,
+        acquisition=acquisition,
+        cost=cost,
+        cost_window=window,
+        evolve_config=SMALL_GA,
+    )
     assert p.X.shape == (8, 6) and on_grid(p.X)
     assert len(set(index_rows(p.X))) == 8
     assert not set(index_rows(p.X)) & set(index_rows(seen))
@@ -184,7 +196,9 @@ def test_proposals_are_spread_out_and_more_uncertain_than_random() -> None:
     idx = LEVELS.to_index(p.X)
     gaps = np.abs(idx[:, None] - idx[None]).sum(-1)[np.triu_indices(8, 1)]
     assert gaps.min() >= 2  # not eight near-copies of one uncertain policy
-    random_std = p.predictor.predict(LEVELS.random(200, np.random.default_rng(2)), return_std=True)[1]
+    random_std = p.predictor.predict(LEVELS.random(200, np.random.default_rng(2)), return_std=True)[
+        1
+    ]
     assert p.mean_std > 1.5 * random_std.mean()
 
 
@@ -193,12 +207,21 @@ def test_proposals_are_spread_out_and_more_uncertain_than_random() -> None:
 
 def test_run_active_reports_every_sample_and_round() -> None:
     samples, infos = [], []
-    res = run_active(LEVELS, noisy_evaluate(0), make_predictor, 40, config(seed=3),
-                     on_sample=lambda *a: samples.append(a), on_round=infos.append)
+    res = run_active(
+        LEVELS,
+        noisy_evaluate(0),
+        make_predictor,
+        40,
+        config(seed=3),
+        on_sample=lambda *a: samples.append(a),
+        on_round=infos.append,
+    )
     assert res.complete and res.X.shape == (40, 6) and on_grid(res.X)
     assert len(set(index_rows(res.X))) == 40
     assert [s[3] for s in samples] == res.rounds.tolist()
-    assert np.allclose([s[0] for s in samples], res.X) and np.allclose([s[1] for s in samples], res.y)
+    assert np.allclose([s[0] for s in samples], res.X) and np.allclose(
+        [s[1] for s in samples], res.y
+    )
     # 20% warm-up, then full batches of 8.
     assert np.bincount(res.rounds).tolist() == [8, 8, 8, 8, 8]
     assert {s[2] for s in samples if s[3] == 0} == {"warmup"}
@@ -254,8 +277,14 @@ def test_interrupted_run_resumes_without_loss_or_duplicates(stop_after: int) -> 
     full = run_active(LEVELS, noisy_evaluate(0), make_predictor, 40, cfg)
     store: list[tuple] = []  # what the application would have persisted
     with pytest.raises(KeyboardInterrupt):
-        run_active(LEVELS, interrupt_after(stop_after, noisy_evaluate(0)), make_predictor, 40,
-                   cfg, on_sample=lambda *a: store.append(a))
+        run_active(
+            LEVELS,
+            interrupt_after(stop_after, noisy_evaluate(0)),
+            make_predictor,
+            40,
+            cfg,
+            on_sample=lambda *a: store.append(a),
+        )
     assert len(store) == stop_after
     X, y, r = (np.array([s[i] for s in store]) for i in (0, 1, 3))
     resumed = run_active(LEVELS, noisy_evaluate(0), make_predictor, 40, cfg, X=X, y=y, rounds=r)
@@ -274,17 +303,85 @@ def test_resume_of_a_finished_run_measures_nothing() -> None:
     def no_evaluate(x):
         raise AssertionError("nothing is left to measure")
 
-    again = run_active(LEVELS, no_evaluate, make_predictor, 24, cfg,
-                       X=done.X, y=done.y, rounds=done.rounds)
+    again = run_active(
+        LEVELS, no_evaluate, make_predictor, 24, cfg, X=done.X, y=done.y, rounds=done.rounds
+    )
     assert np.array_equal(again.X, done.X) and again.history == []
 
 
 def test_unlabelled_prior_samples_count_as_warmup() -> None:
     prior = random_warmup(LEVELS, 10, np.random.default_rng(9))
-    res = run_active(LEVELS, noisy_evaluate(0), make_predictor, 26, config(seed=4),
-                     X=prior, y=accuracy(prior))
+    res = run_active(
+        LEVELS, noisy_evaluate(0), make_predictor, 26, config(seed=4), X=prior, y=accuracy(prior)
+    )
     assert np.bincount(res.rounds).tolist() == [10, 8, 8]
     assert len(set(index_rows(res.X))) == 26
+
+
+def test_random_run_resumes_and_a_strategy_switch_terminates() -> None:
+    cfg = config(strategy="random", seed=3)
+    full = run_active(LEVELS, noisy_evaluate(0), make_predictor, 30, cfg)
+    store: list[tuple] = []
+    with pytest.raises(KeyboardInterrupt):
+        run_active(
+            LEVELS,
+            interrupt_after(11, noisy_evaluate(0)),
+            make_predictor,
+            30,
+            cfg,
+            on_sample=lambda *a: store.append(a),
+        )
+    X, y, r = (np.array([s[i] for s in store]) for i in (0, 1, 3))
+    resumed = run_active(LEVELS, noisy_evaluate(0), make_predictor, 30, cfg, X=X, y=y, rounds=r)
+    assert np.array_equal(resumed.X, full.X)
+    # Samples from an active run continued with random sampling: fill up, no repeats.
+    active = run_active(LEVELS, noisy_evaluate(0), make_predictor, 24, config(seed=3))
+    mixed = run_active(
+        LEVELS,
+        noisy_evaluate(0),
+        make_predictor,
+        40,
+        cfg,
+        X=active.X,
+        y=active.y,
+        rounds=active.rounds,
+    )
+    assert len(mixed.X) == 40 and len(set(index_rows(mixed.X))) == 40
+    assert mixed.history[-1].strategy == "random"
+
+
+def test_cost_window_holds_for_every_sample() -> None:
+    window = (2.5, 3.5)
+    res = run_active(
+        LEVELS, noisy_evaluate(0), make_predictor, 32, config(seed=1, cost_window=window), cost=cost
+    )
+    assert res.complete and len(set(index_rows(res.X))) == 32
+    assert np.all((cost(res.X) >= window[0]) & (cost(res.X) <= window[1]))
+
+
+def test_an_exhausted_window_stops_with_a_warning() -> None:
+    # Only policies of total 6.0 exist in the window: the single all-ones policy.
+    with pytest.warns(RuntimeWarning, match="no unmeasured policy"):
+        res = run_active(
+            LEVELS, noisy_evaluate(0), make_predictor, 10, config(cost_window=(5.9, 6.0)), cost=cost
+        )
+    assert not res.complete and len(res.X) == 1
+
+
+def test_a_window_without_a_cost_is_refused() -> None:
+    with pytest.raises(ValueError, match="cost function"):
+        run_active(LEVELS, noisy_evaluate(0), make_predictor, 10, config(cost_window=(1.0, 2.0)))
+
+
+def test_evaluate_gets_chunks_of_the_requested_size() -> None:
+    sizes: list[int] = []
+
+    def evaluate(x: np.ndarray) -> np.ndarray:
+        sizes.append(len(x))
+        return accuracy(x)
+
+    run_active(LEVELS, evaluate, make_predictor, 20, config(eval_chunk=3, seed=0))
+    assert max(sizes) == 3 and sum(sizes) == 20
 
 
 # ------------------------------------------------------------------ active vs random
@@ -301,8 +398,13 @@ def test_active_sampling_beats_random_at_a_fixed_budget() -> None:
     active, rand = [], []
     for seed in range(5):
         for strategy, out in (("active", active), ("random", rand)):
-            res = run_active(LEVELS, noisy_evaluate(seed), make_predictor, 100,
-                             config(strategy=strategy, seed=seed))
+            res = run_active(
+                LEVELS,
+                noisy_evaluate(seed),
+                make_predictor,
+                100,
+                config(strategy=strategy, seed=seed),
+            )
             out.append(heldout_rmse(res.X, res.y, seed))
     print(f"held-out RMSE active {np.round(active, 4)} random {np.round(rand, 4)}")
     # Measured: active 0.041 vs random 0.051 mean RMSE, active ahead on every seed.
