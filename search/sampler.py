@@ -263,6 +263,9 @@ class SamplingResult:
     complete: bool  # False when the space (or cost window) ran out of new policies
 
 
+# on_sample(x (D,), accuracy, strategy, round) runs right after each measurement, so the
+# caller can persist it before the next one starts; strategy is "warmup", "active" or
+# "random". on_round(info) runs once per round, after choosing and before measuring.
 OnSample = Callable[[np.ndarray, float, str, int], None]
 OnRound = Callable[[RoundInfo], None]
 

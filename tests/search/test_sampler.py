@@ -255,10 +255,6 @@ def test_ga_leaves_python_random_alone() -> None:
     assert random.random() == expected
 
 
-class Interrupted(Exception):
-    pass
-
-
 def interrupt_after(k: int, evaluate):
     calls = {"n": 0}
 
@@ -293,6 +289,7 @@ def test_interrupted_run_resumes_without_loss_or_duplicates(stop_after: int) -> 
     # Each round is recomputed from earlier rounds only, so nothing differs from a run
     # that was never interrupted.
     assert np.array_equal(resumed.X, full.X) and np.array_equal(resumed.rounds, full.rounds)
+    assert np.array_equal(resumed.y, full.y)
     assert resumed.history[0].round == r[-1] + (stop_after == 16)
 
 
