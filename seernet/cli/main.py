@@ -12,6 +12,7 @@ from seernet import __version__
 COMMANDS = {
     "pretrain": "seernet.cli.pretrain_cmd",
     "evaluate": "seernet.cli.evaluate_cmd",
+    "collect": "seernet.cli.collect_cmd",
 }
 
 

@@ -1,0 +1,111 @@
+"""``collect``: measure policies (random or active) into the workspace's sample store.
+
+The sampler in ``search`` decides *which* policies to measure; this module measures
+them with the evaluation protocol and appends each one to the store as soon as it is
+known, so an interruption loses at most the policy in flight.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from search.levels import Levels
+from search.sampler import RoundInfo, SamplerConfig, run_active
+from seernet.context import RunContext
+from seernet.costs import COST_NAMES
+from seernet.evaluate import Protocol, evaluate_policy
+from seernet.store import Sample, SampleStore, StoreSpec
+
+STORE_NAME = "samples.h5"
+
+
+def store_spec(ctx: RunContext, protocol: Protocol) -> StoreSpec:
+    """What a store of this run must agree on before samples can be added."""
+    space = ctx.space
+    return StoreSpec(
+        fingerprint=space.fingerprint, dim=space.dim, n_choices=space.n_groups + 2 * len(space.quant_layers),
+        cost_names=list(COST_NAMES), model=ctx.config.model, dataset=ctx.config.dataset,
+        protocol=protocol.to_json(),
+    )  # fmt: skip
+
+
+def raw_choices(ctx: RunContext, x: np.ndarray) -> tuple[int, ...]:
+    """Kept channels per group, then weight bits and activation bits per quantized layer."""
+    policy = ctx.space.decode(x)
+    layers = ctx.space.quant_layers
+    return (
+        tuple(policy.channels[g.name] for g in ctx.space.groups)
+        + tuple(policy.bits[ly.name][0] for ly in layers)
+        + tuple(policy.bits[ly.name][1] for ly in layers)
+    )
+
+
+@dataclass
+class Measurer:
+    """Measures encoded policies and appends each to the store with its costs."""
+
+    ctx: RunContext
+    store: SampleStore
+    protocol: Protocol
+    bar: tqdm | None = None
+
+    def measure(self, x: np.ndarray, strategy: str, round_: int) -> float:
+        """Evaluate one encoded policy, append it, and return its accuracy."""
+        space = self.ctx.space
+        policy = space.decode(x)
+        x = space.encode(policy)
+        acc, seconds = evaluate_policy(self.ctx.model, space, policy, self.ctx.splits, self.protocol, self.ctx.device)
+        costs = self.ctx.costs.of_policy(policy)
+        self.store.append(
+            Sample(encoded=x, choices=raw_choices(self.ctx, x), accuracy=acc, costs=costs, strategy=strategy,
+                   round=round_, seed=self.protocol.seed, seconds=seconds, time=time.time())
+        )  # fmt: skip
+        if self.bar is not None:
+            accs = self.store.accuracy
+            self.bar.update(1)
+            self.bar.set_postfix(best=f"{accs.max():.2f}", mean=f"{accs.mean():.2f}", refresh=False)
+        return acc
+
+
+def make_predictor_factory(members: int = 5):  # noqa: ANN201 - returns a factory
+    """Predictor factory for the active sampler: the MLP ensemble with a given seed."""
+    from predictor.ensemble import MLPEnsemble
+
+    return lambda seed: MLPEnsemble(n_members=members, random_state=seed)
+
+
+def numpy_cost(ctx: RunContext, name: str = "flops"):  # noqa: ANN201 - returns a function
+    """The analytic cost as a numpy function of (N, D) encoded policies."""
+    fn = ctx.costs.functions()[name]
+    return lambda x: fn(torch.as_tensor(np.asarray(x, dtype=np.float64).reshape(-1, ctx.space.dim))).numpy()
+
+
+def collect(ctx: RunContext, store: SampleStore, n_samples: int, protocol: Protocol, sampler: SamplerConfig) -> None:
+    """Measure policies until the store holds ``n_samples`` (resumes where it stopped)."""
+    already = len(store)
+    with tqdm(total=n_samples, initial=already, desc=f"collect ({sampler.strategy})", unit="policy",
+              dynamic_ncols=True) as bar:  # fmt: skip
+        measurer = Measurer(ctx, store, protocol, bar)
+
+        def evaluate(chunk: np.ndarray) -> np.ndarray:
+            return np.array([measurer.measure(x, current["strategy"], current["round"]) for x in chunk])
+
+        current = {"strategy": sampler.strategy, "round": 0}
+
+        def on_round(info: RoundInfo) -> None:
+            current.update(strategy=info.strategy, round=info.round)
+            std = "" if math.isnan(info.mean_std) else f", mean ensemble std {info.mean_std:.2f}"
+            bar.set_description(f"collect round {info.round} ({info.strategy}{std})")
+
+        stored_rounds = store.round if len(store) else None
+        run_active(
+            Levels(ctx.space.levels()), evaluate, make_predictor_factory(), n_samples, sampler,
+            cost=numpy_cost(ctx), X=store.encoded if len(store) else None,
+            y=store.accuracy if len(store) else None, rounds=stored_rounds, on_round=on_round,
+        )  # fmt: skip

@@ -1,0 +1,97 @@
+"""Measuring one policy: prune, adapt BatchNorm, quantize, short QAT fine-tune, val top-1.
+
+The protocol is the proxy every sample is measured with; its defaults were chosen by
+``benchmarks/bench_proxy.py`` (rank agreement with a long fine-tune versus seconds).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from itertools import islice
+
+import torch
+from torch import nn
+
+from seernet.datasets import DataSplits
+from seernet.loaders import batches
+from seernet.prune import prune_model
+from seernet.quant import calibrate_, quantize_
+from seernet.space import Policy, PolicySpace
+from seernet.train import accuracy, cosine_lr, sgd, train_steps
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """How a policy's accuracy is measured; stored with every sample store."""
+
+    bn_batches: int = 8
+    finetune_steps: int = 20
+    batch_size: int = 128
+    lr: float = 0.01
+    weight_decay: float = 5e-4
+    val_limit: int | None = None
+    criterion: str = "l1"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.bn_batches < 1 or self.finetune_steps < 0 or self.batch_size < 1 or self.lr <= 0:
+            raise ValueError("protocol needs bn_batches >= 1, finetune_steps >= 0, batch_size >= 1, lr > 0")
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+@torch.no_grad()
+def adapt_batchnorm_(model: nn.Module, data, device: torch.device, n_batches: int) -> None:  # noqa: ANN001
+    """Re-estimate BatchNorm running statistics on ``n_batches`` (cumulative average)."""
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # None = exact average over the batches seen
+    model.train()
+    for x, _ in islice(data, n_batches):
+        model(x.to(device))
+    for m, momentum in zip(bns, saved, strict=True):
+        m.momentum = momentum
+    model.eval()
+
+
+def build_compressed(
+    base: nn.Module, space: PolicySpace, policy: Policy, splits: DataSplits, protocol: Protocol,
+    device: torch.device,
+) -> nn.Module:  # fmt: skip
+    """Pruned, BN-adapted, quantized and calibrated model (before any fine-tuning)."""
+    model = prune_model(base, space, policy, protocol.criterion, protocol.seed).to(device)
+    calib = batches(splits.train, protocol.batch_size, shuffle=True, seed=protocol.seed)
+    adapt_batchnorm_(model, calib, device, protocol.bn_batches)
+    quantize_(model, policy.bits)
+    calibrate_(model, calib, num_batches=2, seed=protocol.seed)
+    adapt_batchnorm_(model, calib, device, protocol.bn_batches)
+    return model
+
+
+def finetune_(
+    model: nn.Module, splits: DataSplits, steps: int, protocol: Protocol, device: torch.device, bar=None,  # noqa: ANN001
+) -> None:  # fmt: skip
+    """Quantization-aware fine-tuning for ``steps`` SGD steps on a cosine schedule (seeded)."""
+    if steps <= 0:
+        return
+    torch.manual_seed(protocol.seed)
+    data = batches(splits.train, protocol.batch_size, shuffle=True, seed=protocol.seed + 1, train_augment=True)
+    opt = sgd(model, protocol.lr, protocol.weight_decay)
+    train_steps(model, data, device, opt, lambda s: cosine_lr(s, steps, protocol.lr), steps, bar)
+    model.eval()
+
+
+def evaluate_policy(
+    base: nn.Module, space: PolicySpace, policy: Policy, splits: DataSplits, protocol: Protocol,
+    device: torch.device,
+) -> tuple[float, float]:  # fmt: skip
+    """Measured val accuracy (%) of ``policy`` under ``protocol``, and the seconds it took."""
+    start = time.perf_counter()
+    model = build_compressed(base, space, policy, splits, protocol, device)
+    finetune_(model, splits, protocol.finetune_steps, protocol, device)
+    acc = accuracy(model, splits.val, device, limit=protocol.val_limit)
+    return acc, time.perf_counter() - start

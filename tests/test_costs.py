@@ -1,0 +1,90 @@
+"""The analytic cost model equals an independent counter on the physically pruned model."""
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from search.levels import Levels
+from seernet.costs import CostModel
+from seernet.models import create_model
+from seernet.profile import count_macs_params
+from seernet.prune import prune_model
+from seernet.space import build_space
+
+ARCHS = {  # small inputs keep the suite fast; the counts are exact at any size
+    "resnet20": ((1, 1, 28, 28), 8),
+    "vgg_small": ((1, 3, 16, 16), 5),
+    "resnet18": ((1, 3, 32, 32), 3),
+    "mobilenet_v2": ((1, 3, 32, 32), 4),
+}
+_CACHE: dict = {}
+
+
+def setup(name: str):
+    if name not in _CACHE:
+        shape = ARCHS[name][0]
+        torch.manual_seed(0)
+        model = create_model(name, 10, shape[1]).eval()
+        space = build_space(model, shape)
+        _CACHE[name] = (model, space, CostModel(space), shape)
+    return _CACHE[name]
+
+
+@pytest.mark.parametrize("name", list(ARCHS))
+def test_unpruned_costs_match_counter(name):
+    model, _, costs, shape = setup(name)
+    macs, params = count_macs_params(model, shape)
+    full = costs.unpruned()
+    assert full["flops"] == macs and full["params"] == params
+
+
+@pytest.mark.parametrize("name", list(ARCHS))
+def test_analytic_equals_counted_on_pruned_model(name):
+    model, space, costs, shape = setup(name)
+    levels = Levels(space.levels())
+
+    @settings(max_examples=ARCHS[name][1], deadline=None, suppress_health_check=list(HealthCheck))
+    @given(seed=st.integers(0, 2**32 - 1))
+    def check(seed):
+        policy = space.decode(levels.random(1, np.random.default_rng(seed))[0])
+        pruned = prune_model(model, space, policy)
+        macs, params = count_macs_params(pruned, shape)
+        analytic = costs.of_policy(policy)
+        assert analytic["flops"] == macs
+        assert analytic["params"] == params
+        out = pruned(torch.zeros(shape))  # the pruned model still runs
+        assert out.shape == (1, 10)
+
+    check()
+
+
+def test_pruned_model_has_the_policys_channel_counts():
+    model, space, costs, shape = setup("resnet20")
+    policy = space.decode(Levels(space.levels()).random(1, np.random.default_rng(3))[0])
+    pruned = prune_model(model, space, policy)
+    for row in costs.per_layer(policy):
+        module = pruned.get_submodule(row["layer"])
+        got = (module.in_features, module.out_features) if isinstance(module, torch.nn.Linear) else (
+            module.in_channels, module.out_channels)
+        assert got == (row["in"], row["out"])
+
+
+def test_costs_are_monotone_and_differentiable():
+    _, space, costs, _ = setup("resnet20")
+    x = torch.full((1, space.dim), 0.5, dtype=torch.float64, requires_grad=True)
+    for name, fn in costs.functions().items():
+        (grad,) = torch.autograd.grad(fn(x).sum(), x)
+        assert torch.isfinite(grad).all() and (grad >= 0).all(), name
+    bitops = costs.bitops(torch.ones(1, space.dim)).item()
+    assert bitops == pytest.approx(costs.unpruned()["flops"] * 64)  # 8-bit everywhere
+
+
+def test_bitops_and_size_by_hand_on_uniform_4bit():
+    _, space, costs, _ = setup("resnet20")
+    policy = space.full_policy(bits=4)
+    c = costs.of_policy(policy)
+    rows = costs.per_layer(policy)
+    assert c["bitops"] == pytest.approx(sum(r["flops"] * r["w_bits"] * r["a_bits"] for r in rows))
+    assert c["size"] < costs.unpruned()["size"]

@@ -1,0 +1,77 @@
+"""Policy space: codec round trip, levels, fingerprint, validation."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from search.levels import Levels
+from seernet.errors import UserError
+from seernet.models import create_model
+from seernet.space import Policy, SpaceChoices, build_space
+
+
+@pytest.fixture(scope="module")
+def space():
+    return build_space(create_model("resnet20", 10, 1), (1, 1, 28, 28))
+
+
+def test_resnet20_groups_and_layout(space):
+    assert space.n_groups == 12  # 3 residual streams + 9 block-internal groups
+    assert len(space.quant_layers) == 22 and len(space.free_layers) == 20
+    assert space.dim == 12 + 2 * 20 == len(space.levels()) == len(space.dim_names())
+    fixed = [ly.name for ly in space.quant_layers if ly.fixed_bits]
+    assert fixed == ["conv1", "fc"]  # first conv and classifier stay at 8 bits
+    assert "fc" not in {g.name for g in space.groups}  # class outputs are never pruned
+
+
+@settings(max_examples=50, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1))
+def test_codec_round_trip(space, seed):
+    x = Levels(space.levels()).random(1, np.random.default_rng(seed))[0]
+    policy = space.decode(x)
+    assert np.allclose(space.encode(policy), x)
+    assert space.decode(space.encode(policy)) == policy
+
+
+@settings(max_examples=30, deadline=None)
+@given(x=st.lists(st.floats(0, 1), min_size=52, max_size=52))
+def test_decode_rounds_any_vector_to_a_valid_policy(space, x):
+    policy = space.decode(np.array(x))
+    space.validate(policy)
+    snapped = Levels(space.levels()).snap(np.array(x))
+    assert np.allclose(space.encode(policy), snapped)
+
+
+def test_encoding_is_monotone_in_raw_choices(space):
+    g = space.groups[0]
+    enc = [space.encode(Policy({**space.full_policy().channels, g.name: n}, space.full_policy().bits))[0] for n in g.keep]
+    assert enc == sorted(enc) and enc[-1] == 1.0
+
+
+def test_invalid_policies_are_refused(space):
+    full = space.full_policy()
+    with pytest.raises(UserError, match="not a valid choice"):
+        space.encode(Policy({**full.channels, space.groups[0].name: 7}, full.bits))
+    with pytest.raises(UserError, match="bits"):
+        space.encode(Policy(full.channels, {**full.bits, space.free_layers[0].name: (7, 4)}))
+    with pytest.raises(UserError, match="bits"):
+        space.encode(Policy(full.channels, {**full.bits, "conv1": (4, 4)}))  # fixed layer
+    with pytest.raises(UserError, match="malformed"):
+        Policy.from_json({"channels": {}})
+
+
+def test_fingerprint_is_stable_and_sensitive():
+    a = build_space(create_model("resnet20", 10, 1), (1, 1, 28, 28))
+    b = build_space(create_model("resnet20", 10, 1), (1, 1, 28, 28))
+    c = build_space(create_model("resnet20", 10, 1), (1, 1, 28, 28), SpaceChoices(bits=(4, 8)))
+    d = build_space(create_model("resnet32", 10, 1), (1, 1, 28, 28))
+    assert a.fingerprint == b.fingerprint
+    assert len({a.fingerprint, c.fingerprint, d.fingerprint}) == 3
+
+
+def test_choices_are_validated():
+    with pytest.raises(ValueError):
+        SpaceChoices(max_prune=1.0)
+    with pytest.raises(ValueError):
+        SpaceChoices(bits=(1, 8))
