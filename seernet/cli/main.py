@@ -13,6 +13,7 @@ COMMANDS = {
     "pretrain": "seernet.cli.pretrain_cmd",
     "evaluate": "seernet.cli.evaluate_cmd",
     "collect": "seernet.cli.collect_cmd",
+    "solve": "seernet.cli.solve_cmd",
 }
 
 

@@ -1,0 +1,97 @@
+"""``seernet solve``: a policy per budget by barrier gradient ascent on the predictor."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = ("find the policy with the highest predicted accuracy under each budget "
+        "(FLOPs = MACs; BitOPs = MACs x weight bits x activation bits)")  # fmt: skip
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--workdir", default="seernet-run", help="workspace folder (default: %(default)s)")
+    p.add_argument("--flops", help="FLOPs (MACs) budgets, e.g. 150M or 10M,15M,20M or 50%%")
+    p.add_argument("--bitops", help="BitOPs budgets, e.g. 2G or 25%%")
+    p.add_argument("--params", help="parameter budgets, e.g. 150K or 50%%")
+    p.add_argument("--size", help="model size budgets in bytes, e.g. 100KB, 1.5MB or 30%%")
+    p.add_argument("--pareto", type=int, help="K FLOPs budgets spread over the attainable range")
+    p.add_argument("--bits", default="mixed",
+                   help="'mixed' searches per-layer bits; N fixes every layer at N bits (default: %(default)s)")  # fmt: skip
+    p.add_argument("--seed", type=int, default=0, help="default: %(default)s")
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON only")
+
+
+def _parse(args: argparse.Namespace):  # noqa: ANN202
+    from seernet.errors import UserError
+    from seernet.solve import BUDGET_KINDS
+    from seernet.units import parse_budget_list
+
+    given = {k: parse_budget_list(getattr(args, k), kind, f"--{k}") for k, kind in BUDGET_KINDS.items() if getattr(args, k)}
+    if args.pareto is not None and (args.pareto < 1 or given):
+        raise UserError("--pareto K needs K >= 1 and no other budget flag")
+    if args.bits == "mixed":
+        return given, None
+    try:
+        return given, int(args.bits)
+    except ValueError as exc:
+        raise UserError(f"--bits must be 'mixed' or a bit-width, got {args.bits!r}") from exc
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+
+    import torch
+
+    from seernet.context import RunContext
+    from seernet.solve import (
+        bits_mask,
+        load_predictor,
+        policy_document,
+        resolve_budgets,
+        solve_one,
+        write_json,
+    )
+    from seernet.workspace import Workspace
+
+    given, bits = _parse(args)
+    ws = Workspace(args.workdir)
+    ctx = RunContext(ws, ws.read(), torch.device("cpu"))
+    predictor = load_predictor(ctx)
+    fixed, values = bits_mask(ctx, bits)
+    docs = []
+    for bset in resolve_budgets(ctx, given, args.pareto, mixed=bits is None):
+        res = solve_one(ctx, predictor, bset, fixed, values, args.seed)
+        doc = policy_document(ctx, bset, res, "mixed" if bits is None else f"{bits}-bit")
+        path = ws.path("policies", f"{bset.name}.json")
+        write_json(path, doc)
+        doc["path"] = str(path)
+        docs.append(doc)
+        if not args.json:
+            print(render(ctx, doc))
+    if args.json:
+        print(json.dumps(docs, indent=2))
+    return 0
+
+
+def render(ctx, doc: dict) -> str:  # noqa: ANN001
+    """Human-readable report of one solved policy."""
+    from seernet.solve import format_cost
+    from seernet.space import Policy
+    from seernet.tables import format_table
+
+    policy = Policy.from_json(doc["policy"])
+    groups = [[g.name, f"{policy.channels[g.name]}/{g.channels}"] for g in ctx.space.groups]
+    layers = [[r["layer"], f"{r['in']}->{r['out']}", f"{r['w_bits']}/{r['a_bits']}"] for r in ctx.costs.per_layer(policy)]
+    costs = [[k, format_cost(k, doc["costs"][k]), format_cost(k, b), f"{100 * doc['costs'][k] / b:.1f}%"]
+             for k, b in doc["budgets"].items()]  # fmt: skip
+    notes = [f"note: {k} budget = {why}" for k, why in doc["derived_budgets"].items()]
+    notes += [f"note: {doc['note']}"] if doc["note"] else []
+    pred = doc["predicted"]
+    return "\n".join([
+        f"== {doc['name']} ({doc['bits_mode']}) ==",
+        format_table(["channel group", "kept/total"], groups), "",
+        format_table(["layer", "channels", "w/a bits"], layers), "",
+        format_table(["cost", "policy", "budget", "used"], costs), *notes,
+        f"predicted accuracy {pred['mean']:.2f} +/- {pred['std']:.2f}%   solved in {doc['solve_seconds']:.2f} s",
+        f"wrote {doc['path']}", "",
+    ])  # fmt: skip
