@@ -17,7 +17,7 @@ from torch import Tensor
 
 from search.levels import Levels
 from search.repair import CostFn, LevelGrid, MeanStdFn, Problem, repair
-from search.solver import SolveResult, corner_shortcut, make_problem, result
+from search.solver import SolveResult, corner_shortcut, make_problem, result, torch_threads
 
 
 class _Fitness(base.Fitness):
@@ -54,14 +54,24 @@ def random_search(
     n: int = 10000,
     batch: int = 2048,
     seed: int = 0,
+    threads: int | None = 1,
 ) -> SolveResult:
     """Best of ``n`` random policies that meet every budget (the rest are discarded)."""
     started = time.perf_counter()
-    problem = make_problem(mean_std, costs, budgets, levels, fixed, fixed_values)
-    early = corner_shortcut(problem, started)
-    if early is not None:
-        return early
-    gen = torch.Generator().manual_seed(seed)
+    with torch_threads(threads):
+        problem = make_problem(mean_std, costs, budgets, levels, fixed, fixed_values)
+        early = corner_shortcut(problem, started)
+        if early is not None:
+            return early
+        best, found = _best_random(problem, n, batch, torch.Generator().manual_seed(seed))
+        note = f"{found} of {n} samples met the budgets"
+        if found == 0:
+            note += "; returned the smallest policy"
+        return result(problem, best, started, note)
+
+
+def _best_random(problem: Problem, n: int, batch: int, gen: torch.Generator) -> tuple[Tensor, int]:
+    """The best feasible index row among ``n`` scaled random draws, and how many were feasible."""
     best, best_obj, found = problem.grid.lo_idx, -float("inf"), 0
     with torch.no_grad():
         for start in range(0, n, batch):
@@ -74,10 +84,7 @@ def random_search(
             i = int(obj.argmax())
             if float(obj[i]) > best_obj:
                 best, best_obj = idx[i], float(obj[i])
-    note = f"{found} of {n} samples met the budgets"
-    if found == 0:
-        note += "; returned the smallest policy"
-    return result(problem, best, started, note)
+    return best, found
 
 
 def _clone(ind: _Individual) -> _Individual:
@@ -131,6 +138,7 @@ def genetic_search(
     gene_prob: float | None = None,
     tournament: int = 3,
     seed: int = 0,
+    threads: int | None = 1,
 ) -> SolveResult:
     """Best policy found by a genetic algorithm over level indices.
 
@@ -140,27 +148,36 @@ def genetic_search(
     comes first. ``gene_prob`` defaults to 1/D.
     """
     started = time.perf_counter()
-    problem = make_problem(mean_std, costs, budgets, levels, fixed, fixed_values)
-    early = corner_shortcut(problem, started)
-    if early is not None:
-        return early
+    with torch_threads(threads):
+        problem = make_problem(mean_std, costs, budgets, levels, fixed, fixed_values)
+        early = corner_shortcut(problem, started)
+        if early is not None:
+            return early
+        cfg = {
+            "pop": population, "gens": generations, "tour": tournament, "cx": cx_prob,
+            "mut": mut_prob, "gene": gene_prob or 1.0 / problem.grid.dim,
+        }
+        state = random.getstate()  # DEAP draws from the global `random`: seed it, then restore
+        random.seed(seed)
+        try:
+            best = _evolve(problem, cfg, seed, None if seconds is None else started + seconds)
+        finally:
+            random.setstate(state)
+        return result(problem, torch.tensor(best, dtype=torch.long), started)
+
+
+def _evolve(problem: Problem, cfg: dict, seed: int, deadline: float | None) -> list[int]:
+    """The generational loop with elitism; returns the best genome."""
     grid = problem.grid
     low, up = grid.lo_idx.tolist(), grid.hi_idx.tolist()
-    cfg = {"tour": tournament, "cx": cx_prob, "mut": mut_prob, "gene": gene_prob or 1.0 / grid.dim}
-    state = random.getstate()  # DEAP draws from the global `random`: seed it, then restore
-    random.seed(seed)
-    try:
-        init = scaled_random_indices(grid, population, torch.Generator().manual_seed(seed))
-        pop = [_Individual(row) for row in init.tolist()]
+    init = scaled_random_indices(grid, cfg["pop"], torch.Generator().manual_seed(seed))
+    pop = [_Individual(row) for row in init.tolist()]
+    _evaluate(problem, pop)
+    for _ in range(cfg["gens"]):
+        if deadline is not None and time.perf_counter() > deadline:
+            break
+        elite = tools.selBest(pop, 1)[0]
+        pop = _offspring(pop, low, up, cfg)
         _evaluate(problem, pop)
-        for _ in range(generations):
-            if seconds is not None and time.perf_counter() - started > seconds:
-                break
-            elite = tools.selBest(pop, 1)[0]
-            pop = _offspring(pop, low, up, cfg)
-            _evaluate(problem, pop)
-            pop[pop.index(tools.selWorst(pop, 1)[0])] = elite
-        best = tools.selBest(pop, 1)[0]
-    finally:
-        random.setstate(state)
-    return result(problem, torch.tensor(best, dtype=torch.long), started)
+        pop[pop.index(tools.selWorst(pop, 1)[0])] = elite
+    return list(tools.selBest(pop, 1)[0])

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -80,12 +81,11 @@ def corner_shortcut(problem: Problem, started: float) -> SolveResult | None:
         c_lo = problem.normalized_costs(grid.lower[None])[0]
         c_hi = problem.normalized_costs(grid.upper[None])[0]
     if (c_lo > 1.0).any():
-        smallest = ", ".join(
-            f"{k}: smallest attainable {float(c_lo[i]) * problem.budgets[k]:.6g} "
-            f"> budget {problem.budgets[k]:.6g}"
-            for i, k in enumerate(problem.names)
-        )
-        raise ValueError(f"budget below the smallest model ({smallest})")
+        parts = [
+            f"{k} {float(c_lo[i]) * b:.6g} (budget {b:.6g}{', too small' if c_lo[i] > 1 else ''})"
+            for i, (k, b) in enumerate(problem.budgets.items())
+        ]
+        raise ValueError(f"no policy meets the budgets; smallest attainable: {', '.join(parts)}")
     if (c_hi <= 1.0).all():
         note = "budgets at or above the cost of the largest policy: returned the upper corner"
         return result(problem, grid.hi_idx, started, note)
@@ -141,7 +141,9 @@ def _mu_scale(problem: Problem, x: Tensor) -> float:
     return scale if math.isfinite(scale) and scale > 0 else 1.0
 
 
-def _backtrack(problem: Problem, x: Tensor, step: Tensor, slack: Tensor, halvings: int = 8):
+def _backtrack(
+    problem: Problem, x: Tensor, step: Tensor, slack: Tensor, halvings: int = 8
+) -> tuple[Tensor, Tensor]:
     """Take ``step`` where it keeps at least a tenth of every slack (fraction to the
     boundary), halving it per row up to ``halvings`` times, else stay put."""
     alpha = torch.ones(x.shape[0], dtype=_F64)
@@ -194,6 +196,20 @@ def _discretize(problem: Problem, x: Tensor, keep: int, do_fill: bool) -> Tensor
         return cand[problem.feasible(cand)]
 
 
+@contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Run with ``n`` torch intra-op threads, then restore; ``None`` changes nothing."""
+    before = torch.get_num_threads()
+    if n is None or n == before:
+        yield
+        return
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def barrier_ascent(
     mean_std: MeanStdFn,
     costs: Mapping[str, CostFn],
@@ -206,34 +222,47 @@ def barrier_ascent(
     steps: int = 100,
     lr: float = 0.1,
     mu_start: float = 0.03,
-    mu_end: float = 1e-4,
+    mu_end: float = 1e-2,
     risk: float = 0.0,
     keep: int = 4,
     do_fill: bool = True,
     seed: int = 0,
+    threads: int | None = 1,
 ) -> SolveResult:
     """Best policy under every budget by barrier gradient ascent, rounding and repair.
 
     ``mu_start``/``mu_end`` are relative: roughly the fraction of each budget the
     barrier leaves unused at the first and last step. ``risk`` > 0 maximizes
     mean - risk * std instead of the mean. ``fixed`` (bool mask) freezes dimensions
-    at ``fixed_values``, e.g. every bit-width at 8.
+    at ``fixed_values``, e.g. every bit-width at 8. ``threads``: torch intra-op threads
+    during the solve, restored after (None: leave as is). One is the default because
+    these batches are too small to gain from more, and on a busy machine more threads
+    made a solve 5-50x slower (spinning workers wait for descheduled ones).
     """
     started = time.perf_counter()
-    problem = make_problem(mean_std, costs, budgets, levels, fixed, fixed_values, risk)
-    early = corner_shortcut(problem, started)
-    if early is not None:
-        return early
-    gen = torch.Generator().manual_seed(seed)
+    with torch_threads(threads):
+        problem = make_problem(mean_std, costs, budgets, levels, fixed, fixed_values, risk)
+        early = corner_shortcut(problem, started)
+        if early is not None:
+            return early
+        cand = _candidates(problem, starts, steps, lr, (mu_start, mu_end), keep, do_fill, seed)
+        with torch.no_grad():
+            best = cand[problem.objective(problem.grid.values(cand)).argmax()]
+        return result(problem, best, started)
+
+
+def _candidates(
+    problem: Problem, starts: int, steps: int, lr: float, mu: tuple[float, float],
+    keep: int, do_fill: bool, seed: int,
+) -> Tensor:
+    """Feasible index rows to choose the answer from (never empty)."""
     with torch.no_grad():
         tight = (problem.normalized_costs(problem.grid.lower[None]) >= 1.0).any()
     if tight:  # a budget equals its minimum: no interior; grow the lower corner instead
-        cand = fill(problem, problem.grid.lo_idx[None])
-    else:
-        with torch.no_grad():
-            x0 = _starts(problem, starts, gen)
-        x = _ascend(problem, x0, steps, lr, (mu_start, mu_end))
-        cand = _discretize(problem, x, keep, do_fill)
+        return fill(problem, problem.grid.lo_idx[None])
     with torch.no_grad():
-        best = cand[problem.objective(problem.grid.values(cand)).argmax()]
-    return result(problem, best, started)
+        x0 = _starts(problem, starts, torch.Generator().manual_seed(seed))
+    x = _ascend(problem, x0, steps, lr, mu)
+    cand = _discretize(problem, x, keep, do_fill)
+    # Unreachable while costs are monotone (rounding down is feasible); the floor is safe.
+    return cand if cand.shape[0] else problem.grid.lo_idx[None]
