@@ -54,6 +54,7 @@ class Measurer:
     store: SampleStore
     protocol: Protocol
     bar: tqdm | None = None
+    allow_duplicate: bool = False  # solved policies are verified even if sampled before
 
     def measure(self, x: np.ndarray, strategy: str, round_: int) -> float:
         """Evaluate one encoded policy, append it, and return its accuracy."""
@@ -64,7 +65,8 @@ class Measurer:
         costs = self.ctx.costs.of_policy(policy)
         self.store.append(
             Sample(encoded=x, choices=raw_choices(self.ctx, x), accuracy=acc, costs=costs, strategy=strategy,
-                   round=round_, seed=self.protocol.seed, seconds=seconds, time=time.time())
+                   round=round_, seed=self.protocol.seed, seconds=seconds, time=time.time()),
+            allow_duplicate=self.allow_duplicate,
         )  # fmt: skip
         if self.bar is not None:
             accs = self.store.accuracy

@@ -138,3 +138,22 @@ def write_json(path: Path, obj: dict) -> None:
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(obj, indent=2) + "\n")
     os.replace(tmp, path)
+
+
+def verify(ctx: RunContext, docs: list[dict], seed: int = 0) -> list[tuple[str, float, float, float]]:
+    """Measure solved policies with the store's protocol; append each (strategy ``verify``)."""
+    from seernet.collect import STORE_NAME, Measurer
+    from seernet.evaluate import Protocol
+    from seernet.store import SampleStore
+
+    store = SampleStore.open(ctx.ws.path(STORE_NAME), fingerprint=ctx.space.fingerprint)
+    protocol = Protocol(**store.spec.protocol)
+    measurer = Measurer(ctx, store, protocol, allow_duplicate=True)
+    rows = []
+    try:
+        for doc in docs:
+            acc = measurer.measure(np.asarray(doc["encoded"]), "verify", 0)
+            rows.append((doc["name"], doc["predicted"]["mean"], doc["predicted"]["std"], acc))
+    finally:
+        store.close()
+    return rows

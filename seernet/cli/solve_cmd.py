@@ -18,6 +18,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bits", default="mixed",
                    help="'mixed' searches per-layer bits; N fixes every layer at N bits (default: %(default)s)")  # fmt: skip
     p.add_argument("--seed", type=int, default=0, help="default: %(default)s")
+    p.add_argument("--verify", action="store_true",
+                   help="measure each solved policy with the collect protocol and add it to samples.h5")
+    p.add_argument("--device", default="auto", help="device for --verify: auto, cpu, cuda (default: %(default)s)")
     p.add_argument("--json", action="store_true", help="print machine-readable JSON only")
 
 
@@ -68,9 +71,27 @@ def run(args: argparse.Namespace) -> int:
         docs.append(doc)
         if not args.json:
             print(render(ctx, doc))
+    if args.verify:
+        _verify(ws, args, docs)
     if args.json:
         print(json.dumps(docs, indent=2))
     return 0
+
+
+def _verify(ws, args: argparse.Namespace, docs: list[dict]) -> None:  # noqa: ANN001
+    """Measure every solved policy and print predicted +/- std next to measured."""
+    from seernet.context import RunContext
+    from seernet.device import resolve_device
+    from seernet.solve import verify
+    from seernet.tables import format_table
+
+    ctx = RunContext(ws, ws.read(), resolve_device(args.device))
+    rows = verify(ctx, docs, args.seed)
+    for doc, (_, _, _, acc) in zip(docs, rows, strict=True):
+        doc["verified_accuracy"] = acc
+    if not args.json:
+        table = [[n, f"{m:.2f} +/- {s:.2f}", f"{a:.2f}", f"{a - m:+.2f}"] for n, m, s, a in rows]
+        print(format_table(["policy", "predicted val %", "measured val %", "error"], table))
 
 
 def render(ctx, doc: dict) -> str:  # noqa: ANN001

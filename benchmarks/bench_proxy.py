@@ -1,0 +1,110 @@
+"""How faithful is the fast evaluation protocol? Kendall tau of proxy vs long fine-tune.
+
+For policies spread over the cost range, measure the proxy accuracy (adaptive BN + S
+QAT steps) for several S, and the accuracy after a long QAT fine-tune (>= 1 epoch)
+from the same starting point. Prints tau / rho per S and seconds per sample. Results
+are cached per policy in ``--out`` so an interrupted run resumes.
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_proxy.py --policies 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy.stats import kendalltau, spearmanr
+
+from search.levels import Levels
+from search.sampler import random_warmup
+from seernet.context import RunContext, record_space
+from seernet.evaluate import Protocol, build_compressed, evaluate_policy, finetune_
+from seernet.space import SpaceChoices
+from seernet.tables import format_table
+from seernet.train import accuracy
+from seernet.workspace import Workspace
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--workdir", default="benchmarks/out/proxy-ws")
+    p.add_argument("--policies", type=int, default=20)
+    p.add_argument("--steps", default="0,10,20,50", help="proxy fine-tune steps to compare")
+    p.add_argument("--long-epochs", type=float, default=1.0)
+    p.add_argument("--out", default="benchmarks/out/proxy.json")
+    p.add_argument("--seed", type=int, default=0)
+    return p.parse_args()
+
+
+def open_context(workdir: str) -> RunContext:
+    ws = Workspace(workdir)
+    ctx = RunContext(ws, ws.open({}), torch.device("cpu"))
+    if not ctx.config.space:
+        record_space(ctx, SpaceChoices())
+    return ctx
+
+
+def policies(ctx: RunContext, n: int, seed: int) -> np.ndarray:
+    """``n`` random policies stratified over FLOPs (small and large models both seen)."""
+    flops = ctx.costs.flops
+    cost = lambda x: flops(torch.as_tensor(np.asarray(x)).reshape(-1, ctx.space.dim)).numpy()  # noqa: E731
+    return random_warmup(Levels(ctx.space.levels()), n, np.random.default_rng(seed), cost)
+
+
+def long_finetune(ctx: RunContext, policy, epochs: float, seed: int) -> tuple[float, float]:  # noqa: ANN001
+    """Val accuracy after ``epochs`` of QAT from the protocol's starting point."""
+    start = time.perf_counter()
+    protocol = Protocol(seed=seed)
+    model = build_compressed(ctx.model, ctx.space, policy, ctx.splits, protocol, ctx.device)
+    steps = int(epochs * len(ctx.splits.train) / protocol.batch_size)
+    finetune_(model, ctx.splits, steps, protocol, ctx.device)
+    return accuracy(model, ctx.splits.val, ctx.device), time.perf_counter() - start
+
+
+def measure(ctx: RunContext, x: np.ndarray, steps: list[int], epochs: float, seed: int) -> dict:
+    policy = ctx.space.decode(x)
+    row = {"flops": ctx.costs.of_policy(policy)["flops"], "proxy": {}, "seconds": {}}
+    for s in steps:
+        acc, sec = evaluate_policy(ctx.model, ctx.space, policy, ctx.splits, Protocol(finetune_steps=s, seed=seed), ctx.device)
+        row["proxy"][str(s)], row["seconds"][str(s)] = acc, sec
+    row["long"], row["long_seconds"] = long_finetune(ctx, policy, epochs, seed)
+    return row
+
+
+def report(rows: list[dict], steps: list[int]) -> str:
+    long = np.array([r["long"] for r in rows])
+    table = []
+    for s in steps:
+        proxy = np.array([r["proxy"][str(s)] for r in rows])
+        table.append([s, f"{kendalltau(proxy, long)[0]:.3f}", f"{spearmanr(proxy, long)[0]:.3f}",
+                      f"{proxy.min():.1f}-{proxy.max():.1f}", f"{np.median([r['seconds'][str(s)] for r in rows]):.2f}"])  # fmt: skip
+    head = f"{len(rows)} policies; long fine-tune accuracy {long.min():.1f}-{long.max():.1f}% " \
+           f"(median {np.median([r['long_seconds'] for r in rows]):.0f} s each)"  # fmt: skip
+    return head + "\n" + format_table(["S (steps)", "Kendall tau", "Spearman rho", "proxy acc %", "s/sample"], table)
+
+
+def main() -> None:
+    args = parse_args()
+    torch.set_num_threads(1)
+    steps = [int(s) for s in args.steps.split(",")]
+    ctx = open_context(args.workdir)
+    out = Path(args.out)
+    cache = json.loads(out.read_text()) if out.is_file() else {}
+    xs = policies(ctx, args.policies, args.seed)
+    for i, x in enumerate(xs):
+        key = ",".join(f"{v:.6f}" for v in x)
+        if key not in cache or set(cache[key]["proxy"]) != {str(s) for s in steps}:
+            cache[key] = measure(ctx, x, steps, args.long_epochs, args.seed)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps(cache, indent=1))
+            print(f"policy {i + 1}/{len(xs)}: long {cache[key]['long']:.2f}%  proxy {cache[key]['proxy']}", flush=True)
+    rows = [cache[",".join(f"{v:.6f}" for v in x)] for x in xs]
+    print(report(rows, steps))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,22 @@
+"""``seernet report``: report/pareto.png and report/summary.md of the workspace."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "plot measured, solved and compressed policies (report/pareto.png) and summarize them (report/summary.md)"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--workdir", default="seernet-run", help="workspace folder (default: %(default)s)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from seernet.report import write_report
+    from seernet.workspace import Workspace
+
+    ws = Workspace(args.workdir)
+    ws.read()  # a clear error when this is not a workspace
+    print(write_report(ws))
+    print(f"wrote {ws.path('report', 'pareto.png')} and {ws.path('report', 'summary.md')}")
+    return 0
