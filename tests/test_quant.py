@@ -1,0 +1,246 @@
+"""Fake quantization: code ranges, STE gradients, calibration, integer export, bit-packing."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import Tensor, nn
+
+from seernet.quant import (
+    QuantConv2d,
+    QuantLinear,
+    best_act_range,
+    calibrate_,
+    check_bits,
+    quant_layers,
+    quantize_,
+)
+from seernet.quant_export import (
+    dequantize_weight,
+    export_codes,
+    load_codes_,
+    pack_codes,
+    unpack_codes,
+)
+
+
+def small_net() -> nn.Sequential:
+    """Odd channel counts, as left behind by channel pruning."""
+    return nn.Sequential(
+        nn.Conv2d(3, 7, 3, padding=1),
+        nn.BatchNorm2d(7),
+        nn.ReLU(),
+        nn.Conv2d(7, 5, 3, stride=2, padding=1, bias=False),
+        nn.ReLU(),
+        nn.Conv2d(5, 5, 3, padding=1, groups=5),  # depthwise
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(5, 3),
+    )
+
+
+LAYERS = ("0", "3", "5", "8")
+
+
+def quantized_net(w_bits: int, a_bits: int, seed: int = 0) -> tuple[nn.Module, nn.Module, Tensor]:
+    """(float net, calibrated quantized copy, calibration inputs), in eval mode."""
+    torch.manual_seed(seed)
+    net = small_net().eval()
+    x = torch.randn(32, 3, 12, 12)
+    q = quantize_(copy.deepcopy(net), {n: (w_bits, a_bits) for n in LAYERS})
+    calibrate_(q, [x[:16], (x[16:], torch.zeros(16))])
+    return net, q.eval(), x
+
+
+def test_quantize_replaces_only_named_layers_and_keeps_parameters() -> None:
+    net = small_net()
+    w = net[3].weight
+    quantize_(net, {"3": (4, 4), "8": (8, None)})
+    assert set(quant_layers(net)) == {"3", "8"}
+    assert isinstance(net[3], QuantConv2d) and isinstance(net[8], QuantLinear)
+    assert type(net[0]) is nn.Conv2d and net[3].weight is w and net[3].bias is None
+    assert net[3].weight.shape == (5, 7, 3, 3)
+    # Parameter names are those of the float model; the wrappers only add buffers/extra state.
+    float_keys = set(small_net().state_dict())
+    assert float_keys <= set(net.state_dict())
+
+
+@pytest.mark.parametrize("bad", [1, 9, 16, 2.0, True, "4"])
+def test_invalid_bits_rejected(bad: object) -> None:
+    with pytest.raises(ValueError):
+        check_bits(bad)
+    with pytest.raises(ValueError):
+        quantize_(small_net(), {"3": (bad, 4)})
+
+
+def test_float_bits_and_unknown_names() -> None:
+    assert check_bits(32) is None and check_bits(None) is None
+    with pytest.raises(ValueError, match="no such module"):
+        quantize_(small_net(), {"nope": (4, 4)})
+    with pytest.raises(ValueError, match="BatchNorm2d"):
+        quantize_(small_net(), {"1": (4, 4)})
+
+
+@pytest.mark.parametrize("bits", [2, 3, 4, 8])
+def test_weight_codes_per_channel(bits: int) -> None:
+    torch.manual_seed(bits)
+    layer = quantize_(nn.Sequential(nn.Conv2d(4, 6, 3)), {"0": (bits, None)})[0]
+    wq = layer.quantized_weight().detach()
+    for c in range(wq.shape[0]):
+        assert wq[c].unique().numel() <= 2**bits - 1
+    codes = export_codes(layer).weight_codes
+    q = 2 ** (bits - 1) - 1
+    assert codes.dtype == torch.int8 and codes.abs().max() == q  # the channel max maps to qmax
+
+
+@pytest.mark.parametrize("bits", [2, 4, 8])
+def test_activation_codes_signed_and_unsigned(bits: int) -> None:
+    torch.manual_seed(0)
+    lin = quantize_(nn.Sequential(nn.Linear(50, 2)), {"0": (None, bits)})[0]
+    x = torch.randn(2000, 50) * 3
+    q = 2 ** (bits - 1) - 1
+    for signed, lo, hi in ((False, 0, 2**bits - 1), (True, -q, q)):
+        lin.set_act_range(4.0 / 2**bits, signed)
+        codes = lin.quantize_input(x) / lin.act_scale
+        assert torch.allclose(codes, codes.round(), atol=1e-4)
+        assert codes.min().round() == lo and codes.max().round() == hi
+
+
+def test_calibration_picks_unsigned_after_relu() -> None:
+    _, q, _ = quantized_net(8, 4)
+    layers = quant_layers(q)
+    assert layers["0"].act_signed  # raw inputs are signed
+    assert not layers["3"].act_signed and not layers["5"].act_signed  # after ReLU
+    assert layers["8"].act_signed  # after a conv with bias and no ReLU
+    assert all(m.calibrated for m in layers.values())
+
+
+def test_uncalibrated_forward_raises() -> None:
+    q = quantize_(small_net(), {"0": (4, 4)})
+    with pytest.raises(RuntimeError, match="calibrate_"):
+        q(torch.randn(1, 3, 8, 8))
+
+
+@pytest.mark.parametrize("bits", [2, 3, 4])
+def test_mse_clip_beats_plain_max_at_low_bits(bits: int) -> None:
+    torch.manual_seed(bits)
+    x = torch.distributions.Exponential(1.0).sample((20000,))  # heavy-ish tail, like post-ReLU
+    x[0] = 25.0  # one outlier sets the max
+
+    def mse(scale: float) -> float:
+        hi = 2**bits - 1
+        return (torch.clamp(torch.round(x / scale), 0, hi) * scale - x).square().mean().item()
+
+    grid = (0.05, 0.1, 0.2, 0.5, 1.0)
+    scale, signed = best_act_range(x, x.min().item(), x.max().item(), bits, grid)
+    assert not signed
+    assert mse(scale) < 0.5 * mse(x.max().item() / (2**bits - 1))
+
+
+def test_8bit_output_close_to_float() -> None:
+    net, q, x = quantized_net(8, 8)
+    with torch.no_grad():
+        ref, out = net(x), q(x)
+    assert (out - ref).abs().max() < 0.02 * ref.abs().max()
+
+
+def test_ste_gradients_reach_weight_and_input() -> None:
+    _, q, x = quantized_net(4, 4)
+    q.train()
+    x = x.clone().requires_grad_(True)
+    q(x).square().sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    for name, layer in quant_layers(q).items():
+        assert layer.weight.grad is not None and layer.weight.grad.abs().sum() > 0, name
+
+
+def test_eval_cache_follows_weight_updates() -> None:
+    _, q, x = quantized_net(4, 4)
+    with torch.no_grad():
+        before = q(x)
+        q[3].weight.mul_(0.5)  # in place: bumps the version the cache is keyed on
+        after = q(x)
+        fresh = quantize_(copy.deepcopy(q), {})(x)
+    assert not torch.equal(before, after)
+    q[3]._cache = None
+    with torch.no_grad():
+        assert torch.equal(after, q(x)) and torch.equal(after, fresh)
+
+
+def test_inference_path_equals_autograd_path() -> None:
+    _, q, x = quantized_net(3, 3)
+    with torch.inference_mode():
+        a = q(x)
+    with torch.no_grad():  # reuses the scratch buffer allocated under inference_mode
+        b = q(x)
+    c = q(x)  # grad enabled: PyTorch's fused fake-quant ops
+    assert torch.equal(a, b) and torch.equal(b, c.detach())
+
+
+def test_wrappers_of_a_model_share_one_scratch() -> None:
+    _, q, _ = quantized_net(4, 4)
+    copied = copy.deepcopy(q)
+    for model in (q, copied):
+        assert len({id(m.scratch) for m in quant_layers(model).values()}) == 1
+    assert quant_layers(q)["3"].scratch is not quant_layers(copied)["3"].scratch
+
+
+def test_export_rebuild_is_exact() -> None:
+    _, q, x = quantized_net(3, 4)
+    rebuilt = copy.deepcopy(q)
+    for layer in quant_layers(rebuilt).values():
+        with torch.no_grad():
+            layer.weight.normal_()  # forget the weights: codes alone must rebuild them
+    for name, layer in quant_layers(q).items():
+        codes = export_codes(layer)
+        assert torch.equal(dequantize_weight(codes), layer.quantized_weight().detach())
+        load_codes_(quant_layers(rebuilt)[name], codes)
+        again = export_codes(quant_layers(rebuilt)[name])
+        assert torch.equal(again.weight_codes, codes.weight_codes)
+        assert torch.equal(again.weight_scale, codes.weight_scale)
+        assert (again.act_scale, again.act_signed) == (codes.act_scale, codes.act_signed)
+    with torch.no_grad():
+        assert torch.equal(q(x), rebuilt.eval()(x))
+
+
+def test_state_dict_round_trip(tmp_path: Path) -> None:
+    _, q, x = quantized_net(4, 4)
+    torch.save(q.state_dict(), tmp_path / "q.pt")
+    fresh = quantize_(small_net(), {n: (8, 8) for n in LAYERS})
+    fresh.load_state_dict(torch.load(tmp_path / "q.pt", weights_only=True))
+    assert fresh[3].w_bits == 4 and not fresh[3].act_signed and fresh[3].calibrated
+    with torch.no_grad():
+        assert torch.equal(q(x), fresh.eval()(x))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    bits=st.integers(2, 8), signed=st.booleans(), n=st.integers(0, 70), seed=st.integers(0, 2**16)
+)
+def test_pack_unpack_round_trip(bits: int, signed: bool, n: int, seed: int) -> None:
+    lo, hi = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2**bits - 1)
+    g = torch.Generator().manual_seed(seed)
+    codes = torch.randint(lo, hi + 1, (n,), generator=g)
+    packed = pack_codes(codes, bits, signed)
+    assert packed.dtype == torch.uint8 and packed.numel() == (n * bits + 7) // 8
+    out = unpack_codes(packed, bits, n, signed)
+    assert out.dtype == (torch.int8 if signed else torch.uint8)
+    assert torch.equal(out.long(), codes)
+
+
+def test_pack_layout_and_range_checks() -> None:
+    # 3-bit codes -1, 2, 3 -> 111 010 011 -> stream (LSB first) 1,1,1,0,1,0,1,1,0
+    assert pack_codes(torch.tensor([-1, 2, 3]), 3).tolist() == [0b11010111, 0b0]
+    with pytest.raises(ValueError):
+        pack_codes(torch.tensor([4]), 3)
+    with pytest.raises(ValueError):
+        pack_codes(torch.tensor([-1]), 3, signed=False)
+    with pytest.raises(ValueError):
+        unpack_codes(torch.zeros(3, dtype=torch.uint8), 3, 3)
+    w = torch.randint(-7, 8, (5, 3, 2, 2))
+    assert torch.equal(unpack_codes(pack_codes(w, 4), 4, w.shape).long(), w)
