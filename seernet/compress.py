@@ -1,0 +1,291 @@
+"""``compress``: one solved policy -> pruned, quantized, fine-tuned and exported model.
+
+The model is built exactly as samples are measured (``seernet.evaluate.build_compressed``:
+prune, adaptive BN, fake quantization, calibration), then fine-tuned with quantization in
+the loop (QAT) on a cosine schedule, and exported to ``WORKDIR/compressed/<name>/``:
+``model.pt`` (TorchScript), ``model.onnx``, ``packed.bin`` (integer weight codes) and
+``metrics.json``. Outputs appear only once complete: they are written to a hidden staging
+folder that is renamed at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from seernet.context import RunContext
+from seernet.datasets import DataSplits
+from seernet.errors import UserError
+from seernet.evaluate import Protocol, build_compressed
+from seernet.export import deployable, export_onnx, export_torchscript, load_packed, save_packed
+from seernet.latency import latency_table
+from seernet.loaders import batches
+from seernet.solve import write_json
+from seernet.space import Policy, PolicySpace
+from seernet.train import accuracy, cosine_lr, sgd, train_steps
+
+DEFAULT_STEPS = 250  # ~0.6 epoch of Fashion-MNIST: about 2 of compress's ~3 minutes on 2 busy CPU cores
+REQUIRED_KEYS = ("name", "space_fingerprint", "policy")
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][\w.%+=-]*")
+
+
+@dataclass(frozen=True)
+class CompressSettings:
+    """Fine-tuning and measurement settings of ``seernet compress``."""
+
+    epochs: float | None = None  # fine-tune this many epochs, or
+    steps: int | None = None  # this many steps; neither given: DEFAULT_STEPS
+    lr: float = 0.01
+    batch_size: int = 128
+    weight_decay: float = 5e-4
+    seed: int = 0
+    criterion: str = "l1"
+    bn_batches: int = 8
+    latency_runs: int = 20
+
+    def __post_init__(self) -> None:
+        if self.epochs is not None and self.steps is not None:
+            raise ValueError("give --epochs or --steps, not both")
+        if (self.epochs is not None and self.epochs < 0) or (self.steps is not None and self.steps < 0):
+            raise ValueError("--epochs and --steps must be >= 0")
+        if self.lr <= 0 or self.batch_size < 1 or self.bn_batches < 1 or self.latency_runs < 1:
+            raise ValueError("need lr > 0, batch size >= 1, bn batches >= 1 and latency runs >= 1")
+
+    def total_steps(self, steps_per_epoch: int) -> int:
+        if self.epochs is not None:
+            return round(self.epochs * steps_per_epoch)
+        return DEFAULT_STEPS if self.steps is None else self.steps
+
+    def protocol(self) -> Protocol:
+        """The evaluation protocol that builds the model (its own fine-tuning unused)."""
+        return Protocol(self.bn_batches, 0, self.batch_size, self.lr, self.weight_decay,
+                        criterion=self.criterion, seed=self.seed)  # fmt: skip
+
+
+# --- reading the policy ------------------------------------------------------------------
+def _load_json(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise UserError(f"policy file {path} does not exist: pass a file written by 'seernet solve'")
+    try:
+        doc = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path} is not JSON ({exc}); pass a policy file written by 'seernet solve'") from exc
+    if not isinstance(doc, dict):
+        raise UserError(f"{path} is not a policy document (a JSON object); pass a file written by 'seernet solve'")
+    missing = [k for k in REQUIRED_KEYS if k not in doc]
+    if missing:
+        raise UserError(f"{path} lacks {', '.join(map(repr, missing))}: not a policy file written by 'seernet solve'")
+    return doc
+
+
+def _is_int(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _check_raw(obj: object, path: Path) -> None:
+    """Whole numbers only: ``Policy.from_json`` would silently truncate a hand-edited 4.5 to 4."""
+    if not isinstance(obj, dict) or not isinstance(obj.get("channels"), dict) or not isinstance(obj.get("bits"), dict):
+        raise UserError(f"{path}: 'policy' must be an object with 'channels' and 'bits' objects")
+    bad = [k for k, v in obj["channels"].items() if not _is_int(v)]
+    bad += [k for k, v in obj["bits"].items() if not (isinstance(v, list) and len(v) == 2 and all(map(_is_int, v)))]
+    if bad:
+        raise UserError(f"{path}: {bad[0]!r} needs a whole channel count or a [weight, activation] pair of whole bit-widths")
+
+
+def read_policy(path: Path, space: PolicySpace) -> tuple[dict[str, Any], Policy]:
+    """The policy document at ``path`` and its policy, checked against ``space``."""
+    doc = _load_json(path)
+    name = doc["name"]
+    if not isinstance(name, str) or not _SAFE_NAME.fullmatch(name):
+        raise UserError(f"{path}: policy name {name!r} is not usable as a folder name (letters, digits, _.%+=-)")
+    if doc["space_fingerprint"] != space.fingerprint:
+        raise UserError(
+            f"{path} was solved for policy space {doc['space_fingerprint']}, this workspace's is "
+            f"{space.fingerprint}: compress it in its own workspace, or solve again here"
+        )
+    _check_raw(doc["policy"], path)
+    policy = Policy.from_json(doc["policy"])
+    unknown = sorted(set(policy.channels) - {g.name for g in space.groups})
+    unknown += sorted(set(policy.bits) - {ly.name for ly in space.quant_layers})
+    if unknown:
+        raise UserError(f"{path}: the policy names {unknown[0]!r}, which this model's space does not have")
+    try:
+        space.validate(policy)
+    except UserError as exc:
+        raise UserError(f"{path}: {exc}") from exc
+    return doc, policy
+
+
+# --- fine-tuning -------------------------------------------------------------------------
+def finetune(
+    model: nn.Module, splits: DataSplits, settings: CompressSettings, device: torch.device
+) -> list[dict[str, float]]:
+    """QAT on a cosine schedule over the whole run; val accuracy after every epoch (and at the end)."""
+    torch.manual_seed(settings.seed)
+    data = batches(splits.train, settings.batch_size, shuffle=True, seed=settings.seed + 1, train_augment=True)
+    per_epoch = len(data)
+    total = settings.total_steps(per_epoch)
+    opt = sgd(model, settings.lr, settings.weight_decay)
+    history, done = [], 0
+    with tqdm(total=total, desc="QAT fine-tune", unit="step", dynamic_ncols=True) as bar:
+        while done < total:
+            chunk = min(per_epoch, total - done)  # whole epochs: each chunk starts a fresh pass
+            train_steps(model, data, device, opt, lambda s, o=done: cosine_lr(o + s, total, settings.lr), chunk, bar)
+            done += chunk
+            history.append({"step": done, "epoch": done / per_epoch, "val_accuracy": accuracy(model, splits.val, device)})
+            bar.write(f"epoch {done / per_epoch:.2f}/{total / per_epoch:.2f}: val accuracy {history[-1]['val_accuracy']:.2f}%")
+    model.eval()
+    return history
+
+
+# --- exports -----------------------------------------------------------------------------
+def packed_meta(ctx: RunContext, doc: dict[str, Any], policy: Policy) -> dict[str, Any]:
+    """What ``load_packed`` needs to rebuild the pruned architecture."""
+    sp, space = ctx.splits, ctx.space
+    return {
+        "model": ctx.config.model, "num_classes": sp.num_classes, "in_channels": sp.in_channels,
+        "input_shape": list(space.input_shape), "choices": asdict(space.choices),
+        "space_fingerprint": space.fingerprint, "policy": policy.to_json(), "name": doc["name"],
+    }  # fmt: skip
+
+
+def export_all(
+    model: nn.Module, ctx: RunContext, doc: dict[str, Any], policy: Policy, folder: Path
+) -> tuple[dict[str, Any], list[str]]:  # fmt: skip
+    """Write model.pt, model.onnx and packed.bin; check they reproduce ``model`` on val images."""
+    x = torch.stack([ctx.splits.val[i][0] for i in range(min(8, len(ctx.splits.val)))])
+    plain = deployable(model).cpu()
+    export_torchscript(plain, x[:2], folder / "model.pt")
+    note = export_onnx(plain, x[:2], folder / "model.onnx")
+    save_packed(model, folder / "packed.bin", packed_meta(ctx, doc, policy))
+    return check_exports(model, x, folder, ctx.device), [note] if note else []
+
+
+@torch.no_grad()
+def check_exports(model: nn.Module, x: torch.Tensor, folder: Path, device: torch.device) -> dict[str, float]:
+    """Largest output difference of the TorchScript and packed exports from ``model`` on ``x``."""
+    import warnings
+
+    ref = model.eval()(x.to(device)).cpu()
+    packed = load_packed(folder / "packed.bin")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit.load's deprecation notice
+        script = torch.jit.load(str(folder / "model.pt"))
+    return {
+        "torchscript_max_abs_diff": (script(x) - ref).abs().max().item(),
+        "packed_max_abs_diff": (packed(x) - ref).abs().max().item(),
+    }
+
+
+def file_sizes(folder: Path) -> dict[str, int]:
+    return {p.name: p.stat().st_size for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+def float_bytes(model: nn.Module) -> int:
+    """Bytes of a model's tensors as stored in float (its state dict's raw size)."""
+    return sum(t.numel() * t.element_size() for t in model.state_dict().values() if isinstance(t, torch.Tensor))
+
+
+# --- orchestration -----------------------------------------------------------------------
+class _Clock:
+    """Seconds per phase, for metrics.json."""
+
+    def __init__(self) -> None:
+        self.start = self.last = time.perf_counter()
+        self.seconds: dict[str, float] = {}
+
+    def lap(self, phase: str) -> None:
+        now = time.perf_counter()
+        self.seconds[phase] = round(now - self.last, 2)
+        self.last = now
+
+    def total(self) -> dict[str, float]:
+        return {**self.seconds, "total": round(time.perf_counter() - self.start, 2)}
+
+
+def _accuracies(model: nn.Module, splits: DataSplits, device: torch.device) -> dict[str, float]:
+    return {"val": accuracy(model, splits.val, device), "test": accuracy(model, splits.test, device)}
+
+
+def tune_and_evaluate(
+    model: nn.Module, splits: DataSplits, settings: CompressSettings, device: torch.device, clock: _Clock
+) -> dict[str, Any]:  # fmt: skip
+    """Val and test accuracy before and after QAT fine-tuning, and the val history."""
+    before = _accuracies(model, splits, device)
+    clock.lap("evaluate_before")
+    history = finetune(model, splits, settings, device)
+    clock.lap("finetune")
+    val = history[-1]["val_accuracy"] if history else before["val"]  # measured at the last step
+    after = {"val": val, "test": accuracy(model, splits.test, device)}
+    clock.lap("evaluate_after")
+    return {"before_finetune": before, "after_finetune": after, "val_history": history}
+
+
+@contextmanager
+def staged(out: Path) -> Iterator[Path]:
+    """A hidden sibling folder to write into, renamed to ``out`` only if the block succeeds."""
+    staging = out.with_name(f".{out.name}.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        yield staging
+        shutil.rmtree(out, ignore_errors=True)
+        os.replace(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def compress(
+    ctx: RunContext, doc: dict[str, Any], policy: Policy, settings: CompressSettings, source: Path | None = None
+) -> dict[str, Any]:  # fmt: skip
+    """Build, fine-tune, evaluate and export one policy; returns the metrics written to metrics.json."""
+    clock = _Clock()
+    model = build_compressed(ctx.model, ctx.space, policy, ctx.splits, settings.protocol(), ctx.device)
+    clock.lap("build")
+    acc = tune_and_evaluate(model, ctx.splits, settings, ctx.device, clock)
+    out = ctx.ws.path("compressed", doc["name"])
+    with staged(out) as folder:
+        check, notes = export_all(model, ctx, doc, policy, folder)
+        clock.lap("export")
+        latency = measure_variants(ctx, model, settings.latency_runs)
+        clock.lap("latency")
+        metrics = {
+            "name": doc["name"], "policy_file": str(source) if source else None, "folder": str(out),
+            "model": ctx.config.model, "space_fingerprint": ctx.space.fingerprint, "device": str(ctx.device),
+            "settings": asdict(settings), "finetune_steps": acc["val_history"][-1]["step"] if acc["val_history"] else 0,
+            "accuracy": acc, "predicted": doc.get("predicted"),
+            "costs": ctx.costs.of_policy(policy), "unpruned": ctx.costs.unpruned(),
+            "base_float_bytes": float_bytes(ctx.model), "files": file_sizes(folder), "export_check": check,
+            "latency": latency, "notes": [*notes, LATENCY_NOTE], "seconds": clock.total(),
+        }  # fmt: skip
+        write_json(folder / "metrics.json", metrics)
+    return metrics
+
+
+LATENCY_NOTE = (
+    "latency: 'compressed (fake-quant)' only simulates low-bit arithmetic (extra float ops per layer), "
+    "so its time says nothing about low-bit inference; 'compressed (float)' is the same pruned model in "
+    "float, the deployable number on a CPU without low-bit kernels"
+)
+
+
+def measure_variants(ctx: RunContext, model: nn.Module, runs: int) -> dict[str, Any]:
+    """CPU latency of the base model and the compressed one (float and fake-quant) at batch 1 and 64."""
+    variants = {
+        "base (float)": ctx.model,
+        "compressed (float)": deployable(model, quantized=False),
+        "compressed (fake-quant)": deployable(model),
+    }
+    return latency_table(variants, ctx.space.input_shape, (1, 64), runs)
