@@ -14,6 +14,7 @@ COMMANDS = {
     "evaluate": "seernet.cli.evaluate_cmd",
     "collect": "seernet.cli.collect_cmd",
     "solve": "seernet.cli.solve_cmd",
+    "compress": "seernet.cli.compress_cmd",
     "report": "seernet.cli.report_cmd",
 }
 
