@@ -62,7 +62,7 @@ def plot(data: dict, path: Path) -> None:
                         capsize=3, label="solved, predicted")  # fmt: skip
         if data["compressed"]:
             c = [m["costs"][cost] for m in data["compressed"]]
-            ax.scatter(c, [m["accuracy"]["test_after"] for m in data["compressed"]], marker="*", s=160, c="tab:red",
+            ax.scatter(c, [m["accuracy"]["after_finetune"]["test"] for m in data["compressed"]], marker="*", s=160, c="tab:red",
                        label="compressed + fine-tuned (test)")  # fmt: skip
         ax.set_xscale("log")
         ax.set_xlabel("FLOPs (MACs)" if cost == "flops" else "BitOPs")
@@ -91,7 +91,7 @@ def summary_rows(data: dict) -> list[list]:
             p["name"], format_count(p["costs"]["flops"]), format_count(p["costs"]["bitops"]),
             f"{p['predicted']['mean']:.2f} +/- {p['predicted']['std']:.2f}",
             f"{verified[key]:.2f}" if key in verified else "-",
-            f"{m['accuracy']['test_after']:.2f}" if m else "-",
+            f"{m['accuracy']['after_finetune']['test']:.2f}" if m else "-",
         ])  # fmt: skip
     return rows
 

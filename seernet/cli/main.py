@@ -13,6 +13,7 @@ COMMANDS = {
     "pretrain": "seernet.cli.pretrain_cmd",
     "evaluate": "seernet.cli.evaluate_cmd",
     "collect": "seernet.cli.collect_cmd",
+    "fit-predictor": "seernet.cli.fit_predictor_cmd",
     "solve": "seernet.cli.solve_cmd",
     "compress": "seernet.cli.compress_cmd",
     "report": "seernet.cli.report_cmd",
