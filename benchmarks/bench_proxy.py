@@ -36,6 +36,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--steps", default="0,10,20,50", help="proxy fine-tune steps to compare")
     p.add_argument("--long-epochs", type=float, default=1.0)
     p.add_argument("--out", default="benchmarks/out/proxy.json")
+    p.add_argument("--limit", type=int, help="measure only this many of the policies (shuffled order, so any prefix spans the cost range)")
     p.add_argument("--seed", type=int, default=0)
     return p.parse_args()
 
@@ -95,6 +96,7 @@ def main() -> None:
     out = Path(args.out)
     cache = json.loads(out.read_text()) if out.is_file() else {}
     xs = policies(ctx, args.policies, args.seed)
+    xs = xs[np.random.default_rng(args.seed).permutation(len(xs))][: args.limit]
     for i, x in enumerate(xs):
         key = ",".join(f"{v:.6f}" for v in x)
         if key not in cache or set(cache[key]["proxy"]) != {str(s) for s in steps}:
