@@ -20,7 +20,6 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
-import torch_pruning as tp
 from torch import nn
 
 from seernet.errors import UserError
@@ -230,7 +229,7 @@ def classifier_name(model: nn.Module) -> str:
 
 def build_space(model: nn.Module, input_shape: tuple[int, ...], choices: SpaceChoices | None = None) -> PolicySpace:
     """Derive the policy space of ``model`` for inputs of ``input_shape`` (batch 1)."""
-    from seernet.space_graph import trace_groups, trace_layers  # noqa: PLC0415 - avoids a cycle
+    from seernet.space_graph import trace_groups, trace_layers  # space_graph imports this module
 
     choices = choices or SpaceChoices()
     model = model.eval()
@@ -244,4 +243,4 @@ def unsupported(msg: str) -> UserError:
     return UserError(f"model not supported by the policy space: {msg}")
 
 
-__all__ = ["ChannelGroup", "Layer", "Policy", "PolicySpace", "SpaceChoices", "build_space", "tp"]
+__all__ = ["ChannelGroup", "Layer", "Policy", "PolicySpace", "SpaceChoices", "build_space"]
