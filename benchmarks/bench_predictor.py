@@ -1,0 +1,87 @@
+"""Predictor benchmark: 5-fold CV of the MLP ensemble vs ridge / GP / random forest on the
+SeerNet reference samples, and the ensemble's fit time on 500 x 100 synthetic samples.
+
+Run: .venv/bin/python benchmarks/bench_predictor.py [--data-dir DIR] [--json OUT]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from predictor import MLPEnsemble, cross_validate
+
+# (name, samples file, accuracy file, README baselines: ridge/GP/RF Kendall tau)
+REFERENCE_SETS = [
+    ("ResNet-20 CIFAR-10", "res20_sample_result_400.npy", "res20_acc_result_400.npy", (0.73, 0.75, 0.58)),
+    ("ResNet-18 ImageNet", "resnet18_sample.npy", "resnet18_acc.npy", (0.61, 0.60, 0.43)),
+    ("MobileNetV2 ImageNet", "mobilenetv2_sample.npy", "mobilenetv2_acc.npy", (0.25, 0.25, 0.39)),
+]
+
+
+def default_data_dir() -> Path:
+    """../shared/reference/seernet-official relative to the repository root."""
+    return Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "seernet-official"
+
+
+def min_max_encode(X: np.ndarray) -> np.ndarray:
+    """Map every column to [0, 1], as the policy codec does; constant columns become 0."""
+    lo, hi = X.min(axis=0), X.max(axis=0)
+    return (X - lo) / np.where(hi > lo, hi - lo, 1.0)
+
+
+def bench_reference(data_dir: Path, seed: int) -> dict:
+    """Print and return the CV table for each reference set."""
+    out = {}
+    for name, xs_file, ys_file, readme_tau in REFERENCE_SETS:
+        X = min_max_encode(np.load(data_dir / xs_file))
+        y = np.load(data_dir / ys_file)
+        start = time.perf_counter()
+        result = cross_validate(X, y, k=5, seed=seed)
+        elapsed = time.perf_counter() - start
+        print(f"\n{name}: {X.shape[0]} samples x {X.shape[1]} dims, KFold(5, shuffle, seed={seed}), {elapsed:.0f} s")
+        print(result.table())
+        print("README Kendall tau: ridge {:.2f}, GP {:.2f}, RF {:.2f}".format(*readme_tau))
+        out[name] = {
+            m: {"rmse": s.rmse, "kendall_tau": s.kendall_tau, "spearman_rho": s.spearman_rho,
+                "calibration": s.calibration(y)}
+            for m, s in result.scores.items()
+        }
+    return out
+
+
+def bench_fit_time(n: int = 500, d: int = 100, seed: int = 0) -> tuple[float, int]:
+    """Seconds to fit the default ensemble on a smooth synthetic n x d problem, and epochs run."""
+    rng = np.random.default_rng(seed)
+    X = rng.random((n, d))
+    y = np.sin(X @ rng.normal(size=d) / 5) + 0.1 * rng.normal(size=n)
+    start = time.perf_counter()
+    model = MLPEnsemble(random_state=seed).fit(X, y)
+    return time.perf_counter() - start, model.n_epochs_
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", type=Path, default=default_data_dir())
+    parser.add_argument("--seed", type=int, default=0, help="KFold and model seed (default 0)")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    parser.add_argument("--json", type=Path, default=None, help="also write the numbers here")
+    args = parser.parse_args()
+    if not (args.data_dir / REFERENCE_SETS[0][1]).is_file():
+        parser.exit(2, f"error: no reference samples in {args.data_dir}; pass --data-dir.\n")
+    torch.set_num_threads(args.threads)
+    results = {"cv": bench_reference(args.data_dir, args.seed)}
+    seconds, epochs = bench_fit_time()
+    print(f"\nMLPEnsemble fit, 500 samples x 100 dims, {args.threads} thread(s): {seconds:.1f} s ({epochs} epochs)")
+    results["fit_seconds_500x100"] = seconds
+    if args.json is not None:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

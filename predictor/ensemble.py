@@ -1,0 +1,172 @@
+"""MLPEnsemble: a scikit-learn regressor made of M small torch MLPs, mean = prediction, spread = uncertainty."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, RegressorMixin
+from sklearn.utils.validation import check_array, check_is_fitted, check_X_y
+
+from predictor import persistence
+from predictor.stacked_mlp import StackedMLP
+from predictor.training import TrainConfig, member_splits, train_members
+
+# Floor on the member variance (in standardised target units) so that the gradient of
+# the std stays finite where all members agree exactly.
+_VAR_FLOOR = 1e-12
+
+
+class MLPEnsemble(RegressorMixin, BaseEstimator):
+    """Ensemble of ``n_members`` MLPs mapping an encoded policy in [0, 1]^D to accuracy.
+
+    Inputs and targets are standardised with training-set statistics. Members differ by
+    initialisation, by the random rows they hold out for early stopping and (with
+    ``bootstrap``) by a bootstrap resample of the rest. ``predict(X, return_std=True)``
+    returns the members' mean and their standard deviation (ddof=1), in target units:
+    the spread measures disagreement (model uncertainty), not measurement noise.
+
+    Training is full-batch AdamW (``batch_size=None``) with decoupled ``weight_decay``
+    and a group-lasso ``input_penalty`` on each input's first-layer weights, so that
+    policy dimensions that hardly matter are ignored rather than used to fit noise.
+    The defaults were chosen once by 5-fold CV on the three SeerNet reference sets
+    with fold seeds 1 and 2 (the published figures use seed 0); see
+    ``benchmarks/bench_predictor.py``.
+
+    ``random_state`` (an int) fixes everything: the same seed and data give identical
+    predictions on the same machine and torch thread count. ``None`` draws a fresh seed.
+    """
+
+    def __init__(
+        self,
+        n_members: int = 5,
+        hidden: Sequence[int] = (128, 128),
+        activation: str = "relu",
+        lr: float = 3e-3,
+        weight_decay: float = 1e-2,
+        input_penalty: float = 0.3,
+        max_epochs: int = 1000,
+        patience: int = 100,
+        val_fraction: float = 0.2,
+        batch_size: int | None = None,
+        bootstrap: bool = False,
+        random_state: int | None = 0,
+        device: str = "cpu",
+    ) -> None:
+        self.n_members = n_members
+        self.hidden = hidden
+        self.activation = activation
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.input_penalty = input_penalty
+        self.max_epochs = max_epochs
+        self.patience = patience
+        self.val_fraction = val_fraction
+        self.batch_size = batch_size
+        self.bootstrap = bootstrap
+        self.random_state = random_state
+        self.device = device
+
+    def fit(self, X: Any, y: Any) -> MLPEnsemble:
+        """Standardise, train all members at once with early stopping, and return self."""
+        X, y = check_X_y(X, y, dtype=np.float64, y_numeric=True)
+        self._check_params(X.shape[0])
+        gen = torch.Generator().manual_seed(_seed(self.random_state))
+        self._set_scalers(X, y)
+        device = _resolve_device(self.device)
+        xs = torch.as_tensor((X - self.x_mean_) / self.x_std_, dtype=torch.float32, device=device)
+        ys = torch.as_tensor((y - self.y_mean_) / self.y_std_, dtype=torch.float32, device=device)
+        net = StackedMLP(
+            self.n_members, X.shape[1], tuple(self.hidden), self.activation, generator=gen
+        ).to(device)
+        splits = member_splits(X.shape[0], self.n_members, self.val_fraction, self.bootstrap, gen)
+        cfg = TrainConfig(
+            lr=self.lr, weight_decay=self.weight_decay, input_penalty=self.input_penalty,
+            max_epochs=self.max_epochs, patience=self.patience, batch_size=self.batch_size,
+        )
+        self.n_epochs_ = train_members(net, xs, ys, splits, cfg, gen)
+        self.members_ = net.eval().requires_grad_(False)
+        return self
+
+    def _set_scalers(self, X: np.ndarray, y: np.ndarray) -> None:
+        """Training-set statistics used to standardise inputs and targets."""
+        self.n_features_in_ = X.shape[1]
+        self.x_mean_ = X.mean(axis=0)
+        x_std = X.std(axis=0)
+        # Constant columns would divide by zero; leave them centred but unscaled.
+        self.x_std_ = np.where(x_std > 0, x_std, 1.0)
+        self.y_mean_ = float(y.mean())
+        self.y_std_ = float(y.std()) if y.std() > 0 else 1.0
+
+    def predict(self, X: Any, return_std: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+        """Ensemble mean for each row of X, and with ``return_std`` the members' spread."""
+        check_is_fitted(self, "members_")
+        X = check_array(X, dtype=np.float64)
+        self._check_dim(X.shape[1])
+        x = torch.as_tensor(X, dtype=torch.float32, device=self._device())
+        with torch.no_grad():
+            mean, std = self.mean_std_torch(x)
+        mean_np = mean.cpu().numpy().astype(np.float64)
+        return (mean_np, std.cpu().numpy().astype(np.float64)) if return_std else mean_np
+
+    def mean_std_torch(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Differentiable mean (N,) and std (N,) in target units for encoded inputs x (N, D)."""
+        check_is_fitted(self, "members_")
+        if x.dim() != 2:
+            raise ValueError(f"x must be a 2-D (N, D) tensor, got shape {tuple(x.shape)}")
+        self._check_dim(x.shape[1])
+        x_mean = torch.as_tensor(self.x_mean_).to(x)
+        x_std = torch.as_tensor(self.x_std_).to(x)
+        out = self.members_((x - x_mean) / x_std)
+        mean = out.mean(dim=0)
+        var = out.var(dim=0, correction=1) if out.shape[0] > 1 else torch.zeros_like(mean)
+        std = torch.sqrt(var + _VAR_FLOOR)
+        return mean * self.y_std_ + self.y_mean_, std * self.y_std_
+
+    def save(self, path: str | Path, metadata: dict | None = None) -> None:
+        """Write the fitted ensemble to one ``.pt`` file of tensors and a JSON header."""
+        check_is_fitted(self, "members_")
+        persistence.save(self, path, metadata or {})
+
+    @classmethod
+    def load(cls, path: str | Path) -> tuple[MLPEnsemble, dict]:
+        """Read a file written by ``save``; return (model, metadata)."""
+        return persistence.load(cls, path)
+
+    def _check_params(self, n_samples: int) -> None:
+        """Reject settings that cannot train, with one sentence each."""
+        if int(self.n_members) < 1:
+            raise ValueError(f"n_members must be at least 1, got {self.n_members}")
+        if not 0.0 <= float(self.val_fraction) < 1.0:
+            raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        if n_samples < 2:
+            raise ValueError(f"MLPEnsemble needs at least 2 samples to fit, got {n_samples}")
+        if any(int(h) < 1 for h in self.hidden):
+            raise ValueError(f"hidden sizes must be positive, got {self.hidden}")
+
+    def _check_dim(self, n_features: int) -> None:
+        if n_features != self.n_features_in_:
+            raise ValueError(
+                f"X has {n_features} features, but this MLPEnsemble was fitted on "
+                f"{self.n_features_in_}; encode policies with the same policy space."
+            )
+
+    def _device(self) -> torch.device:
+        return self.members_.weights[0].device
+
+
+def _seed(random_state: int | None) -> int:
+    """An int seed as given, or a fresh one for ``None`` (sklearn's convention)."""
+    if random_state is None:
+        return int(torch.randint(0, 2**62, ()).item())
+    return int(random_state)
+
+
+def _resolve_device(device: str) -> torch.device:
+    """'auto' picks CUDA when available; anything else is passed to torch.device."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)

@@ -1,0 +1,80 @@
+"""Save and load an MLPEnsemble as tensors plus a JSON header: no pickle, no code on load."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from predictor.stacked_mlp import StackedMLP
+
+if TYPE_CHECKING:
+    from predictor.ensemble import MLPEnsemble
+
+FORMAT = "seernet.predictor.mlp-ensemble"
+VERSION = 1
+
+
+def save(model: MLPEnsemble, path: str | Path, metadata: dict) -> None:
+    """Write hyperparameters, input dim, scalers, member weights and caller metadata."""
+    params = model.get_params()
+    params["hidden"] = [int(h) for h in params["hidden"]]
+    header = {
+        "format": FORMAT,
+        "version": VERSION,
+        "params": params,
+        "n_features_in": int(model.n_features_in_),
+        "n_epochs": int(model.n_epochs_),
+        "y_mean": model.y_mean_,
+        "y_std": model.y_std_,
+        "metadata": metadata,
+    }
+    try:
+        header_json = json.dumps(header)
+    except TypeError as err:
+        raise ValueError(f"metadata must be JSON-serialisable: {err}") from None
+    blob = {
+        "header": header_json,
+        "x_mean": torch.as_tensor(model.x_mean_, dtype=torch.float64),
+        "x_std": torch.as_tensor(model.x_std_, dtype=torch.float64),
+        "state": {k: v.detach().cpu() for k, v in model.members_.state_dict().items()},
+    }
+    torch.save(blob, Path(path))
+
+
+def load(cls: type[MLPEnsemble], path: str | Path) -> tuple[MLPEnsemble, dict]:
+    """Rebuild the fitted ensemble from ``path``; raise ValueError if it is not one."""
+    path = Path(path)
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+        header = json.loads(blob["header"])
+    except FileNotFoundError:
+        raise
+    except Exception as err:  # torch raises many types on corrupt input; report one.
+        raise ValueError(f"{path} is not a readable predictor file ({err}); refit it.") from None
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        raise ValueError(f"{path} is not an MLPEnsemble predictor file; refit it.")
+    if header.get("version") != VERSION:
+        raise ValueError(f"{path} has predictor format version {header.get('version')}, expected {VERSION}; refit it.")
+    try:
+        model = cls(**{**header["params"], "hidden": tuple(header["params"]["hidden"])})
+        net = StackedMLP(model.n_members, header["n_features_in"], model.hidden, model.activation)
+        net.load_state_dict(blob["state"])
+        _restore_fitted(model, header, blob, net)
+    except (KeyError, TypeError, RuntimeError) as err:
+        raise ValueError(f"{path} is an incomplete or inconsistent predictor file ({err}); refit it.") from None
+    return model, header["metadata"]
+
+
+def _restore_fitted(model: MLPEnsemble, header: dict[str, Any], blob: dict, net: StackedMLP) -> None:
+    """Set the learned attributes exactly as ``fit`` leaves them."""
+    model.n_features_in_ = header["n_features_in"]
+    model.n_epochs_ = header["n_epochs"]
+    model.x_mean_ = blob["x_mean"].numpy().astype(np.float64)
+    model.x_std_ = blob["x_std"].numpy().astype(np.float64)
+    model.y_mean_ = header["y_mean"]
+    model.y_std_ = header["y_std"]
+    model.members_ = net.eval().requires_grad_(False)
