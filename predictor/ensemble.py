@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +37,10 @@ class MLPEnsemble(RegressorMixin, BaseEstimator):
     with fold seeds 1 and 2 (the published figures use seed 0); see
     ``benchmarks/bench_predictor.py``.
 
-    ``random_state`` (an int) fixes everything: the same seed and data give identical
-    predictions on the same machine and torch thread count. ``None`` draws a fresh seed.
+    ``n_threads`` is torch's CPU thread count during ``fit`` (restored afterwards; None
+    keeps the caller's setting). ``random_state`` (an int) fixes everything: the same
+    seed and data give bitwise identical predictions on the same machine and torch
+    thread count. ``None`` draws a fresh seed.
     """
 
     def __init__(
@@ -55,6 +58,7 @@ class MLPEnsemble(RegressorMixin, BaseEstimator):
         bootstrap: bool = False,
         random_state: int | None = 0,
         device: str = "cpu",
+        n_threads: int | None = 1,
     ) -> None:
         self.n_members = n_members
         self.hidden = hidden
@@ -69,6 +73,7 @@ class MLPEnsemble(RegressorMixin, BaseEstimator):
         self.bootstrap = bootstrap
         self.random_state = random_state
         self.device = device
+        self.n_threads = n_threads
 
     def fit(self, X: Any, y: Any) -> MLPEnsemble:
         """Standardise, train all members at once with early stopping, and return self."""
@@ -87,7 +92,8 @@ class MLPEnsemble(RegressorMixin, BaseEstimator):
             lr=self.lr, weight_decay=self.weight_decay, input_penalty=self.input_penalty,
             max_epochs=self.max_epochs, patience=self.patience, batch_size=self.batch_size,
         )
-        self.n_epochs_ = train_members(net, xs, ys, splits, cfg, gen)
+        with _torch_threads(self.n_threads if device.type == "cpu" else None):
+            self.n_epochs_ = train_members(net, xs, ys, splits, cfg, gen)
         self.members_ = net.eval().requires_grad_(False)
         return self
 
@@ -156,6 +162,22 @@ class MLPEnsemble(RegressorMixin, BaseEstimator):
 
     def _device(self) -> torch.device:
         return self.members_.weights[0].device
+
+
+@contextmanager
+def _torch_threads(n: int | None) -> Iterator[None]:
+    """Temporarily set torch's CPU thread count (None: leave it alone).
+
+    The matmuls here are small; on a busy machine more threads than free cores made a
+    fit 40x slower (OpenMP threads spinning against each other), one thread never does.
+    """
+    before = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _seed(random_state: int | None) -> int:

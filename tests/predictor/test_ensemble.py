@@ -98,3 +98,10 @@ def test_bad_inputs_raise(fitted, make_data):
         MLPEnsemble(val_fraction=1.0).fit(X, y)
     with pytest.raises(ValueError, match="activation"):
         MLPEnsemble(activation="sigmoid").fit(X, y)
+
+
+def test_fit_restores_the_callers_thread_count(make_data):
+    X, y = make_data(40, seed=0)
+    torch.set_num_threads(2)
+    MLPEnsemble(hidden=(8,), max_epochs=5, n_threads=1).fit(X, y)
+    assert torch.get_num_threads() == 2
