@@ -36,7 +36,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--steps", default="0,10,20,50", help="proxy fine-tune steps to compare")
     p.add_argument("--long-epochs", type=float, default=1.0)
     p.add_argument("--out", default="benchmarks/out/proxy.json")
-    p.add_argument("--limit", type=int, help="measure only this many of the policies (shuffled order, so any prefix spans the cost range)")
+    p.add_argument("--limit", type=int, help="report only this many of the policies (shuffled order, so any prefix spans the cost range)")
+    p.add_argument("--slice", help="START:STOP of the shuffled policies to measure in this process (parallel runs, each with its own --out)")
     p.add_argument("--seed", type=int, default=0)
     return p.parse_args()
 
@@ -88,23 +89,34 @@ def report(rows: list[dict], steps: list[int]) -> str:
     return head + "\n" + format_table(["S (steps)", "Kendall tau", "Spearman rho", "proxy acc %", "s/sample"], table)
 
 
+def load_caches(out: Path) -> dict:
+    """Every cached measurement in ``out``'s folder (one file per parallel slice)."""
+    cache: dict = {}
+    for f in sorted(out.parent.glob("proxy*.json")):
+        cache.update(json.loads(f.read_text()))
+    return cache
+
+
 def main() -> None:
     args = parse_args()
     torch.set_num_threads(1)
     steps = [int(s) for s in args.steps.split(",")]
     ctx = open_context(args.workdir)
     out = Path(args.out)
-    cache = json.loads(out.read_text()) if out.is_file() else {}
+    cache = load_caches(out)
     xs = policies(ctx, args.policies, args.seed)
     xs = xs[np.random.default_rng(args.seed).permutation(len(xs))][: args.limit]
-    for i, x in enumerate(xs):
-        key = ",".join(f"{v:.6f}" for v in x)
+    start, stop = (int(v) for v in args.slice.split(":")) if args.slice else (0, len(xs))
+    mine = json.loads(out.read_text()) if out.is_file() else {}
+    for i in range(start, min(stop, len(xs))):
+        key = ",".join(f"{v:.6f}" for v in xs[i])
         if key not in cache or set(cache[key]["proxy"]) != {str(s) for s in steps}:
-            cache[key] = measure(ctx, x, steps, args.long_epochs, args.seed)
+            cache[key] = mine[key] = measure(ctx, xs[i], steps, args.long_epochs, args.seed)
             out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(json.dumps(cache, indent=1))
+            out.write_text(json.dumps(mine, indent=1))
             print(f"policy {i + 1}/{len(xs)}: long {cache[key]['long']:.2f}%  proxy {cache[key]['proxy']}", flush=True)
-    rows = [cache[",".join(f"{v:.6f}" for v in x)] for x in xs]
+    cache = load_caches(out)  # parallel slices may have finished meanwhile
+    rows = [cache[k] for k in (",".join(f"{v:.6f}" for v in x) for x in xs) if k in cache]
     print(report(rows, steps))
 
 
