@@ -34,3 +34,37 @@ def make_fake_fmnist(root: Path, n_train: int = 600, n_test: int = 200, seed: in
 @pytest.fixture(scope="session")
 def fake_fmnist(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_fake_fmnist(tmp_path_factory.mktemp("fmnist"))
+
+
+NO_SEERNET = """
+import sys
+sys.modules["seernet"] = None
+import torch
+model = torch.jit.load(sys.argv[1])
+io = torch.load(sys.argv[2])
+print((model(io["x"]) - io["y"]).abs().max().item())
+"""
+
+
+@pytest.fixture
+def no_seernet_script() -> str:
+    """A ``python -c`` script that loads a TorchScript file with seernet made unimportable."""
+    return NO_SEERNET
+
+
+def _run_onnx(path: Path, x: np.ndarray) -> np.ndarray:
+    """Outputs of an ONNX file: onnxruntime when installed, else onnx's reference evaluator."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        from onnx.reference import ReferenceEvaluator
+
+        return ReferenceEvaluator(str(path)).run(None, {"input": x})[0]
+    return ort.InferenceSession(str(path)).run(None, {"input": x})[0]
+
+
+
+@pytest.fixture
+def run_onnx():  # noqa: ANN201 - returns the helper
+    """Outputs of an ONNX file, as a function of (path, x)."""
+    return _run_onnx

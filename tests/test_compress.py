@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_export import NO_SEERNET, run_onnx
 
 from seernet.cli import main as cli_main
 from seernet.compress import CompressSettings
@@ -97,13 +96,13 @@ def test_metrics_report_accuracy_costs_latency_and_time(compressed: Path, worksp
 
 
 @torch.no_grad()
-def test_exports_agree_with_the_packed_model(compressed: Path, workspace: Path, tmp_path: Path):
+def test_exports_agree_with_the_packed_model(compressed: Path, workspace: Path, tmp_path: Path, no_seernet_script, run_onnx):
     """TorchScript (in a process without seernet) and ONNX give the fake-quant model's outputs."""
     model = load_packed(compressed / "packed.bin")
     x = torch.randn(4, 1, 28, 28, generator=torch.Generator().manual_seed(1))
     y = model(x)
     torch.save({"x": x, "y": y}, tmp_path / "io.pt")
-    out = subprocess.run([sys.executable, "-c", NO_SEERNET, str(compressed / "model.pt"), str(tmp_path / "io.pt")],
+    out = subprocess.run([sys.executable, "-c", no_seernet_script, str(compressed / "model.pt"), str(tmp_path / "io.pt")],
                          capture_output=True, text=True, check=True)  # fmt: skip
     assert float(out.stdout.strip()) <= 1e-5
     np.testing.assert_allclose(run_onnx(compressed / "model.onnx", x.numpy()), y.numpy(), atol=1e-5, rtol=0)

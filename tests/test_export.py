@@ -31,14 +31,6 @@ from seernet.quant_export import export_codes, unpack_codes
 from seernet.space import build_space
 
 # Runs in a fresh interpreter in which ``import seernet`` fails: the file must need torch only.
-NO_SEERNET = """
-import sys
-sys.modules["seernet"] = None
-import torch
-model = torch.jit.load(sys.argv[1])
-io = torch.load(sys.argv[2])
-print((model(io["x"]) - io["y"]).abs().max().item())
-"""
 
 
 def small_net() -> nn.Sequential:
@@ -70,28 +62,17 @@ def test_deployable_reproduces_fake_quant_and_float_exactly(quantized):
 
 
 @torch.no_grad()
-def test_torchscript_runs_without_seernet(quantized, tmp_path: Path):
+def test_torchscript_runs_without_seernet(quantized, tmp_path: Path, no_seernet_script):
     _, q, x = quantized
     export_torchscript(deployable(q), x[:2], tmp_path / "model.pt")
     torch.save({"x": x, "y": q(x)}, tmp_path / "io.pt")  # another batch size than traced
-    out = subprocess.run([sys.executable, "-c", NO_SEERNET, str(tmp_path / "model.pt"), str(tmp_path / "io.pt")],
+    out = subprocess.run([sys.executable, "-c", no_seernet_script, str(tmp_path / "model.pt"), str(tmp_path / "io.pt")],
                          capture_output=True, text=True, check=True)  # fmt: skip
     assert float(out.stdout.strip()) <= 1e-5
 
 
-def run_onnx(path: Path, x: np.ndarray) -> np.ndarray:
-    """Outputs of an ONNX file: onnxruntime when installed, else onnx's reference evaluator."""
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        from onnx.reference import ReferenceEvaluator
-
-        return ReferenceEvaluator(str(path)).run(None, {"input": x})[0]
-    return ort.InferenceSession(str(path)).run(None, {"input": x})[0]
-
-
 @torch.no_grad()
-def test_onnx_is_valid_and_matches(quantized, tmp_path: Path):
+def test_onnx_is_valid_and_matches(quantized, tmp_path: Path, run_onnx):
     pytest.importorskip("onnx")
     _, q, x = quantized
     assert export_onnx(deployable(q), x[:1], tmp_path / "model.onnx") is None  # includes check_model
