@@ -22,9 +22,20 @@ def test_help_lists_working_commands():
 
 
 def test_import_is_quick_and_touches_no_gpu():
-    code = "import sys, seernet, predictor, search; print('torch' in sys.modules)"
+    code = (
+        "import sys, time; t = time.perf_counter(); import seernet, seernet.cli.main; "
+        "print('torch' in sys.modules, round(time.perf_counter() - t, 3))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "False"  # not even torch is imported, so CUDA cannot be
+    torch_imported, seconds = out.stdout.split()
+    assert torch_imported == "False"  # not even torch is imported by seernet, so CUDA cannot be
+    assert float(seconds) < 2.0
+
+
+def test_algorithm_packages_do_not_initialise_cuda():
+    code = "import predictor, search.solver, search.sampler, torch; print(torch.cuda.is_initialized())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
 
 
 def _assert_one_line_error(capsys: pytest.CaptureFixture, code: int, needle: str) -> None:
