@@ -20,6 +20,7 @@ from search.sampler import RoundInfo, SamplerConfig, run_active
 from seernet.context import RunContext
 from seernet.costs import COST_NAMES
 from seernet.evaluate import Protocol, evaluate_policy
+from seernet.space import Policy
 from seernet.store import Sample, SampleStore, StoreSpec
 
 STORE_NAME = "samples.h5"
@@ -35,9 +36,8 @@ def store_spec(ctx: RunContext, protocol: Protocol) -> StoreSpec:
     )  # fmt: skip
 
 
-def raw_choices(ctx: RunContext, x: np.ndarray) -> tuple[int, ...]:
+def raw_choices(ctx: RunContext, policy: Policy) -> tuple[int, ...]:
     """Kept channels per group, then weight bits and activation bits per quantized layer."""
-    policy = ctx.space.decode(x)
     layers = ctx.space.quant_layers
     return (
         tuple(policy.channels[g.name] for g in ctx.space.groups)
@@ -64,7 +64,7 @@ class Measurer:
         acc, seconds = evaluate_policy(self.ctx.model, space, policy, self.ctx.splits, self.protocol, self.ctx.device)
         costs = self.ctx.costs.of_policy(policy)
         self.store.append(
-            Sample(encoded=x, choices=raw_choices(self.ctx, x), accuracy=acc, costs=costs, strategy=strategy,
+            Sample(encoded=x, choices=raw_choices(self.ctx, policy), accuracy=acc, costs=costs, strategy=strategy,
                    round=round_, seed=self.protocol.seed, seconds=seconds, time=time.time()),
             allow_duplicate=self.allow_duplicate,
         )  # fmt: skip

@@ -7,11 +7,18 @@ from pathlib import Path
 
 from seernet.workspace import RunConfig, Workspace
 
+DEFAULT_WORKDIR = "seernet-run"
+
+
+def add_workdir_argument(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """``--workdir``, declared once for every command."""
+    p.add_argument("--workdir", default=DEFAULT_WORKDIR, help="workspace folder (default: %(default)s)")
+
 
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
     """Workspace and run-identity options; identity options only matter on first use."""
     g = p.add_argument_group("run")
-    g.add_argument("--workdir", default="seernet-run", help="workspace folder (default: %(default)s)")
+    add_workdir_argument(g)
     g.add_argument("--model", help="model name for a new workspace (default: resnet20)")
     g.add_argument("--weights", help="base model checkpoint (default: the shipped ResNet-20 for Fashion-MNIST)")
     g.add_argument("--dataset", help="fashion-mnist (default), cifar10 or imagefolder")

@@ -13,7 +13,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
     d = CompressSettings()
     p.add_argument("policy", help="policy file written by 'seernet solve' (WORKDIR/policies/<name>.json)")
-    p.add_argument("--workdir", default="seernet-run", help="workspace folder (default: %(default)s)")
+    from seernet.cli.common import add_workdir_argument
+
+    add_workdir_argument(p)
     p.add_argument("--epochs", type=float, help="QAT fine-tuning epochs, fractions allowed (default: --steps)")
     p.add_argument("--steps", type=int, help=f"QAT fine-tuning steps (default: {DEFAULT_STEPS})")
     p.add_argument("--lr", type=float, default=d.lr, help="peak learning rate of the cosine schedule (default: %(default)s)")

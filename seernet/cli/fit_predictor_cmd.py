@@ -8,7 +8,9 @@ HELP = "cross-validate the MLP-ensemble predictor against ridge / GP / random fo
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--workdir", default="seernet-run", help="workspace folder (default: %(default)s)")
+    from seernet.cli.common import add_workdir_argument
+
+    add_workdir_argument(p)
     p.add_argument("--folds", type=int, default=5, help="cross-validation folds (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="default: %(default)s")
 

@@ -8,7 +8,9 @@ HELP = "plot measured, solved and compressed policies (report/pareto.png) and su
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--workdir", default="seernet-run", help="workspace folder (default: %(default)s)")
+    from seernet.cli.common import add_workdir_argument
+
+    add_workdir_argument(p)
 
 
 def run(args: argparse.Namespace) -> int:

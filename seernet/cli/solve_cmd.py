@@ -9,7 +9,9 @@ HELP = ("find the policy with the highest predicted accuracy under each budget "
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--workdir", default="seernet-run", help="workspace folder (default: %(default)s)")
+    from seernet.cli.common import add_workdir_argument
+
+    add_workdir_argument(p)
     p.add_argument("--flops", help="FLOPs (MACs) budgets, e.g. 150M or 10M,15M,20M or 50%%")
     p.add_argument("--bitops", help="BitOPs budgets, e.g. 2G or 25%%")
     p.add_argument("--params", help="parameter budgets, e.g. 150K or 50%%")
