@@ -10,6 +10,7 @@ from torch import nn
 
 from seernet.base_model import build_model, load_splits
 from seernet.costs import CostModel
+from seernet.criteria import install_workspace_criteria
 from seernet.datasets import DataSplits
 from seernet.errors import UserError
 from seernet.models import create_model
@@ -24,6 +25,9 @@ class RunContext:
     ws: Workspace
     config: RunConfig
     device: torch.device
+
+    def __post_init__(self) -> None:
+        install_workspace_criteria(self.ws)
 
     @cached_property
     def splits(self) -> DataSplits:

@@ -18,16 +18,24 @@ from seernet.errors import UserError
 from seernet.space import Policy, PolicySpace, classifier_name
 from seernet.space_graph import dependency_graph, prunable_groups
 
-Criterion = Callable[[object], torch.Tensor]  # Torch-Pruning group -> score per channel
+# (Torch-Pruning group, name of the group in the policy) -> score per channel. The name
+# lets learned criteria (LeGR's per-layer transform) look up their per-group parameters.
+Criterion = Callable[[object, str], torch.Tensor]
+
+
+def _torch_pruning(importance: Callable[[object], torch.Tensor]) -> Criterion:
+    return lambda group, name: importance(group)
+
+
 _CRITERIA: dict[str, Callable[[], Criterion]] = {
-    "l1": lambda: tp.importance.GroupMagnitudeImportance(p=1),
-    "l2": lambda: tp.importance.GroupMagnitudeImportance(p=2),
-    "random": lambda: tp.importance.RandomImportance(),
+    "l1": lambda: _torch_pruning(tp.importance.GroupMagnitudeImportance(p=1)),
+    "l2": lambda: _torch_pruning(tp.importance.GroupMagnitudeImportance(p=2)),
+    "random": lambda: _torch_pruning(tp.importance.RandomImportance()),
 }
 
 
 def register_criterion(name: str, factory: Callable[[], Criterion]) -> None:
-    """Add an importance criterion: ``factory()`` returns ``scores = criterion(group)``."""
+    """Add an importance criterion: ``factory()`` returns ``scores = criterion(group, name)``."""
     _CRITERIA[name] = factory
 
 
@@ -62,7 +70,7 @@ def prune_model(
         n_remove = len(group[0].idxs) - policy.channels[name]
         if n_remove <= 0:
             continue
-        order = torch.argsort(score(group).to(torch.float64), stable=True)
+        order = torch.argsort(score(group, name).to(torch.float64), stable=True)
         dg.get_pruning_group(root, handler, order[:n_remove].tolist()).prune()
     if seen != set(policy.channels):
         raise UserError(f"policy names groups the model does not have: {sorted(set(policy.channels) - seen)[:3]}")

@@ -19,6 +19,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--acquisition", choices=("disagreement", "sensitivity"), default="disagreement",
                    help="what active sampling maximizes (default: %(default)s)")  # fmt: skip
     p.add_argument("--batch-size", type=int, default=16, help="policies per active round (default: %(default)s)")
+    p.add_argument("--warmup-fraction", type=float, default=0.2,
+                   help="share of --samples measured as stratified random warm-up before active rounds (default: %(default)s)")  # fmt: skip
     p.add_argument("--seed", type=int, default=0, help="default: %(default)s")
     g = p.add_argument_group("evaluation protocol (fixed per store)")
     g.add_argument("--finetune-steps", type=int, default=pr.finetune_steps, help="QAT steps per policy (default: %(default)s)")
@@ -60,7 +62,8 @@ def run(args: argparse.Namespace) -> int:
         protocol = Protocol(args.bn_batches, args.finetune_steps, val_limit=args.val_limit,
                             criterion=args.criterion, seed=args.seed)  # fmt: skip
         sampler = SamplerConfig(strategy=args.strategy, acquisition=args.acquisition,
-                                batch_size=args.batch_size, seed=args.seed)  # fmt: skip
+                                batch_size=args.batch_size, warmup_fraction=args.warmup_fraction,
+                                seed=args.seed)  # fmt: skip
     except ValueError as exc:
         raise UserError(str(exc)) from exc
     ws, config = open_run(args)
