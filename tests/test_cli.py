@@ -85,3 +85,10 @@ def test_pretrain_then_evaluate_on_tiny_data(tmp_path: Path, fake_fmnist: Path, 
 
     result = json.loads(capsys.readouterr().out)
     assert result["flops"] > 0 and 0.0 <= result["test_accuracy"] <= 100.0
+
+
+@pytest.mark.parametrize("fraction", ["0", "1.5"])
+def test_collect_refuses_a_warmup_fraction_outside_0_1(tmp_path: Path, fraction: str, capsys):
+    code = main(["collect", "--workdir", str(tmp_path / "w"), "--samples", "5", "--warmup-fraction", fraction])
+    _assert_one_line_error(capsys, code, "warmup_fraction")
+    assert not (tmp_path / "w").exists()
