@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from search.levels import Levels
 from search.sampler import RoundInfo, SamplerConfig, run_active
+from seernet.backends import BackendConfig
 from seernet.context import RunContext
 from seernet.costs import COST_NAMES
 from seernet.evaluate import Protocol, evaluate_policy
@@ -57,11 +58,23 @@ class Measurer:
     allow_duplicate: bool = False  # solved policies are verified even if sampled before
 
     def measure(self, x: np.ndarray, strategy: str, round_: int) -> float:
-        """Evaluate one encoded policy, append it, and return its accuracy."""
+        """Evaluate one encoded policy in this process, append it, and return its accuracy."""
+        policy = self.ctx.space.decode(x)
+        acc, seconds = evaluate_policy(self.ctx.model, self.ctx.space, policy, self.ctx.splits, self.protocol, self.ctx.device)
+        self.record(x, acc, seconds, strategy, round_, policy)
+        return acc
+
+    def record(
+        self, x: np.ndarray, acc: float, seconds: float, strategy: str, round_: int, policy: Policy | None = None,
+    ) -> bool:  # fmt: skip
+        """Append a measured policy with its costs; False when the store already holds it."""
         space = self.ctx.space
-        policy = space.decode(x)
+        policy = policy or space.decode(x)
         x = space.encode(policy)
-        acc, seconds = evaluate_policy(self.ctx.model, space, policy, self.ctx.splits, self.protocol, self.ctx.device)
+        # A result that arrives twice (a retried task whose first run also reported) is
+        # stored once; only solved policies may knowingly repeat.
+        if not self.allow_duplicate and self.store.contains(x):
+            return False
         costs = self.ctx.costs.of_policy(policy)
         self.store.append(
             Sample(encoded=x, choices=raw_choices(self.ctx, policy), accuracy=acc, costs=costs, strategy=strategy,
@@ -72,7 +85,7 @@ class Measurer:
             accs = self.store.accuracy
             self.bar.update(1)
             self.bar.set_postfix(best=f"{accs.max():.2f}", mean=f"{accs.mean():.2f}", refresh=False)
-        return acc
+        return True
 
 
 def make_predictor_factory(members: int = 5):  # noqa: ANN201 - returns a factory
@@ -88,17 +101,35 @@ def numpy_cost(ctx: RunContext, name: str = "flops"):  # noqa: ANN201 - returns 
     return lambda x: fn(torch.as_tensor(np.asarray(x, dtype=np.float64).reshape(-1, ctx.space.dim))).numpy()
 
 
-def collect(ctx: RunContext, store: SampleStore, n_samples: int, protocol: Protocol, sampler: SamplerConfig) -> None:
-    """Measure policies until the store holds ``n_samples`` (resumes where it stopped)."""
+def collect(
+    ctx: RunContext, store: SampleStore, n_samples: int, protocol: Protocol, sampler: SamplerConfig,
+    backend: BackendConfig | None = None,
+) -> None:  # fmt: skip
+    """Measure policies until the store holds ``n_samples`` (resumes where it stopped).
+
+    With a parallel backend a whole round is one ``evaluate`` call, so its batch runs in
+    parallel; each result is appended as it arrives (any order), and the sampler still
+    sees the round in proposal order, so the choices equal those of the local backend.
+    """
+    backend = backend or BackendConfig()
+    if backend.parallel:  # a chunk never spans rounds, so this means "the whole round"
+        sampler = replace(sampler, eval_chunk=max(n_samples, 1))
     already = len(store)
+    runner = backend.make()
+    fn = backend.evaluator(ctx, protocol)
     with tqdm(total=n_samples, initial=already, desc=f"collect ({sampler.strategy})", unit="policy",
               dynamic_ncols=True) as bar:  # fmt: skip
         measurer = Measurer(ctx, store, protocol, bar)
+        current = {"strategy": sampler.strategy, "round": 0}
 
         def evaluate(chunk: np.ndarray) -> np.ndarray:
-            return np.array([measurer.measure(x, current["strategy"], current["round"]) for x in chunk])
-
-        current = {"strategy": sampler.strategy, "round": 0}
+            # Canonical encodings go out, so a worker decodes exactly what is stored.
+            xs = [ctx.space.encode(ctx.space.decode(x)) for x in chunk]
+            accs = np.full(len(xs), np.nan)
+            for i, (acc, seconds) in runner.map_unordered(fn, xs):
+                accs[i] = acc
+                measurer.record(xs[i], acc, seconds, current["strategy"], current["round"])
+            return accs
 
         def on_round(info: RoundInfo) -> None:
             current.update(strategy=info.strategy, round=info.round)
@@ -106,8 +137,11 @@ def collect(ctx: RunContext, store: SampleStore, n_samples: int, protocol: Proto
             bar.set_description(f"collect round {info.round} ({info.strategy}{std})")
 
         stored_rounds = store.round if len(store) else None
-        run_active(
-            Levels(ctx.space.levels()), evaluate, make_predictor_factory(), n_samples, sampler,
-            cost=numpy_cost(ctx), X=store.encoded if len(store) else None,
-            y=store.accuracy if len(store) else None, rounds=stored_rounds, on_round=on_round,
-        )  # fmt: skip
+        try:
+            run_active(
+                Levels(ctx.space.levels()), evaluate, make_predictor_factory(), n_samples, sampler,
+                cost=numpy_cost(ctx), X=store.encoded if len(store) else None,
+                y=store.accuracy if len(store) else None, rounds=stored_rounds, on_round=on_round,
+            )  # fmt: skip
+        finally:
+            runner.close()

@@ -22,6 +22,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--warmup-fraction", type=float, default=0.2,
                    help="share of --samples measured as stratified random warm-up before active rounds (default: %(default)s)")  # fmt: skip
     p.add_argument("--seed", type=int, default=0, help="default: %(default)s")
+    g = p.add_argument_group("where evaluations run (results do not depend on it)")
+    g.add_argument("--backend", choices=("local", "ray"), default="local",
+                   help="local: this machine; ray: one Ray task per policy, needs pip install 'seernet[ray]' (default: %(default)s)")  # fmt: skip
+    g.add_argument("--workers", type=int,
+                   help="parallel evaluations: local processes (default 1 = in this process) or Ray tasks in flight (default: the cluster's CPUs / --cpus-per-task)")  # fmt: skip
+    g.add_argument("--threads-per-worker", type=int,
+                   help="torch threads per evaluation (default: 1 in worker processes, torch's default in-process)")  # fmt: skip
+    g.add_argument("--address", help="Ray cluster to join, e.g. ray://head:10001 or auto (default: start a private local one)")
+    g.add_argument("--cpus-per-task", type=float, default=1.0, help="Ray CPUs per evaluation task (default: %(default)s)")
+    g.add_argument("--gpus-per-task", type=float, default=0.0, help="Ray GPUs per evaluation task (default: %(default)s)")
+    g.add_argument("--max-retries", type=int, default=3,
+                   help="Ray retries of a task whose worker died (default: %(default)s)")  # fmt: skip
     g = p.add_argument_group("evaluation protocol (fixed per store)")
     g.add_argument("--finetune-steps", type=int, default=pr.finetune_steps, help="QAT steps per policy (default: %(default)s)")
     g.add_argument("--bn-batches", type=int, default=pr.bn_batches, help="adaptive-BN batches (default: %(default)s)")
@@ -46,6 +58,7 @@ def _choices(args: argparse.Namespace):  # noqa: ANN202
 
 def run(args: argparse.Namespace) -> int:
     from search.sampler import SamplerConfig
+    from seernet.backends import BackendConfig
     from seernet.cli.common import open_run
     from seernet.collect import STORE_NAME, collect, store_spec
     from seernet.context import RunContext, record_space
@@ -58,6 +71,9 @@ def run(args: argparse.Namespace) -> int:
     if args.samples < 1:
         raise UserError(f"--samples must be at least 1, got {args.samples}")
     make_criterion(args.criterion)
+    backend = BackendConfig(args.backend, args.workers, args.threads_per_worker, args.address,
+                            args.cpus_per_task, args.gpus_per_task, args.max_retries)  # fmt: skip
+    backend.check_available()  # before the workspace is created: a missing Ray writes nothing
     try:
         protocol = Protocol(args.bn_batches, args.finetune_steps, val_limit=args.val_limit,
                             criterion=args.criterion, seed=args.seed)  # fmt: skip
@@ -78,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
         if len(store) >= args.samples:
             print(f"{ws.path(STORE_NAME)} already holds {len(store)} samples (>= --samples {args.samples}); nothing to do")
         else:
-            collect(ctx, store, args.samples, protocol, sampler)
+            collect(ctx, store, args.samples, protocol, sampler, backend)
         print(summary(store))
     finally:
         store.close()
