@@ -17,6 +17,7 @@ COMMANDS = {
     "solve": "seernet.cli.solve_cmd",
     "compress": "seernet.cli.compress_cmd",
     "report": "seernet.cli.report_cmd",
+    "legr": "seernet.cli.legr_cmd",
 }
 
 

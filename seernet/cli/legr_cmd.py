@@ -1,0 +1,124 @@
+"""``seernet legr``: learn LeGR's global filter ranking once, then a policy per FLOPs budget."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = ("LeGR: learn one global filter ranking by evolution, then prune to every FLOPs (MACs) budget "
+        "(policies in solve's format, for 'seernet compress')")  # fmt: skip
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from search.legr import EvolutionConfig
+    from seernet.cli.common import add_run_arguments
+    from seernet.evaluate import Protocol
+
+    ev, pr = EvolutionConfig(), Protocol()
+    add_run_arguments(p)
+    p.add_argument("--flops", help="FLOPs (MACs) budgets of the policies, e.g. 30%%,50%%,70%% or 20M")
+    p.add_argument("--bits", type=int, help="uniform weight/activation bits of the policies (default: 8, pruning only)")
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON only")
+    g = p.add_argument_group("search (only when legr.json is learned)")
+    g.add_argument("--target", default="50%", help="FLOPs the fitness prunes to while learning (default: %(default)s)")
+    g.add_argument("--population", type=int, default=ev.population, help="default: %(default)s")
+    g.add_argument("--sample", type=int, default=ev.sample, help="members compared to pick a parent (default: %(default)s)")
+    g.add_argument("--evaluations", type=int, default=ev.evaluations,
+                   help="fitness evaluations in all, the initial population included (default: %(default)s)")  # fmt: skip
+    g.add_argument("--seed", type=int, default=ev.seed, help="default: %(default)s")
+    g.add_argument("--relearn", action="store_true", help="learn again even if the workspace has legr.json")
+    g.add_argument("--finetune-steps", type=int, default=pr.finetune_steps, help="QAT steps per fitness evaluation (default: %(default)s)")
+    g.add_argument("--bn-batches", type=int, default=pr.bn_batches, help="adaptive-BN batches (default: %(default)s)")
+    g.add_argument("--val-limit", type=int, default=pr.val_limit, help="score on the first N val images (default: all)")
+
+
+def _settings(args: argparse.Namespace):  # noqa: ANN202 - LegrSettings and the parsed budgets
+    from search.legr import EvolutionConfig
+    from seernet.errors import UserError
+    from seernet.evaluate import Protocol
+    from seernet.legr import FITNESS_CRITERION, LegrSettings
+    from seernet.units import parse_budget, parse_budget_list
+
+    budgets = parse_budget_list(args.flops, "count", "--flops") if args.flops else []
+    target = parse_budget(args.target, "count", "--target")
+    if target.fraction is not None and target.fraction >= 1:
+        raise UserError(f"--target {args.target!r}: the fitness must prune, use less than 100%")
+    try:
+        evolution = EvolutionConfig(args.population, args.sample, args.evaluations, seed=args.seed)
+        protocol = Protocol(args.bn_batches, args.finetune_steps, val_limit=args.val_limit,
+                            criterion=FITNESS_CRITERION, seed=args.seed)  # fmt: skip
+    except ValueError as exc:
+        raise UserError(str(exc)) from exc
+    return LegrSettings(target.fraction if target.fraction is not None else target.value, args.bits, evolution, protocol), budgets
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+
+    from seernet.cli.common import open_run
+    from seernet.context import RunContext, record_space
+    from seernet.device import resolve_device
+    from seernet.errors import UserError
+    from seernet.legr import LEGR_NAME, default_bits, learn, load, policy_documents, write_policies
+    from seernet.solve import write_json
+    from seernet.space import SpaceChoices
+
+    settings, budgets = _settings(args)  # malformed options fail before anything is written
+    ws, config = open_run(args)
+    ctx = RunContext(ws, config, resolve_device(args.device))
+    if not config.space:
+        record_space(ctx, SpaceChoices())  # as the first 'collect' would
+    bits = args.bits or default_bits(ctx.space)
+    if bits not in ctx.space.choices.bits:
+        raise UserError(f"--bits {bits} is not one of this space's bit-widths {list(ctx.space.choices.bits)}")
+    full = ctx.costs.unpruned()["flops"]
+    absolute = [b.resolve(full) for b in budgets]
+    learned = None if args.relearn else load(ws, ctx.space.fingerprint)
+    if learned is None:
+        if absolute:  # a budget below the smallest model fails before the search, not after
+            _check_budgets(ctx, absolute, bits)
+        learned = learn(ctx, settings, progress=not args.json)
+        write_json(ws.path(LEGR_NAME), learned)
+        status = f"learned {ws.path(LEGR_NAME)}"
+    else:
+        status = f"reused {ws.path(LEGR_NAME)} (learned at {100 * learned['target_fraction']:.0f}% FLOPs; --relearn to learn again)"
+    docs = policy_documents(ctx, learned, absolute, bits)
+    write_policies(ctx, docs)
+    if args.json:
+        print(json.dumps({"legr": learned, "policies": docs}, indent=2))
+    else:
+        print(render(ctx, learned, docs, status))
+    return 0
+
+
+def _check_budgets(ctx, budgets: list[float], bits: int) -> None:  # noqa: ANN001
+    """Refuse unattainable budgets with the identity ranking (no evaluation needed)."""
+    from search.legr import AffineParams
+    from seernet.legr import global_ranking, keep_for_budget
+
+    ranking = global_ranking(ctx, bits)
+    for b in budgets:
+        keep_for_budget(ranking, AffineParams.identity(ranking.n_groups), b)
+
+
+def render(ctx, learned: dict, docs: list[dict], status: str) -> str:  # noqa: ANN001
+    """The search's outcome and one table row per policy."""
+    from seernet.tables import format_table
+    from seernet.units import format_count
+
+    full = ctx.costs.unpruned()
+    lines = [
+        status,
+        f"fitness (val %, pruned to {format_count(learned['target_flops'])} FLOPs): best {learned['best_fitness']:.2f}, "
+        f"plain global L2 ranking {learned['identity_fitness']:.2f}; {learned['evaluations']} evaluations "
+        f"({learned['measured_policies']} distinct policies measured) in {learned['seconds']:.1f} s",
+    ]  # fmt: skip
+    rows = []
+    for d in docs:
+        c = d["costs"]
+        kept = sum(d["policy"]["channels"].values())
+        total = sum(g.channels for g in ctx.space.groups)
+        rows.append([format_count(d["budgets"]["flops"]), format_count(c["flops"]), f"{100 * c['flops'] / full['flops']:.1f}%",
+                     format_count(c["params"]), f"{kept}/{total}", d["bits_mode"], d["path"]])  # fmt: skip
+    if rows:
+        lines.append(format_table(["budget", "FLOPs", "of unpruned", "params", "channels kept", "bits", "policy"], rows))
+    return "\n".join(lines)

@@ -1,0 +1,164 @@
+"""``seernet legr`` on tiny data: learn once, policies compress accepts, reuse, criterion, errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from seernet.checkpoint import save_checkpoint
+from seernet.cli.main import main
+from seernet.models import create_model
+
+FAST = ["--finetune-steps", "0", "--bn-batches", "1", "--val-limit", "50"]
+TINY = ["--population", "2", "--sample", "1", "--evaluations", "3", *FAST]
+
+
+@pytest.fixture(scope="module")
+def run_args(tmp_path_factory, fake_fmnist: Path) -> list[str]:
+    """Workspace options for a ResNet-20 with random weights on the fake data."""
+    root = tmp_path_factory.mktemp("legr")
+    torch.manual_seed(0)
+    save_checkpoint(root / "w.pt", create_model("resnet20", 10, 1), {"model": "resnet20"})
+    return ["--data-dir", str(fake_fmnist), "--val-size", "100", "--weights", str(root / "w.pt"), "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def learned(tmp_path_factory, run_args) -> tuple[Path, dict]:
+    """A fresh workspace after one tiny 'seernet legr --flops 30%,50%,70%'."""
+    ws = tmp_path_factory.mktemp("learned") / "w"
+    capture = []
+    import contextlib
+    import io
+
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        code = main(["legr", "--workdir", str(ws), *run_args, "--flops", "30%,50%,70%", *TINY, "--json"])
+    capture.append(buf.getvalue())
+    assert code == 0
+    return ws, json.loads(capture[0])
+
+
+def context(ws: Path):  # noqa: ANN201
+    from seernet.context import RunContext
+    from seernet.workspace import Workspace
+
+    w = Workspace(ws)
+    return RunContext(w, w.read(), torch.device("cpu"))
+
+
+def test_policies_meet_budgets_and_are_valid(learned):
+    from seernet.space import Policy
+
+    ws, out = learned
+    ctx = context(ws)
+    assert (ws / "legr.json").is_file() and out["legr"]["evaluations"] == 3
+    assert len(out["policies"]) == 3
+    flops = []
+    for doc in out["policies"]:
+        policy = Policy.from_json(json.loads(Path(doc["path"]).read_text())["policy"])
+        ctx.space.validate(policy)
+        assert ctx.costs.of_policy(policy)["flops"] <= doc["budgets"]["flops"]
+        assert {tuple(b) for b in policy.bits.values()} == {(8, 8)}
+        assert doc["space_fingerprint"] == ctx.space.fingerprint
+        flops.append(doc["costs"]["flops"])
+    assert flops == sorted(flops) and flops[0] < flops[-1]
+
+
+def test_compress_accepts_a_legr_policy(learned):
+    ws, out = learned
+    path = out["policies"][0]["path"]
+    assert main(["compress", path, "--workdir", str(ws), "--steps", "1", "--latency-runs", "1", "--device", "cpu"]) == 0
+    assert (ws / "compressed" / out["policies"][0]["name"] / "metrics.json").is_file()
+
+
+def test_reuse_does_not_relearn(learned, monkeypatch, capsys):
+    import seernet.legr
+
+    ws, out = learned
+    before = (ws / "legr.json").read_text()
+
+    def refuse(*a, **k):  # noqa: ANN002, ANN003, ANN202
+        raise AssertionError("evaluated a policy although legr.json exists")
+
+    monkeypatch.setattr(seernet.legr, "evaluate_policy", refuse)
+    assert main(["legr", "--workdir", str(ws), "--flops", "40%", "--bits", "4"]) == 0
+    text = capsys.readouterr().out
+    assert "reused" in text and "4-bit" in text
+    assert (ws / "legr.json").read_text() == before
+    doc = json.loads(next((ws / "policies").glob("legr_flops-*_4bit.json")).read_text())
+    assert {tuple(b) for n, b in doc["policy"]["bits"].items() if b != [8, 8]} == {(4, 4)}
+
+
+def test_criterion_legr_prunes_like_the_group_norm(learned):
+    from seernet.prune import prune_model
+    from seernet.space import Policy
+
+    ws, out = learned
+    ctx = context(ws)  # installs the workspace's criteria
+    policy = Policy.from_json(out["policies"][0]["policy"])
+    a = prune_model(ctx.model, ctx.space, policy, "legr").state_dict()
+    b = prune_model(ctx.model, ctx.space, policy, "l2").state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_learning_is_deterministic(learned, tmp_path, run_args):
+    ws, out = learned
+    assert main(["legr", "--workdir", str(tmp_path / "w"), *run_args, *TINY]) == 0
+    again = json.loads((tmp_path / "w" / "legr.json").read_text())
+    assert again["history"] == out["legr"]["history"] and again["alpha"] == out["legr"]["alpha"]
+
+
+def test_criterion_legr_without_legr_json(tmp_path, run_args, capsys):
+    from seernet.context import record_space
+    from seernet.errors import UserError
+    from seernet.prune import prune_model
+    from seernet.space import SpaceChoices
+    from seernet.workspace import Workspace
+
+    w = Workspace(tmp_path / "w")
+    cfg = w.open({"data_dir": run_args[1], "val_size": 100, "weights": run_args[5]})
+    from seernet.context import RunContext
+
+    ctx = RunContext(w, cfg, torch.device("cpu"))  # installing must not fail
+    record_space(ctx, SpaceChoices())
+    with pytest.raises(UserError, match="run 'seernet legr' first"):
+        prune_model(ctx.model, ctx.space, ctx.space.full_policy(), "legr")
+
+
+@pytest.mark.parametrize(
+    ("flags", "needle"),
+    [
+        (["--flops", "1K"], "smallest model"),
+        (["--flops", "abc"], "not a budget"),
+        (["--flops", "50MB"], "unknown unit"),
+        (["--target", "150%"], "less than 100%"),
+        (["--population", "5", "--evaluations", "3"], "evaluations"),
+        (["--bits", "7", "--flops", "50%"], "not one of"),
+    ],
+)
+def test_bad_input(tmp_path, run_args, capsys, flags, needle):
+    ws = tmp_path / "w"
+    code = main(["legr", "--workdir", str(ws), *run_args, *TINY, *flags])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and needle in err and len(err.splitlines()) == 1
+    assert not (ws / "legr.json").exists() and not (ws / "policies").exists()
+
+
+def test_legr_json_of_another_space_is_refused(learned, tmp_path, capsys):
+    ws, _ = learned
+    foreign = tmp_path / "w"
+    foreign.mkdir()
+    for name in ("seernet.json", "legr.json"):
+        (foreign / name).write_text((ws / name).read_text())
+    doc = json.loads((foreign / "legr.json").read_text())
+    doc["space_fingerprint"] = "0" * 16
+    (foreign / "legr.json").write_text(json.dumps(doc))
+    assert main(["legr", "--workdir", str(foreign), "--flops", "50%"]) == 2
+    err = capsys.readouterr().err
+    assert "learned for policy space" in err and "--relearn" in err
+    assert not (foreign / "policies").exists()
+    assert np.isfinite(doc["best_fitness"])
