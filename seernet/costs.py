@@ -11,16 +11,26 @@ Assumptions, stated once:
 Every function takes encoded policies ``x`` of shape (N, D) (see ``seernet.space``) and
 is evaluated on the relaxed box, where kept channels ``n = n_min + x (C - n_min)`` are
 continuous; at valid choices the values are exact integers.
+
+Latency (ms) is a cost only when a measured table is given (``seernet.latency_table``):
+each layer's entry is interpolated bilinearly in its (input, output) channel counts and
+the table's whole-model constant is added. It is exact at the table's grid points,
+continuous and non-decreasing between them, and is the latency of the pruned *float*
+model (bit-widths do not enter). It is not in ``COST_NAMES``, the sample store's schema.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from seernet.space import Policy, PolicySpace
+
+if TYPE_CHECKING:
+    from seernet.latency_table import LatencyTable
 
 COST_NAMES = ("flops", "bitops", "params", "size")
 _F = torch.float64
@@ -38,8 +48,9 @@ def _coupling(space: PolicySpace, side: str) -> torch.Tensor:
 class CostModel:
     """Costs of a policy space, total and per layer, as torch functions of ``x``."""
 
-    def __init__(self, space: PolicySpace) -> None:
+    def __init__(self, space: PolicySpace, latency: LatencyTable | None = None) -> None:
         self.space = space
+        self.latency_table = latency
         ly = space.layers
         vec = lambda f: torch.tensor([f(layer) for layer in ly], dtype=_F)  # noqa: E731
         self.full_in, self.full_out = vec(lambda a: a.c_in), vec(lambda a: a.c_out)
@@ -55,6 +66,8 @@ class CostModel:
         self.has_bias = vec(lambda a: float(a.bias and a.kind in ("conv", "linear")))
         self.other = float(sum(a.other_params for a in ly))
         self._bit_index = self._bit_layout()
+        if latency is not None:
+            self._latency_grids(latency)
 
     # --- relaxed raw values ------------------------------------------------------------
     def kept_channels(self, x: torch.Tensor) -> torch.Tensor:
@@ -120,9 +133,55 @@ class CostModel:
         fp32 = self.layer_fp32_params(x) + scales
         return (self.layer_weights(x) * wb / 8.0 + 4.0 * fp32).sum(1) + 4.0 * self.other
 
+    # --- latency from a measured table -------------------------------------------------
+    def _latency_grids(self, table: LatencyTable) -> None:
+        """Pad every layer's grid to one (M, G) tensor (edge values repeated, so still sorted)."""
+        names = [ly.name for ly in self.space.layers]
+        entries = [(names.index(ly.name), table.layers[ly.name]) for ly in self.space.quant_layers]
+        gi = max(2, *(len(e.c_in) for _, e in entries))
+        go = max(2, *(len(e.c_out) for _, e in entries))
+        pad = lambda v, n: list(v) + [v[-1]] * (n - len(v))  # noqa: E731
+        self._lat_idx = torch.tensor([i for i, _ in entries])
+        self._lat_in = torch.tensor([pad(e.c_in, gi) for _, e in entries], dtype=_F)
+        self._lat_out = torch.tensor([pad(e.c_out, go) for _, e in entries], dtype=_F)
+        self._lat_n = torch.tensor([[len(e.c_in), len(e.c_out)] for _, e in entries])
+        ms = [pad([pad(row, go) for row in e.ms], gi) for _, e in entries]
+        self._lat_ms = torch.tensor(ms, dtype=_F).reshape(len(entries), gi * go)
+        self._lat_overhead = float(table.overhead_ms)
+
+    @staticmethod
+    def _segment(grid: torch.Tensor, n: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cell index (N, M) left of ``c`` on each layer's grid and the position ``t`` in [0, 1] within it."""
+        c = torch.clamp(c, min=grid[:, 0], max=grid.gather(1, (n - 1)[:, None])[:, 0])
+        idx = torch.searchsorted(grid, c.detach().T.contiguous(), right=True).T - 1
+        idx = torch.minimum(idx.clamp(min=0), (n - 2).clamp(min=0))  # the last point ends the last cell
+        g0, g1 = grid.gather(1, idx.T).T, grid.gather(1, idx.T + 1).T
+        width = g1 - g0
+        t = torch.where(width > 0, (c - g0) / torch.where(width > 0, width, 1.0), 0.0)
+        return idx, t
+
+    def layer_latency(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, conv/linear layers) interpolated latency in ms of every profiled layer."""
+        if self.latency_table is None:
+            raise ValueError("this cost model has no latency table")
+        c_in, c_out = self.layer_channels(x)
+        i, ti = self._segment(self._lat_in, self._lat_n[:, 0], c_in[:, self._lat_idx])
+        j, tj = self._segment(self._lat_out, self._lat_n[:, 1], c_out[:, self._lat_idx])
+        go = self._lat_out.shape[1]
+        at = lambda a, b: self._lat_ms.gather(1, (a * go + b).T).T  # noqa: E731
+        return ((1 - ti) * (1 - tj) * at(i, j) + ti * (1 - tj) * at(i + 1, j)
+                + (1 - ti) * tj * at(i, j + 1) + ti * tj * at(i + 1, j + 1))  # fmt: skip
+
+    def latency(self, x: torch.Tensor) -> torch.Tensor:
+        """Predicted ms of the pruned float model: interpolated layers + the table's constant."""
+        return self.layer_latency(x).sum(1) + self._lat_overhead
+
     def functions(self) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
         """Cost name -> differentiable function of (N, D) encoded policies."""
-        return {"flops": self.flops, "bitops": self.bitops, "params": self.params, "size": self.size}
+        fns = {"flops": self.flops, "bitops": self.bitops, "params": self.params, "size": self.size}
+        if self.latency_table is not None:
+            fns["latency"] = self.latency
+        return fns
 
     # --- convenience on raw policies ---------------------------------------------------
     def of_policy(self, policy: Policy) -> dict[str, float]:

@@ -1,0 +1,285 @@
+"""LAP's latency lookup table: every prunable layer timed at the channel counts a policy allows.
+
+What is measured, stated once:
+- Each conv/linear layer of the space is rebuilt alone at every (input channels, output
+  channels) pair its groups' keep levels allow, with the kernel, stride, padding and input
+  size it has in the model (taken once with forward hooks). A conv entry times
+  ``Conv2d -> BatchNorm2d -> ReLU`` (the ResNet/VGG/MobileNet pattern); a linear entry the
+  Linear alone. Depthwise convs have one axis (in = out channels).
+- Float models only: low bit-widths are simulated with fake quantization, which runs
+  float kernels, so the table and every prediction are the latency of the *pruned float*
+  model; bit-widths do not change it.
+- Each entry is the median of ``repeats`` timed passes after ``warmup`` ones, at
+  ``batch_size`` inputs and ``threads`` torch threads, on ``device``.
+- Measured noise can make a larger layer look faster; the table the cost model uses is the
+  monotone envelope (each entry = the largest at or below its channel counts), so the
+  latency cost is non-decreasing in every coordinate, as the solver requires. Raw medians
+  are kept next to it.
+- Whatever the layers do not cover (residual adds, pooling, Python dispatch, timing
+  overhead) is one constant, ``overhead_ms`` = measured whole model - sum of the full-size
+  entries, so the prediction of the unpruned model equals its measurement exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from seernet.errors import UserError
+from seernet.latency import measure_latency, threads, time_forward
+from seernet.space import Layer, Policy, PolicySpace
+
+TABLE_NAME = "latency.json"
+FORMAT = 1
+
+
+@dataclass
+class LayerEntry:
+    """One layer's grid: medians in ms over ``c_in`` x ``c_out`` (ascending channel counts)."""
+
+    c_in: list[int]
+    c_out: list[int]
+    ms: list[list[float]]  # monotone envelope, used by the cost model
+    raw_ms: list[list[float]]  # the medians as measured
+
+
+@dataclass
+class LatencyTable:
+    """Per-layer latency grids of one policy space on one device, plus a whole-model constant."""
+
+    space_fingerprint: str
+    model: str
+    device: str  # human description, e.g. "cpu: AMD EPYC 7B13"
+    device_type: str  # "cpu" or "cuda"
+    torch_version: str
+    threads: int
+    batch_size: int
+    repeats: int
+    warmup: int
+    layers: dict[str, LayerEntry]
+    full_model_ms: float
+    overhead_ms: float
+    seconds: float = 0.0
+    checks: dict[str, dict[str, float]] = field(default_factory=dict)
+    format: int = FORMAT
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, obj: dict) -> LatencyTable:
+        obj = dict(obj)
+        obj["layers"] = {k: LayerEntry(**v) for k, v in obj["layers"].items()}
+        return cls(**obj)
+
+    def full_layers_ms(self) -> float:
+        """Sum of every layer's entry at full size (the top-right grid corner)."""
+        return float(sum(e.ms[-1][-1] for e in self.layers.values()))
+
+
+def save_table(path: Path, table: LatencyTable) -> None:
+    """Atomic JSON write."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(table.to_json(), indent=1) + "\n")
+    os.replace(tmp, path)
+
+
+def load_table(path: Path, space: PolicySpace) -> LatencyTable:
+    """The table at ``path``, refused (UserError) when missing, corrupt or of another space."""
+    if not path.is_file():
+        raise UserError(f"no latency table {path}: run 'seernet profile-latency --workdir {path.parent}' first")
+    try:
+        table = LatencyTable.from_json(json.loads(path.read_text()))
+    except (json.JSONDecodeError, TypeError, KeyError, AttributeError) as exc:
+        raise UserError(f"{path} is not a readable latency table ({exc}); rerun 'seernet profile-latency'") from exc
+    if table.format != FORMAT:
+        raise UserError(f"{path} has table format {table.format}, this seernet reads {FORMAT}: rerun 'seernet profile-latency'")
+    if table.space_fingerprint != space.fingerprint:
+        raise UserError(
+            f"{path} was profiled for policy space {table.space_fingerprint}, this workspace's is "
+            f"{space.fingerprint}: rerun 'seernet profile-latency'"
+        )
+    missing = [ly.name for ly in space.quant_layers if ly.name not in table.layers]
+    if missing:
+        raise UserError(f"{path} lacks layers {missing[:3]}: rerun 'seernet profile-latency'")
+    return table
+
+
+# --- the grid ----------------------------------------------------------------------------
+def axis_values(full: int, terms: tuple[tuple[int, float], ...], space: PolicySpace) -> list[int]:
+    """Channel counts one side of a layer can take, ascending.
+
+    One coupled group (the usual case): exactly its keep levels, scaled by the coupling.
+    Several groups (concatenations): as many evenly spaced counts between the smallest and
+    the full count as the largest group has levels -- interpolation covers the rest.
+    """
+    if not terms:
+        return [full]
+    removable = [(space.groups[g], coef) for g, coef in terms]
+    if len(removable) == 1:
+        g, coef = removable[0]
+        return sorted({round(full - coef * (g.channels - k)) for k in g.keep})
+    low = round(full - sum(coef * (g.channels - g.keep[0]) for g, coef in removable))
+    n = max(len(g.keep) for g, _ in removable)
+    return sorted({round(v) for v in np.linspace(low, full, n)})
+
+
+def layer_grid(layer: Layer, space: PolicySpace) -> tuple[list[int], list[int]]:
+    """(input counts, output counts) to time; depthwise convs get a single input axis point."""
+    c_out = axis_values(layer.c_out, layer.out_terms, space)
+    c_in = [layer.c_in] if layer.depthwise else axis_values(layer.c_in, layer.in_terms, space)
+    return c_in, c_out
+
+
+def input_shapes(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, tuple[int, ...]]:
+    """Per-sample input shape of every conv/linear module (one forward pass with hooks)."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    hooks = []
+    def hook(name: str):  # noqa: ANN202 - returns a forward hook (which must return None)
+        def record(mod: nn.Module, inp: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
+            shapes.setdefault(name, tuple(inp[0].shape[1:]))
+
+        return record
+
+    for name, m in model.named_modules():
+        if isinstance(m, nn.Conv2d | nn.Linear):
+            hooks.append(m.register_forward_hook(hook(name)))
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(input_shape, device=next(model.parameters()).device))
+    finally:
+        for h in hooks:
+            h.remove()
+    return shapes
+
+
+def _block(m: nn.Module, c_in: int, c_out: int, depthwise: bool) -> nn.Module:
+    """A fresh layer like ``m`` with other channel counts (plus BN and ReLU for a conv)."""
+    if isinstance(m, nn.Linear):
+        return nn.Linear(c_in, c_out, bias=m.bias is not None)
+    groups = c_out if depthwise else m.groups
+    conv = nn.Conv2d(c_in if not depthwise else c_out, c_out, m.kernel_size, m.stride, m.padding, m.dilation,
+                     groups=groups, bias=m.bias is not None)  # fmt: skip
+    return nn.Sequential(conv, nn.BatchNorm2d(c_out), nn.ReLU())
+
+
+def _signature(m: nn.Module, shape: tuple[int, ...], depthwise: bool) -> tuple:
+    """What a timing depends on besides channel counts (equal layers are timed once)."""
+    if isinstance(m, nn.Linear):
+        return ("linear", m.bias is not None)
+    return ("conv", m.kernel_size, m.stride, m.padding, m.dilation, m.groups if not depthwise else "dw",
+            m.bias is not None, shape[1:])  # fmt: skip
+
+
+def device_description(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda: {torch.cuda.get_device_name(device)}"
+    name = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"cpu: {name}"
+
+
+@dataclass(frozen=True)
+class ProfileSettings:
+    """How the table is measured; defaults keep ResNet-20 on 28x28 to seconds on a CPU."""
+
+    batch_size: int = 1
+    threads: int | None = None  # None: torch's current count
+    repeats: int = 25  # layer timings are tens of microseconds: medians need many runs
+    warmup: int = 5
+    model_runs: int = 100  # whole-model timings behind the overhead constant
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1 or self.repeats < 1 or self.warmup < 0 or self.model_runs < 1:
+            raise ValueError("need batch size >= 1, repeats >= 1, warmup >= 0 and model runs >= 1")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"threads must be >= 1, got {self.threads}")
+
+
+def _monotone(raw: np.ndarray) -> np.ndarray:
+    """Largest entry at or below each (c_in, c_out): cumulative max along both axes."""
+    return np.maximum.accumulate(np.maximum.accumulate(raw, axis=0), axis=1)
+
+
+def profile(
+    model: nn.Module, space: PolicySpace, model_name: str, settings: ProfileSettings, device: torch.device,
+    bar=None,  # noqa: ANN001 - a tqdm bar, updated once per timed grid point
+) -> LatencyTable:  # fmt: skip
+    """Measure the table of ``space`` (model = its architecture; weights do not matter)."""
+    start = time.perf_counter()
+    model = model.to(device).eval()
+    shapes = input_shapes(model, space.input_shape)
+    cache: dict[tuple, float] = {}
+    layers: dict[str, LayerEntry] = {}
+    gen = torch.Generator().manual_seed(0)
+    with threads(settings.threads) as n_threads:
+        for ly in space.quant_layers:
+            m = model.get_submodule(ly.name)
+            sig = _signature(m, shapes[ly.name], ly.depthwise)
+            c_in, c_out = layer_grid(ly, space)
+            raw = np.zeros((len(c_in), len(c_out)))
+            for i, ci in enumerate(c_in):
+                for j, co in enumerate(c_out):
+                    key = (sig, ci, co)
+                    if key not in cache:
+                        block = _block(m, ci, co, ly.depthwise).to(device).eval()
+                        x_in = co if ly.depthwise else ci
+                        x = torch.randn((settings.batch_size, x_in, *shapes[ly.name][1:]), generator=gen).to(device)
+                        cache[key] = statistics.median(time_forward(block, x, settings.repeats, settings.warmup))
+                    raw[i, j] = cache[key]
+                    if bar is not None:
+                        bar.update(1)
+            layers[ly.name] = LayerEntry(c_in, c_out, _monotone(raw).tolist(), raw.tolist())
+        full = measure_latency(model, space.input_shape, settings.batch_size, settings.model_runs, settings.warmup, device)
+    table = LatencyTable(
+        space.fingerprint, model_name, device_description(device), device.type, torch.__version__, n_threads,
+        settings.batch_size, settings.repeats, settings.warmup, layers, full["median_ms"], 0.0,
+    )  # fmt: skip
+    table.overhead_ms = table.full_model_ms - table.full_layers_ms()
+    table.seconds = time.perf_counter() - start
+    return table
+
+
+def grid_points(space: PolicySpace) -> int:
+    """Timed grid points before de-duplication (an upper bound for a progress bar)."""
+    return sum(len(a) * len(b) for a, b in (layer_grid(ly, space) for ly in space.quant_layers))
+
+
+# --- queries (for solve --verify and benchmarks) -----------------------------------------
+def predicted_latency_ms(space: PolicySpace, table: LatencyTable, policy: Policy) -> float:
+    """Latency of ``policy``'s pruned float model predicted from the table, in ms."""
+    from seernet.costs import CostModel
+
+    return CostModel(space, latency=table).of_policy(policy)["latency"]
+
+
+def measured_latency_ms(
+    model: nn.Module, space: PolicySpace, policy: Policy, table: LatencyTable | None = None, runs: int = 30,
+) -> float:  # fmt: skip
+    """Measured median ms of ``policy``'s pruned float model, with the table's batch, threads, device.
+
+    Without a table: batch 1 on the CPU with torch's current threads.
+    """
+    from seernet.prune import prune_model
+
+    pruned = prune_model(model, space, policy, "l1")  # shapes, not which channels, set the latency
+    batch, n_threads, device = (table.batch_size, table.threads, table.device_type) if table else (1, None, "cpu")
+    warmup = table.warmup if table else 3
+    with threads(n_threads):
+        return float(measure_latency(pruned, space.input_shape, batch, runs, warmup, device)["median_ms"])

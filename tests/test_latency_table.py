@@ -1,0 +1,98 @@
+"""LAP's latency table: interpolation in the cost model, and a real (tiny) profile."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from search.levels import Levels
+from seernet.costs import COST_NAMES, CostModel
+from seernet.errors import UserError
+from seernet.latency_table import (
+    LatencyTable,
+    LayerEntry,
+    ProfileSettings,
+    layer_grid,
+    load_table,
+    profile,
+    save_table,
+)
+from seernet.models import create_model
+from seernet.space import SpaceChoices, build_space
+
+SHAPE = (1, 1, 28, 28)
+
+
+@pytest.fixture(scope="module")
+def arch():
+    torch.manual_seed(0)
+    model = create_model("resnet20", 10, 1).eval()
+    return model, build_space(model, SHAPE)
+
+
+def synthetic(space, fn, overhead: float = 0.25) -> LatencyTable:
+    """A table whose entry at (c_in, c_out) is ``fn(c_in, c_out)`` on every layer's grid."""
+    layers = {}
+    for ly in space.quant_layers:
+        c_in, c_out = layer_grid(ly, space)
+        ms = [[float(fn(a, b)) for b in c_out] for a in c_in]
+        layers[ly.name] = LayerEntry(c_in, c_out, ms, ms)
+    table = LatencyTable(space.fingerprint, "resnet20", "cpu: test", "cpu", torch.__version__, 1, 1, 1, 0,
+                         layers, 0.0, overhead)  # fmt: skip
+    table.full_model_ms = table.full_layers_ms() + overhead
+    return table
+
+
+def test_latency_is_not_a_store_column():
+    assert "latency" not in COST_NAMES
+
+
+def test_interpolation_exact_on_grid_and_bilinear_between(arch):
+    _, space = arch
+    costs = CostModel(space, latency=synthetic(space, lambda a, b: 1e-3 * a * b))
+    levels = Levels(space.levels())
+    rng = np.random.default_rng(0)
+    # On grid points (valid policies) and anywhere in the box: a*b is bilinear, so exact.
+    for x in [*levels.random(5, rng), *rng.uniform(0, 1, (5, space.dim))]:
+        xt = torch.as_tensor(x)[None]
+        c_in, c_out = costs.layer_channels(xt)
+        idx = [i for i, ly in enumerate(space.layers) if ly.kind in ("conv", "linear")]
+        expected = (1e-3 * c_in[0, idx] * c_out[0, idx]).sum() + 0.25  # ResNet-20 has no depthwise conv
+        assert costs.latency(xt).item() == pytest.approx(expected.item(), rel=1e-12)
+
+
+def test_interpolation_monotone_continuous_with_finite_gradient(arch):
+    _, space = arch
+    costs = CostModel(space, latency=synthetic(space, lambda a, b: np.sqrt(a * b) + 0.01 * (a > 20)))
+    t = torch.linspace(0, 1, 401, dtype=torch.float64)
+    values = costs.latency(t[:, None].expand(-1, space.dim).contiguous())
+    steps = values.diff()
+    assert (steps >= -1e-12).all()  # non-decreasing along the diagonal
+    assert steps.abs().max() < 0.05 * (values[-1] - values[0])  # no jumps
+    x = torch.rand(4, space.dim, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    x = torch.cat([x, torch.zeros(1, space.dim, dtype=torch.float64), torch.ones(1, space.dim, dtype=torch.float64)])
+    x.requires_grad_(True)
+    (grad,) = torch.autograd.grad(costs.latency(x).sum(), x)
+    assert torch.isfinite(grad).all() and (grad >= 0).all()
+    assert grad[:, : space.n_groups].abs().sum() > 0 and grad[:, space.n_groups :].abs().sum() == 0  # bits: no effect
+
+
+def test_profile_full_model_prediction_equals_measurement(arch, tmp_path):
+    model, space = arch
+    with torch.no_grad():
+        table = profile(model, space, "resnet20", ProfileSettings(repeats=1, warmup=0, model_runs=2), torch.device("cpu"))
+    costs = CostModel(space, latency=table)
+    assert costs.unpruned()["latency"] == pytest.approx(table.full_model_ms, abs=1e-6)
+    for entry in table.layers.values():  # the envelope is monotone and never below the raw medians
+        ms, raw = np.array(entry.ms), np.array(entry.raw_ms)
+        assert (np.diff(ms, axis=0) >= 0).all() and (np.diff(ms, axis=1) >= 0).all() and (ms >= raw).all()
+    path = tmp_path / "latency.json"
+    save_table(path, table)
+    again = load_table(path, space)
+    assert CostModel(space, latency=again).unpruned()["latency"] == pytest.approx(table.full_model_ms, abs=1e-6)
+    other = build_space(model, SHAPE, SpaceChoices(max_prune=0.5))
+    with pytest.raises(UserError, match="profile-latency"):
+        load_table(path, other)
+    with pytest.raises(UserError, match="profile-latency"):
+        load_table(tmp_path / "missing.json", space)
