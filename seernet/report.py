@@ -55,10 +55,11 @@ def plot(data: dict, path: Path) -> None:
             verify = s["strategy"] == "verify"
             ax.scatter(s[cost][~verify], s["accuracy"][~verify], s=10, alpha=0.4, label="measured samples (val)")
             ax.scatter(s[cost][verify], s["accuracy"][verify], marker="s", c="tab:green", label="solved, verified (val)")
-        if data["policies"]:
-            c = [p["costs"][cost] for p in data["policies"]]
-            ax.errorbar(c, [p["predicted"]["mean"] for p in data["policies"]],
-                        yerr=[p["predicted"]["std"] for p in data["policies"]], fmt="o", c="tab:orange",
+        predicted = [p for p in data["policies"] if p.get("predicted")]  # LeGR's policies have no prediction
+        if predicted:
+            c = [p["costs"][cost] for p in predicted]
+            ax.errorbar(c, [p["predicted"]["mean"] for p in predicted],
+                        yerr=[p["predicted"]["std"] for p in predicted], fmt="o", c="tab:orange",
                         capsize=3, label="solved, predicted")  # fmt: skip
         if data["compressed"]:
             c = [m["costs"][cost] for m in data["compressed"]]
@@ -89,7 +90,7 @@ def summary_rows(data: dict) -> list[list]:
         m = compressed.get(p["name"])
         rows.append([
             p["name"], format_count(p["costs"]["flops"]), format_count(p["costs"]["bitops"]),
-            f"{p['predicted']['mean']:.2f} +/- {p['predicted']['std']:.2f}",
+            f"{p['predicted']['mean']:.2f} +/- {p['predicted']['std']:.2f}" if p.get("predicted") else "-",
             f"{verified[key]:.2f}" if key in verified else "-",
             f"{m['accuracy']['after_finetune']['test']:.2f}" if m else "-",
         ])  # fmt: skip

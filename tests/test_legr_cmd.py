@@ -68,11 +68,14 @@ def test_policies_meet_budgets_and_are_valid(learned):
     assert flops == sorted(flops) and flops[0] < flops[-1]
 
 
-def test_compress_accepts_a_legr_policy(learned):
+def test_compress_and_report_accept_a_legr_policy(learned):
     ws, out = learned
     path = out["policies"][0]["path"]
-    assert main(["compress", path, "--workdir", str(ws), "--steps", "1", "--latency-runs", "1", "--device", "cpu"]) == 0
+    compress = ["compress", path, "--workdir", str(ws), "--steps", "1", "--latency-runs", "1", "--device", "cpu"]
+    assert main([*compress, "--criterion", "legr"]) == 0
     assert (ws / "compressed" / out["policies"][0]["name"] / "metrics.json").is_file()
+    assert main(["report", "--workdir", str(ws)]) == 0  # LeGR policies carry no prediction
+    assert out["policies"][0]["name"] in (ws / "report" / "summary.md").read_text()
 
 
 def test_reuse_does_not_relearn(learned, monkeypatch, capsys):

@@ -44,9 +44,9 @@ def run(args: argparse.Namespace) -> int:
                                     criterion=args.criterion, latency_runs=args.latency_runs)  # fmt: skip
     except ValueError as exc:
         raise UserError(str(exc)) from exc
-    make_criterion(args.criterion)
     ws = Workspace(args.workdir)
     ctx = RunContext(ws, ws.read(), resolve_device(args.device))
+    make_criterion(args.criterion)  # after the context: it registers the workspace's learned criteria
     path = Path(args.policy)
     doc, policy = read_policy(path, ctx.space)
     metrics = compress(ctx, doc, policy, settings, source=path)
