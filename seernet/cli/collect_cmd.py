@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import shutil
+from pathlib import Path
 
 HELP = "measure real accuracies of pruning + quantization policies (active sampling by default) into samples.h5"
 
@@ -82,14 +84,23 @@ def run(args: argparse.Namespace) -> int:
                                 seed=args.seed)  # fmt: skip
     except ValueError as exc:
         raise UserError(str(exc)) from exc
-    ws, config = open_run(args)
-    ctx = RunContext(ws, config, resolve_device(args.device))
-    if not config.space:
-        record_space(ctx, _choices(args))
-    elif ctx.space.choices != _choices(args):
-        raise UserError(f"this workspace's policy space was fixed as {ctx.space.choices} on the first collect; "
-                        "drop the space options or use another --workdir")  # fmt: skip
-    store = SampleStore.open_or_create(ws.path(STORE_NAME), store_spec(ctx, protocol))
+    fresh = not Path(args.workdir).exists()
+    try:
+        ws, config = open_run(args)
+        ctx = RunContext(ws, config, resolve_device(args.device))
+        if not config.space:
+            record_space(ctx, _choices(args))
+        elif ctx.space.choices != _choices(args):
+            raise UserError(f"this workspace's policy space was fixed as {ctx.space.choices} on the first collect; "
+                            "drop the space options or use another --workdir")  # fmt: skip
+        ctx.model  # noqa: B018 - loads the weights now: a bad checkpoint fails before any store exists
+        store = SampleStore.open_or_create(ws.path(STORE_NAME), store_spec(ctx, protocol))
+    except UserError:
+        # A first collect that cannot start (missing data, bad weights) leaves no half-made
+        # workspace behind; an existing one is never touched.
+        if fresh:
+            shutil.rmtree(args.workdir, ignore_errors=True)
+        raise
     try:
         if len(store) >= args.samples:
             print(f"{ws.path(STORE_NAME)} already holds {len(store)} samples (>= --samples {args.samples}); nothing to do")
