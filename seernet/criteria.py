@@ -13,7 +13,7 @@ import importlib
 from seernet.workspace import Workspace
 
 # Modules with an ``install(ws: Workspace) -> None`` function.
-INSTALLERS: tuple[str, ...] = ("seernet.legr_criterion",)
+INSTALLERS: tuple[str, ...] = ("seernet.legr_criterion", "seernet.dynamic_criterion")
 
 
 def install_workspace_criteria(ws: Workspace) -> None:

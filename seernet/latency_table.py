@@ -206,8 +206,9 @@ class ProfileSettings:
     model_runs: int = 100  # whole-model timings behind the overhead constant
 
     def __post_init__(self) -> None:
-        if self.batch_size < 1 or self.repeats < 1 or self.warmup < 0 or self.model_runs < 1:
-            raise ValueError("need batch size >= 1, repeats >= 1, warmup >= 0 and model runs >= 1")
+        # A first, cold pass (allocation, kernel selection) can take many times a warm one.
+        if self.batch_size < 1 or self.repeats < 1 or self.warmup < 1 or self.model_runs < 1:
+            raise ValueError("need batch size >= 1, repeats >= 1, warmup >= 1 and model runs >= 1")
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"threads must be >= 1, got {self.threads}")
 

@@ -14,15 +14,39 @@ from search.levels import Levels
 from search.solver import SolveResult, barrier_ascent
 from seernet.context import RunContext
 from seernet.errors import UserError
-from seernet.units import Budget, format_bytes, format_count
+from seernet.units import Budget, format_bytes, format_count, format_ms
 
 PREDICTOR_NAME = "predictor.pt"
-BUDGET_KINDS = {"flops": "count", "bitops": "count", "params": "count", "size": "bytes"}
+# latency (ms) is a budget only with a measured table (``seernet profile-latency``)
+BUDGET_KINDS = {"flops": "count", "bitops": "count", "params": "count", "size": "bytes", "latency": "ms"}
 MIXED_BITOPS_FACTOR = 16  # BitOPs of uniform 4-bit weights and activations
 
 
 def format_cost(name: str, value: float) -> str:
-    return format_bytes(value) if BUDGET_KINDS.get(name) == "bytes" else format_count(value)
+    kind = BUDGET_KINDS.get(name)
+    return format_bytes(value) if kind == "bytes" else format_ms(value) if kind == "ms" else format_count(value)
+
+
+def attach_latency(ctx: RunContext, required: bool):  # noqa: ANN201 - a LatencyTable or None
+    """Give ``ctx.costs`` the workspace's latency table.
+
+    ``required`` (a latency budget was given): a missing or foreign table is a UserError.
+    Otherwise the table is used when valid (for the predicted-latency column), else ignored.
+    """
+    from seernet.costs import CostModel
+    from seernet.latency_table import TABLE_NAME, load_table
+
+    path = ctx.ws.path(TABLE_NAME)
+    if not required and not path.is_file():
+        return None
+    try:
+        table = load_table(path, ctx.space)
+    except UserError:
+        if required:
+            raise
+        return None
+    ctx.__dict__["costs"] = CostModel(ctx.space, latency=table)  # replaces the cached, table-less model
+    return table
 
 
 def load_predictor(ctx: RunContext):  # noqa: ANN201 - an MLPEnsemble
@@ -63,7 +87,7 @@ def resolve_budgets(
         given = {"flops": [Budget(f"pareto{i}", value=v) for i, v in enumerate(np.linspace(lo * 1.05, full["flops"] * 0.95, pareto))]}
     lengths = {len(v) for v in given.values()}
     if not given:
-        raise UserError("give at least one budget: --flops, --bitops, --params, --size or --pareto K")
+        raise UserError("give at least one budget: --flops, --bitops, --params, --size, --latency or --pareto K")
     if len(lengths - {1}) > 1:
         raise UserError("budget lists must have equal lengths (or one value that applies to all)")
     n = max(lengths)
@@ -129,7 +153,14 @@ def policy_document(ctx: RunContext, bset: BudgetSet, res: SolveResult, bits_mod
         "costs": ctx.costs.of_policy(policy), "unpruned": ctx.costs.unpruned(),
         "predicted": {"mean": res.mean, "std": res.std}, "solve_seconds": res.seconds, "note": res.note,
         "policy": policy.to_json(), "encoded": [float(v) for v in ctx.space.encode(policy)],
+        **({"latency_table": latency_settings(ctx.costs.latency_table)} if ctx.costs.latency_table else {}),
     }  # fmt: skip
+
+
+def latency_settings(table) -> dict:  # noqa: ANN001 - a LatencyTable
+    """Where and how the predicted latency was measured (it means nothing without this)."""
+    return {"device": table.device, "threads": table.threads, "batch_size": table.batch_size,
+            "note": "latency of the pruned float model (quantization is simulated)"}  # fmt: skip
 
 
 def write_json(path: Path, obj: dict) -> None:

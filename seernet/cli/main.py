@@ -17,6 +17,8 @@ COMMANDS = {
     "solve": "seernet.cli.solve_cmd",
     "compress": "seernet.cli.compress_cmd",
     "report": "seernet.cli.report_cmd",
+    "profile-latency": "seernet.cli.profile_latency_cmd",
+    "dynamic-scores": "seernet.cli.dynamic_scores_cmd",
     "legr": "seernet.cli.legr_cmd",
 }
 

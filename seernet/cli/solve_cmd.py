@@ -16,6 +16,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bitops", help="BitOPs budgets, e.g. 2G or 25%%")
     p.add_argument("--params", help="parameter budgets, e.g. 150K or 50%%")
     p.add_argument("--size", help="model size budgets in bytes, e.g. 100KB, 1.5MB or 30%%")
+    p.add_argument("--latency", help="latency budgets of the pruned float model from 'seernet profile-latency', "
+                   "e.g. 3ms, 800us or 60%% (quantization is only simulated, so bits do not change it)")  # fmt: skip
     p.add_argument("--pareto", type=int, help="K FLOPs budgets spread over the attainable range")
     p.add_argument("--bits", default="mixed",
                    help="'mixed' searches per-layer bits; N fixes every layer at N bits (default: %(default)s)")  # fmt: skip
@@ -49,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
 
     from seernet.context import RunContext
     from seernet.solve import (
+        attach_latency,
         bits_mask,
         load_predictor,
         policy_document,
@@ -62,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
     ws = Workspace(args.workdir)
     ctx = RunContext(ws, ws.read(), torch.device("cpu"))
     predictor = load_predictor(ctx)
+    attach_latency(ctx, required=bool(args.latency))
     fixed, values = bits_mask(ctx, bits)
     docs = []
     for bset in resolve_budgets(ctx, given, args.pareto, mixed=bits is None):
@@ -91,9 +95,28 @@ def _verify(ws, args: argparse.Namespace, docs: list[dict]) -> None:  # noqa: AN
     rows = verify(ctx, docs, args.seed)
     for doc, (_, _, _, acc) in zip(docs, rows, strict=True):
         doc["verified_accuracy"] = acc
+    latency = _verify_latency(ctx, docs)
     if not args.json:
         table = [[n, f"{m:.2f} +/- {s:.2f}", f"{a:.2f}", f"{a - m:+.2f}"] for n, m, s, a in rows]
-        print(format_table(["policy", "predicted val %", "measured val %", "error"], table))
+        head = ["policy", "predicted val %", "measured val %", "error"]
+        if latency:
+            head += ["predicted ms", "measured ms"]
+            table = [[*r, f"{d['costs']['latency']:.3f}", f"{d['verified_latency_ms']:.3f}"] for r, d in zip(table, docs, strict=True)]
+        print(format_table(head, table))
+
+
+def _verify_latency(ctx, docs: list[dict]) -> bool:  # noqa: ANN001
+    """Measure each policy's pruned float model as the table was measured (when there is a table)."""
+    from seernet.latency_table import measured_latency_ms
+    from seernet.solve import attach_latency
+    from seernet.space import Policy
+
+    table = attach_latency(ctx, required=False)
+    if table is None:
+        return False
+    for doc in docs:
+        doc["verified_latency_ms"] = measured_latency_ms(ctx.model, ctx.space, Policy.from_json(doc["policy"]), table)
+    return True
 
 
 def render(ctx, doc: dict) -> str:  # noqa: ANN001
@@ -107,7 +130,15 @@ def render(ctx, doc: dict) -> str:  # noqa: ANN001
     layers = [[r["layer"], f"{r['in']}->{r['out']}", f"{r['w_bits']}/{r['a_bits']}"] for r in ctx.costs.per_layer(policy)]
     costs = [[k, format_cost(k, doc["costs"][k]), format_cost(k, b), f"{100 * doc['costs'][k] / b:.1f}%"]
              for k, b in doc["budgets"].items()]  # fmt: skip
-    notes = [f"note: {k} budget = {why}" for k, why in doc["derived_budgets"].items()]
+    if "latency" in doc["costs"] and "latency" not in doc["budgets"]:
+        costs.append(["latency", format_cost("latency", doc["costs"]["latency"]), "-", "-"])
+    if "latency" in doc["costs"]:
+        lt = doc["latency_table"]
+        notes = [f"note: latency is predicted from latency.json ({lt['device']}, {lt['threads']} thread(s), "
+                 f"batch {lt['batch_size']}) for the pruned float model"]  # fmt: skip
+    else:
+        notes = []
+    notes += [f"note: {k} budget = {why}" for k, why in doc["derived_budgets"].items()]
     notes += [f"note: {doc['note']}"] if doc["note"] else []
     pred = doc["predicted"]
     return "\n".join([

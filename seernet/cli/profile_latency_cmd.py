@@ -1,0 +1,88 @@
+"""``seernet profile-latency``: LAP's per-layer latency lookup table for this workspace's space."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = ("time every prunable layer at the channel counts the policy space allows (median of repeated "
+        "runs) and store WORKDIR/latency.json, so 'seernet solve --latency 3ms' works; latency is of "
+        "the pruned float model (quantization is only simulated, so bit-widths do not change it)")  # fmt: skip
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from seernet.cli.common import add_workdir_argument
+    from seernet.latency_table import ProfileSettings
+
+    d = ProfileSettings()
+    add_workdir_argument(p)
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help="inputs per timed pass (default: %(default)s)")
+    p.add_argument("--threads", type=int, help="torch threads while timing (default: torch's current count)")
+    p.add_argument("--repeats", type=int, default=d.repeats, help="timed runs per table entry; the median is kept (default: %(default)s)")
+    p.add_argument("--warmup", type=int, default=d.warmup, help="untimed runs before each entry (default: %(default)s)")
+    p.add_argument("--model-runs", type=int, default=d.model_runs,
+                   help="timed runs of the whole model, for the overhead constant and the checks (default: %(default)s)")  # fmt: skip
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N (default: %(default)s)")
+
+
+def run(args: argparse.Namespace) -> int:
+    import numpy as np
+    from tqdm import tqdm
+
+    from search.levels import Levels
+    from seernet.context import RunContext
+    from seernet.costs import CostModel
+    from seernet.device import resolve_device
+    from seernet.errors import UserError
+    from seernet.latency_table import (
+        TABLE_NAME,
+        ProfileSettings,
+        grid_points,
+        measured_latency_ms,
+        profile,
+        save_table,
+    )
+    from seernet.models import create_model
+    from seernet.workspace import Workspace
+
+    try:
+        settings = ProfileSettings(args.batch_size, args.threads, args.repeats, args.warmup, args.model_runs)
+    except ValueError as exc:
+        raise UserError(str(exc)) from exc
+    device = resolve_device(args.device)
+    ws = Workspace(args.workdir)
+    ctx = RunContext(ws, ws.read(), device)
+    space = ctx.space
+    # The architecture alone sets the latency: no weights or data are loaded.
+    arch = create_model(ctx.config.model, ctx.config.space["num_classes"], space.input_shape[1])
+    with tqdm(total=grid_points(space), desc="profile", unit="entry", leave=False) as bar:
+        table = profile(arch, space, ctx.config.model, settings, device, bar)
+    costs = CostModel(space, latency=table)
+    levels = Levels(space.levels())
+    # Two pruned models the table never saw whole: how well the sum of layers predicts them.
+    for name, x in (("smallest", levels.lower), ("half", np.full(space.dim, 0.5))):
+        policy = space.decode(x)
+        predicted = costs.of_policy(policy)["latency"]
+        measured = measured_latency_ms(arch, space, policy, table, runs=settings.model_runs)
+        table.checks[name] = {"predicted_ms": predicted, "measured_ms": measured}
+    if table.checks["smallest"]["predicted_ms"] <= 0:
+        raise UserError("the timings are too noisy (the smallest model is predicted to take no time): "
+                        "rerun with more --repeats and --warmup on a quieter machine")  # fmt: skip
+    save_table(ws.path(TABLE_NAME), table)
+    print(render(table, ws.path(TABLE_NAME)))
+    return 0
+
+
+def render(table, path) -> str:  # noqa: ANN001
+    """Summary of a freshly profiled table."""
+    from seernet.tables import format_table
+
+    rows = [[name, f"{c['predicted_ms']:.3f}", f"{c['measured_ms']:.3f}", f"{100 * (c['predicted_ms'] / c['measured_ms'] - 1):+.1f}%"]
+            for name, c in table.checks.items()]  # fmt: skip
+    rows.insert(0, ["unpruned", f"{table.full_model_ms:.3f}", f"{table.full_model_ms:.3f}", "+0.0% (by construction)"])
+    return "\n".join([
+        f"device {table.device}, torch {table.torch_version}, {table.threads} thread(s), batch {table.batch_size}",
+        f"{len(table.layers)} layers, median of {table.repeats} runs per entry; "
+        f"overhead constant {table.overhead_ms:+.3f} ms; profiled in {table.seconds:.1f} s",
+        format_table(["model (float)", "predicted ms", "measured ms", "error"], rows),
+        f"wrote {path}",
+    ])  # fmt: skip

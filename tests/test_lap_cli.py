@@ -1,0 +1,106 @@
+"""LAP end to end on tiny data: profile-latency, solve --latency (+ --verify), dynamic criterion."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from seernet.checkpoint import save_checkpoint
+from seernet.cli.main import main
+from seernet.models import create_model
+
+FAST = ["--finetune-steps", "0", "--bn-batches", "1", "--val-limit", "50", "--strategy", "random"]
+PROFILE = ["--repeats", "3", "--warmup", "1", "--model-runs", "5"]
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory, fake_fmnist: Path) -> Path:
+    """A ResNet-20 workspace (random weights) with 2 samples and a tiny predictor fitted on noise."""
+    from predictor.ensemble import MLPEnsemble
+    from seernet.context import RunContext
+    from seernet.workspace import Workspace
+
+    root = tmp_path_factory.mktemp("lap")
+    torch.manual_seed(0)
+    save_checkpoint(root / "w.pt", create_model("resnet20", 10, 1), {"model": "resnet20"})
+    ws = root / "w"
+    args = ["--data-dir", str(fake_fmnist), "--val-size", "100", "--weights", str(root / "w.pt")]
+    assert main(["collect", "--workdir", str(ws), *args, "--samples", "2", *FAST]) == 0
+    space = RunContext(Workspace(ws), Workspace(ws).read(), torch.device("cpu")).space
+    x = np.random.default_rng(0).uniform(0, 1, (40, space.dim))
+    ens = MLPEnsemble(n_members=2, hidden=(16,), max_epochs=30, patience=10).fit(x, 50 + 10 * x.mean(1))
+    ens.save(ws / "predictor.pt", {"space_fingerprint": space.fingerprint})
+    return ws
+
+
+def solve(ws: Path, capsys, *flags: str) -> tuple[int, str]:
+    capsys.readouterr()
+    code = main(["solve", "--workdir", str(ws), *flags])
+    out = capsys.readouterr()
+    return code, out.out if code == 0 else out.err.strip()
+
+
+def test_profile_then_solve_under_a_latency_budget(workspace: Path, capsys):
+    code, err = solve(workspace, capsys, "--latency", "1ms")
+    assert code == 2 and "profile-latency" in err and len(err.splitlines()) == 1  # no table yet
+    assert main(["profile-latency", "--workdir", str(workspace), *PROFILE]) == 0
+    table = json.loads((workspace / "latency.json").read_text())
+    assert {"device", "torch_version", "threads", "batch_size", "space_fingerprint"} <= set(table)
+    full = table["full_model_ms"]
+    code, out = solve(workspace, capsys, "--latency", "80%", "--json")
+    (doc,) = json.loads(out)
+    assert code == 0 and doc["costs"]["latency"] <= doc["budgets"]["latency"] == pytest.approx(0.8 * full)
+    code, out = solve(workspace, capsys, "--latency", "85%", "--flops", "70%", "--verify")
+    assert code == 0 and "predicted ms" in out and "measured ms" in out and "latency" in out
+    code, err = solve(workspace, capsys, "--latency", "1us")
+    assert code == 2 and "smallest model" in err and "ms" in err and len(err.splitlines()) == 1
+
+
+def test_table_of_another_space_is_refused(workspace: Path, capsys):
+    if not (workspace / "latency.json").is_file():
+        assert main(["profile-latency", "--workdir", str(workspace), *PROFILE]) == 0
+    path = workspace / "latency.json"
+    saved = path.read_text()
+    try:
+        path.write_text(saved.replace(json.loads(saved)["space_fingerprint"], "0123456789abcdef"))
+        code, err = solve(workspace, capsys, "--latency", "90%")
+        assert code == 2 and "another" not in err and "profiled for policy space 0123456789abcdef" in err
+        code, _ = solve(workspace, capsys, "--flops", "60%")  # no latency budget: the table is ignored
+        assert code == 0
+    finally:
+        path.write_text(saved)
+
+
+def test_dynamic_criterion_needs_scores_then_prunes_by_them(workspace: Path, capsys, tmp_path):
+    from seernet.context import RunContext
+    from seernet.dynamic_criterion import SCORES_NAME, install
+    from seernet.errors import UserError
+    from seernet.prune import make_criterion, prune_model
+    from seernet.workspace import Workspace
+
+    fresh = Workspace(tmp_path / "empty")
+    install(fresh)
+    with pytest.raises(UserError, match="dynamic-scores"):
+        make_criterion("dynamic")
+    steps = ["--steps", "3", "--batch-size", "16", "--seed", "1"]
+    assert main(["dynamic-scores", "--workdir", str(workspace), *steps]) == 0
+    first = torch.load(workspace / SCORES_NAME, weights_only=True)["groups"]
+    assert main(["dynamic-scores", "--workdir", str(workspace), *steps]) == 0
+    again = torch.load(workspace / SCORES_NAME, weights_only=True)["groups"]
+    assert all(torch.equal(first[k], again[k]) for k in first)  # same seed, same scores
+    install(fresh)  # another workspace's scores are never used
+    with pytest.raises(UserError, match="dynamic-scores"):
+        make_criterion("dynamic")
+    ctx = RunContext(Workspace(workspace), Workspace(workspace).read(), torch.device("cpu"))
+    space = ctx.space
+    policy = space.full_policy()
+    root = "layers.0.conv1"  # a group of its own: the block's inner channels
+    keep = policy.channels[root] = ctx.space.groups[[g.name for g in space.groups].index(root)].keep[2]
+    pruned = prune_model(ctx.model, space, policy, "dynamic")
+    expected = torch.sort(torch.argsort(first[root], stable=True)[-keep:]).values
+    kept_weight = pruned.get_submodule(root).weight
+    assert torch.equal(kept_weight, ctx.model.get_submodule(root).weight[expected])
