@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import math
 import os
+import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -95,10 +97,19 @@ class LocalBackend:
         """Nothing to release."""
 
 
-def _init_pool_worker(threads: int) -> None:
+def _init_pool_worker(threads: int, parent: int) -> None:
     import torch
 
     torch.set_num_threads(threads)
+    # A pool worker outlives a SIGKILLed driver (it waits on its task queue forever);
+    # watch the parent and leave with it, so a killed collect leaves no processes behind.
+    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
+
+
+def _exit_with_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os._exit(1)
 
 
 class ProcessBackend:
@@ -114,7 +125,7 @@ class ProcessBackend:
         self.workers = workers
         self._pool = ProcessPoolExecutor(
             workers, mp_context=multiprocessing.get_context("spawn"),
-            initializer=_init_pool_worker, initargs=(threads,),
+            initializer=_init_pool_worker, initargs=(threads, os.getpid()),
         )  # fmt: skip
 
     def map_unordered(self, fn: EvalFn, xs: Sequence[np.ndarray]) -> Iterator[tuple[int, Any]]:
