@@ -4,7 +4,8 @@ Each configuration runs the real ``seernet collect`` command (a subprocess, so s
 counts as it does for a user) in a fresh workspace on the default model, data and
 protocol, measuring ``--samples`` random policies (``--strategy random``: the sampler's
 own work is then negligible and the same for every backend). The same policies are
-measured by every configuration, so the accuracies must agree; the table says so.
+measured by every configuration; at equal torch thread counts the accuracies must be
+equal (the table checks), across thread counts float sums may differ slightly.
 
     .venv/bin/python benchmarks/bench_backends.py --samples 12            # the measurement
     .venv/bin/python benchmarks/bench_backends.py --samples 2 --skip-ray  # a smoke test
@@ -23,8 +24,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-
-import numpy as np
 
 from seernet.store import SampleStore, row_key
 from seernet.tables import format_table
@@ -69,13 +68,21 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     configs = {k: v for k, v in CONFIGS.items() if not (args.skip_ray and "ray" in k)}
     results = {name: run_config(out / f"ws-{i}", flags, args) for i, (name, flags) in enumerate(configs.items())}
-    ref = next(iter(results.values()))["acc"]
     rows = []
+    refs: dict[str, dict] = {}  # accuracies agree exactly only at equal torch thread counts
     for name, r in results.items():
-        same = "yes" if r["acc"].keys() == ref.keys() and all(np.isclose(r["acc"][k], ref[k]) for k in ref) else "NO"
+        threads = configs[name][configs[name].index("--threads-per-worker") + 1]
+        ref = refs.setdefault(threads, r["acc"])
+        if r["acc"] is ref:
+            same = f"reference ({threads} thread)"
+        elif r["acc"].keys() != ref.keys():
+            same = "NO: other policies"
+        else:
+            diff = max(abs(r["acc"][k] - ref[k]) for k in ref)
+            same = "yes" if diff == 0 else f"NO: max diff {diff:.2f} pp"
         rows.append([name, f"{r['per_min']:.1f}", f"{r['wall_s']:.1f}", f"{r['eval_s']:.2f}", same])
     print(f"collect throughput, {args.samples} random policies each, {os.cpu_count()} CPUs")
-    print(format_table(["configuration", "samples/min", "wall s", "s per evaluation", "same accuracies"], rows))
+    print(format_table(["configuration", "samples/min", "wall s", "s per evaluation", "accuracies vs same thread count"], rows))
     doc = {name: {k: v for k, v in r.items() if k != "acc"} for name, r in results.items()}
     (out / "results.json").write_text(json.dumps({"samples": args.samples, "results": doc}, indent=2) + "\n")
 

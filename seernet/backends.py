@@ -12,6 +12,7 @@ thread count; float reductions may differ across thread counts).
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import threading
@@ -175,7 +176,9 @@ class RayBackend:
         self._ray = ray = import_ray()
         self._owns_cluster = not ray.is_initialized()
         if self._owns_cluster:
-            kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
+            # Quiet: Ray's start-up notices would break the CLI's one-line error contract.
+            kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
+                                      "logging_level": logging.ERROR}  # fmt: skip
             if address:
                 kwargs["address"] = address
             else:
@@ -223,10 +226,10 @@ class RayBackend:
             if isinstance(exc.cause, UserError):
                 raise UserError(str(exc.cause)) from exc
             raise
-        except ray.exceptions.WorkerCrashedError as exc:
+        except ray.exceptions.RayError as exc:  # worker or node lost more often than retried
             raise UserError(
-                "a Ray worker died more often than --max-retries allows; finished samples are "
-                "stored: run the same command again to resume"
+                f"Ray gave up on an evaluation ({type(exc).__name__}) after --max-retries retries; "
+                "finished samples are stored: run the same command again to resume"
             ) from exc
 
     def close(self) -> None:
@@ -260,8 +263,8 @@ class BackendConfig:
             raise UserError(f"--threads-per-worker must be at least 1, got {self.threads_per_worker}")
         if self.cpus_per_task <= 0 or self.gpus_per_task < 0 or self.max_retries < 0:
             raise UserError("--cpus-per-task must be > 0, --gpus-per-task and --max-retries >= 0")
-        if self.address and self.backend != "ray":
-            raise UserError("--address only applies to --backend ray")
+        if (self.address or self.gpus_per_task) and self.backend != "ray":
+            raise UserError("--address and --gpus-per-task only apply to --backend ray; locally use --device")
 
     @property
     def parallel(self) -> bool:
@@ -290,7 +293,9 @@ class BackendConfig:
         """The evaluation function for this backend: in-process with ``ctx``, else by workspace path."""
         if not self.parallel:
             return lambda x: measure_encoded(ctx, protocol, x)
-        return WorkspaceEvaluator(str(os.path.abspath(ctx.ws.root)), str(ctx.device), protocol, self.threads_per_worker or 1)
+        # A task given a GPU sees it as its only CUDA device, whatever the driver has.
+        device = "cuda" if self.gpus_per_task > 0 else str(ctx.device)
+        return WorkspaceEvaluator(str(os.path.abspath(ctx.ws.root)), device, protocol, self.threads_per_worker or 1)
 
 
 __all__ = [

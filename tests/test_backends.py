@@ -119,3 +119,18 @@ def test_backend_options_are_validated():
             BackendConfig(**bad)
     assert not BackendConfig().parallel and BackendConfig(workers=2).parallel
     assert np.isclose(BackendConfig(backend="ray").cpus_per_task, 1.0)
+
+
+def test_ray_retries_are_bounded(tmp_path: Path, run_args, ray_cluster, monkeypatch, capsys):
+    def evaluator(self, ctx, protocol):  # noqa: ANN001, ANN202
+        def always_dies(x):  # noqa: ANN001, ANN202
+            os.kill(os.getpid(), signal.SIGKILL)
+
+        return always_dies
+
+    monkeypatch.setattr(BackendConfig, "evaluator", evaluator)
+    ws = tmp_path / "w"
+    code = collect(ws, run_args, 2, "--strategy", "random", "--backend", "ray", "--workers", "2", "--max-retries", "1")
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and "Ray gave up on an evaluation" in err[-1] and "--max-retries" in err[-1]
+    assert len(samples(ws)) == 0  # the store exists, readable, with nothing half-written
