@@ -33,7 +33,8 @@ CASES = [
     Case("budget that is not a number", "solve --workdir {ws} --flops abc", "not a budget"),
     Case("budget below the smallest model", "solve --workdir {ws} --flops 1K", "smallest model"),
     Case("predictor of another space", "solve --workdir {other} --flops 50%", "rerun 'seernet fit-predictor'"),
-    Case("store of another space", "collect --workdir {other_store} --samples 3", "policy space"),
+    # --max-prune 0.25 matches the workspace's space, so the store's own fingerprint is what is refused.
+    Case("store of another space", "collect --workdir {other_store} --samples 3 --max-prune 0.25", "holds samples of policy space"),
     Case("policy JSON with invalid bits", "compress {tmp}/bad-bits.json --workdir {ws} --steps 1", "bits"),
     Case("checkpoint that is not a state dict", "collect --workdir {tmp}/new {run_no_weights} --weights {tmp}/list.pt --samples 1", "state dict"),
     Case("checkpoint that is not a checkpoint", "collect --workdir {tmp}/new {run_no_weights} --weights {tmp}/junk.pt --samples 1", "checkpoint"),
@@ -89,6 +90,7 @@ def test_bad_input(case: Case, scene: dict[str, str], fitted: Path, cli, tree_sn
     before = tree_snapshot(tmp_path), tree_snapshot(fitted)
     out = cli(*case.args.format(**scene).split())
     err = out.stderr.strip()
+    print(f"\n| {case.name} | `seernet {case.args}` | {err} | {out.returncode} |")  # the README table, with -s
     assert out.returncode == 2, (out.returncode, err)
     assert "Traceback" not in err and len(err.splitlines()) == 1, err
     assert case.needle in err, err

@@ -49,6 +49,7 @@ def test_damaged_store_is_refused_and_left_alone(
     args = ["--samples", "4", *fast] if command == "collect" else []
     out = cli(command, "--workdir", str(ws), *args)
     err = out.stderr.strip()
+    print(f"\n| {damage.__name__} store, {command} | {err} | {out.returncode} |")  # with -s
     assert out.returncode == 2 and "Traceback" not in err and len(err.splitlines()) == 1, err
     assert "samples.h5" in err and "not a readable seernet sample store" in err, err
     assert tree_snapshot(ws) == before
