@@ -72,7 +72,6 @@ def run(args: argparse.Namespace) -> int:
 
     if args.samples < 1:
         raise UserError(f"--samples must be at least 1, got {args.samples}")
-    make_criterion(args.criterion)
     backend = BackendConfig(args.backend, args.workers, args.threads_per_worker, args.address,
                             args.cpus_per_task, args.gpus_per_task, args.max_retries)  # fmt: skip
     backend.check_available()  # before the workspace is created: a missing Ray writes nothing
@@ -88,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         ws, config = open_run(args)
         ctx = RunContext(ws, config, resolve_device(args.device))
+        make_criterion(args.criterion)  # after the context: it registers the workspace's learned criteria
         if not config.space:
             record_space(ctx, _choices(args))
         elif ctx.space.choices != _choices(args):

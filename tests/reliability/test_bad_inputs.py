@@ -40,6 +40,8 @@ CASES = [
     Case("checkpoint that is not a checkpoint", "collect --workdir {tmp}/new {run_no_weights} --weights {tmp}/junk.pt --samples 1", "checkpoint"),
     Case("--samples 0", "collect --workdir {tmp}/new {run} --samples 0", "--samples must be at least 1"),
     Case("workdir that is a file", "collect --workdir {tmp}/file --samples 1", "is a file"),
+    Case("unknown criterion", "collect --workdir {tmp}/new {run} --samples 1 --criterion nosuch", "unknown importance criterion"),
+    Case("learned criterion not learned yet", "collect --workdir {tmp}/new {run} --samples 1 --criterion legr", "seernet legr"),
     Case("--workers 0", "collect --workdir {tmp}/new {run} --samples 1 --workers 0", "--workers must be at least 1"),
 ]  # fmt: skip
 
