@@ -47,6 +47,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--ws", default="benchmarks/out/seeds/ws", help="workspace (a copy of the e2e source workspace)")
     p.add_argument("--e2e", default="benchmarks/out/e2e", help="bench_end_to_end's output folder")
     p.add_argument("--latency-runs", type=int, default=50)
+    p.add_argument("--parts", default="abcd", help="which parts to run (latency parts want a quiet machine)")
     return p.parse_args()
 
 
@@ -93,12 +94,13 @@ def part_a(ctx: RunContext, e2e: Path) -> list[list[str]]:
                                   "--target", "50%", "--seed", "0", "--json"))  # fmt: skip
     learned = docs["legr"]
     legr_cost = learned["seconds"]
+    legr = {frac: compressed(ctx, doc, f"legr-{round(100 * frac)}%", criterion="legr")
+            for frac, doc in zip(FRACTIONS, docs["policies"], strict=True)}  # fmt: skip
     seer_cost, n_samples = seernet_search_seconds(Path(ctx.ws.root), e2e)
     rows = []
-    for frac, doc in zip(FRACTIONS, docs["policies"], strict=True):
-        legr = compressed(ctx, doc, f"legr-{round(100 * frac)}%", criterion="legr")
+    for frac in FRACTIONS:
         seer = e2e_metrics(e2e, f"{round(100 * frac)}%-8bit-seernet")
-        for method, m in (("seernet", seer), ("legr", legr)):
+        for method, m in (("seernet", seer), ("legr", legr[frac])):
             rows.append([f"{round(100 * frac)}%", method, f"{100 * m['costs']['flops'] / m['unpruned']['flops']:.1f}%",
                          f"{m['accuracy']['before_finetune']['test']:.2f}", f"{m['accuracy']['after_finetune']['test']:.2f}"])  # fmt: skip
     print(format_table(["FLOPs budget", "method", "FLOPs", "test before QAT", "test after QAT"], rows))
@@ -171,14 +173,19 @@ def main() -> None:
     ctx = RunContext(ws, ws.read(), torch.device("cpu"))
     e2e = Path(args.e2e)
     torch.set_num_threads(1)
-    print("(a) LeGR vs seernet, 8-bit")
-    part_a(ctx, e2e)
-    print("\n(b) latency model, batch 1")
-    measured = part_b(ctx, e2e, args.latency_runs)
-    print("\n(c) equal measured latency")
-    part_c(ctx, e2e, measured, args.latency_runs)
-    print("\n(d) criteria")
-    part_d(ctx, e2e)
+    if "a" in args.parts:
+        print("(a) LeGR vs seernet, 8-bit")
+        part_a(ctx, e2e)
+    measured = {}
+    if "b" in args.parts:
+        print("\n(b) latency model, batch 1")
+        measured = part_b(ctx, e2e, args.latency_runs)
+    if "c" in args.parts:
+        print("\n(c) equal measured latency")
+        part_c(ctx, e2e, measured, args.latency_runs)
+    if "d" in args.parts:
+        print("\n(d) criteria")
+        part_d(ctx, e2e)
 
 
 if __name__ == "__main__":
