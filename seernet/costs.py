@@ -148,6 +148,7 @@ class CostModel:
         ms = [pad([pad(row, go) for row in e.ms], gi) for _, e in entries]
         self._lat_ms = torch.tensor(ms, dtype=_F).reshape(len(entries), gi * go)
         self._lat_overhead = float(table.overhead_ms)
+        self._lat_scale = float(table.scale)
 
     @staticmethod
     def _segment(grid: torch.Tensor, n: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -173,8 +174,8 @@ class CostModel:
                 + (1 - ti) * tj * at(i, j + 1) + ti * tj * at(i + 1, j + 1))  # fmt: skip
 
     def latency(self, x: torch.Tensor) -> torch.Tensor:
-        """Predicted ms of the pruned float model: interpolated layers + the table's constant."""
-        return self.layer_latency(x).sum(1) + self._lat_overhead
+        """Predicted ms of the pruned float model: scaled sum of interpolated layers + a constant."""
+        return self._lat_scale * self.layer_latency(x).sum(1) + self._lat_overhead
 
     def functions(self) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
         """Cost name -> differentiable function of (N, D) encoded policies."""

@@ -15,7 +15,9 @@ _KINDS = ((nn.Conv2d, "conv"), (nn.Linear, "linear"), (nn.BatchNorm2d, "bn"))
 
 
 def dependency_graph(model: nn.Module, example: torch.Tensor) -> tp.DependencyGraph:
-    return tp.DependencyGraph().build_dependency(model, example_inputs=example)
+    # Torch-Pruning traces with autograd: callers under torch.no_grad() must still work.
+    with torch.enable_grad():
+        return tp.DependencyGraph().build_dependency(model, example_inputs=example)
 
 
 def prunable_groups(dg: tp.DependencyGraph, model: nn.Module, ignored: list[str]):  # noqa: ANN201

@@ -21,6 +21,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--warmup", type=int, default=d.warmup, help="untimed runs before each entry (default: %(default)s)")
     p.add_argument("--model-runs", type=int, default=d.model_runs,
                    help="timed runs of the whole model, for the overhead constant and the checks (default: %(default)s)")  # fmt: skip
+    p.add_argument("--calibration", type=int, default=d.calibration,
+                   help="random pruned whole models the scale of the layer sum is fitted on (default: %(default)s)")  # fmt: skip
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N (default: %(default)s)")
 
 
@@ -45,7 +47,8 @@ def run(args: argparse.Namespace) -> int:
     from seernet.workspace import Workspace
 
     try:
-        settings = ProfileSettings(args.batch_size, args.threads, args.repeats, args.warmup, args.model_runs)
+        settings = ProfileSettings(args.batch_size, args.threads, args.repeats, args.warmup, args.model_runs,
+                                   args.calibration)
     except ValueError as exc:
         raise UserError(str(exc)) from exc
     device = resolve_device(args.device)
@@ -82,7 +85,7 @@ def render(table, path) -> str:  # noqa: ANN001
     return "\n".join([
         f"device {table.device}, torch {table.torch_version}, {table.threads} thread(s), batch {table.batch_size}",
         f"{len(table.layers)} layers, median of {table.repeats} runs per entry; "
-        f"overhead constant {table.overhead_ms:+.3f} ms; profiled in {table.seconds:.1f} s",
+        f"prediction = {table.scale:.3f} x sum of layers {table.overhead_ms:+.3f} ms; profiled in {table.seconds:.1f} s",
         format_table(["model (float)", "predicted ms", "measured ms", "error"], rows),
         f"wrote {path}",
     ])  # fmt: skip
