@@ -69,7 +69,7 @@ class _Genome(list):
 
 
 @contextmanager
-def _seeded_python_random(seed: int) -> Iterator[None]:
+def seeded_python_random(seed: int) -> Iterator[None]:
     # DEAP's operators draw from the global ``random`` module. Seed it for this search
     # only and put the caller's state back, so results are reproducible and nothing
     # outside sees a change.
@@ -139,7 +139,7 @@ def evolve(
     tb = _toolbox(sizes, config)
     archive: dict[tuple[int, ...], float] = {}
     pop = [_Genome(row) for row in np.asarray(init, dtype=np.int64).tolist()]
-    with _seeded_python_random(seed):
+    with seeded_python_random(seed):
         _score_new(pop, score, archive)
         for _ in range(config.generations):
             elite = tools.selBest(pop, config.elite)

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from deap import base, tools
 
-from search.evolve import _seeded_python_random
+from search.evolve import seeded_python_random
 
 # keep counts (N, G) int -> cost (N,); must be non-decreasing in every column.
 KeepCost = Callable[[np.ndarray], np.ndarray]
@@ -249,7 +249,7 @@ def aging_evolution(
         if on_evaluation is not None:
             on_evaluation(len(history), value, best[0])
 
-    with _seeded_python_random(config.seed):
+    with seeded_python_random(config.seed):
         identity = _Genome(AffineParams.identity(n_groups).genes())
         population: deque[_Genome] = deque()
         for i in range(config.population):
