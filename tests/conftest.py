@@ -68,3 +68,18 @@ def _run_onnx(path: Path, x: np.ndarray) -> np.ndarray:
 def run_onnx():  # noqa: ANN201 - returns the helper
     """Outputs of an ONNX file, as a function of (path, x)."""
     return _run_onnx
+
+
+@pytest.fixture(scope="session")
+def run_args(tmp_path_factory: pytest.TempPathFactory, fake_fmnist: Path) -> list[str]:
+    """Workspace options for a ResNet-20 with random weights on the fake data."""
+    import torch
+
+    from seernet.checkpoint import save_checkpoint
+    from seernet.models import create_model
+
+    root = tmp_path_factory.mktemp("weights")
+    torch.manual_seed(0)
+    save_checkpoint(root / "w.pt", create_model("resnet20", 10, 1), {"model": "resnet20"})
+    return ["--data-dir", str(fake_fmnist), "--val-size", "100", "--weights", str(root / "w.pt")]
+

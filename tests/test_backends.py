@@ -8,24 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from seernet.backends import BackendConfig
-from seernet.checkpoint import save_checkpoint
 from seernet.cli.main import main
-from seernet.models import create_model
 from seernet.store import SampleStore, row_key
 
 FAST = ["--finetune-steps", "0", "--bn-batches", "1", "--val-limit", "50", "--threads-per-worker", "1"]
-
-
-@pytest.fixture(scope="module")
-def run_args(tmp_path_factory, fake_fmnist: Path) -> list[str]:
-    """A ResNet-20 with random weights on the fake data."""
-    root = tmp_path_factory.mktemp("backends")
-    torch.manual_seed(0)
-    save_checkpoint(root / "w.pt", create_model("resnet20", 10, 1), {"model": "resnet20"})
-    return ["--data-dir", str(fake_fmnist), "--val-size", "100", "--weights", str(root / "w.pt")]
 
 
 def collect(ws: Path, run_args: list[str], n: int, *extra: str) -> int:

@@ -9,21 +9,15 @@ import numpy as np
 import pytest
 import torch
 
-from seernet.checkpoint import save_checkpoint
 from seernet.cli.main import main
-from seernet.models import create_model
 
 FAST = ["--finetune-steps", "0", "--bn-batches", "1", "--val-limit", "50"]
 TINY = ["--population", "2", "--sample", "1", "--evaluations", "3", *FAST]
 
 
 @pytest.fixture(scope="module")
-def run_args(tmp_path_factory, fake_fmnist: Path) -> list[str]:
-    """Workspace options for a ResNet-20 with random weights on the fake data."""
-    root = tmp_path_factory.mktemp("legr")
-    torch.manual_seed(0)
-    save_checkpoint(root / "w.pt", create_model("resnet20", 10, 1), {"model": "resnet20"})
-    return ["--data-dir", str(fake_fmnist), "--val-size", "100", "--weights", str(root / "w.pt"), "--device", "cpu"]
+def run_args(run_args: list[str]) -> list[str]:
+    return [*run_args, "--device", "cpu"]
 
 
 @pytest.fixture(scope="module")

@@ -14,21 +14,10 @@ import numpy as np
 import pytest
 import torch
 
-from seernet.checkpoint import save_checkpoint
 from seernet.cli.main import main
-from seernet.models import create_model
 from seernet.store import SampleStore
 
 FAST = ["--finetune-steps", "0", "--bn-batches", "1", "--val-limit", "50", "--strategy", "random"]
-
-
-@pytest.fixture(scope="module")
-def run_args(tmp_path_factory, fake_fmnist: Path) -> list[str]:
-    """Workspace options for a ResNet-20 with random weights on the fake data."""
-    root = tmp_path_factory.mktemp("pipe")
-    torch.manual_seed(0)
-    save_checkpoint(root / "w.pt", create_model("resnet20", 10, 1), {"model": "resnet20"})
-    return ["--data-dir", str(fake_fmnist), "--val-size", "100", "--weights", str(root / "w.pt")]
 
 
 def collect(ws: Path, run_args: list[str], n: int, *extra: str) -> int:

@@ -9,11 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
-from seernet.checkpoint import save_checkpoint
 from seernet.cli.main import main
-from seernet.models import create_model
 
 # The cheapest protocol that still runs every stage of an evaluation.
 FAST = ["--finetune-steps", "0", "--bn-batches", "1", "--val-limit", "50", "--strategy", "random"]
@@ -32,15 +29,6 @@ def snapshot(root: Path) -> dict[str, tuple[int, int, str]]:
         str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns, hashlib.sha256(p.read_bytes()).hexdigest())
         for p in sorted(root.rglob("*")) if p.is_file()
     }  # fmt: skip
-
-
-@pytest.fixture(scope="session")
-def run_args(tmp_path_factory, fake_fmnist: Path) -> list[str]:
-    """Workspace options for a ResNet-20 with random weights on the fake data."""
-    root = tmp_path_factory.mktemp("weights")
-    torch.manual_seed(0)
-    save_checkpoint(root / "w.pt", create_model("resnet20", 10, 1), {"model": "resnet20"})
-    return ["--data-dir", str(fake_fmnist), "--val-size", "100", "--weights", str(root / "w.pt")]
 
 
 def collect_in_process(ws: Path, run_args: list[str], n: int, *extra: str) -> None:
