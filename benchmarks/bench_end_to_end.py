@@ -48,6 +48,7 @@ from seernet.solve import (
 )
 from seernet.space import Policy, classifier_name
 from seernet.space_graph import dependency_graph, prunable_groups
+from seernet.store import SampleStore
 from seernet.tables import format_table
 from seernet.train import accuracy
 from seernet.workspace import Workspace
@@ -64,6 +65,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--steps", type=int, help="QAT steps per model (default: compress's default)")
     p.add_argument("--latency-runs", type=int, default=50)
     p.add_argument("--dry-run", action="store_true", help="print the policies' costs, compress nothing")
+    p.add_argument("--more-samples", help="comma-separated sample stores of the same space: refit the new "
+                   "workspace's predictor on them together with the source's samples")  # fmt: skip
+    p.add_argument("--reuse", help="an earlier output folder: copy its baseline models (same policy, same settings)")
     p.add_argument("--only", help="comma-separated run names to (re)do, e.g. 50%%-mixed-seernet")
     return p.parse_args()
 
@@ -75,8 +79,36 @@ def workspace(args: argparse.Namespace) -> RunContext:
         ws_dir.mkdir(parents=True)
         for name in ("seernet.json", "samples.h5", "predictor.pt"):
             shutil.copy2(Path(args.source) / name, ws_dir / name)
+        if args.more_samples:
+            refit_predictor(ws_dir, [ws_dir / "samples.h5", *map(Path, args.more_samples.split(","))])
     ws = Workspace(ws_dir)
     return RunContext(ws, ws.read(), torch.device("cpu"))
+
+
+def refit_predictor(ws_dir: Path, stores: list[Path]) -> None:
+    """The workspace's predictor, fitted on every sample of ``stores`` (one policy space)."""
+    from predictor.ensemble import MLPEnsemble
+
+    opened = [SampleStore.open(p) for p in stores]
+    if len({st.spec.fingerprint for st in opened}) != 1:
+        raise SystemExit("--more-samples: the stores belong to different policy spaces")
+    X = np.concatenate([st.encoded for st in opened])
+    y = np.concatenate([st.accuracy for st in opened])
+    meta = {"space_fingerprint": opened[0].spec.fingerprint, "input_dim": int(X.shape[1]), "n_samples": int(len(y)), "seed": 0}
+    MLPEnsemble(random_state=0).fit(X, y).save(ws_dir / "predictor.pt", meta)
+    print(f"predictor refitted on {len(y)} samples of {len(stores)} stores")
+
+
+def reuse_baselines(ctx: RunContext, runs: list, earlier: Path) -> None:
+    """Copy compressed baselines of an earlier run whose policy is the same (nothing to retrain)."""
+    for name, _, _, method, doc in runs:
+        old_doc, old_out = earlier / "ws" / "policies" / f"{name}.json", earlier / "ws" / "compressed" / name
+        out = ctx.ws.path("compressed", name)
+        if method == "seernet" or out.exists() or not (old_out / "metrics.json").exists():
+            continue
+        if json.loads(old_doc.read_text())["policy"] == doc["policy"]:
+            write_json(ctx.ws.path("policies", f"{name}.json"), doc)
+            shutil.copytree(old_out, out)
 
 
 # --- policies --------------------------------------------------------------------------------
@@ -193,6 +225,8 @@ def main() -> None:
                             for n, f, _, _, d in runs]))  # fmt: skip
         return
     settings = CompressSettings(steps=args.steps, latency_runs=5)  # latency is measured below, in one pass
+    if args.reuse:
+        reuse_baselines(ctx, runs, Path(args.reuse))
     run_all(ctx, runs, settings, set(args.only.split(",")) if args.only else None)
     base_test = accuracy(ctx.model, ctx.splits.test, ctx.device)
     lat = latencies(ctx, runs, args.latency_runs)
