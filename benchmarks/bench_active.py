@@ -22,6 +22,7 @@ Scoring fits the same MLP ensemble as ``collect`` on the first n samples of each
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -112,6 +113,11 @@ def main() -> None:
     reach = first_reaching({n: v[0] for n, v in curves["active"].items()}, target)
     print(f"random's tau at {target_n} samples: {target:.3f}; active first reaches it at "
           + (f"{reach} samples" if reach else f"no n <= {max(curves['active'])} (grid step {args.step})"))
+    grid = sorted(set(curves["random"]) | set(curves["active"]))
+    print("Kendall tau on the whole grid:")
+    print(format_table(["samples", *grid], [[name, *(f"{curves[name][n][0]:.3f}" if n in curves[name] else "-" for n in grid)]
+                                            for name in curves]))  # fmt: skip
+    (out / "scores.json").write_text(json.dumps({name: {str(n): v for n, v in c.items()} for name, c in curves.items()}, indent=1))
     plot(curves, out / "active_vs_random.png")
     print(f"plot: {out / 'active_vs_random.png'}")
 
