@@ -46,8 +46,8 @@ from seernet.solve import (
     solve_one,
     write_json,
 )
-from seernet.space import Policy, classifier_name
-from seernet.space_graph import dependency_graph, prunable_groups
+from seernet.space import Policy
+from seernet.space_graph import named_groups
 from seernet.store import SampleStore
 from seernet.tables import format_table
 from seernet.train import accuracy
@@ -129,12 +129,9 @@ def uniform_policy(ctx: RunContext, budget: float, bits: int) -> Policy:
 
 def l1_scores(ctx: RunContext) -> dict[str, np.ndarray]:
     """Raw L1 filter norms per channel of every group (mean over the group's coupled layers)."""
-    model = copy.deepcopy(ctx.model).cpu().eval()
-    names = {m: n for n, m in model.named_modules()}
     imp = tp.importance.GroupMagnitudeImportance(p=1, group_reduction="mean", normalizer=None)
-    dg = dependency_graph(model, torch.zeros(ctx.space.input_shape))
-    return {names[grp[0].dep.target.module]: imp(grp).detach().numpy()
-            for grp in prunable_groups(dg, model, [classifier_name(model)])}  # fmt: skip
+    _, groups = named_groups(copy.deepcopy(ctx.model).cpu().eval(), ctx.space.input_shape)
+    return {name: imp(group).detach().numpy() for name, group in groups}
 
 
 def l1_global_policy(ctx: RunContext, scores: dict[str, np.ndarray], budget: float, bits: int) -> Policy:

@@ -67,14 +67,12 @@ def filter_scores(before: nn.Module, after: nn.Module) -> dict[str, torch.Tensor
 
 def group_scores(model: nn.Module, input_shape: tuple[int, ...], filters: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Rule step 3: per channel group (policy name), the mean filter score of each root channel."""
-    from seernet.space import classifier_name
-    from seernet.space_graph import dependency_graph, prunable_groups
+    from seernet.space_graph import named_groups
 
     names = {m: n for n, m in model.named_modules()}
-    dg = dependency_graph(model, torch.zeros(input_shape, device=next(model.parameters()).device))
+    dg, groups = named_groups(model, input_shape)
     out = {}
-    for group in prunable_groups(dg, model, [classifier_name(model)]):
-        root = group[0].dep.target.module
+    for root_name, group in groups:
         total = torch.zeros(len(group[0].idxs), dtype=torch.float64)
         count = torch.zeros_like(total)
         for item in group:
@@ -84,7 +82,7 @@ def group_scores(model: nn.Module, input_shape: tuple[int, ...], filters: dict[s
             root_idx = torch.as_tensor([int(r) for r in item.root_idxs])
             total.index_add_(0, root_idx, filters[names[module]][torch.as_tensor([int(i) for i in item.idxs])])
             count.index_add_(0, root_idx, torch.ones(len(root_idx), dtype=torch.float64))
-        out[names[root]] = total / count.clamp_min(1)
+        out[root_name] = total / count.clamp_min(1)
     return out
 
 

@@ -35,8 +35,8 @@ from search.legr import (
 from seernet.context import RunContext
 from seernet.errors import UserError
 from seernet.evaluate import Protocol, evaluate_policy
-from seernet.space import Policy, PolicySpace, classifier_name
-from seernet.space_graph import dependency_graph, prunable_groups
+from seernet.space import Policy, PolicySpace
+from seernet.space_graph import named_groups
 from seernet.units import format_count
 from seernet.workspace import Workspace
 
@@ -54,13 +54,10 @@ def group_importance():  # noqa: ANN201 - a Torch-Pruning importance
 def base_scores(model: nn.Module, space: PolicySpace) -> list[np.ndarray]:
     """Per-channel base scores of every group of ``space``, in the space's group order."""
     model = copy.deepcopy(model).cpu().eval()
-    names = {m: n for n, m in model.named_modules()}
-    dg = dependency_graph(model, torch.zeros(space.input_shape))
+    _, groups = named_groups(model, space.input_shape)
     imp = group_importance()
-    found = {}
     with torch.no_grad():
-        for group in prunable_groups(dg, model, [classifier_name(model)]):
-            found[names[group[0].dep.target.module]] = imp(group).double().cpu().numpy()
+        found = {name: imp(group).double().cpu().numpy() for name, group in groups}
     missing = [g.name for g in space.groups if g.name not in found]
     if missing:
         raise UserError(f"the base model has no channel group {missing[0]!r} of the policy space: wrong weights?")

@@ -15,8 +15,8 @@ import torch_pruning as tp
 from torch import nn
 
 from seernet.errors import UserError
-from seernet.space import Policy, PolicySpace, classifier_name
-from seernet.space_graph import dependency_graph, prunable_groups
+from seernet.space import Policy, PolicySpace
+from seernet.space_graph import named_groups
 
 # (Torch-Pruning group, name of the group in the policy) -> score per channel. The name
 # lets learned criteria (LeGR's per-layer transform) look up their per-group parameters.
@@ -55,15 +55,13 @@ def prune_model(
     """A pruned copy of ``model`` keeping ``policy.channels[g]`` channels of every group."""
     space.validate(policy)
     pruned = copy.deepcopy(model).cpu().eval()
-    names = {m: n for n, m in pruned.named_modules()}
     score = make_criterion(criterion)
     torch.manual_seed(seed)  # the random criterion draws from torch's global generator
-    dg = dependency_graph(pruned, torch.zeros(space.input_shape))
+    dg, groups = named_groups(pruned, space.input_shape)
     seen = set()
     # Groups are re-derived after each removal, as Torch-Pruning's own pruners do.
-    for group in prunable_groups(dg, pruned, [classifier_name(pruned)]):
+    for name, group in groups:
         root, handler = group[0].dep.target.module, group[0].dep.handler
-        name = names[root]
         if name not in policy.channels:
             raise UserError(f"group {name!r} of the model is not in the policy: was the policy made for another model?")
         seen.add(name)

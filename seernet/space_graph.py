@@ -8,7 +8,7 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
-from seernet.space import ChannelGroup, Layer, SpaceChoices, unsupported
+from seernet.space import ChannelGroup, Layer, SpaceChoices, classifier_name, unsupported
 
 Terms = dict[str, dict[str, list[tuple[int, float]]]]
 _KINDS = ((nn.Conv2d, "conv"), (nn.Linear, "linear"), (nn.BatchNorm2d, "bn"))
@@ -24,6 +24,15 @@ def prunable_groups(dg: tp.DependencyGraph, model: nn.Module, ignored: list[str]
     """Torch-Pruning's channel groups, rooted at conv/linear output channels."""
     ignored_modules = [model.get_submodule(n) for n in ignored]
     return dg.get_all_groups(ignored_layers=ignored_modules, root_module_types=(nn.Conv2d, nn.Linear))
+
+
+def named_groups(model: nn.Module, input_shape: tuple[int, ...]):  # noqa: ANN201
+    """The model's dependency graph, and its prunable groups (classifier outputs kept) with
+    their policy names. Groups come lazily: a caller that prunes sees them re-derived."""
+    names = {m: n for n, m in model.named_modules()}
+    dg = dependency_graph(model, torch.zeros(input_shape, device=next(model.parameters()).device))
+    groups = prunable_groups(dg, model, [classifier_name(model)])
+    return dg, ((names[g[0].dep.target.module], g) for g in groups)
 
 
 def trace_groups(
