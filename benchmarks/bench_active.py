@@ -56,11 +56,11 @@ def measure(args: argparse.Namespace) -> None:
     subprocess.run(cmd, check=True)
 
 
-def load(out: Path, arm: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
+def load(out: Path, arm: str) -> tuple[np.ndarray, np.ndarray]:
     from seernet.store import SampleStore
 
     store = SampleStore.open(out / arm / "samples.h5")
-    return store.encoded, store.accuracy, list(store.strategy)
+    return store.encoded, store.accuracy
 
 
 def score(X: np.ndarray, y: np.ndarray, Xt: np.ndarray, yt: np.ndarray, seeds: int) -> tuple[float, float]:
@@ -90,7 +90,7 @@ def main() -> None:
     from seernet.tables import format_table
 
     out = Path(args.out)
-    Xt, yt, _ = load(out, "test")
+    Xt, yt = load(out, "test")
     arms = {arm: load(out, arm) for arm in ("random", "active")}
     # The test set must be independent: drop any test policy an arm happened to measure.
     seen = {tuple(x) for arm in arms.values() for x in np.round(arm[0], 6)}
@@ -98,7 +98,7 @@ def main() -> None:
     Xt, yt = Xt[keep], yt[keep]
     points = [int(p) for p in args.points.split(",")]
     rows, curves = [], {}
-    for name, (X, y, _) in arms.items():
+    for name, (X, y) in arms.items():
         grid = sorted(set(range(args.step * 2, len(y) + 1, args.step)) | {p for p in points if p <= len(y)})
         curves[name] = {n: score(X[:n], y[:n], Xt, yt, args.fit_seeds) for n in grid}
         for n in points:
