@@ -1,6 +1,8 @@
 """Active sampling of policies to measure (SeerNet): measure where the predictor is unsure.
 
-After a random warm-up stratified over model size, every round fits the predictor on
+The warm-up measures the caller's *anchors* first (seernet passes the unpruned
+highest-bit policy and a ladder of uniform policies, so the simple answers are always
+known points), then random policies stratified over model size. After it, every round fits the predictor on
 all samples so far, evolves a population of policies (``search.evolve``) towards the
 highest acquisition -- ensemble disagreement, or SeerNet's counterfactual sensitivity
 -- and measures a batch of distinct, mutually distant, never-measured policies.
@@ -288,13 +290,37 @@ def _prior(
     return X, y, rounds
 
 
-def _round_target(r: int, rounds: np.ndarray, n_samples: int, config: SamplerConfig) -> int:
+def _round_target(
+    r: int, rounds: np.ndarray, n_samples: int, config: SamplerConfig, n_anchors: int = 0
+) -> int:
     """How many samples round ``r`` holds once complete."""
     if config.strategy == "random":  # one round takes all that is left
         return n_samples - int((rounds < r).sum())
-    if r == 0:
-        return min(n_samples, max(1, round(config.warmup_fraction * n_samples)))
+    if r == 0:  # the warm-up holds at least every anchor
+        warm = max(1, round(config.warmup_fraction * n_samples), n_anchors)
+        return min(n_samples, warm)
     return min(config.batch_size, n_samples - int((rounds < r).sum()))
+
+
+def _first_round(
+    levels: Levels,
+    X_before: np.ndarray,
+    n_target: int,
+    anchors: np.ndarray | None,
+    rng: np.random.Generator,
+    cost: CostFn | None,
+    window: tuple[float, float] | None,
+) -> np.ndarray:
+    """The anchors (first, in the caller's order), then stratified random policies."""
+    snapped = np.zeros((0, levels.dim))
+    if anchors is not None and len(anchors):
+        snapped = levels.snap(np.asarray(anchors, dtype=np.float64).reshape(-1, levels.dim))
+        _, first = np.unique(levels.to_index(snapped), axis=0, return_index=True)
+        snapped = snapped[np.sort(first)]  # distinct, in the caller's order
+    # Random picks never repeat an anchor; the caller skips anchors measured before.
+    n_random = max(n_target - len(snapped), 0)
+    exclude = np.concatenate([X_before.reshape(-1, levels.dim), snapped])
+    return np.concatenate([snapped, random_warmup(levels, n_random, rng, cost, window, exclude)])
 
 
 def _plan(
@@ -307,12 +333,14 @@ def _plan(
     make_predictor: MakePredictor,
     cost: CostFn | None,
     config: SamplerConfig,
+    anchors: np.ndarray | None = None,
 ) -> tuple[np.ndarray, str, float, float]:
     """Round ``r``'s full proposal, recomputed from the samples of earlier rounds only."""
     before = rounds < r
     if r == 0 or config.strategy == "random":
         rng = np.random.default_rng(_seed(config.seed, r, 0))
-        x = random_warmup(levels, n_target, rng, cost, config.cost_window, exclude=X[before])
+        first = anchors if r == 0 else None
+        x = _first_round(levels, X[before], n_target, first, rng, cost, config.cost_window)
         return x, ("random" if config.strategy == "random" else "warmup"), np.nan, np.nan
     p = propose_batch(
         levels,
@@ -343,8 +371,14 @@ def run_active(
     rounds: np.ndarray | None = None,
     on_sample: OnSample | None = None,
     on_round: OnRound | None = None,
+    anchors: np.ndarray | None = None,
 ) -> SamplingResult:
-    """Measure policies round by round until ``n_samples`` exist, resuming from ``X, y, rounds``."""
+    """Measure policies round by round until ``n_samples`` exist, resuming from ``X, y, rounds``.
+
+    ``anchors`` (K, D): policies the warm-up measures before any random one (snapped to
+    the levels, in the given order, skipped when already measured). A store resumed
+    past its warm-up does not measure anchors it lacks.
+    """
     config = config or SamplerConfig()
     _check_window(cost, config.cost_window)
     X, y, rounds = _prior(levels, X, y, rounds)
@@ -352,13 +386,14 @@ def run_active(
     history: list[RoundInfo] = []
     r = int(rounds.max()) if len(rounds) else 0  # the last round may be unfinished: redo it
     while len(X) < n_samples:
-        target = _round_target(r, rounds, n_samples, config)
+        n_anchors = 0 if anchors is None else len(anchors)
+        target = _round_target(r, rounds, n_samples, config, n_anchors)
         missing = min(target - int((rounds == r).sum()), n_samples - len(X))
         if missing <= 0:
             r += 1
             continue
         proposal, strategy, mean_std, pop_std = _plan(
-            r, levels, X, y, rounds, target, make_predictor, cost, config
+            r, levels, X, y, rounds, target, make_predictor, cost, config, anchors
         )
         fresh = [
             i for i, row in enumerate(levels.to_index(proposal).tolist()) if tuple(row) not in taken

@@ -21,10 +21,20 @@ from seernet.backends import BackendConfig
 from seernet.context import RunContext
 from seernet.costs import COST_NAMES
 from seernet.evaluate import Protocol, evaluate_policy
-from seernet.space import Policy
+from seernet.space import Policy, PolicySpace
 from seernet.store import Sample, SampleStore, StoreSpec
 
 STORE_NAME = "samples.h5"
+# The warm-up's anchors: uniform keep fractions x uniform bit-widths (snapped to the
+# space's choices). The first is the unpruned highest-bit policy, the predictor's cap.
+ANCHOR_KEEPS = (1.0, 0.75, 0.5)
+ANCHOR_BITS = (8, 4, 2)
+
+
+def anchor_policies(space: PolicySpace) -> list[Policy]:
+    """The base policy, then the ladder of uniform policies every store measures first."""
+    bits = dict.fromkeys([space.choices.bits[-1], *(space.nearest_bits(b) for b in ANCHOR_BITS)])
+    return [space.uniform_policy(k, b) for k in ANCHOR_KEEPS for b in bits]  # the sampler drops repeats
 
 
 def store_spec(ctx: RunContext, protocol: Protocol) -> StoreSpec:
@@ -142,6 +152,7 @@ def collect(
                 Levels(ctx.space.levels()), evaluate, make_predictor_factory(), n_samples, sampler,
                 cost=numpy_cost(ctx), X=store.encoded if len(store) else None,
                 y=store.accuracy if len(store) else None, rounds=stored_rounds, on_round=on_round,
+                anchors=np.stack([ctx.space.encode(p) for p in anchor_policies(ctx.space)]),
             )  # fmt: skip
         finally:
             runner.close()

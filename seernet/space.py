@@ -203,6 +203,17 @@ class PolicySpace:
             {ly.name: (fixed, fixed) if ly.fixed_bits else (b, b) for ly in self.quant_layers},
         )
 
+    def uniform_policy(self, keep: float, bits: int | None = None) -> Policy:
+        """Every group keeps its valid count nearest ``keep`` x its channels; free layers at ``bits``."""
+        if not 0.0 < keep <= 1.0:
+            raise ValueError(f"keep fraction must be in (0, 1], got {keep}")
+        channels = {g.name: min(g.keep, key=lambda n, g=g: abs(n - keep * g.channels)) for g in self.groups}
+        return Policy(channels, self.full_policy(bits).bits)
+
+    def nearest_bits(self, bits: int) -> int:
+        """The space's bit-width choice nearest ``bits`` (the lower one on a tie)."""
+        return min(self.choices.bits, key=lambda b: (abs(b - bits), b))
+
     # --- identity ----------------------------------------------------------------------
     def describe(self) -> dict:
         """JSON-able description; its hash is the fingerprint."""

@@ -75,3 +75,26 @@ def test_choices_are_validated():
         SpaceChoices(max_prune=1.0)
     with pytest.raises(ValueError):
         SpaceChoices(bits=(1, 8))
+
+
+def test_uniform_policy_keeps_the_nearest_valid_count_everywhere(space):
+    half = space.uniform_policy(0.5, 4)
+    for g in space.groups:
+        assert half.channels[g.name] in g.keep
+        assert abs(half.channels[g.name] - g.channels / 2) <= min(abs(n - g.channels / 2) for n in g.keep)
+    assert {b for ly, b in half.bits.items() if ly not in ("conv1", "fc")} == {(4, 4)}
+    assert space.uniform_policy(1.0) == space.full_policy()
+    assert np.array_equal(space.encode(space.uniform_policy(1.0)), np.ones(space.dim))
+    with pytest.raises(ValueError, match="keep fraction"):
+        space.uniform_policy(0.0)
+    assert space.nearest_bits(7) == 6 and space.nearest_bits(4) == 4
+
+
+def test_anchor_ladder_starts_at_the_base_policy(space):
+    from seernet.collect import anchor_policies
+
+    anchors = anchor_policies(space)
+    assert anchors[0] == space.full_policy()
+    assert len(anchors) == 9  # keep 1, 3/4, 1/2 x bits 8, 4, 2
+    costs = [space.encode(p).sum() for p in anchors]
+    assert costs[0] == max(costs) and len({tuple(space.encode(p)) for p in anchors}) == 9

@@ -423,3 +423,42 @@ def test_evolve_finds_the_best_genome_and_is_deterministic() -> None:
     assert np.array_equal(a.genomes[a.scores.argmax()], target)
     assert a.genomes.min() >= 0 and np.all(a.genomes < sizes)
     assert len({tuple(g) for g in a.genomes.tolist()}) == len(a.genomes)
+
+
+# ----------------------------------------------------------------------------- anchors
+
+ANCHORS = np.stack([np.ones(6), np.full(6, 0.6), np.full(6, 0.58), np.ones(6)])  # 0.58 snaps to 0.6
+
+
+@pytest.mark.parametrize("strategy", ["active", "random"])
+def test_anchors_are_measured_first_once_each(strategy: str) -> None:
+    res = run_active(
+        LEVELS, noisy_evaluate(0), make_predictor, 24, config(strategy=strategy), anchors=ANCHORS
+    )
+    assert np.array_equal(res.X[:2], LEVELS.snap(ANCHORS[:2]))  # in order, repeats dropped
+    assert len(set(index_rows(res.X))) == 24
+    assert sum(np.array_equal(row, np.ones(6)) for row in res.X) == 1
+
+
+def test_anchors_enlarge_a_small_warmup_and_resume_unchanged() -> None:
+    many = LEVELS.from_index(np.array([[5 - i] * 6 for i in range(6)]))  # 6 uniform policies
+    cfg = config(seed=8)
+    full = run_active(LEVELS, noisy_evaluate(0), make_predictor, 20, cfg, anchors=many)
+    assert np.bincount(full.rounds)[0] == 6  # 20% of 20 is 4: the warm-up holds every anchor
+    assert np.array_equal(full.X[:6], many)
+    store: list[tuple] = []
+    with pytest.raises(KeyboardInterrupt):
+        run_active(
+            LEVELS,
+            interrupt_after(3, noisy_evaluate(0)),
+            make_predictor,
+            20,
+            cfg,
+            on_sample=lambda *a: store.append(a),
+            anchors=many,
+        )
+    X, y, r = (np.array([s[i] for s in store]) for i in (0, 1, 3))
+    resumed = run_active(
+        LEVELS, noisy_evaluate(0), make_predictor, 20, cfg, X=X, y=y, rounds=r, anchors=many
+    )
+    assert np.array_equal(resumed.X, full.X)
