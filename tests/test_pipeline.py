@@ -120,6 +120,29 @@ def test_solve_verify_compress_report(fitted: Path, capsys):
     assert "verified" in (fitted / "report" / "summary.md").read_text()
 
 
+def test_solve_refine_returns_the_best_measured_policy(fitted: Path, capsys):
+    ws = str(fitted)
+    n_before = len(rows(fitted))
+    capsys.readouterr()
+    assert main(["solve", "--workdir", ws, "--flops", "40%", "--refine", "2", "--json"]) == 0
+    (doc,) = json.loads(capsys.readouterr().out)
+    m = doc["measured"]
+    assert 1 <= m["evaluations"] <= 2 and len(m["candidates"]) >= 1
+    assert m["val_accuracy"] == max(c["measured"] for c in m["candidates"])
+    assert doc["encoded"] in [c["encoded"] for c in m["candidates"]]
+    assert doc["costs"]["flops"] <= doc["budgets"]["flops"]
+    with SampleStore.open(fitted / "samples.h5") as store:
+        assert len(store) == n_before + m["evaluations"]
+        assert set(store.strategy[n_before:]) <= {"refine"}
+    assert json.loads(Path(doc["path"]).read_text())["measured"] == m
+    # Without --json the table puts the prediction made before measuring next to the measurement.
+    assert main(["solve", "--workdir", ws, "--flops", "40%", "--refine", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "measured val accuracy" in out and "within 2 std" in out
+    assert main(["solve", "--workdir", ws, "--flops", "40%"]) == 0
+    assert "a prediction, not a measurement" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize(
     ("flags", "needle"),
     [
@@ -130,6 +153,8 @@ def test_solve_verify_compress_report(fitted: Path, capsys):
         (["--flops", "1K"], "smallest model"),
         (["--bits", "7", "--flops", "50%"], "not one of"),
         ([], "at least one budget"),
+        (["--flops", "50%", "--refine", "0"], "--refine N needs N >= 1"),
+        (["--flops", "50%", "--refine", "2", "--verify"], "drop --verify"),
     ],
 )
 def test_solve_bad_input(fitted: Path, capsys, flags, needle):

@@ -24,7 +24,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="default: %(default)s")
     p.add_argument("--verify", action="store_true",
                    help="measure each solved policy with the collect protocol and add it to samples.h5")
-    p.add_argument("--device", default="auto", help="device for --verify: auto, cpu, cuda (default: %(default)s)")
+    p.add_argument("--refine", type=int, metavar="N",
+                   help="per budget, up to N rounds of: measure the solved policy (collect protocol, added to "
+                        "samples.h5), refit the predictor, solve again; returns the best measured policy")  # fmt: skip
+    p.add_argument("--device", default="auto", help="device for --verify and --refine: auto, cpu, cuda (default: %(default)s)")
     p.add_argument("--json", action="store_true", help="print machine-readable JSON only")
 
 
@@ -36,6 +39,10 @@ def _parse(args: argparse.Namespace):  # noqa: ANN202
     given = {k: parse_budget_list(getattr(args, k), kind, f"--{k}") for k, kind in BUDGET_KINDS.items() if getattr(args, k)}
     if args.pareto is not None and (args.pareto < 1 or given):
         raise UserError("--pareto K needs K >= 1 and no other budget flag")
+    if args.refine is not None and args.refine < 1:
+        raise UserError(f"--refine N needs N >= 1 measurements per budget, got {args.refine}")
+    if args.refine is not None and args.verify:
+        raise UserError("--refine already measures every returned policy: drop --verify")
     if args.bits == "mixed":
         return given, None
     try:
@@ -67,8 +74,11 @@ def run(args: argparse.Namespace) -> int:
     predictor = load_predictor(ctx)
     attach_latency(ctx, required=bool(args.latency))
     fixed, values = bits_mask(ctx, bits)
+    bsets = resolve_budgets(ctx, given, args.pareto, mixed=bits is None)
+    if args.refine:
+        return _refine(ctx, args, predictor, bsets, fixed, values, "mixed" if bits is None else f"{bits}-bit")
     docs = []
-    for bset in resolve_budgets(ctx, given, args.pareto, mixed=bits is None):
+    for bset in bsets:
         res = solve_one(ctx, predictor, bset, fixed, values, args.seed)
         doc = policy_document(ctx, bset, res, "mixed" if bits is None else f"{bits}-bit")
         path = ws.path("policies", f"{bset.name}.json")
@@ -82,6 +92,39 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(docs, indent=2))
     return 0
+
+
+def _refine(ctx, args: argparse.Namespace, predictor, bsets, fixed, values, bits_mode: str) -> int:  # noqa: ANN001
+    """``--refine N``: the best measured policy per budget; prints predicted next to measured."""
+    import json
+
+    from seernet.device import resolve_device
+    from seernet.refine import refine_all
+    from seernet.tables import format_table
+
+    ctx.device = resolve_device(args.device)
+    docs = refine_all(ctx, predictor, bsets, fixed, values, bits_mode, args.refine, args.seed)
+    if args.json:
+        print(json.dumps(docs, indent=2))
+        return 0
+    for doc in docs:
+        print(render(ctx, doc))
+    print(format_table(*refine_rows(docs)))
+    return 0
+
+
+def refine_rows(docs: list[dict]) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the refine summary: the prediction made before each measurement."""
+    from seernet.solve import format_cost
+
+    head = ["policy", "FLOPs", "BitOPs", "predicted val %", "measured val %", "within 2 std", "measured"]
+    rows = []
+    for d in docs:
+        m, s, a = d["predicted"]["mean"], d["predicted"]["std"], d["measured"]["val_accuracy"]
+        rows.append([d["name"], format_cost("flops", d["costs"]["flops"]), format_cost("bitops", d["costs"]["bitops"]),
+                     f"{m:.2f} +/- {s:.2f}", f"{a:.2f}", "yes" if abs(a - m) <= 2 * s else "no",
+                     f"{d['measured']['evaluations']} new, best of {len(d['measured']['candidates'])}"])  # fmt: skip
+    return head, rows
 
 
 def _verify(ws, args: argparse.Namespace, docs: list[dict]) -> None:  # noqa: ANN001
@@ -141,11 +184,17 @@ def render(ctx, doc: dict) -> str:  # noqa: ANN001
     notes += [f"note: {k} budget = {why}" for k, why in doc["derived_budgets"].items()]
     notes += [f"note: {doc['note']}"] if doc["note"] else []
     pred = doc["predicted"]
+    if "measured" in doc:
+        verdict = (f"measured val accuracy {doc['measured']['val_accuracy']:.2f}% (predicted "
+                   f"{pred['mean']:.2f} +/- {pred['std']:.2f}% before measuring)")  # fmt: skip
+    else:
+        verdict = (f"predicted accuracy {pred['mean']:.2f} +/- {pred['std']:.2f}% (a prediction, not a "
+                   f"measurement: --refine N measures it)")  # fmt: skip
     return "\n".join([
         f"== {doc['name']} ({doc['bits_mode']}) ==",
         format_table(["channel group", "kept/total"], groups), "",
         format_table(["layer", "channels", "w/a bits"], layers), "",
         format_table(["cost", "policy", "budget", "used"], costs), *notes,
-        f"predicted accuracy {pred['mean']:.2f} +/- {pred['std']:.2f}%   solved in {doc['solve_seconds']:.2f} s",
+        f"{verdict}   solved in {doc['solve_seconds']:.2f} s",
         f"wrote {doc['path']}", "",
     ])  # fmt: skip
