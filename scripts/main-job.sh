@@ -10,7 +10,9 @@ S=.venv/bin/seernet
 $S evaluate --workdir "$W"
 $S collect --workdir "$W" --samples "$SAMPLES"
 $S fit-predictor --workdir "$W"
-$S solve --workdir "$W" --flops 30%,50%,70% --bits mixed
+# --refine measures each solved policy (and up to 3 per budget, refitting in between):
+# every accuracy the job prints for a policy is a measurement next to its prediction.
+$S solve --workdir "$W" --flops 30%,50%,70% --bits mixed --refine "${SEERNET_REFINE:-3}"
 # Compress the middle budget's policy (the 50% one).
 policy=$(.venv/bin/python - "$W" <<'PY'
 import glob, json, sys

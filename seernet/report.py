@@ -41,6 +41,9 @@ def gather(ws: Workspace) -> dict:
     return out
 
 
+SOLVED_STRATEGIES = ("verify", "refine")  # store rows that measure a solved policy
+
+
 def plot(data: dict, path: Path) -> None:
     """Accuracy against FLOPs and against BitOPs, every source in its own style."""
     import matplotlib
@@ -52,9 +55,9 @@ def plot(data: dict, path: Path) -> None:
     s = data["samples"]
     for ax, cost in zip(axes, ("flops", "bitops"), strict=True):
         if s is not None:
-            verify = s["strategy"] == "verify"
+            verify = np.isin(s["strategy"], SOLVED_STRATEGIES)
             ax.scatter(s[cost][~verify], s["accuracy"][~verify], s=10, alpha=0.4, label="measured samples (val)")
-            ax.scatter(s[cost][verify], s["accuracy"][verify], marker="s", c="tab:green", label="solved, verified (val)")
+            ax.scatter(s[cost][verify], s["accuracy"][verify], marker="s", c="tab:green", label="solved, measured (val)")
         predicted = [p for p in data["policies"] if p.get("predicted")]  # LeGR's policies have no prediction
         if predicted:
             c = [p["costs"][cost] for p in predicted]
@@ -81,12 +84,14 @@ def summary_rows(data: dict) -> list[list]:
     s = data["samples"]
     verified = {}
     if s is not None:
-        for i in np.flatnonzero(s["strategy"] == "verify"):
+        for i in np.flatnonzero(np.isin(s["strategy"], SOLVED_STRATEGIES)):
             verified[(round(s["flops"][i]), round(s["bitops"][i]))] = s["accuracy"][i]
     compressed = {m.get("name"): m for m in data["compressed"]}
     rows = []
     for p in data["policies"]:
         key = (round(p["costs"]["flops"]), round(p["costs"]["bitops"]))
+        if "measured" in p:  # solve --refine: the returned policy's own measurement
+            verified[key] = p["measured"]["val_accuracy"]
         m = compressed.get(p["name"])
         rows.append([
             p["name"], format_count(p["costs"]["flops"]), format_count(p["costs"]["bitops"]),
@@ -101,7 +106,7 @@ def write_report(ws: Workspace) -> str:
     """Write ``report/pareto.png`` and ``report/summary.md``; return the terminal table."""
     data = gather(ws)
     plot(data, ws.path("report", "pareto.png"))
-    headers = ["policy", "FLOPs", "BitOPs", "predicted val %", "verified val %", "compressed test %"]
+    headers = ["policy", "FLOPs", "BitOPs", "predicted val %", "measured val %", "compressed test %"]
     rows = summary_rows(data)
     n = 0 if data["samples"] is None else len(data["samples"]["accuracy"])
     head = f"{n} measured samples, {len(data['policies'])} solved policies, {len(data['compressed'])} compressed models"
