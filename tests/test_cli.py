@@ -22,14 +22,15 @@ def test_help_lists_working_commands():
 
 
 def test_import_is_quick_and_touches_no_gpu():
+    # What makes an import slow is the heavy packages it pulls in, not this machine's speed:
+    # check that none is imported (and without torch, CUDA cannot be initialised).
+    heavy = ("torch", "torchvision", "numpy", "scipy", "sklearn", "matplotlib", "h5py", "deap")
     code = (
-        "import sys, time; t = time.perf_counter(); import seernet, seernet.cli.main; "
-        "print('torch' in sys.modules, round(time.perf_counter() - t, 3))"
+        "import sys; import seernet, seernet.cli.main; "
+        f"print(','.join(m for m in {heavy!r} if m in sys.modules) or '-')"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    torch_imported, seconds = out.stdout.split()
-    assert torch_imported == "False"  # not even torch is imported by seernet, so CUDA cannot be
-    assert float(seconds) < 2.0
+    assert out.stdout.strip() == "-"
 
 
 def test_algorithm_packages_do_not_initialise_cuda():

@@ -51,10 +51,19 @@ def test_ga_is_seeded_and_leaves_global_random_alone(mlp):
     np.testing.assert_array_equal(a.x, b.x)
 
 
-def test_ga_stops_on_seconds(mlp):
+def test_ga_stops_on_seconds(mlp, monkeypatch):
+    import search.baselines as ga_module
+
+    # A clock that advances one second per reading, so the deadline, not this machine's
+    # speed, decides how many generations run.
+    ticks = iter(range(10**6))
+    monkeypatch.setattr(ga_module.time, "perf_counter", lambda: float(next(ticks)))
+    generations = []
+    offspring = ga_module._offspring
+    monkeypatch.setattr(ga_module, "_offspring", lambda *a: generations.append(1) or offspring(*a))
     budgets = _budgets(mlp, 0.4, 0.2)
-    r = genetic_search(mlp.mean_std, mlp.costs, budgets, mlp.levels, generations=10**6, seconds=0.3)
-    assert r.seconds < 3.0
+    r = genetic_search(mlp.mean_std, mlp.costs, budgets, mlp.levels, generations=10**6, seconds=3.0)
+    assert 1 <= len(generations) <= 3
     mlp.check(r, budgets)
 
 
