@@ -16,7 +16,7 @@ from torch import nn
 from seernet.datasets import DataSplits
 from seernet.loaders import batches
 from seernet.prune import prune_model
-from seernet.quant import calibrate_, quantize_
+from seernet.quant import WEIGHT_CLIPS, calibrate_, quantize_
 from seernet.space import Policy, PolicySpace
 from seernet.train import accuracy, cosine_lr, sgd, train_steps
 
@@ -33,10 +33,13 @@ class Protocol:
     val_limit: int | None = None
     criterion: str = "l1"
     seed: int = 0
+    weight_clip: str = "mse"  # weight scales at calibration: least-squares clip, or "max" (the old rule)
 
     def __post_init__(self) -> None:
         if self.bn_batches < 1 or self.finetune_steps < 0 or self.batch_size < 1 or self.lr <= 0:
             raise ValueError("protocol needs bn_batches >= 1, finetune_steps >= 0, batch_size >= 1, lr > 0")
+        if self.weight_clip not in WEIGHT_CLIPS:
+            raise ValueError(f"protocol weight_clip must be one of {', '.join(WEIGHT_CLIPS)}, got {self.weight_clip!r}")
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -67,7 +70,7 @@ def build_compressed(
     calib = batches(splits.train, protocol.batch_size, shuffle=True, seed=protocol.seed)
     adapt_batchnorm_(model, calib, device, protocol.bn_batches)
     quantize_(model, policy.bits)
-    calibrate_(model, calib, num_batches=2, seed=protocol.seed)
+    calibrate_(model, calib, num_batches=2, seed=protocol.seed, weight_clip=protocol.weight_clip)
     adapt_batchnorm_(model, calib, device, protocol.bn_batches)
     return model
 

@@ -144,6 +144,8 @@ def _payload(model: nn.Module) -> tuple[list[dict[str, Any]], list[bytes]]:
     for key, value in model.state_dict().items():
         if not isinstance(value, Tensor):
             continue  # the wrappers' extra state (bits, signedness) is in the layers table
+        if key.endswith(".weight_scale") and key.removesuffix(".weight_scale") in codes:
+            continue  # the layer's scale parameter: already stored right after its codes
         layer = key.removesuffix(".weight")
         if layer in codes:
             c = codes[layer]
@@ -256,6 +258,7 @@ def _fill_(model: nn.Module, header: dict[str, Any], tensors: dict[str, Any], pa
         load_codes_(q, LayerCodes(codes, tensors.pop(f"{name}.weight_scale"), bits, e["a_bits"],
                                   e["act_scale"], zero, e["act_signed"]))  # fmt: skip
         state[f"{name}.weight"] = q.weight.detach().clone()
+        state[f"{name}.weight_scale"] = q.weight_scale.detach().clone()
     missing, unexpected = model.load_state_dict({**state, **tensors}, strict=False)
     if unexpected or any(not k.endswith("_extra_state") for k in missing):
         raise UserError(f"{path} does not fit its architecture ({len(missing)} missing, {len(unexpected)} unexpected tensors)")

@@ -1,15 +1,19 @@
 """Simulated mixed precision: fake-quantized Conv2d/Linear, calibration, ``quantize_``.
 
 Assumptions, stated once:
-- Weights: per output channel, symmetric, scale = max|w_c| / (2^(b-1) - 1), integer codes
-  in [-(2^(b-1) - 1), 2^(b-1) - 1]. The scale is rounded *up* to 16 significant bits so
-  that code x scale is exact in float32: dequantized weights are then reproducible
-  bit for bit from (codes, scales), and re-quantizing them gives the same codes.
+- Weights: per output channel, symmetric, integer codes in [-(2^(b-1) - 1), 2^(b-1) - 1].
+  The scale is stored in the layer (``weight_scale``, one per output channel). It is set
+  when the weight bit-width is set or changed, and again by ``calibrate_``: the clip, a
+  fraction of max|w_c| on a grid, that minimises ||Q(w_c) - w_c||^2 ("mse"; "max" clips
+  at max|w_c|, the old rule: at 2 bits it zeroes most weights). Scales are used rounded
+  *up* to 16 significant bits so that code x scale is exact in float32: dequantized
+  weights are then reproducible bit for bit from (codes, scales), and re-quantizing them
+  gives the same codes.
 - Input activations: per tensor, zero point 0; unsigned codes 0..2^b - 1 when the
   calibration data is non-negative (after ReLU), else signed symmetric codes.
 - Bits are ints in 2..8; ``None`` or 32 leaves that side in float.
 - Gradients use the straight-through estimator of PyTorch's fused fake-quant ops
-  (identity inside the range, zero where clipped); scales are not learned.
+  (identity inside the range, zero where clipped); scales stay fixed during training.
 
 Wrappers subclass ``nn.Conv2d``/``nn.Linear`` and share the original layer's parameters,
 so parameter names, pruned shapes, trainability and the FLOPs counters are unchanged.
@@ -29,6 +33,10 @@ _MIN_SCALE = 1e-20  # all-zero channels (pruned to nothing) would otherwise divi
 # Clip candidates as fractions of the observed max: 0.03 .. 1.0, geometric (8% steps); 2-bit
 # optima of heavy-tailed activations lie far below the max, 8-bit ones near it.
 _DEFAULT_FRACTIONS = tuple(0.03 ** (1 - i / 47) for i in range(48))
+# Weight clip candidates, 1.0 down to 0.1 in 33 even steps. Largest first: on a tie (an
+# all-zero channel) the search keeps the plain max.
+WEIGHT_FRACTIONS = tuple(1.0 - 0.9 * i / 32 for i in range(33))
+WEIGHT_CLIPS = ("mse", "max")
 
 
 def check_bits(bits: int | None) -> int | None:
@@ -52,12 +60,44 @@ def act_qrange(bits: int, signed: bool) -> tuple[int, int]:
     return weight_qrange(bits) if signed else (0, 2**bits - 1)
 
 
+def exact_scale(scale: Tensor) -> Tensor:
+    """``scale`` as float32 rounded up to 16 significant bits (at least 1e-20); no gradient."""
+    scale = scale.detach().float().clamp_min(_MIN_SCALE).contiguous()
+    # Clearing the low 8 mantissa bits (rounding up) makes code * scale exact for |code| <= 127.
+    return ((scale.view(torch.int32) + 0xFF) & ~0xFF).view(torch.float32)
+
+
 def weight_scale(weight: Tensor, bits: int) -> Tensor:
     """Per-output-channel float32 scale max|w_c| / qmax, rounded up to 16 significant bits."""
     amax = weight.detach().abs().flatten(1).amax(1)
-    scale = (amax.float() / weight_qrange(bits)[1]).clamp_min(_MIN_SCALE).contiguous()
-    # Clearing the low 8 mantissa bits (rounding up) makes code * scale exact for |code| <= 127.
-    return ((scale.view(torch.int32) + 0xFF) & ~0xFF).view(torch.float32)
+    return exact_scale(amax.float() / weight_qrange(bits)[1])
+
+
+def mse_weight_scale(
+    weight: Tensor, bits: int, fractions: Sequence[float] = WEIGHT_FRACTIONS
+) -> Tensor:
+    """Per output channel, the exact scale of the clip (a fraction of max|w_c|) with least ||Q(w_c) - w_c||^2."""
+    w = weight.detach().float()
+    amax = w.abs().flatten(1).amax(1)
+    best, best_err = None, None
+    for f in fractions:  # the quantizer itself scores each candidate: no drift from the forward
+        cand = exact_scale(amax * f / weight_qrange(bits)[1])
+        err = (fake_quant_weight(w, cand, bits) - w).square().flatten(1).sum(1)
+        if best is None:
+            best, best_err = cand, err
+            continue
+        better = err < best_err  # strict: ties keep the earlier (larger) clip
+        best, best_err = torch.where(better, cand, best), torch.where(better, err, best_err)
+    return best.contiguous()
+
+
+def choose_weight_scale(weight: Tensor, bits: int, clip: str = "mse") -> Tensor:
+    """The weight scale of clip rule ``clip``: "mse" (least squared error) or "max"."""
+    if clip == "mse":
+        return mse_weight_scale(weight, bits)
+    if clip == "max":
+        return weight_scale(weight, bits)
+    raise ValueError(f"weight clip must be one of {WEIGHT_CLIPS}, got {clip!r}")
 
 
 def fake_quant_weight(weight: Tensor, scale: Tensor, bits: int) -> Tensor:
@@ -118,9 +158,13 @@ class FakeQuant:
         self.scratch: Scratch | None = Scratch()  # quantize_ shares one across a model
         self._cache: tuple[tuple, Tensor] | None = None
         dev = self.weight.device
-        self.register_buffer("act_scale", torch.ones((), device=dev))
+        # Parameters (frozen unless learned): LSQ trains them; the state-dict keys are the same.
+        self.act_scale = nn.Parameter(torch.ones((), device=dev), requires_grad=False)
+        ones = torch.ones(self.weight.shape[0], device=dev)
+        self.weight_scale = nn.Parameter(ones, requires_grad=False)
         zero = torch.zeros((), dtype=torch.int32, device=dev)
         self.register_buffer("_act_zero", zero, persistent=False)  # the fused op wants a tensor
+        self.set_weight_scale_()
 
     @classmethod
     def from_float(cls, module: nn.Module, w_bits: int | None, a_bits: int | None) -> FakeQuant:
@@ -131,12 +175,28 @@ class FakeQuant:
         return q.train(module.training)
 
     def set_bits(self, w_bits: int | None, a_bits: int | None) -> None:
-        """Change bit-widths; a changed activation width needs a new calibration."""
+        """Change bit-widths; a changed weight width re-derives the weight scale (MSE clip),
+        a changed activation width needs a new calibration."""
         w_bits, a_bits = check_bits(w_bits), check_bits(a_bits)
         if a_bits != self.a_bits:
             self.calibrated = False
+        changed = w_bits != self.w_bits
         self.w_bits, self.a_bits, self._cache = w_bits, a_bits, None
+        if changed:
+            self.set_weight_scale_()
 
+    @torch.no_grad()
+    def set_weight_scale_(self, clip: str = "mse") -> None:
+        """Derive the per-channel weight scale from the current weight with clip rule ``clip``."""
+        if self.w_bits is not None:
+            self.weight_scale.copy_(choose_weight_scale(self.weight, self.w_bits, clip))
+        self._cache = None
+
+    def exact_weight_scale(self) -> Tensor:
+        """The per-channel scale the forward and the exports use (16 significant bits, no grad)."""
+        return exact_scale(self.weight_scale)
+
+    @torch.no_grad()
     def set_act_range(self, scale: float | Tensor, signed: bool) -> None:
         """Set the calibrated activation scale (float) and signedness."""
         self.act_scale.fill_(float(scale))
@@ -148,11 +208,12 @@ class FakeQuant:
         if self.w_bits is None:
             return w
         if self.training or torch.is_grad_enabled():
-            return fake_quant_weight(w, weight_scale(w, self.w_bits), self.w_bits)
+            return fake_quant_weight(w, self.exact_weight_scale(), self.w_bits)
         # _version changes on every in-place update (optimizer steps, load_state_dict).
-        key = (id(w), w.data_ptr(), w._version, w.shape, w.dtype, self.w_bits)
+        s = self.weight_scale
+        key = (id(w), w.data_ptr(), w._version, w.shape, w.dtype, self.w_bits, s.data_ptr(), s._version)
         if self._cache is None or self._cache[0] != key:
-            self._cache = (key, fake_quant_weight(w, weight_scale(w, self.w_bits), self.w_bits))
+            self._cache = (key, fake_quant_weight(w, self.exact_weight_scale(), self.w_bits))
         return self._cache[1]
 
     def quantize_input(self, x: Tensor, scratch: Scratch | None = None) -> Tensor:
@@ -176,7 +237,9 @@ class FakeQuant:
                 "calibrated": self.calibrated}
 
     def set_extra_state(self, state: dict) -> None:
-        self.set_bits(state["w_bits"], state["a_bits"])
+        # Loaded after the tensors: the bits must not re-derive the weight scale just loaded.
+        self.w_bits, self.a_bits = check_bits(state["w_bits"]), check_bits(state["a_bits"])
+        self._cache = None
         self.act_signed, self.calibrated = bool(state["act_signed"]), bool(state["calibrated"])
 
     def extra_repr(self) -> str:
@@ -286,12 +349,16 @@ def calibrate_(
     fractions: Sequence[float] = _DEFAULT_FRACTIONS,
     samples_per_batch: int = 2**16,
     seed: int = 0,
+    weight_clip: str = "mse",
 ) -> nn.Module:
-    """Set every wrapper's activation range from a few batches (MSE-best clip), in place.
+    """Set every wrapper's weight scales (clip rule ``weight_clip``) and activation range
+    (MSE-best clip over a few batches), in place.
 
     Batches are tensors or (inputs, ...) tuples, moved to the model's device. Inputs are
     observed with activation quantization off and weight quantization on, in eval mode.
     """
+    for m in quant_layers(model).values():
+        m.set_weight_scale_(weight_clip)
     layers = {n: m for n, m in quant_layers(model).items() if m.a_bits is not None}
     device = next(model.parameters()).device
     modes = {m: m.training for m in model.modules()}

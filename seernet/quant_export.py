@@ -1,7 +1,8 @@
 """Integer form of fake-quantized layers, and bit-packing of integer codes.
 
 A layer's weight is ``codes * scale`` per output channel, exactly (see ``seernet.quant``:
-scales have 16 significant bits, so the float32 product is exact). Activations carry a
+the layer's stored scales, calibrated or learned, are used with 16 significant bits, so
+the float32 product is exact). Activations carry a
 scale, a zero point (always 0 here) and a signedness.
 
 Packing format: codes are stored as ``bits``-bit two's complement (signed) or plain
@@ -20,7 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from seernet.quant import FakeQuant, check_bits, weight_scale
+from seernet.quant import FakeQuant, check_bits
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,7 @@ def export_codes(layer: FakeQuant) -> LayerCodes:
     if layer.a_bits is not None and not layer.calibrated:
         raise ValueError("layer activation range is not calibrated: run calibrate_ first")
     with torch.no_grad():
-        scale = weight_scale(layer.weight, layer.w_bits)
+        scale = layer.exact_weight_scale()
         wq = layer.quantized_weight().float()
         codes = torch.round(wq / _per_channel(scale, wq.dim())).to(torch.int8)
     act = layer.a_bits is not None
@@ -79,6 +80,8 @@ def load_codes_(layer: FakeQuant, codes: LayerCodes) -> FakeQuant:
     layer.set_bits(codes.w_bits, codes.a_bits)
     with torch.no_grad():
         layer.weight.copy_(dequantize_weight(codes))
+        layer.weight_scale.copy_(codes.weight_scale)  # after set_bits, which may re-derive it
+    layer._cache = None
     if codes.a_bits is not None:
         layer.set_act_range(codes.act_scale, codes.act_signed)
     return layer

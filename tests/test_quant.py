@@ -17,8 +17,12 @@ from seernet.quant import (
     best_act_range,
     calibrate_,
     check_bits,
+    exact_scale,
+    fake_quant_weight,
+    mse_weight_scale,
     quant_layers,
     quantize_,
+    weight_scale,
 )
 from seernet.quant_export import (
     dequantize_weight,
@@ -244,3 +248,72 @@ def test_pack_layout_and_range_checks() -> None:
         unpack_codes(torch.zeros(3, dtype=torch.uint8), 3, 3)
     w = torch.randint(-7, 8, (5, 3, 2, 2))
     assert torch.equal(unpack_codes(pack_codes(w, 4), 4, w.shape).long(), w)
+
+
+# --- weight scales: MSE clip ----------------------------------------------------------
+def _brute_force_scale(w: Tensor, bits: int, fractions: tuple[float, ...]) -> Tensor:
+    """Per channel, loop over the candidates and keep the first with the least squared error."""
+    q = 2 ** (bits - 1) - 1
+    out = []
+    for row in w.flatten(1):
+        best, best_err = None, None
+        for f in fractions:
+            s = exact_scale((row.abs().max() * f / q).reshape(1))
+            err = ((row * s.reciprocal()).round().clamp(-q, q) * s - row).square().sum().item()
+            if best_err is None or err < best_err:
+                best, best_err = s, err
+        out.append(best)
+    return torch.cat(out)
+
+
+@pytest.mark.parametrize("bits", [2, 3, 4])
+def test_mse_weight_scale_equals_brute_force_on_a_tiny_tensor(bits: int) -> None:
+    torch.manual_seed(bits)
+    w = torch.randn(4, 2, 3)
+    fractions = (1.0, 0.8, 0.6, 0.45, 0.3)
+    got = mse_weight_scale(w, bits, fractions)
+    assert torch.equal(got, _brute_force_scale(w, bits, fractions))
+    assert torch.equal(exact_scale(got), got)  # already exact: code x scale is exact in float32
+
+
+@pytest.mark.parametrize("bits", [2, 3])
+def test_mse_weight_scale_has_less_error_than_max(bits: int) -> None:
+    torch.manual_seed(0)
+    w = torch.randn(16, 8, 3, 3)
+    err = lambda s: (fake_quant_weight(w, s, bits) - w).square().sum().item()  # noqa: E731
+    mse, amax = mse_weight_scale(w, bits), weight_scale(w, bits)
+    assert err(mse) < 0.7 * err(amax)
+    assert (mse <= amax).all() and (mse < amax).any()
+
+
+def test_layer_stores_the_mse_scale_and_rederives_it_when_bits_change() -> None:
+    torch.manual_seed(0)
+    layer = quantize_(nn.Sequential(nn.Conv2d(4, 6, 3)), {"0": (2, None)})[0]
+    assert torch.equal(layer.weight_scale.detach(), mse_weight_scale(layer.weight, 2))
+    assert torch.equal(export_codes(layer).weight_scale, mse_weight_scale(layer.weight, 2))
+    layer.set_bits(4, None)
+    assert torch.equal(layer.weight_scale.detach(), mse_weight_scale(layer.weight, 4))
+    with torch.no_grad():
+        layer.weight.mul_(3.0)  # a weight change alone keeps the stored scale ...
+    assert torch.equal(layer.weight_scale.detach(), mse_weight_scale(layer.weight / 3.0, 4))
+    calibrate_(nn.Sequential(layer), [torch.randn(2, 4, 5, 5)])  # ... calibration re-derives it
+    assert torch.equal(layer.weight_scale.detach(), mse_weight_scale(layer.weight, 4))
+    calibrate_(nn.Sequential(layer), [torch.randn(2, 4, 5, 5)], weight_clip="max")
+    assert torch.equal(layer.weight_scale.detach(), weight_scale(layer.weight, 4))
+    with pytest.raises(ValueError, match="weight clip"):
+        layer.set_weight_scale_("minmax")
+
+
+@settings(max_examples=40, deadline=None)
+@given(bits=st.integers(2, 8), seed=st.integers(0, 2**16), spread=st.floats(1e-4, 1e3))
+def test_codes_in_range_and_dequantize_equals_simulated_weight(bits: int, seed: int, spread: float) -> None:
+    g = torch.Generator().manual_seed(seed)
+    layer = quantize_(nn.Sequential(nn.Linear(9, 5)), {"0": (bits, None)})[0]
+    with torch.no_grad():
+        layer.weight.copy_(torch.randn(5, 9, generator=g) * spread)
+    layer.set_weight_scale_()
+    codes = export_codes(layer)
+    q = 2 ** (bits - 1) - 1
+    assert codes.weight_codes.abs().max() <= q
+    with torch.no_grad():
+        assert torch.equal(dequantize_weight(codes), layer.quantized_weight())
