@@ -39,12 +39,13 @@ class DataSplits:
     image_size: int
 
 
-DatasetLoader = Callable[[Path | None], tuple[Dataset, Dataset, int, int, int]]
+# (data_dir, image_size or None for the dataset's own) -> (train, test, classes, channels, size)
+DatasetLoader = Callable[[Path | None, int | None], tuple[Dataset, Dataset, int, int, int]]
 _DATASETS: dict[str, DatasetLoader] = {}
 
 
 def register_dataset(name: str) -> Callable[[DatasetLoader], DatasetLoader]:
-    """Decorator adding a loader ``(data_dir) -> (train, test, classes, channels, size)``."""
+    """Decorator adding a loader ``(data_dir, image_size) -> (train, test, classes, channels, size)``."""
 
     def wrap(fn: DatasetLoader) -> DatasetLoader:
         _DATASETS[name] = fn
@@ -58,13 +59,23 @@ def dataset_names() -> list[str]:
 
 
 def load_dataset(
-    name: str, data_dir: str | Path | None = None, val_size: int = 5000, seed: int = 0
+    name: str,
+    data_dir: str | Path | None = None,
+    val_size: int = 5000,
+    seed: int = 0,
+    image_size: int | None = None,
 ) -> DataSplits:
-    """Load ``name`` from disk and split its training set into train/val with ``seed``."""
+    """Load ``name`` from disk and split its training set into train/val with ``seed``.
+
+    ``image_size`` (square side in pixels) resizes an image folder; None keeps the
+    dataset's own size. Fixed-size datasets refuse any other size.
+    """
     if name not in _DATASETS:
         raise UserError(f"unknown dataset {name!r}; known datasets: {', '.join(dataset_names())}")
+    if image_size is not None and image_size < 8:
+        raise UserError(f"--image-size must be at least 8 pixels, got {image_size}")
     train_full, test, classes, channels, size = _DATASETS[name](
-        Path(data_dir) if data_dir else None
+        Path(data_dir) if data_dir else None, image_size
     )
     train_idx, val_idx = split_indices(len(train_full), val_size, seed)
     return DataSplits(
@@ -127,11 +138,17 @@ def _fmnist_split(root: Path, prefix: str) -> TensorDataset:
 
 
 @register_dataset("fashion-mnist")
-def _load_fashion_mnist(data_dir: Path | None) -> tuple[Dataset, Dataset, int, int, int]:
+def _load_fashion_mnist(data_dir: Path | None, image_size: int | None) -> tuple[Dataset, Dataset, int, int, int]:
+    _fixed_size("fashion-mnist", 28, image_size)
     root = data_dir or FASHION_MNIST_DIR
     if not root.is_dir():
         raise UserError(f"Fashion-MNIST folder {root} does not exist; {_FMNIST_HINT}")
     return _fmnist_split(root, "train"), _fmnist_split(root, "t10k"), 10, 1, 28
+
+
+def _fixed_size(name: str, size: int, requested: int | None) -> None:
+    if requested not in (None, size):
+        raise UserError(f"{name} images are {size}x{size}; --image-size {requested} applies to --dataset imagefolder only")
 
 
 # --- CIFAR-10 (python version) ---------------------------------------------------------
@@ -178,7 +195,8 @@ def _cifar_tensors(paths: list[Path]) -> TensorDataset:
 
 
 @register_dataset("cifar10")
-def _load_cifar10(data_dir: Path | None) -> tuple[Dataset, Dataset, int, int, int]:
+def _load_cifar10(data_dir: Path | None, image_size: int | None) -> tuple[Dataset, Dataset, int, int, int]:
+    _fixed_size("cifar10", 32, image_size)
     if data_dir is None:
         raise UserError(f"CIFAR-10 needs --data-dir; {_CIFAR_HINT}")
     train = _cifar_tensors([data_dir / f"data_batch_{i}" for i in range(1, 6)])
@@ -190,25 +208,44 @@ def _load_cifar10(data_dir: Path | None) -> tuple[Dataset, Dataset, int, int, in
 _IMAGEFOLDER_HINT = "pass --data-dir with train/ and val/ subfolders, one folder per class inside each"
 
 
+_SIZE_PROBE = 256  # images whose headers decide an image folder's own size
+
+
+def common_image_size(files: list[str]) -> int | None:
+    """The side of square images when an even spread of up to 256 of ``files`` share one."""
+    from PIL import Image
+
+    step = max(1, len(files) // _SIZE_PROBE)
+    sizes = set()
+    for path in files[::step][:_SIZE_PROBE]:
+        with Image.open(path) as img:  # reads the header only
+            sizes.add(img.size)
+        if len(sizes) > 1:
+            return None
+    (w, h), = sizes or {(0, 1)}
+    return w if w == h else None
+
+
 @register_dataset("imagefolder")
-def _load_imagefolder(data_dir: Path | None) -> tuple[Dataset, Dataset, int, int, int]:
+def _load_imagefolder(data_dir: Path | None, image_size: int | None) -> tuple[Dataset, Dataset, int, int, int]:
+    """Images at ``image_size``; by default their own size when they share one, else 224."""
     from torchvision import datasets, transforms
 
     if data_dir is None or not (data_dir / "train").is_dir() or not (data_dir / "val").is_dir():
         raise UserError(f"ImageFolder data missing at {data_dir}; {_IMAGEFOLDER_HINT}")
-    tf = transforms.Compose(
-        [
-            transforms.Resize(256),
-            transforms.CenterCrop(224),
-            transforms.ToTensor(),
-            transforms.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
-        ]
-    )
     try:
-        train = datasets.ImageFolder(str(data_dir / "train"), transform=tf)
-        test = datasets.ImageFolder(str(data_dir / "val"), transform=tf)
+        train = datasets.ImageFolder(str(data_dir / "train"))
+        test = datasets.ImageFolder(str(data_dir / "val"))
     except (FileNotFoundError, RuntimeError) as exc:
         raise UserError(f"ImageFolder data at {data_dir} is unusable ({exc}); {_IMAGEFOLDER_HINT}") from exc
     if train.classes != test.classes:
         raise UserError(f"train/ and val/ in {data_dir} have different class folders")
-    return train, test, len(train.classes), 3, 224
+    own = common_image_size([p for p, _ in train.samples])
+    size = image_size or own or 224
+    # ImageNet's recipe (resize to 8/7 of the side, center crop) unless the images already fit.
+    resize = [] if size == own else [transforms.Resize(round(size * 256 / 224)), transforms.CenterCrop(size)]
+    tf = transforms.Compose(
+        [*resize, transforms.ToTensor(), transforms.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])]
+    )
+    train.transform = test.transform = tf
+    return train, test, len(train.classes), 3, size

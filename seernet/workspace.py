@@ -31,10 +31,11 @@ class RunConfig:
     weights: str | None = None
     val_size: int = 5000
     split_seed: int = 0
+    image_size: int | None = None  # None: the dataset's own size
     space: dict[str, Any] = field(default_factory=dict)
 
     # Changing these would make earlier samples and predictors meaningless.
-    IDENTITY = ("model", "dataset", "val_size", "split_seed")
+    IDENTITY = ("model", "dataset", "val_size", "split_seed", "image_size")
 
 
 class Workspace:

@@ -83,3 +83,24 @@ def run_args(tmp_path_factory: pytest.TempPathFactory, fake_fmnist: Path) -> lis
     save_checkpoint(root / "w.pt", create_model("resnet20", 10, 1), {"model": "resnet20"})
     return ["--data-dir", str(fake_fmnist), "--val-size", "100", "--weights", str(root / "w.pt")]
 
+
+
+@pytest.fixture
+def make_image_folder():  # noqa: ANN201 - returns the helper
+    """A function writing train/ and val/ with two classes of random PNGs cycling through sizes (w, h)."""
+
+    def make(root: Path, sizes: list[tuple[int, int]], per_class: int = 3) -> Path:
+        from PIL import Image
+
+        rng = np.random.default_rng(0)
+        k = 0
+        for split in ("train", "val"):
+            for cls in ("a", "b"):
+                (root / split / cls).mkdir(parents=True)
+                for i in range(per_class):
+                    w, h = sizes[k % len(sizes)]
+                    k += 1
+                    Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(root / split / cls / f"{i}.png")
+        return root
+
+    return make

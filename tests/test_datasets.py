@@ -59,3 +59,24 @@ def test_cifar10_python_batches(tmp_path: Path):
     splits = load_dataset("cifar10", tmp_path, val_size=10)
     assert (len(splits.train), len(splits.val), len(splits.test)) == (90, 10, 20)
     assert splits.in_channels == 3 and splits.image_size == 32
+
+
+def test_image_folder_keeps_its_own_size_by_default(tmp_path: Path, make_image_folder):
+    root = make_image_folder(tmp_path / "d", [(32, 32)])
+    splits = load_dataset("imagefolder", root, val_size=2)
+    assert splits.image_size == 32 and splits.train[0][0].shape == (3, 32, 32)
+    resized = load_dataset("imagefolder", root, val_size=2, image_size=20)
+    assert resized.image_size == 20 and resized.test[0][0].shape == (3, 20, 20)
+
+
+def test_image_folder_of_mixed_sizes_defaults_to_224(tmp_path: Path, make_image_folder):
+    root = make_image_folder(tmp_path / "d", [(32, 32), (40, 30)])
+    splits = load_dataset("imagefolder", root, val_size=2)
+    assert splits.image_size == 224 and splits.val[0][0].shape == (3, 224, 224)
+
+
+def test_fixed_size_datasets_refuse_another_size(fake_fmnist: Path):
+    with pytest.raises(UserError, match="imagefolder only"):
+        load_dataset("fashion-mnist", fake_fmnist, val_size=100, image_size=32)
+    with pytest.raises(UserError, match="at least 8"):
+        load_dataset("fashion-mnist", fake_fmnist, val_size=100, image_size=0)

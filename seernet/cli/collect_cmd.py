@@ -67,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
     from seernet.device import resolve_device
     from seernet.errors import UserError
     from seernet.evaluate import Protocol
+    from seernet.memory import check_run_fits
     from seernet.prune import make_criterion
     from seernet.store import SampleStore
 
@@ -93,7 +94,8 @@ def run(args: argparse.Namespace) -> int:
         elif ctx.space.choices != _choices(args):
             raise UserError(f"this workspace's policy space was fixed as {ctx.space.choices} on the first collect; "
                             "drop the space options or use another --workdir")  # fmt: skip
-        ctx.model  # noqa: B018 - loads the weights now: a bad checkpoint fails before any store exists
+        # Load the weights now, and refuse a batch that cannot fit: both before any store exists.
+        check_run_fits(ctx.model, ctx.space.input_shape, ctx.device, protocol.batch_size)
         store = SampleStore.open_or_create(ws.path(STORE_NAME), store_spec(ctx, protocol))
     except UserError:
         # A first collect that cannot start (missing data, bad weights) leaves no half-made

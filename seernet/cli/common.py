@@ -25,6 +25,9 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--data-dir", help="dataset folder (default for fashion-mnist: /usr/share/datasets/fashion-mnist)")
     g.add_argument("--val-size", type=int, help="images of the training set held out for validation (default: 5000)")
     g.add_argument("--split-seed", type=int, help="seed of the train/val split (default: 0)")
+    g.add_argument("--image-size", type=int,
+                   help="imagefolder: square side images are resized to (default: their own size when they all "
+                        "share one, else 224)")  # fmt: skip
     g.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
 
 
@@ -50,6 +53,7 @@ def open_run(args: argparse.Namespace) -> tuple[Workspace, RunConfig]:
             "weights": weights,
             "val_size": args.val_size,
             "split_seed": args.split_seed,
+            "image_size": getattr(args, "image_size", None),
         }
     )
     return ws, config

@@ -19,6 +19,7 @@ def run(args: argparse.Namespace) -> int:
     from seernet.base_model import build_model, load_splits
     from seernet.cli.common import open_run
     from seernet.device import resolve_device
+    from seernet.memory import check_run_fits
     from seernet.profile import count_macs_params
     from seernet.tables import format_table
     from seernet.train import accuracy
@@ -29,6 +30,7 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     model = build_model(config, splits).to(device)
     shape = (1, splits.in_channels, splits.image_size, splits.image_size)
+    check_run_fits(model, shape, device, train_batch=None)
     macs, params = count_macs_params(model, shape)
     result = {
         "model": config.model, "dataset": config.dataset, "weights": config.weights,

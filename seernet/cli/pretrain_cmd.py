@@ -30,6 +30,7 @@ def run(args: argparse.Namespace) -> int:
     from seernet.cli.common import open_run
     from seernet.device import resolve_device
     from seernet.errors import UserError
+    from seernet.memory import check_run_fits
     from seernet.pretrain import PretrainSettings, pretrain
     from seernet.profile import count_macs_params
 
@@ -42,8 +43,10 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     torch.manual_seed(settings.seed)
     model = build_model(config, splits, with_weights=False)
+    shape = (1, splits.in_channels, splits.image_size, splits.image_size)
+    check_run_fits(model.to(device), shape, device, settings.batch_size)
     result = pretrain(model, splits, settings, device)
-    macs, params = count_macs_params(model.cpu(), (1, splits.in_channels, splits.image_size, splits.image_size))
+    macs, params = count_macs_params(model.cpu(), shape)
     out = Path(args.out) if args.out else ws.path("base.pt")
     meta = {
         "model": config.model, "dataset": config.dataset, "num_classes": splits.num_classes,
