@@ -1,294 +1,479 @@
-"""End to end: seernet's policy vs uniform pruning vs an L1-norm global threshold.
+"""End to end: seernet against the baselines a reviewer would ask for, 3 fine-tuning seeds each.
 
-At 30%, 50% and 70% of the base model's FLOPs, in two precisions:
+Cells (budgets) and the methods compared in each:
 
-- ``8bit``: every layer 8-bit; the three methods only decide the pruning;
-- ``mixed``: BitOPs budget = 16 x the FLOPs budget (uniform 4-bit equivalent). seernet
-  searches per-layer bits; the baselines use uniform 4-bit weights and activations (first
-  conv and classifier stay 8-bit in every policy, so the baselines exceed that BitOPs
-  budget slightly: an advantage to them, shown in the table).
+- ``P%-8bit`` (P = 30, 50, 70% of the base FLOPs), every layer 8-bit, only pruning differs:
+  ``seernet`` (solve at --bits 8), ``uniform`` (largest common keep fraction on the levels),
+  ``tp-global`` (Torch-Pruning's MetaPruner, global_pruning=True, group-norm importance,
+  ratio bisected; ``anchors/tp_global.py``).
+- ``P%-mixed-Kx``: FLOPs P% and BitOPs = K x that FLOPs budget, K = 16, 9, 4 (uniform 4-,
+  3-, 2-bit equivalents). ``seernet`` solves both budgets (pruning and bits). The two
+  bit-allocation baselines take the channel counts of the *best pruning baseline* at P%
+  8-bit (uniform or tp-global, by mean test accuracy once measured; tp-global until then),
+  so they differ only in bits: ``uniform-bits`` puts every free layer at the equivalent
+  b-bit, ``hawq`` allocates by HAWQ-V3 (Hessian-trace sensitivity, ILP; ``anchors/hawq.py``;
+  a = w per layer) under the BitOPs of ``uniform-bits``. First conv and classifier stay
+  8-bit in every policy, so these two exceed K x FLOPs slightly (shown); seernet does not.
+- ``size-Bbit`` (B = 4, 3, 2): weight memory of the unpruned model at uniform B-bit (first
+  and last layer 8-bit). ``seernet`` (solve --size, bits mixed), ``uniform-bits``, ``hawq``
+  (a = 8: activations cost no weight memory), ``mct-ptq`` (Sony MCT's mixed-precision PTQ at
+  the same kernel bytes, as it ships, no fine-tuning) and ``mct-ft`` (MCT's bit allocation,
+  activations 8-bit, put through seernet's fine-tuning; its first/last layers forced to 8).
 
-Baselines: ``uniform`` keeps the same fraction of every channel group (the largest
-fraction on the space's levels that fits the FLOPs budget); ``l1-global`` ranks every
-channel of every group by the raw L1 norm of its filters (Torch-Pruning group magnitude,
-mean over coupled layers, no per-layer normalization) and removes the globally smallest
-until the budget holds (kept counts snapped up to the space's levels).
+Every policy gets identical fine-tuning: ``seernet.compress`` with ``CompressSettings()``
+defaults and ``seed`` = each of ``--seeds``, scored on the test set. Tables show mean +- std
+over seeds; a "win" is only a gap larger than the larger std. Latency is not re-measured
+here: each run's record keeps what ``compress`` measured (``latency``).
 
-Every policy is compressed with identical settings (``seernet compress`` defaults: 250 QAT
-steps, seed 0, L1 channel selection inside a group) and scored on the test set. Latency:
-each policy's pruned float model vs the base model on the CPU, batch 1 and 64, median of
-``--latency-runs`` runs, measured in one pass after all fine-tuning.
+Resumable: each finished run is a JSON file under ``OUT/runs/`` named by a hash of the
+fine-tuning settings, the policy and the run's identity, so a rerun skips what is done and
+a changed recipe is rerun. HAWQ sensitivities and MCT's results are cached the same way.
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_end_to_end.py   # resumable
+Run it as a module from the repo root (it imports ``benchmarks.anchors``):
+
+    OMP_NUM_THREADS=1 nohup .venv/bin/python -m benchmarks.bench_end_to_end \
+        --workdir benchmarks/out/ws-default > benchmarks/out/e2e.log 2>&1 &
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
+import hashlib
 import json
 import shutil
+import subprocess
+from dataclasses import asdict, dataclass, field
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch_pruning as tp
 
+from benchmarks.anchors.hawq import Sensitivity, hawq_policy, sensitivities
+from benchmarks.anchors.runs import RunStore, digest, mean_std, run_key, verdict
+from benchmarks.anchors.tp_global import tp_global_policy
 from seernet.compress import CompressSettings, compress
-from seernet.context import RunContext
-from seernet.latency import measure_latency
+from seernet.context import RunContext, record_space
+from seernet.errors import UserError
+from seernet.evaluate import adapt_batchnorm_
+from seernet.loaders import batches
 from seernet.prune import prune_model
-from seernet.solve import (
-    BudgetSet,
-    bits_mask,
-    load_predictor,
-    policy_document,
-    solve_one,
-    write_json,
-)
-from seernet.space import Policy
-from seernet.space_graph import named_groups
-from seernet.store import SampleStore
+from seernet.solve import BudgetSet, bits_mask, load_predictor, solve_one
+from seernet.space import Policy, SpaceChoices
 from seernet.tables import format_table
-from seernet.train import accuracy
 from seernet.workspace import Workspace
 
 FRACTIONS = (0.3, 0.5, 0.7)
-MODES = ("8bit", "mixed")
-METHODS = ("seernet", "uniform", "l1-global")
+BITOPS_FACTORS = {16: 4, 9: 3, 4: 2}  # K x FLOPs budget -> the uniform bit-width it equals
+SIZE_BITS = (4, 3, 2)
+MODES = ("8bit", "mixed", "size")
+METHODS = ("seernet", "uniform", "tp-global", "uniform-bits", "hawq", "mct")
+BASELINES = {"8bit": ("uniform", "tp-global"), "mixed": ("uniform-bits", "hawq"),
+             "size": ("uniform-bits", "hawq", "mct-ptq", "mct-ft")}  # fmt: skip
+PEERS_PYTHON = Path(__file__).resolve().parent / "peers" / ".venv" / "bin" / "python"
 
 
-def parse_args() -> argparse.Namespace:
+@dataclass(frozen=True)
+class Cell:
+    """One budget: a FLOPs fraction at 8 bits, FLOPs + BitOPs, or a weight size."""
+
+    mode: str
+    frac: float | None = None
+    factor: int | None = None
+    bits: int | None = None
+
+    @property
+    def name(self) -> str:
+        if self.mode == "size":
+            return f"size-{self.bits}bit"
+        tail = f"-{self.factor}x" if self.mode == "mixed" else ""
+        return f"{round(100 * self.frac)}%-{self.mode}{tail}"
+
+
+@dataclass
+class Arm:
+    """One method's policy in one cell (``policy`` None: a result measured outside seernet)."""
+
+    cell: Cell
+    method: str
+    policy: Policy | None
+    budgets: dict[str, float]
+    info: dict = field(default_factory=dict)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--source", default="benchmarks/out/ws-default", help="workspace with samples and a predictor")
-    p.add_argument("--out", default="benchmarks/out/e2e")
-    p.add_argument("--steps", type=int, help="QAT steps per model (default: compress's default)")
-    p.add_argument("--latency-runs", type=int, default=50)
-    p.add_argument("--dry-run", action="store_true", help="print the policies' costs, compress nothing")
-    p.add_argument("--more-samples", help="comma-separated sample stores of the same space: refit the new "
-                   "workspace's predictor on them together with the source's samples")  # fmt: skip
-    p.add_argument("--reuse", help="an earlier output folder: copy its baseline models (same policy, same settings)")
-    p.add_argument("--only", help="comma-separated run names to (re)do, e.g. 50%%-mixed-seernet")
-    return p.parse_args()
+    p.add_argument("--workdir", default="benchmarks/out/ws-default",
+                   help="seernet workspace with samples.h5 and predictor.pt (the seernet arm; skipped if absent)")  # fmt: skip
+    p.add_argument("--out", default="benchmarks/out/e2e", help="runs, caches and results (resumable)")
+    p.add_argument("--docs", default="docs", help="where the summary table (.md) and plot (.png) go")
+    p.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated subset of {','.join(METHODS)}")
+    p.add_argument("--modes", default=",".join(MODES), help=f"comma-separated subset of {','.join(MODES)}")
+    p.add_argument("--fractions", default=",".join(map(str, FRACTIONS)), help="FLOPs fractions")
+    p.add_argument("--factors", default=",".join(map(str, BITOPS_FACTORS)), help="BitOPs / FLOPs factors (16,9,4)")
+    p.add_argument("--size-bits", default=",".join(map(str, SIZE_BITS)), help="size levels as uniform bit-widths")
+    p.add_argument("--seeds", default="0,1,2", help="fine-tuning seeds")
+    p.add_argument("--steps", type=int, help="QAT steps per model (default: compress's own; for smoke runs)")
+    p.add_argument("--probes", type=int, default=64, help="HAWQ: Hessian-vector products per batch")
+    p.add_argument("--hessian-batches", type=int, default=4, help="HAWQ: training batches of 128 for the traces")
+    p.add_argument("--plan-only", action="store_true", help="print every policy's costs, fine-tune nothing")
+    args = p.parse_args(argv)
+    args.methods, args.modes = set(args.methods.split(",")), set(args.modes.split(","))
+    for given, known, what in ((args.methods, METHODS, "method"), (args.modes, MODES, "mode")):
+        if given - set(known):
+            p.error(f"unknown {what} {sorted(given - set(known))}; known: {', '.join(known)}")
+    args.fractions = [float(f) for f in args.fractions.split(",")]
+    args.factors = [int(k) for k in args.factors.split(",")]
+    args.size_bits = [int(b) for b in args.size_bits.split(",")]
+    args.seeds = [int(s) for s in args.seeds.split(",")]
+    if set(args.factors) - set(BITOPS_FACTORS):
+        p.error(f"--factors must be among {list(BITOPS_FACTORS)}")
+    return args
 
 
-def workspace(args: argparse.Namespace) -> RunContext:
-    """A copy of the source workspace (its samples and predictor), so outputs stay apart."""
-    ws_dir = Path(args.out) / "ws"
-    if not ws_dir.exists():
-        ws_dir.mkdir(parents=True)
-        for name in ("seernet.json", "samples.h5", "predictor.pt"):
-            shutil.copy2(Path(args.source) / name, ws_dir / name)
-        if args.more_samples:
-            refit_predictor(ws_dir, [ws_dir / "samples.h5", *map(Path, args.more_samples.split(","))])
-    ws = Workspace(ws_dir)
+# --- workspace, identity, seernet's predictor --------------------------------------------
+def bench_context(out: Path, workdir: Path) -> RunContext:
+    """The bench's own workspace (compress writes there): a copy of ``workdir``'s identity
+    when that workspace exists, else the default model and data."""
+    ws = Workspace(out / "ws")
+    if not ws.exists():
+        src = Workspace(workdir)
+        if src.exists():
+            ws.root.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src.config_path, ws.config_path)
+        else:
+            ctx = RunContext(ws, ws.open({}), torch.device("cpu"))
+            record_space(ctx, SpaceChoices())
+            return ctx
     return RunContext(ws, ws.read(), torch.device("cpu"))
 
 
-def refit_predictor(ws_dir: Path, stores: list[Path]) -> None:
-    """The workspace's predictor, fitted on every sample of ``stores`` (one policy space)."""
-    from predictor.ensemble import MLPEnsemble
-
-    opened = [SampleStore.open(p) for p in stores]
-    if len({st.spec.fingerprint for st in opened}) != 1:
-        raise SystemExit("--more-samples: the stores belong to different policy spaces")
-    X = np.concatenate([st.encoded for st in opened])
-    y = np.concatenate([st.accuracy for st in opened])
-    meta = {"space_fingerprint": opened[0].spec.fingerprint, "input_dim": int(X.shape[1]), "n_samples": int(len(y)), "seed": 0}
-    MLPEnsemble(random_state=0).fit(X, y).save(ws_dir / "predictor.pt", meta)
-    print(f"predictor refitted on {len(y)} samples of {len(stores)} stores")
+def identity(ctx: RunContext) -> dict:
+    """What a result depends on besides settings and policy: model, weights, data split, space."""
+    c = ctx.config
+    weights = hashlib.sha256(Path(c.weights).read_bytes()).hexdigest()[:16] if c.weights else None
+    return {"model": c.model, "dataset": c.dataset, "val_size": c.val_size, "split_seed": c.split_seed,
+            "weights": weights, "space": ctx.space.fingerprint}  # fmt: skip
 
 
-def reuse_baselines(ctx: RunContext, runs: list, earlier: Path) -> None:
-    """Copy compressed baselines of an earlier run whose policy is the same (nothing to retrain)."""
-    for name, _, _, method, doc in runs:
-        old_doc, old_out = earlier / "ws" / "policies" / f"{name}.json", earlier / "ws" / "compressed" / name
-        out = ctx.ws.path("compressed", name)
-        if method == "seernet" or out.exists() or not (old_out / "metrics.json").exists():
-            continue
-        if json.loads(old_doc.read_text())["policy"] == doc["policy"]:
-            write_json(ctx.ws.path("policies", f"{name}.json"), doc)
-            shutil.copytree(old_out, out)
+def seernet_predictor(ctx: RunContext, workdir: Path):  # noqa: ANN201 - an MLPEnsemble or None
+    """The predictor of ``workdir`` if it is there and made for this bench's space, else None (says why)."""
+    src = Workspace(workdir)
+    missing = [n for n in ("seernet.json", "samples.h5", "predictor.pt") if not src.path(n).is_file()]
+    if missing:
+        print(f"seernet arm skipped: {workdir} lacks {', '.join(missing)} "
+              f"(make it with 'seernet collect' and 'seernet fit-predictor --workdir {workdir}')")  # fmt: skip
+        return None
+    try:
+        wctx = RunContext(src, src.read(), torch.device("cpu"))
+        if identity(wctx) != identity(ctx):
+            print(f"seernet arm skipped: {workdir} is about another model, data or space than {ctx.ws.root}")
+            return None
+        return load_predictor(wctx)
+    except UserError as exc:
+        print(f"seernet arm skipped: {exc}")
+        return None
 
 
-# --- policies --------------------------------------------------------------------------------
-def with_bits(ctx: RunContext, channels: dict[str, int], bits: int) -> Policy:
-    return Policy(channels, ctx.space.full_policy(bits).bits)
-
-
+# --- policies ----------------------------------------------------------------------------
 def uniform_policy(ctx: RunContext, budget: float, bits: int) -> Policy:
     """The largest common keep fraction (on the levels) whose FLOPs fit ``budget``."""
     groups = ctx.space.groups
     for frac in sorted({k / g.channels for g in groups for k in g.keep}, reverse=True):
         channels = {g.name: min(g.keep, key=lambda k, g=g, f=frac: abs(k - f * g.channels)) for g in groups}
-        policy = with_bits(ctx, channels, bits)
+        policy = Policy(channels, ctx.space.full_policy(bits).bits)
         if ctx.costs.of_policy(policy)["flops"] <= budget:
             return policy
     raise RuntimeError(f"no uniform policy fits {budget}")
 
 
-def l1_scores(ctx: RunContext) -> dict[str, np.ndarray]:
-    """Raw L1 filter norms per channel of every group (mean over the group's coupled layers)."""
-    imp = tp.importance.GroupMagnitudeImportance(p=1, group_reduction="mean", normalizer=None)
-    _, groups = named_groups(copy.deepcopy(ctx.model).cpu().eval(), ctx.space.input_shape)
-    return {name: imp(group).detach().numpy() for name, group in groups}
+def seernet_arm(ctx: RunContext, predictor, cell: Cell, budgets: dict[str, float]) -> Arm:  # noqa: ANN001
+    """seernet's solve for ``budgets`` (bits fixed at 8 in 8-bit cells, searched otherwise)."""
+    fixed, values = bits_mask(ctx, 8 if cell.mode == "8bit" else None)
+    res = solve_one(ctx, predictor, BudgetSet(budgets, cell.name, {}), fixed, values)
+    return Arm(cell, "seernet", ctx.space.decode(res.x), budgets, {"predicted": {"mean": res.mean, "std": res.std}})
 
 
-def l1_global_policy(ctx: RunContext, scores: dict[str, np.ndarray], budget: float, bits: int) -> Policy:
-    """Smallest global L1 threshold whose snapped policy fits ``budget`` (bisection)."""
-    groups = {g.name: g for g in ctx.space.groups}
-
-    def at(t: float) -> Policy:
-        channels = {}
-        for name, s in scores.items():
-            keep = int((s > t).sum())
-            channels[name] = next((k for k in groups[name].keep if k >= keep), groups[name].keep[-1])
-        return with_bits(ctx, channels, bits)
-
-    thresholds = np.unique(np.concatenate([[-np.inf], *scores.values()]))
-    lo, hi = 0, len(thresholds) - 1  # FLOPs fall as the threshold rises
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if ctx.costs.of_policy(at(thresholds[mid]))["flops"] <= budget:
-            hi = mid
-        else:
-            lo = mid + 1
-    return at(thresholds[lo])
+def kernel_bytes(ctx: RunContext, policy: Policy) -> float:
+    """Bytes of the conv/linear weights at their bit-widths (MCT's ``weights_memory``)."""
+    x = torch.as_tensor(ctx.space.encode(policy))[None]
+    wb, _ = ctx.costs.layer_bits(x)
+    return float((ctx.costs.layer_weights(x) * wb / 8.0).sum())
 
 
-def seernet_policy(ctx: RunContext, predictor, budgets: dict[str, float], bits: int | None) -> dict:  # noqa: ANN001
-    fixed, values = bits_mask(ctx, bits)
-    bset = BudgetSet(budgets, "seernet", {})
-    return policy_document(ctx, bset, solve_one(ctx, predictor, bset, fixed, values), "mixed" if bits is None else str(bits))
+def hawq_sensitivity(ctx: RunContext, args: argparse.Namespace, channels: dict[str, int]) -> Sensitivity:
+    """HAWQ sensitivities of the model pruned to ``channels`` (BN re-estimated); cached on disk."""
+    key = digest({"channels": channels, "identity": identity(ctx), "probes": args.probes,
+                  "batches": args.hessian_batches, "bits": list(ctx.space.choices.bits)})  # fmt: skip
+    path = Path(args.out) / "hawq" / f"{key}.json"
+    if path.is_file():
+        return Sensitivity(**json.loads(path.read_text()))
+    print(f"HAWQ: Hessian traces, {args.hessian_batches} x {args.probes} HVPs ...", flush=True)
+    policy = Policy(channels, ctx.space.full_policy().bits)
+    model = prune_model(ctx.model, ctx.space, policy)
+    adapt_batchnorm_(model, batches(ctx.splits.train, 128, shuffle=True, seed=0), torch.device("cpu"), 8)
+    data = list(islice(batches(ctx.splits.train, 128, shuffle=True, seed=1), args.hessian_batches))
+    sens = sensitivities(model, [ly.name for ly in ctx.space.free_layers], data, list(ctx.space.choices.bits), args.probes)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(sens.to_json(), indent=2))
+    return sens
 
 
-def plan(ctx: RunContext) -> list[tuple[str, float, str, str, dict]]:
-    """(run name, FLOPs fraction, mode, method, policy document) for every run."""
-    full = ctx.costs.unpruned()["flops"]
-    predictor, scores, runs = load_predictor(ctx), l1_scores(ctx), []
-    for mode in MODES:
-        bits = 8 if mode == "8bit" else 4
-        for frac in FRACTIONS:
-            budget = frac * full
-            budgets = {"flops": budget} | ({"bitops": 16 * budget} if mode == "mixed" else {})
-            docs = {
-                "seernet": seernet_policy(ctx, predictor, budgets, 8 if mode == "8bit" else None),
-                "uniform": baseline_doc(ctx, uniform_policy(ctx, budget, bits)),
-                "l1-global": baseline_doc(ctx, l1_global_policy(ctx, scores, budget, bits)),
-            }
-            for method, doc in docs.items():
-                name = f"{round(100 * frac)}%-{mode}-{method}"
-                runs.append((name, frac, mode, method, doc | {"name": name, "budgets": budgets}))
-    return runs
+def mct_results(ctx: RunContext, args: argparse.Namespace, targets: list[float]) -> list[dict] | None:
+    """MCT's PTQ at each weight-memory target, run in the peers' environment; cached on disk."""
+    key = digest({"targets": targets, "identity": identity(ctx)})
+    path = Path(args.out) / "mct" / f"{key}.json"
+    if not path.is_file():
+        if not PEERS_PYTHON.is_file():
+            print(f"MCT arm skipped: no peers environment ({PEERS_PYTHON}); run 'bash benchmarks/peers/setup.sh'")
+            return None
+        path.parent.mkdir(parents=True, exist_ok=True)
+        log = path.with_suffix(".log")
+        cmd = [str(PEERS_PYTHON), str(PEERS_PYTHON.parents[2] / "mct_ptq.py"), "--workdir", str(ctx.ws.root),
+               "--weights-memory", ",".join(f"{t:.1f}" for t in targets), "--out", str(path)]  # fmt: skip
+        print(f"MCT: mixed-precision PTQ at {len(targets)} targets (log: {log}) ...", flush=True)
+        with log.open("w") as f:
+            rc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, check=False).returncode
+        if rc != 0:
+            print(f"MCT arm skipped: mct_ptq.py failed (exit {rc}); see {log}")
+            return None
+    return json.loads(path.read_text())["results"]
 
 
-def baseline_doc(ctx: RunContext, policy: Policy) -> dict:
-    return {"space_fingerprint": ctx.space.fingerprint, "policy": policy.to_json(),
-            "costs": ctx.costs.of_policy(policy), "encoded": [float(v) for v in ctx.space.encode(policy)]}  # fmt: skip
+def mct_policy(ctx: RunContext, bits: dict[str, int]) -> Policy:
+    """MCT's weight bits on seernet's free layers (activations 8-bit); fixed layers stay fixed."""
+    full = ctx.space.full_policy(8)
+    chosen = {ly.name: (bits[ly.name], 8) for ly in ctx.space.free_layers}
+    return Policy(full.channels, {**full.bits, **chosen})
 
 
-# --- measuring -------------------------------------------------------------------------------
-def run_all(ctx: RunContext, runs: list, settings: CompressSettings, only: set[str] | None) -> None:
-    for name, _, _, _, doc in runs:
-        metrics = ctx.ws.path("compressed", name, "metrics.json")
-        if metrics.exists() and not (only and name in only):
-            continue
-        if only and name not in only:
-            continue
-        print(f"=== {name}", flush=True)
-        write_json(ctx.ws.path("policies", f"{name}.json"), doc)
-        compress(ctx, doc, Policy.from_json(doc["policy"]), settings, source=ctx.ws.path("policies", f"{name}.json"))
+def best_pruning(ctx: RunContext, store: RunStore, args: argparse.Namespace, frac: float) -> tuple[str, dict[str, int]]:
+    """The pruning baseline with the higher mean test accuracy at ``frac`` 8-bit (tp-global until measured)."""
+    budget = frac * ctx.costs.unpruned()["flops"]
+    cands = {"uniform": uniform_policy(ctx, budget, 8), "tp-global": tp_global_policy(ctx.model, ctx.space, ctx.costs, budget)[0]}
+    scores = {}
+    for method, pol in cands.items():
+        accs = [store.load(k)["test"] for k in (run_key(settings(args, s), pol, identity(ctx)) for s in args.seeds) if store.done(k)]
+        if len(accs) == len(args.seeds):
+            scores[method] = float(np.mean(accs))
+    best = max(scores, key=scores.get) if len(scores) == 2 else "tp-global"
+    return best, cands[best].channels
 
 
-def latencies(ctx: RunContext, runs: list, n_runs: int) -> dict[str, dict[str, float]]:
-    """Median ms at batch 1 and 64 of every pruned float model and of the base model."""
-    shape = ctx.space.input_shape
-    models = {"base": ctx.model} | {
-        name: prune_model(ctx.model, ctx.space, Policy.from_json(doc["policy"])) for name, *_, doc in runs
-    }
-    return {name: {str(b): measure_latency(m, shape, b, n_runs)["median_ms"] for b in (1, 64)}
-            for name, m in models.items()}  # fmt: skip
-
-
-def main() -> None:
-    args = parse_args()
-    ctx = workspace(args)
-    runs = plan(ctx)
-    if args.dry_run:
-        full = ctx.costs.unpruned()
-        print(format_table(["run", "FLOPs %", "BitOPs / (16 x FLOPs budget)", "params"],
-                           [[n, f"{100 * d['costs']['flops'] / full['flops']:.1f}",
-                             f"{d['costs']['bitops'] / (16 * f * full['flops']):.3f}", f"{d['costs']['params']:.0f}"]
-                            for n, f, _, _, d in runs]))  # fmt: skip
-        return
-    settings = CompressSettings(steps=args.steps, latency_runs=5)  # latency is measured below, in one pass
-    if args.reuse:
-        reuse_baselines(ctx, runs, Path(args.reuse))
-    run_all(ctx, runs, settings, set(args.only.split(",")) if args.only else None)
-    base_test = accuracy(ctx.model, ctx.splits.test, ctx.device)
-    lat = latencies(ctx, runs, args.latency_runs)
+def plan(ctx: RunContext, args: argparse.Namespace, store: RunStore, predictor, mode: str) -> list[Arm]:  # noqa: ANN001
+    """Every arm of one mode (the mixed mode reads the 8-bit results for its pruning)."""
     full = ctx.costs.unpruned()
-    results = []
-    for name, frac, mode, method, _ in runs:
-        m = json.loads(ctx.ws.path("compressed", name, "metrics.json").read_text())
-        speed = {b: lat["base"][b] / lat[name][b] for b in ("1", "64")}
-        reduction = full["flops"] / m["costs"]["flops"]
-        results.append({"name": name, "fraction": frac, "mode": mode, "method": method, "costs": m["costs"],
-                        "test_before": m["accuracy"]["before_finetune"]["test"],
-                        "test": m["accuracy"]["after_finetune"]["test"], "val": m["accuracy"]["after_finetune"]["val"],
-                        "latency_ms": lat[name], "speedup": speed, "flops_reduction": reduction,
-                        "predicted": (m.get("predicted") or {}).get("mean")})  # fmt: skip
-    out = Path(args.out)
-    (out / "results.json").write_text(json.dumps({"base_test": base_test, "base_latency_ms": lat["base"],
-                                                  "threads": torch.get_num_threads(), "runs": results}, indent=2))  # fmt: skip
-    print_tables(results, base_test, lat["base"])
-    plot(results, base_test, out / "end_to_end.png")
-    print(f"plot: {out / 'end_to_end.png'}; data: {out / 'results.json'}")
+    want = lambda m: m in args.methods  # noqa: E731
+    arms: list[Arm] = []
+    if mode == "8bit":
+        for frac in args.fractions:
+            cell, budget = Cell("8bit", frac), frac * full["flops"]
+            b = {"flops": budget}
+            if want("uniform"):
+                arms.append(Arm(cell, "uniform", uniform_policy(ctx, budget, 8), b))
+            if want("tp-global"):
+                pol, ratio = tp_global_policy(ctx.model, ctx.space, ctx.costs, budget)
+                arms.append(Arm(cell, "tp-global", pol, b, {"tp_pruning_ratio": ratio}))
+            if want("seernet") and predictor is not None:
+                arms.append(seernet_arm(ctx, predictor, cell, b))
+    elif mode == "mixed":
+        for frac in args.fractions:
+            ref, channels = best_pruning(ctx, store, args, frac) if want("uniform-bits") or want("hawq") else (None, None)
+            for k in args.factors:
+                cell, budget = Cell("mixed", frac, k), frac * full["flops"]
+                b = {"flops": budget, "bitops": k * budget}
+                info = {"pruning_from": ref}
+                ub = Policy(channels, ctx.space.full_policy(BITOPS_FACTORS[k]).bits) if channels else None
+                if want("uniform-bits"):
+                    arms.append(Arm(cell, "uniform-bits", ub, b, info))
+                if want("hawq"):
+                    hb = {"flops": budget, "bitops": ctx.costs.of_policy(ub)["bitops"]}
+                    pol = hawq_policy(ctx.space, ctx.costs, channels, hawq_sensitivity(ctx, args, channels), hb)
+                    arms.append(Arm(cell, "hawq", pol, hb, info))
+                if want("seernet") and predictor is not None:
+                    arms.append(seernet_arm(ctx, predictor, cell, b))
+    else:
+        levels = {bits: ctx.space.full_policy(bits) for bits in args.size_bits}  # first/last stay 8-bit
+        mct = mct_results(ctx, args, [kernel_bytes(ctx, p) for p in levels.values()]) if want("mct") else None
+        for i, (bits, ub) in enumerate(levels.items()):
+            cell = Cell("size", bits=bits)
+            b = {"size": ctx.costs.of_policy(ub)["size"]}
+            info = {"weights_memory": kernel_bytes(ctx, ub)}
+            if want("uniform-bits"):
+                arms.append(Arm(cell, "uniform-bits", ub, b, info))
+            if want("hawq"):
+                sens = hawq_sensitivity(ctx, args, ub.channels)
+                arms.append(Arm(cell, "hawq", hawq_policy(ctx.space, ctx.costs, ub.channels, sens, b), b, info))
+            if mct is not None:
+                r = mct[i]
+                arms.append(Arm(cell, "mct-ptq", None, b, {**info, "mct": r}))
+                arms.append(Arm(cell, "mct-ft", mct_policy(ctx, r["bits"]), b, {**info, "mct_weights_memory": r["weights_memory"]}))
+            if want("seernet") and predictor is not None:
+                arms.append(seernet_arm(ctx, predictor, cell, b))
+    return arms
 
 
-def print_tables(results: list[dict], base_test: float, base_lat: dict[str, float]) -> None:
+# --- running -----------------------------------------------------------------------------
+def settings(args: argparse.Namespace, seed: int) -> CompressSettings:
+    return CompressSettings(steps=args.steps, seed=seed)
+
+
+def run_arms(ctx: RunContext, arms: list[Arm], args: argparse.Namespace, store: RunStore) -> None:
+    """Fine-tune and test every (arm, seed) not yet in the store."""
+    ident = identity(ctx)
+    todo = [(a, s) for a in arms if a.policy is not None for s in args.seeds]
+    for n, (arm, seed) in enumerate(todo, 1):
+        st = settings(args, seed)
+        key = run_key(st, arm.policy, ident)
+        if store.done(key):
+            continue
+        name = f"{arm.cell.name}-{arm.method}-s{seed}"
+        print(f"=== [{n}/{len(todo)}] {name} ({key})", flush=True)
+        doc = {"name": name, "space_fingerprint": ctx.space.fingerprint, "policy": arm.policy.to_json(),
+               "predicted": arm.info.get("predicted")}  # fmt: skip
+        m = compress(ctx, doc, arm.policy, st)
+        store.save(key, {
+            "key": key, "name": name, "cell": arm.cell.name, "method": arm.method, "seed": seed,
+            "settings": asdict(st), "identity": ident, "policy": arm.policy.to_json(), "costs": m["costs"],
+            "test": m["accuracy"]["after_finetune"]["test"], "val": m["accuracy"]["after_finetune"]["val"],
+            "test_before": m["accuracy"]["before_finetune"]["test"], "predicted": m.get("predicted"),
+            "latency": m.get("latency"), "seconds": m["seconds"],
+        })  # fmt: skip
+        shutil.rmtree(ctx.ws.path("compressed", name), ignore_errors=True)  # the record keeps what matters
+
+
+def arm_results(ctx: RunContext, arm: Arm, args: argparse.Namespace, store: RunStore) -> dict | None:
+    """Test accuracies over seeds and the policy's costs (None until every seed is done)."""
+    if arm.policy is None:  # MCT's PTQ model, measured by mct_ptq.py; deterministic, one value
+        r = arm.info["mct"]
+        return {"tests": [r["test"]], "costs": {"weights_memory": r["weights_memory"]}}
+    keys = [run_key(settings(args, s), arm.policy, identity(ctx)) for s in args.seeds]
+    if not all(store.done(k) for k in keys):
+        return None
+    recs = [store.load(k) for k in keys]
+    return {"tests": [r["test"] for r in recs], "costs": {**recs[0]["costs"], "weights_memory": kernel_bytes(ctx, arm.policy)}}
+
+
+# --- reporting ---------------------------------------------------------------------------
+def summarize(ctx: RunContext, arms: list[Arm], args: argparse.Namespace, store: RunStore) -> list[dict]:
     rows = []
-    for r in results:
-        c = r["costs"]
-        rows.append([r["name"], f"{c['flops'] / 1e6:.2f}M", f"{c['bitops'] / 1e9:.2f}G", f"{r['test_before']:.2f}",
-                     f"{r['test']:.2f}", f"{r['test'] - base_test:+.2f}",
-                     "" if r["predicted"] is None else f"{r['predicted']:.2f}"])  # fmt: skip
-    print(f"base model: test {base_test:.2f}%, {torch.get_num_threads()} thread(s)")
-    print(format_table(["run", "FLOPs", "BitOPs", "test before QAT", "test after QAT", "vs base", "predicted (val)"], rows))
-    wins = []
-    for mode in MODES:
-        for frac in FRACTIONS:
-            acc = {r["method"]: r["test"] for r in results if r["mode"] == mode and r["fraction"] == frac}
-            best_base = max(acc["uniform"], acc["l1-global"])
-            wins.append([f"{round(100 * frac)}%", mode, f"{acc['seernet']:.2f}", f"{acc['uniform']:.2f}",
-                         f"{acc['l1-global']:.2f}", f"{acc['seernet'] - best_base:+.2f}",
-                         "yes" if acc["seernet"] >= best_base else "no"])  # fmt: skip
-    print(format_table(["FLOPs", "bits", "seernet", "uniform", "l1-global", "seernet - best baseline", ">= both"], wins))
-    lrows = [[r["name"], f"{r['latency_ms']['1']:.3f}", f"{r['speedup']['1']:.2f}x", f"{r['latency_ms']['64']:.2f}",
-              f"{r['speedup']['64']:.2f}x", f"{r['flops_reduction']:.2f}x",
-              f"{r['speedup']['1'] / r['flops_reduction']:.2f}", f"{r['speedup']['64'] / r['flops_reduction']:.2f}"]
-             for r in results if r["mode"] == "8bit"]  # fmt: skip
-    print(f"latency of the pruned float models (base: {base_lat['1']:.3f} ms at batch 1, {base_lat['64']:.2f} ms at 64)")
-    print(format_table(["run", "ms b=1", "speed-up b=1", "ms b=64", "speed-up b=64", "FLOPs reduction",
-                        "speed-up/reduction b=1", "b=64"], lrows))  # fmt: skip
+    for arm in arms:
+        res = arm_results(ctx, arm, args, store)
+        if res is None:
+            continue
+        m, s = mean_std(res["tests"])
+        rows.append({"cell": arm.cell.name, "mode": arm.cell.mode, "method": arm.method, "mean": m, "std": s,
+                     "tests": res["tests"], "costs": res["costs"], "budgets": arm.budgets,
+                     "policy": None if arm.policy is None else arm.policy.to_json(),
+                     "info": {k: v for k, v in arm.info.items() if k != "mct"}})  # fmt: skip
+    return rows
 
 
-def plot(results: list[dict], base_test: float, path: Path) -> None:
+def cost_text(row: dict, full: dict) -> str:
+    c = row["costs"]
+    if row["mode"] == "size":
+        return f"{c['weights_memory'] / 1e3:.1f} kB weights"
+    over = c["bitops"] > row["budgets"].get("bitops", float("inf")) * (1 + 1e-9)
+    return f"{100 * c['flops'] / full['flops']:.1f}% FLOPs, {c['bitops'] / c['flops']:.1f}x BitOPs/FLOPs" + (" (over)" if over else "")
+
+
+def tables(rows: list[dict], full: dict) -> tuple[str, str]:
+    """Every (cell, method) with its costs and accuracy, and the per-cell verdicts for seernet."""
+    detail = format_table(["cell", "method", "test % (mean +- std, n)", "costs"],
+                          [[r["cell"], r["method"], f"{r['mean']:.2f} +- {r['std']:.2f} ({len(r['tests'])})",
+                            cost_text(r, full)] for r in rows])  # fmt: skip
+    verdicts = []
+    for cell in dict.fromkeys(r["cell"] for r in rows):
+        by = {r["method"]: r for r in rows if r["cell"] == cell}
+        if "seernet" not in by:
+            continue
+        base = [m for m in BASELINES[by["seernet"]["mode"]] if m in by]
+        if not base:
+            continue
+        best = max(base, key=lambda m: by[m]["mean"])
+        gap = by["seernet"]["mean"] - by[best]["mean"]
+        verdicts.append([cell, f"{by['seernet']['mean']:.2f} +- {by['seernet']['std']:.2f}", best,
+                         f"{by[best]['mean']:.2f} +- {by[best]['std']:.2f}", f"{gap:+.2f}",
+                         verdict(by["seernet"]["tests"], by[best]["tests"])])  # fmt: skip
+    summary = format_table(["cell", "seernet", "best baseline", "its accuracy", "gap", "seernet vs it"], verdicts)
+    return detail, summary
+
+
+def plot(rows: list[dict], base: float | None, path: Path) -> None:
+    """Accuracy vs BitOPs (FLOPs cells) and vs weight memory (size cells), one line per method."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
-    for ax, mode in zip(axes, MODES, strict=True):
-        for method in METHODS:
-            rs = sorted((r for r in results if r["mode"] == mode and r["method"] == method), key=lambda r: r["fraction"])
-            ax.plot([100 * r["fraction"] for r in rs], [r["test"] for r in rs], marker="o", label=method)
-        ax.axhline(base_test, color="grey", linestyle="--", label="base (float)")
-        ax.set(title=f"{mode}", xlabel="FLOPs budget (% of base)", ylabel="test accuracy (%)")
-    axes[0].legend()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    panels = ((axes[0], ("8bit", "mixed"), "bitops", 1e6, "BitOPs (M, log)"),
+              (axes[1], ("size",), "weights_memory", 1e3, "weight memory (kB)"))  # fmt: skip
+    for ax, modes, cost, unit, label in panels:
+        sel = [r for r in rows if r["mode"] in modes and cost in r["costs"]]
+        for method in dict.fromkeys(r["method"] for r in sel):
+            rs = sorted((r for r in sel if r["method"] == method), key=lambda r: r["costs"][cost])
+            ax.errorbar([r["costs"][cost] / unit for r in rs], [r["mean"] for r in rs], yerr=[r["std"] for r in rs],
+                        marker="o", capsize=3, label=method)  # fmt: skip
+        if base is not None:
+            ax.axhline(base, color="grey", linestyle="--", label="base (float)")
+        ax.set(xlabel=label, ylabel="test accuracy (%)")
+        if cost == "bitops":
+            ax.set_xscale("log")
+        ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
+
+
+def report(ctx: RunContext, rows: list[dict], args: argparse.Namespace) -> None:
+    from seernet.train import accuracy
+
+    full = ctx.costs.unpruned()
+    base = accuracy(ctx.model, ctx.splits.test, ctx.device)
+    detail, summary = tables(rows, full)
+    print(f"base model (float): test {base:.2f}%\n{detail}\n\n{summary}")
+    out, docs = Path(args.out), Path(args.docs)
+    (out / "results.json").write_text(json.dumps({"base_test": base, "seeds": args.seeds, "rows": rows}, indent=2))
+    docs.mkdir(parents=True, exist_ok=True)
+    plot(rows, base, docs / "end-to-end-anchors.png")
+    (docs / "end-to-end-anchors.md").write_text(
+        f"# End to end against the anchors\n\nGenerated by `benchmarks/bench_end_to_end.py` "
+        f"(seeds {args.seeds}, fine-tuning steps {args.steps or 'compress default'}). Base model: test {base:.2f}%.\n\n"
+        f"```\n{summary}\n```\n\n```\n{detail}\n```\n\n![accuracy vs cost](end-to-end-anchors.png)\n"
+    )  # fmt: skip
+    print(f"summary: {docs / 'end-to-end-anchors.md'}; plot: {docs / 'end-to-end-anchors.png'}; data: {out / 'results.json'}")
+
+
+def print_plan(ctx: RunContext, arms: list[Arm]) -> None:
+    full = ctx.costs.unpruned()
+    rows = []
+    for a in arms:
+        c = {} if a.policy is None else ctx.costs.of_policy(a.policy)
+        kb = a.info["mct"]["weights_memory"] if a.policy is None else kernel_bytes(ctx, a.policy)
+        wbits = "" if a.policy is None else " ".join(str(a.policy.bits[ly.name][0]) for ly in ctx.space.free_layers)
+        rows.append([a.cell.name, a.method, f"{100 * c['flops'] / full['flops']:.1f}" if c else "",
+                     f"{c['bitops'] / (a.budgets.get('flops') or full['flops']):.2f}" if c else "",
+                     f"{kb / 1e3:.1f}", wbits])  # fmt: skip
+    print(format_table(["cell", "method", "FLOPs %", "BitOPs / FLOPs budget", "weights kB", "weight bits (free layers)"], rows))
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    out = Path(args.out)
+    ctx = bench_context(out, Path(args.workdir))
+    store = RunStore(out / "runs")
+    predictor = seernet_predictor(ctx, Path(args.workdir)) if "seernet" in args.methods else None
+    all_arms: list[Arm] = []
+    for mode in (m for m in MODES if m in args.modes):  # 8-bit first: the mixed arms read its results
+        arms = plan(ctx, args, store, predictor, mode)
+        all_arms += arms
+        if args.plan_only:
+            continue
+        run_arms(ctx, arms, args, store)
+    if args.plan_only:
+        print_plan(ctx, all_arms)
+        return
+    report(ctx, summarize(ctx, all_arms, args, store), args)
 
 
 if __name__ == "__main__":

@@ -61,7 +61,7 @@ def allocate(
     )
     if res.x is None:
         raise ValueError(f"no allocation meets the budgets ({res.message})")
-    choice = res.x.reshape(n_layers, n_choices).argmax(1)
+    choice = _polish(res.x.reshape(n_layers, n_choices).argmax(1), s, costs, budgets)
     _check(choice, s, costs, budgets)
     return choice
 
@@ -69,6 +69,32 @@ def allocate(
 def total(values: np.ndarray, choice: np.ndarray) -> float:
     """Sum over layers of ``values[l, choice[l]]``."""
     return float(np.asarray(values, dtype=np.float64)[np.arange(len(choice)), choice].sum())
+
+
+def _polish(
+    choice: np.ndarray, s: np.ndarray, costs: Mapping[str, np.ndarray], budgets: Mapping[str, float]
+) -> np.ndarray:
+    """Take every single-layer switch that lowers the sensitivity and keeps every budget.
+
+    HiGHS stops within its tolerances, so choices that differ by less than about 1e-6 of the
+    largest sensitivity can come back arbitrary (e.g. a layer left at a low bit-width under a
+    budget that allows more); this exact pass removes such slack.
+    """
+    choice = choice.copy()
+    used = {k: total(costs[k], choice) for k in budgets}
+    improved = True
+    while improved:
+        improved = False
+        for layer in range(len(choice)):
+            for c in np.argsort(s[layer], kind="stable"):
+                if not s[layer, c] < s[layer, choice[layer]]:
+                    break
+                delta = {k: costs[k][layer, c] - costs[k][layer, choice[layer]] for k in budgets}
+                if all(used[k] + delta[k] <= b for k, b in budgets.items()):
+                    used = {k: used[k] + delta[k] for k in budgets}
+                    choice[layer], improved = c, True
+                    break
+    return choice
 
 
 def _check(choice: np.ndarray, s: np.ndarray, costs: Mapping[str, np.ndarray], budgets: Mapping[str, float]) -> None:

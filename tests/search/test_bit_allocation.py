@@ -75,3 +75,13 @@ def test_mismatched_inputs_are_rejected():
         allocate(s, {"bitops": costs["bitops"]}, {"size": 1.0})
     with pytest.raises(ValueError, match="shape"):
         allocate(s, {"bitops": costs["bitops"][:, :2]}, {"bitops": 1e9})
+
+
+def test_tiny_sensitivity_differences_are_not_lost_to_solver_tolerance():
+    """Layers whose sensitivities are 1e-9 of the largest still take their best allowed choice."""
+    s, costs = toy(3)
+    s[1:] *= 1e-9
+    budget = costs["bitops"].max(1).sum() * (1 + 1e-12)  # everything fits: every least sensitive choice
+    choice = allocate(s, {"bitops": costs["bitops"]}, {"bitops": budget})
+    np.testing.assert_array_equal(choice, s.argmin(1))
+    assert total(costs["bitops"], choice) <= budget

@@ -1,0 +1,104 @@
+"""The end-to-end bench's run keys, resume logic and seed statistics."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+import benchmarks.bench_end_to_end as bench
+from benchmarks.anchors.runs import RunStore, clear_win, mean_std, run_key, verdict
+from seernet.compress import CompressSettings
+from seernet.space import Policy
+
+IDENT = {"model": "resnet20", "space": "abc"}
+
+
+def policy(keep: int = 8, bits: int = 8) -> Policy:
+    return Policy({"g": keep}, {"conv": (bits, bits)})
+
+
+def test_run_key_changes_with_recipe_policy_and_identity_only():
+    k = run_key(CompressSettings(seed=0), policy(), IDENT)
+    assert k == run_key(CompressSettings(seed=0), policy().to_json(), dict(reversed(IDENT.items())))
+    others = [
+        run_key(CompressSettings(seed=1), policy(), IDENT),
+        run_key(CompressSettings(seed=0, steps=10), policy(), IDENT),
+        run_key(CompressSettings(seed=0, lr=0.02), policy(), IDENT),
+        run_key(CompressSettings(seed=0), policy(keep=6), IDENT),
+        run_key(CompressSettings(seed=0), policy(bits=4), IDENT),
+        run_key(CompressSettings(seed=0), policy(), {**IDENT, "space": "xyz"}),
+    ]
+    assert len({k, *others}) == 1 + len(others)
+
+
+def test_store_round_trip(tmp_path):
+    store = RunStore(tmp_path / "runs")
+    assert not store.done("k1")
+    store.save("k1", {"test": 91.5})
+    assert store.done("k1") and store.load("k1") == {"test": 91.5}
+    assert not list((tmp_path / "runs").glob("*.tmp"))
+
+
+def test_seed_statistics_and_wins():
+    assert mean_std([1.0, 2.0, 3.0]) == pytest.approx((2.0, 1.0))
+    assert mean_std([5.0]) == (5.0, 0.0)
+    assert clear_win([91.0, 91.2, 90.8], [90.0, 90.1, 89.9])  # gap 1.0 > larger std 0.2
+    assert not clear_win([91.0, 92.0, 90.0], [90.5, 90.6, 90.4])  # gap 0.5 < std 1.0
+    assert verdict([91.0, 92.0, 90.0], [90.5, 90.6, 90.4]) == "tie"
+    assert verdict([88.0, 88.1, 87.9], [90.0, 90.1, 89.9]) == "loss"
+
+
+def fake_ctx(tmp_path):
+    space = SimpleNamespace(fingerprint="abc")
+    ws = SimpleNamespace(path=lambda *parts: tmp_path.joinpath("ws", *parts))
+    return SimpleNamespace(space=space, ws=ws)
+
+
+def test_run_arms_resumes_and_reruns_on_a_new_recipe(tmp_path, monkeypatch):
+    calls = []
+
+    def fake_compress(ctx, doc, pol, settings):
+        calls.append((doc["name"], settings.seed, settings.steps))
+        acc = 80.0 + settings.seed
+        return {"costs": {"flops": 1.0, "bitops": 64.0}, "seconds": {"total": 0.1}, "latency": None,
+                "accuracy": {"after_finetune": {"test": acc, "val": acc}, "before_finetune": {"test": 10.0}}}
+
+    monkeypatch.setattr(bench, "compress", fake_compress)
+    monkeypatch.setattr(bench, "identity", lambda ctx: IDENT)
+    ctx, store = fake_ctx(tmp_path), RunStore(tmp_path / "runs")
+    cell = bench.Cell("8bit", 0.5)
+    arms = [bench.Arm(cell, "uniform", policy(6), {"flops": 1.0}), bench.Arm(cell, "tp-global", policy(6), {"flops": 1.0}),
+            bench.Arm(cell, "hawq", policy(4), {"flops": 1.0})]
+    args = SimpleNamespace(seeds=[0, 1, 2], steps=5)
+    bench.run_arms(ctx, arms, args, store)
+    assert len(calls) == 6  # two distinct policies x 3 seeds: the shared policy runs once
+    assert {c[0] for c in calls} >= {"50%-8bit-uniform-s0", "50%-8bit-hawq-s2"}
+    bench.run_arms(ctx, arms, args, store)
+    assert len(calls) == 6  # everything stored: nothing reruns
+    bench.run_arms(ctx, arms[:1], SimpleNamespace(seeds=[0, 1, 2], steps=7), store)
+    assert len(calls) == 9  # a changed recipe is a new run
+    monkeypatch.setattr(bench, "kernel_bytes", lambda ctx, pol: 100.0)
+    res = bench.arm_results(ctx, arms[1], args, store)
+    assert res["tests"] == [80.0, 81.0, 82.0]
+    assert bench.arm_results(ctx, arms[0], SimpleNamespace(seeds=[0, 1, 2, 3], steps=5), store) is None
+
+
+def test_cells_and_options():
+    assert bench.Cell("mixed", 0.3, 9).name == "30%-mixed-9x"
+    assert bench.Cell("size", bits=2).name == "size-2bit"
+    args = bench.parse_args(["--methods", "hawq,mct", "--seeds", "0", "--fractions", "0.5", "--factors", "16"])
+    assert args.methods == {"hawq", "mct"} and args.seeds == [0] and args.fractions == [0.5] and args.factors == [16]
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--methods", "legr"])
+
+
+def test_summary_table_names_ties_and_wins():
+    full = {"flops": 100.0}
+    mk = lambda method, tests: {"cell": "50%-8bit", "mode": "8bit", "method": method,  # noqa: E731
+                                "mean": mean_std(tests)[0], "std": mean_std(tests)[1], "tests": tests,
+                                "costs": {"flops": 50.0, "bitops": 3200.0}, "budgets": {"flops": 50.0}}
+    rows = [mk("seernet", [91.0, 91.1, 90.9]), mk("uniform", [90.0, 90.2, 89.8]), mk("tp-global", [90.5, 90.6, 90.4])]
+    detail, summary = bench.tables(rows, full)
+    assert "tp-global" in summary and "+0.50" in summary and "win" in summary
+    assert detail.count("50%-8bit") == 3

@@ -1,0 +1,49 @@
+"""Torch-Pruning's global pruning mapped to valid seernet policies within FLOPs budgets."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from benchmarks.anchors.tp_global import kept_counts, snapped, tp_global_policy
+from seernet.costs import CostModel
+from seernet.models import create_model
+from seernet.space import build_space
+
+
+@pytest.fixture(scope="module")
+def setup():
+    torch.manual_seed(0)
+    model = create_model("resnet20", 10, 1).eval()
+    space = build_space(model, (1, 1, 28, 28))
+    return model, space, CostModel(space)
+
+
+@pytest.mark.parametrize("frac", [0.3, 0.5, 0.7])
+def test_policy_is_valid_and_within_budget(setup, frac):
+    model, space, costs = setup
+    budget = frac * costs.unpruned()["flops"]
+    policy, ratio = tp_global_policy(model, space, costs, budget)
+    space.validate(policy)  # raises on a count that is not an allowed level
+    assert costs.of_policy(policy)["flops"] <= budget
+    assert 0.0 < ratio <= space.choices.max_prune
+    assert all(b == (8, 8) for b in policy.bits.values())
+    # the bisection returns a policy close to the budget, not any small one
+    assert costs.of_policy(policy)["flops"] > 0.85 * budget
+
+
+def test_counts_shrink_with_the_ratio_and_snap_up(setup):
+    model, space, _ = setup
+    none, some, more = (kept_counts(model, space, r) for r in (0.0, 0.3, 0.6))
+    assert none == {g.name: g.channels for g in space.groups}
+    assert all(more[g] <= some[g] <= none[g] for g in none)
+    assert sum(more.values()) < sum(some.values()) < sum(none.values())
+    pol = snapped(space, some, bits=4)
+    for g in space.groups:
+        assert pol.channels[g.name] in g.keep and pol.channels[g.name] >= some[g.name]
+
+
+def test_budget_below_the_space_is_an_error(setup):
+    model, space, costs = setup
+    with pytest.raises(ValueError, match="cannot reach"):
+        tp_global_policy(model, space, costs, 0.01 * costs.unpruned()["flops"])
