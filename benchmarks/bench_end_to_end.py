@@ -396,6 +396,9 @@ def tables(rows: list[dict], full: dict) -> tuple[str, str]:
                          f"{by[best]['mean']:.2f} +- {by[best]['std']:.2f}", f"{gap:+.2f}",
                          verdict(by["seernet"]["tests"], by[best]["tests"])])  # fmt: skip
     summary = format_table(["cell", "seernet", "best baseline", "its accuracy", "gap", "seernet vs it"], verdicts)
+    behind = [f"{v[0]} ({v[5]} vs {v[2]}, {v[4]})" for v in verdicts if v[5] != "win"]
+    if verdicts:
+        summary += "\nseernet not clearly ahead in: " + ("; ".join(behind) if behind else "none")
     return detail, summary
 
 

@@ -23,7 +23,10 @@ from collections.abc import Mapping
 import numpy as np
 from scipy.optimize import Bounds, LinearConstraint, milp
 
-_MARGIN = 1e-9  # relative: keeps HiGHS's feasibility tolerance on the safe side of a budget
+# Relative margins under each budget, tried in turn: HiGHS may return a point that breaks a
+# budget by up to its feasibility tolerance, which rounding then makes real.
+_MARGINS = (0.0, 1e-9, 1e-7, 1e-5)
+_ROUNDING = 1e-12  # relative: float sums of the same costs in another order may differ by this
 
 
 def allocate(
@@ -35,35 +38,43 @@ def allocate(
         raise ValueError(f"sensitivity must be a non-empty (layers, choices) array, got shape {s.shape}")
     if set(costs) != set(budgets):
         raise ValueError(f"costs {sorted(costs)} and budgets {sorted(budgets)} must name the same resources")
-    n_layers, n_choices = s.shape
-    allowed = np.isfinite(s)
-    if not allowed.any(1).all():
-        raise ValueError("every layer needs at least one allowed (finite-sensitivity) choice")
-    scale = np.abs(s[allowed]).max() or 1.0
-    objective = np.where(allowed, s / scale, 0.0).ravel()
-    one_each = np.kron(np.eye(n_layers), np.ones(n_choices))
-    rows, upper = [one_each], [np.ones(n_layers)]
-    lower = [np.ones(n_layers)]
-    for k, b in budgets.items():
-        c = np.asarray(costs[k], dtype=np.float64)
+    costs = {k: np.asarray(c, dtype=np.float64) for k, c in costs.items()}
+    for k, c in costs.items():
         if c.shape != s.shape:
             raise ValueError(f"cost {k!r} has shape {c.shape}, sensitivity {s.shape}")
+    if not np.isfinite(s).any(1).all():
+        raise ValueError("every layer needs at least one allowed (finite-sensitivity) choice")
+    for margin in _MARGINS:
+        res = _solve(s, costs, budgets, margin)
+        if res.x is None:
+            if margin == 0.0:
+                raise ValueError(f"no allocation meets the budgets ({res.message})")
+            break
+        choice = _polish(res.x.reshape(s.shape).argmax(1), s, costs, budgets)
+        if _fits(choice, s, costs, budgets):
+            return choice
+    raise RuntimeError("the solver found no allocation that holds every budget after rounding")
+
+
+def _solve(s: np.ndarray, costs: Mapping[str, np.ndarray], budgets: Mapping[str, float], margin: float):  # noqa: ANN202
+    """``scipy.optimize.milp`` on the program above, each budget lowered by ``margin`` (relative)."""
+    n_layers, n_choices = s.shape
+    allowed = np.isfinite(s)
+    scale = np.abs(s[allowed]).max() or 1.0
+    objective = np.where(allowed, s / scale, 0.0).ravel()
+    rows, lower, upper = [np.kron(np.eye(n_layers), np.ones(n_choices))], [np.ones(n_layers)], [np.ones(n_layers)]
+    for k, b in budgets.items():
         norm = abs(b) if b else 1.0
-        rows.append((c / norm).ravel()[None])
-        upper.append(np.array([b / norm - _MARGIN]))
+        rows.append((np.asarray(costs[k], dtype=np.float64) / norm).ravel()[None])
         lower.append(np.array([-np.inf]))
-    res = milp(
+        upper.append(np.array([b / norm - margin]))
+    return milp(
         objective,
         constraints=LinearConstraint(np.vstack(rows), np.concatenate(lower), np.concatenate(upper)),
         integrality=np.ones(objective.size),
         bounds=Bounds(0.0, allowed.ravel().astype(np.float64)),
         options={"mip_rel_gap": 0.0},
     )
-    if res.x is None:
-        raise ValueError(f"no allocation meets the budgets ({res.message})")
-    choice = _polish(res.x.reshape(n_layers, n_choices).argmax(1), s, costs, budgets)
-    _check(choice, s, costs, budgets)
-    return choice
 
 
 def total(values: np.ndarray, choice: np.ndarray) -> float:
@@ -90,18 +101,15 @@ def _polish(
                 if not s[layer, c] < s[layer, choice[layer]]:
                     break
                 delta = {k: costs[k][layer, c] - costs[k][layer, choice[layer]] for k in budgets}
-                if all(used[k] + delta[k] <= b for k, b in budgets.items()):
+                if all(used[k] + delta[k] <= b + _ROUNDING * abs(b) for k, b in budgets.items()):
                     used = {k: used[k] + delta[k] for k in budgets}
                     choice[layer], improved = c, True
                     break
     return choice
 
 
-def _check(choice: np.ndarray, s: np.ndarray, costs: Mapping[str, np.ndarray], budgets: Mapping[str, float]) -> None:
+def _fits(choice: np.ndarray, s: np.ndarray, costs: Mapping[str, np.ndarray], budgets: Mapping[str, float]) -> bool:
     """The rounded solution is allowed and within every budget, recomputed exactly."""
-    if not np.isfinite(s[np.arange(len(choice)), choice]).all():
-        raise RuntimeError("the solver returned a disallowed choice")
-    for k, b in budgets.items():
-        used = total(costs[k], choice)
-        if used > b:
-            raise RuntimeError(f"the solver's allocation uses {used} of {k}, over the budget {b}")
+    return bool(np.isfinite(s[np.arange(len(choice)), choice]).all()) and all(
+        total(costs[k], choice) <= b + _ROUNDING * abs(b) for k, b in budgets.items()
+    )

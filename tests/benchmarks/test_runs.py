@@ -102,3 +102,6 @@ def test_summary_table_names_ties_and_wins():
     detail, summary = bench.tables(rows, full)
     assert "tp-global" in summary and "+0.50" in summary and "win" in summary
     assert detail.count("50%-8bit") == 3
+    assert "not clearly ahead in: none" in summary
+    rows[0] = mk("seernet", [90.6, 90.8, 90.4])  # +0.10 over tp-global, within the std: a tie, named
+    assert "not clearly ahead in: 50%-8bit (tie vs tp-global, +0.10)" in bench.tables(rows, full)[1]

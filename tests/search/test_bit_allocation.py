@@ -85,3 +85,10 @@ def test_tiny_sensitivity_differences_are_not_lost_to_solver_tolerance():
     choice = allocate(s, {"bitops": costs["bitops"]}, {"bitops": budget})
     np.testing.assert_array_equal(choice, s.argmin(1))
     assert total(costs["bitops"], choice) <= budget
+
+
+def test_budget_equal_to_the_cheapest_allocation_is_met_exactly():
+    s, costs = toy(4)
+    cheapest = costs["size"].argmin(1)
+    choice = allocate(s, {"size": costs["size"]}, {"size": total(costs["size"], cheapest)})
+    np.testing.assert_array_equal(choice, cheapest)
