@@ -2,7 +2,8 @@
 
 The model is built exactly as samples are measured (``seernet.evaluate.build_compressed``:
 prune, adaptive BN, fake quantization, calibration), then fine-tuned with quantization in
-the loop (QAT) on a cosine schedule, and exported to ``WORKDIR/compressed/<name>/``:
+the loop (QAT: step sizes learned with LSQ, distilled from the float base model) on a
+cosine schedule, and exported to ``WORKDIR/compressed/<name>/``:
 ``model.pt`` (TorchScript), ``model.onnx``, ``packed.bin`` (integer weight codes) and
 ``metrics.json``. Outputs appear only once complete: they are written to a hidden staging
 folder that is renamed at the end.
@@ -32,11 +33,13 @@ from seernet.evaluate import Protocol, build_compressed
 from seernet.export import deployable, export_onnx, export_torchscript, load_packed, save_packed
 from seernet.latency import latency_table
 from seernet.loaders import batches
+from seernet.quant import set_lsq_
 from seernet.solve import write_json
 from seernet.space import Policy, PolicySpace
 from seernet.train import accuracy, cosine_lr, sgd, train_steps
 
 DEFAULT_STEPS = 250  # ~0.6 epoch of Fashion-MNIST: about 2 of compress's ~3 minutes on 2 busy CPU cores
+DEFAULT_DISTILL = 0.0  # off until measured better (benchmarks/bench_lowbit.py --set distill=...)
 REQUIRED_KEYS = ("name", "space_fingerprint", "policy")
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][\w.%+=-]*")
 
@@ -54,6 +57,9 @@ class CompressSettings:
     criterion: str = "l1"
     bn_batches: int = 8
     latency_runs: int = 20
+    lsq: bool = True  # learn the quantizers' step sizes (LSQ), starting from the calibrated ones
+    distill: float = DEFAULT_DISTILL  # weight of the KL to the float base model's soft logits (0: labels only)
+    temperature: float = 4.0  # softening of both logits in the distillation term
 
     def __post_init__(self) -> None:
         if self.epochs is not None and self.steps is not None:
@@ -62,6 +68,12 @@ class CompressSettings:
             raise ValueError("--epochs and --steps must be >= 0")
         if self.lr <= 0 or self.batch_size < 1 or self.bn_batches < 1 or self.latency_runs < 1:
             raise ValueError("need lr > 0, batch size >= 1, bn batches >= 1 and latency runs >= 1")
+        if isinstance(self.distill, bool) or not isinstance(self.distill, (int, float)) or not 0.0 <= self.distill <= 1.0:
+            raise ValueError(f"--distill must be a number in 0..1 (0: no distillation), got {self.distill!r}")
+        if isinstance(self.temperature, bool) or not isinstance(self.temperature, (int, float)) or not self.temperature > 0:
+            raise ValueError(f"--temperature must be a number > 0, got {self.temperature!r}")
+        if not isinstance(self.lsq, bool):
+            raise ValueError(f"lsq must be true or false, got {self.lsq!r}")
 
     def total_steps(self, steps_per_epoch: int) -> int:
         if self.epochs is not None:
@@ -130,22 +142,32 @@ def read_policy(path: Path, space: PolicySpace) -> tuple[dict[str, Any], Policy]
 
 # --- fine-tuning -------------------------------------------------------------------------
 def finetune(
-    model: nn.Module, splits: DataSplits, settings: CompressSettings, device: torch.device
-) -> list[dict[str, float]]:
-    """QAT on a cosine schedule over the whole run; val accuracy after every epoch (and at the end)."""
+    model: nn.Module, splits: DataSplits, settings: CompressSettings, device: torch.device,
+    teacher: nn.Module | None = None,
+) -> list[dict[str, float]]:  # fmt: skip
+    """QAT on a cosine schedule over the whole run; val accuracy after every epoch (and at the end).
+
+    Step sizes are learned when ``settings.lsq`` (frozen again at the end); with a
+    ``teacher`` (the float base model) and ``settings.distill`` > 0 the loss mixes label
+    cross-entropy with KL to the teacher's temperature-softened logits.
+    """
     torch.manual_seed(settings.seed)
     data = batches(splits.train, settings.batch_size, shuffle=True, seed=settings.seed + 1, train_augment=True)
     per_epoch = len(data)
     total = settings.total_steps(per_epoch)
+    set_lsq_(model, settings.lsq)
     opt = sgd(model, settings.lr, settings.weight_decay)
     history, done = [], 0
+    kd = {"teacher": teacher, "distill": settings.distill, "temperature": settings.temperature}
     with tqdm(total=total, desc="QAT fine-tune", unit="step", dynamic_ncols=True) as bar:
         while done < total:
             chunk = min(per_epoch, total - done)  # whole epochs: each chunk starts a fresh pass
-            train_steps(model, data, device, opt, lambda s, o=done: cosine_lr(o + s, total, settings.lr), chunk, bar)
+            lr_at = lambda s, o=done: cosine_lr(o + s, total, settings.lr)  # noqa: E731
+            train_steps(model, data, device, opt, lr_at, chunk, bar, **kd)
             done += chunk
             history.append({"step": done, "epoch": done / per_epoch, "val_accuracy": accuracy(model, splits.val, device)})
             bar.write(f"epoch {done / per_epoch:.2f}/{total / per_epoch:.2f}: val accuracy {history[-1]['val_accuracy']:.2f}%")
+    set_lsq_(model, False)
     model.eval()
     return history
 
@@ -220,12 +242,13 @@ def _accuracies(model: nn.Module, splits: DataSplits, device: torch.device) -> d
 
 
 def tune_and_evaluate(
-    model: nn.Module, splits: DataSplits, settings: CompressSettings, device: torch.device, clock: _Clock
+    model: nn.Module, splits: DataSplits, settings: CompressSettings, device: torch.device, clock: _Clock,
+    teacher: nn.Module | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """Val and test accuracy before and after QAT fine-tuning, and the val history."""
     before = _accuracies(model, splits, device)
     clock.lap("evaluate_before")
-    history = finetune(model, splits, settings, device)
+    history = finetune(model, splits, settings, device, teacher)
     clock.lap("finetune")
     val = history[-1]["val_accuracy"] if history else before["val"]  # measured at the last step
     after = {"val": val, "test": accuracy(model, splits.test, device)}
@@ -254,7 +277,7 @@ def compress(
     clock = _Clock()
     model = build_compressed(ctx.model, ctx.space, policy, ctx.splits, settings.protocol(), ctx.device)
     clock.lap("build")
-    acc = tune_and_evaluate(model, ctx.splits, settings, ctx.device, clock)
+    acc = tune_and_evaluate(model, ctx.splits, settings, ctx.device, clock, teacher=ctx.model)
     out = ctx.ws.path("compressed", doc["name"])
     with staged(out) as folder:
         check, notes = export_all(model, ctx, doc, policy, folder)

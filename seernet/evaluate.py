@@ -16,7 +16,7 @@ from torch import nn
 from seernet.datasets import DataSplits
 from seernet.loaders import batches
 from seernet.prune import prune_model
-from seernet.quant import WEIGHT_CLIPS, calibrate_, quantize_
+from seernet.quant import WEIGHT_CLIPS, calibrate_, quantize_, set_lsq_
 from seernet.space import Policy, PolicySpace
 from seernet.train import accuracy, cosine_lr, sgd, train_steps
 
@@ -34,10 +34,13 @@ class Protocol:
     criterion: str = "l1"
     seed: int = 0
     weight_clip: str = "mse"  # weight scales at calibration: least-squares clip, or "max" (the old rule)
+    lsq: bool = False  # learn the quantizers' step sizes in the fine-tuning steps (LSQ)
 
     def __post_init__(self) -> None:
         if self.bn_batches < 1 or self.finetune_steps < 0 or self.batch_size < 1 or self.lr <= 0:
             raise ValueError("protocol needs bn_batches >= 1, finetune_steps >= 0, batch_size >= 1, lr > 0")
+        if not isinstance(self.lsq, bool):
+            raise ValueError(f"protocol lsq must be true or false, got {self.lsq!r}")
         if self.weight_clip not in WEIGHT_CLIPS:
             raise ValueError(f"protocol weight_clip must be one of {', '.join(WEIGHT_CLIPS)}, got {self.weight_clip!r}")
 
@@ -78,13 +81,18 @@ def build_compressed(
 def finetune_(
     model: nn.Module, splits: DataSplits, steps: int, protocol: Protocol, device: torch.device, bar=None,  # noqa: ANN001
 ) -> None:  # fmt: skip
-    """Quantization-aware fine-tuning for ``steps`` SGD steps on a cosine schedule (seeded)."""
+    """Quantization-aware fine-tuning for ``steps`` SGD steps on a cosine schedule (seeded).
+
+    With ``protocol.lsq`` the step sizes are learned too; they are frozen again at the end.
+    """
     if steps <= 0:
         return
     torch.manual_seed(protocol.seed)
     data = batches(splits.train, protocol.batch_size, shuffle=True, seed=protocol.seed + 1, train_augment=True)
+    set_lsq_(model, protocol.lsq)
     opt = sgd(model, protocol.lr, protocol.weight_decay)
     train_steps(model, data, device, opt, lambda s: cosine_lr(s, steps, protocol.lr), steps, bar)
+    set_lsq_(model, False)
     model.eval()
 
 

@@ -13,7 +13,14 @@ Assumptions, stated once:
   calibration data is non-negative (after ReLU), else signed symmetric codes.
 - Bits are ints in 2..8; ``None`` or 32 leaves that side in float.
 - Gradients use the straight-through estimator of PyTorch's fused fake-quant ops
-  (identity inside the range, zero where clipped); scales stay fixed during training.
+  (identity inside the range, zero where clipped); scales stay fixed during training,
+  unless LSQ is on (``set_lsq_``): then weight and activation step sizes are learned
+  as in Esser et al. 2020, "Learned Step Size Quantization", each step's gradient scaled
+  by g = 1/sqrt(N * Qp) with Qp the largest code and N as in the paper: the layer's
+  number of weights (per-channel steps too: with N = one channel's weights, 8-bit steps
+  of small layers overshoot to <= 0 within a few steps), or one input's features.
+  The learned steps are used in the forward as the exports use them (16 significant
+  bits), so a model trained with LSQ exports bit for bit like any other.
 
 Wrappers subclass ``nn.Conv2d``/``nn.Linear`` and share the original layer's parameters,
 so parameter names, pruned shapes, trainability and the FLOPs counters are unchanged.
@@ -30,6 +37,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 _MIN_SCALE = 1e-20  # all-zero channels (pruned to nothing) would otherwise divide by zero
+# Learned steps are kept >= this: a step that an overshooting update drove to <= 0 would make
+# 1/s (and its gradient -1/s^2) overflow; at 1e-8 the layer merely outputs ~0 and recovers.
+_MIN_LEARNED_STEP = 1e-8
 # Clip candidates as fractions of the observed max: 0.03 .. 1.0, geometric (8% steps); 2-bit
 # optima of heavy-tailed activations lie far below the max, 8-bit ones near it.
 _DEFAULT_FRACTIONS = tuple(0.03 ** (1 - i / 47) for i in range(48))
@@ -100,6 +110,32 @@ def choose_weight_scale(weight: Tensor, bits: int, clip: str = "mse") -> Tensor:
     raise ValueError(f"weight clip must be one of {WEIGHT_CLIPS}, got {clip!r}")
 
 
+def _same_value(value: Tensor, grad_from: Tensor) -> Tensor:
+    """``value`` exactly in the forward, the gradient of ``grad_from`` in the backward."""
+    return value + (grad_from - grad_from.detach())
+
+
+def lsq_fake_quant(
+    x: Tensor, step: Tensor, lo: int, hi: int, grad_scale: float, exact: bool = True
+) -> Tensor:
+    """LSQ fake quantization ``round(clamp(x / s, lo, hi)) * s``: STE for ``x``, LSQ gradient for ``s``.
+
+    ``step`` broadcasts against ``x``; its forward value is ``exact_scale(step)`` (``step``
+    itself when not ``exact``: activation scales) and its gradient is multiplied by
+    ``grad_scale``. Values equal the fused ops' bit for bit (both multiply by the float32
+    reciprocal and round half to even).
+    """
+    s = _same_value(exact_scale(step) if exact else step.detach(), step * grad_scale)
+    v = x * s.reciprocal()
+    v = _same_value(v.round().clamp(lo, hi), v.clamp(lo, hi))  # round: straight through
+    return v * s
+
+
+def lsq_grad_scale(values_per_step: int, qmax: int) -> float:
+    """LSQ's step-size gradient scale g = 1 / sqrt(N * Qp)."""
+    return 1.0 / (max(values_per_step, 1) * qmax) ** 0.5
+
+
 def fake_quant_weight(weight: Tensor, scale: Tensor, bits: int) -> Tensor:
     """Fake-quantize ``weight`` per output channel with ``scale`` (STE gradient)."""
     zero = torch.zeros(scale.shape, dtype=torch.int32, device=scale.device)
@@ -151,6 +187,7 @@ class FakeQuant:
     a_bits: int | None
     act_signed: bool
     calibrated: bool
+    lsq: bool = False  # learn the step sizes (set_lsq_) while autograd records
 
     def _init_quant(self, w_bits: int | None, a_bits: int | None) -> None:
         self.w_bits, self.a_bits = check_bits(w_bits), check_bits(a_bits)
@@ -192,6 +229,20 @@ class FakeQuant:
             self.weight_scale.copy_(choose_weight_scale(self.weight, self.w_bits, clip))
         self._cache = None
 
+    def set_lsq(self, on: bool) -> None:
+        """Learn this layer's weight and activation step sizes (LSQ) in training, or freeze them."""
+        self.lsq = bool(on)
+        self.weight_scale.requires_grad_(self.lsq and self.w_bits is not None)
+        self.act_scale.requires_grad_(self.lsq and self.a_bits is not None)
+        self._keep_steps_positive()
+
+    @torch.no_grad()
+    def _keep_steps_positive(self) -> None:
+        if self.weight_scale.requires_grad:
+            self.weight_scale.clamp_(min=_MIN_LEARNED_STEP)
+        if self.act_scale.requires_grad:
+            self.act_scale.clamp_(min=_MIN_LEARNED_STEP)
+
     def exact_weight_scale(self) -> Tensor:
         """The per-channel scale the forward and the exports use (16 significant bits, no grad)."""
         return exact_scale(self.weight_scale)
@@ -207,6 +258,11 @@ class FakeQuant:
         w = self.weight
         if self.w_bits is None:
             return w
+        if self.lsq and torch.is_grad_enabled():
+            self._keep_steps_positive()  # the last optimizer step may have overshot
+            lo, hi = weight_qrange(self.w_bits)
+            step = self.weight_scale.view(-1, *([1] * (w.dim() - 1)))
+            return lsq_fake_quant(w, step, lo, hi, lsq_grad_scale(w.numel(), hi))
         if self.training or torch.is_grad_enabled():
             return fake_quant_weight(w, self.exact_weight_scale(), self.w_bits)
         # _version changes on every in-place update (optimizer steps, load_state_dict).
@@ -226,6 +282,10 @@ class FakeQuant:
         if not self.calibrated:
             raise RuntimeError("activation range not calibrated: run seernet.quant.calibrate_")
         lo, hi = act_qrange(self.a_bits, self.act_signed)
+        if self.lsq and torch.is_grad_enabled():
+            self._keep_steps_positive()
+            g = lsq_grad_scale(x[0].numel(), hi)
+            return lsq_fake_quant(x, self.act_scale, lo, hi, g, exact=False)
         return fake_quant_act(x, self.act_scale, self._act_zero, lo, hi, scratch)
 
     def train(self, mode: bool = True) -> FakeQuant:
@@ -297,6 +357,13 @@ def quantize_(model: nn.Module, bits: Mapping[str, tuple[int | None, int | None]
     scratch = Scratch()
     for m in quant_layers(model).values():
         m.scratch = scratch
+    return model
+
+
+def set_lsq_(model: nn.Module, on: bool) -> nn.Module:
+    """Turn LSQ step-size learning on or off in every fake-quant wrapper of ``model``, in place."""
+    for m in quant_layers(model).values():
+        m.set_lsq(on)
     return model
 
 

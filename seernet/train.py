@@ -6,7 +6,8 @@ import math
 from collections.abc import Iterable
 
 import torch
-from torch import nn
+import torch.nn.functional as F
+from torch import Tensor, nn
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
@@ -53,6 +54,20 @@ def sgd(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.SGD:
     return torch.optim.SGD(groups, lr=lr, momentum=0.9, nesterov=True)
 
 
+def distill_loss(logits: Tensor, teacher_logits: Tensor, y: Tensor, weight: float, temperature: float) -> Tensor:
+    """(1 - weight) x cross-entropy on labels + weight x T^2 x KL(teacher || student) at temperature T.
+
+    T^2 keeps the soft term's gradient on the scale of the hard one (Hinton et al. 2015).
+    """
+    ce = F.cross_entropy(logits, y)
+    if weight == 0.0:
+        return ce
+    t = temperature
+    soft = F.kl_div(F.log_softmax(logits / t, 1), F.log_softmax(teacher_logits / t, 1), reduction="batchmean",
+                    log_target=True)  # fmt: skip
+    return (1.0 - weight) * ce + weight * t * t * soft
+
+
 def train_steps(
     model: nn.Module,
     data: Iterable[tuple[torch.Tensor, torch.Tensor]],
@@ -61,16 +76,30 @@ def train_steps(
     lr_at: callable,
     steps: int,
     bar: tqdm | None = None,
+    teacher: nn.Module | None = None,
+    distill: float = 0.0,
+    temperature: float = 4.0,
 ) -> float:
-    """Run ``steps`` optimisation steps cycling over ``data``; returns the mean loss."""
+    """Run ``steps`` optimisation steps cycling over ``data``; returns the mean loss.
+
+    With a ``teacher`` and ``distill`` > 0 the loss is ``distill_loss`` against the
+    teacher's logits on the same (augmented) batch; the teacher runs in eval mode.
+    """
     model.train()
-    loss_fn = nn.CrossEntropyLoss()
+    use_teacher = teacher is not None and distill > 0.0
+    teacher_mode = teacher.training if use_teacher else False
+    if use_teacher:
+        teacher.eval()
     done, total_loss = 0, 0.0
     while done < steps:
         for x, y in data:
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(done)
-            loss = loss_fn(model(x.to(device)), y.to(device))
+            x, y = x.to(device), y.to(device)
+            with torch.no_grad():
+                soft = teacher(x) if use_teacher else None
+            logits = model(x)
+            loss = distill_loss(logits, soft, y, distill, temperature) if use_teacher else F.cross_entropy(logits, y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -81,4 +110,6 @@ def train_steps(
                 bar.set_postfix(loss=f"{total_loss / done:.3f}", refresh=False)
             if done >= steps:
                 break
+    if use_teacher:
+        teacher.train(teacher_mode)
     return total_loss / max(done, 1)

@@ -17,6 +17,7 @@ from seernet.compress import CompressSettings
 from seernet.context import RunContext, record_space
 from seernet.export import load_packed
 from seernet.space import SpaceChoices
+from seernet.train import distill_loss
 from seernet.workspace import Workspace
 
 STEPS = "3"
@@ -195,3 +196,36 @@ def test_epochs_and_default_steps():
     assert CompressSettings(steps=7).total_steps(400) == 7
     with pytest.raises(ValueError):
         CompressSettings(epochs=-1)
+
+
+def test_distill_loss_mixes_label_and_teacher_terms():
+    torch.manual_seed(0)
+    logits, teacher, y = torch.randn(8, 10), torch.randn(8, 10), torch.randint(0, 10, (8,))
+    ce = torch.nn.functional.cross_entropy(logits, y)
+    assert torch.equal(distill_loss(logits, teacher, y, 0.0, 4.0), ce)
+    assert distill_loss(logits, logits, y, 1.0, 4.0).abs() < 1e-6  # the teacher itself: no KL
+    t = 2.0
+    kl = (torch.softmax(teacher / t, 1) * (torch.log_softmax(teacher / t, 1) - torch.log_softmax(logits / t, 1))).sum(1).mean()
+    assert torch.allclose(distill_loss(logits, teacher, y, 0.25, t), 0.75 * ce + 0.25 * t * t * kl, atol=1e-6)
+
+
+@pytest.mark.parametrize(("flag", "value", "message"), [
+    ("--distill", "1.5", "--distill must be a number in 0..1"), ("--distill", "-0.1", "--distill must be a number in 0..1"),
+    ("--temperature", "0", "--temperature must be a number > 0"),
+])  # fmt: skip
+def test_bad_distill_settings_are_one_line_exit_2(flag: str, value: str, message: str, workspace: Path, capsys):
+    capsys.readouterr()
+    assert compress(workspace, workspace / "policies" / "toy.json", "--steps", "1", flag, value) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err and "Traceback" not in err
+    with pytest.raises(ValueError, match="distill"):
+        CompressSettings(distill=True)
+
+
+def test_compress_with_distillation_and_lsq_exports_exactly(workspace: Path):
+    doc = {**_valid_doc(workspace), "name": "distilled"}
+    path = write_doc(workspace / "policies" / "distilled.json", doc)
+    assert compress(workspace, path, "--steps", "2", "--distill", "0.7", "--temperature", "2", "--lsq") == 0
+    m = json.loads((workspace / "compressed" / "distilled" / "metrics.json").read_text())
+    assert (m["settings"]["distill"], m["settings"]["temperature"], m["settings"]["lsq"]) == (0.7, 2.0, True)
+    assert m["export_check"]["torchscript_max_abs_diff"] == 0 and m["export_check"]["packed_max_abs_diff"] == 0

@@ -26,9 +26,10 @@ from seernet.export import (
 from seernet.latency import latency_table, measure_latency
 from seernet.models import create_model
 from seernet.prune import prune_model
-from seernet.quant import calibrate_, quant_layers, quantize_
+from seernet.quant import calibrate_, quant_layers, quantize_, set_lsq_
 from seernet.quant_export import export_codes, unpack_codes
 from seernet.space import build_space
+from seernet.train import sgd
 
 # Runs in a fresh interpreter in which ``import seernet`` fails: the file must need torch only.
 
@@ -142,3 +143,38 @@ def test_latency_records_runs_and_threads():
     assert table["threads"] == torch.get_num_threads() and set(table["models"]["a"]) == {"1", "2"}
     with pytest.raises(ValueError):
         measure_latency(net, (1, 1, 12, 12), 1, runs=0)
+
+
+def test_exports_bit_exact_after_lsq_fine_tuning(tmp_path: Path):
+    """Learned (LSQ) step sizes are exported as the forward uses them: every export is exact."""
+    torch.manual_seed(0)
+    base = create_model("resnet20", 10, 1)
+    space = build_space(base, (1, 1, 28, 28))
+    policy = space.decode(np.linspace(1.0, 0.0, space.dim))
+    model = quantize_(prune_model(base, space, policy), policy.bits)
+    calibrate_(model, [torch.randn(32, 1, 28, 28)])
+    before = {n: (q.weight_scale.detach().clone(), q.act_scale.item()) for n, q in quant_layers(model).items()}
+    set_lsq_(model, True)
+    opt = sgd(model, lr=0.002, weight_decay=5e-4)  # small: random weights, random labels
+    model.train()
+    for _ in range(3):
+        loss = nn.functional.cross_entropy(model(torch.randn(16, 1, 28, 28)), torch.randint(0, 10, (16,)))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    set_lsq_(model, False)
+    model.eval()
+    moved = [n for n, q in quant_layers(model).items()
+             if not torch.equal(q.weight_scale.detach(), before[n][0]) and q.act_scale.item() != before[n][1]]  # fmt: skip
+    assert len(moved) == len(before)  # every weight and activation step was learned
+    x = torch.randn(8, 1, 28, 28)
+    meta = {"model": "resnet20", "num_classes": 10, "in_channels": 1, "input_shape": [1, 1, 28, 28],
+            "choices": asdict(space.choices), "space_fingerprint": space.fingerprint, "policy": policy.to_json()}  # fmt: skip
+    save_packed(model, tmp_path / "packed.bin", meta)
+    export_torchscript(deployable(model), x[:2], tmp_path / "model.pt")
+    with torch.no_grad():
+        ref = model(x)
+        assert torch.isfinite(ref).all()
+        assert torch.equal(deployable(model)(x), ref)
+        assert torch.equal(load_packed(tmp_path / "packed.bin")(x), ref)
+        assert torch.equal(torch.jit.load(str(tmp_path / "model.pt"))(x), ref)

@@ -19,9 +19,11 @@ from seernet.quant import (
     check_bits,
     exact_scale,
     fake_quant_weight,
+    lsq_fake_quant,
     mse_weight_scale,
     quant_layers,
     quantize_,
+    set_lsq_,
     weight_scale,
 )
 from seernet.quant_export import (
@@ -317,3 +319,50 @@ def test_codes_in_range_and_dequantize_equals_simulated_weight(bits: int, seed: 
     assert codes.weight_codes.abs().max() <= q
     with torch.no_grad():
         assert torch.equal(dequantize_weight(codes), layer.quantized_weight())
+
+
+# --- LSQ: learned step sizes ----------------------------------------------------------
+def test_lsq_step_gradient_is_the_papers_with_its_scale() -> None:
+    torch.manual_seed(0)
+    x = torch.randn(200) * 2
+    r = torch.randn(200)
+    step = torch.tensor(0.37, requires_grad=True)
+    lo, hi, g = -3, 3, 0.125
+    (lsq_fake_quant(x, step, lo, hi, g, exact=False) * r).sum().backward()
+    v = x / 0.37
+    # d x_hat / d s: round(v) - v inside the range, the clipped code outside (Esser et al., eq. 3).
+    expected = torch.where(v <= lo, float(lo), torch.where(v >= hi, float(hi), v.round() - v))
+    assert step.grad is not None
+    assert torch.allclose(step.grad, g * (r * expected).sum(), rtol=1e-4, atol=1e-6)
+
+
+def test_lsq_layer_grad_scales_and_forward_values() -> None:
+    _, q, x = quantized_net(3, 4)
+    frozen = q(x).detach()
+    set_lsq_(q, True)
+    layers = quant_layers(q)
+    assert all(m.weight_scale.requires_grad and m.act_scale.requires_grad for m in layers.values())
+    lin = layers["8"]
+    seen = {}
+    lin.register_forward_pre_hook(lambda m, args: seen.update(x=args[0].detach()))
+    out = q(x)  # eval mode (BatchNorm fixed), autograd on: the LSQ path
+    assert torch.equal(out.detach(), frozen)  # the learned-step forward is the frozen one, bit for bit
+    r = torch.randn_like(out)
+    (out * r).sum().backward()
+    for m in layers.values():
+        assert m.weight_scale.grad is not None and m.weight_scale.grad.abs().sum() > 0
+        assert m.act_scale.grad is not None and m.act_scale.grad != 0
+    # The classifier by hand: out = xq @ wq.T + b, so each step's gradient follows in closed form.
+    w, s_w, s_a = lin.weight.detach(), lin.exact_weight_scale(), lin.act_scale.detach()
+    qw, (alo, ahi) = 3, ((0, 15) if not lin.act_signed else (-7, 7))
+    vw, va = w / s_w[:, None], seen["x"] / s_a
+    dw = torch.where(vw.abs() >= qw, vw.sign() * qw, vw.round() - vw)  # d wq / d s_w
+    da = torch.where(va <= alo, float(alo), torch.where(va >= ahi, float(ahi), va.round() - va))
+    xq = (va.round().clamp(alo, ahi)) * s_a
+    wq = vw.round().clamp(-qw, qw) * s_w[:, None]
+    g_w = 1 / (w.numel() * qw) ** 0.5
+    g_a = 1 / (seen["x"].shape[1] * ahi) ** 0.5
+    assert torch.allclose(lin.weight_scale.grad, g_w * ((r.T @ xq) * dw).sum(1), rtol=1e-3, atol=1e-6)
+    assert torch.allclose(lin.act_scale.grad, g_a * ((r @ wq) * da).sum(), rtol=1e-3, atol=1e-6)
+    set_lsq_(q, False)
+    assert not any(m.weight_scale.requires_grad or m.act_scale.requires_grad for m in layers.values())

@@ -23,6 +23,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=d.seed, help="default: %(default)s")
     p.add_argument("--criterion", default=d.criterion,
                    help="channel importance used to prune; use the one 'collect' used (default: %(default)s)")  # fmt: skip
+    p.add_argument("--distill", type=float, default=d.distill,
+                   help="weight in 0..1 of the KL to the float base model's softened logits in the fine-tuning "
+                        "loss, the rest label cross-entropy; 0 turns distillation off (default: %(default)s)")  # fmt: skip
+    p.add_argument("--temperature", type=float, default=d.temperature,
+                   help="temperature softening both logits in the distillation term (default: %(default)s)")
+    p.add_argument("--lsq", action=argparse.BooleanOptionalAction, default=d.lsq,
+                   help="learn the weight and activation step sizes while fine-tuning (LSQ) (default: %(default)s)")  # fmt: skip
     p.add_argument("--latency-runs", type=int, default=d.latency_runs, help="timed runs per latency figure (default: %(default)s)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
     p.add_argument("--json", action="store_true", help="print metrics.json only")
@@ -41,7 +48,8 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         settings = CompressSettings(args.epochs, args.steps, args.lr, args.batch_size, seed=args.seed,
-                                    criterion=args.criterion, latency_runs=args.latency_runs)  # fmt: skip
+                                    criterion=args.criterion, latency_runs=args.latency_runs, lsq=args.lsq,
+                                    distill=args.distill, temperature=args.temperature)  # fmt: skip
     except ValueError as exc:
         raise UserError(str(exc)) from exc
     ws = Workspace(args.workdir)
