@@ -17,8 +17,8 @@ Assumptions, stated once:
   unless LSQ is on (``set_lsq_``): then weight and activation step sizes are learned
   as in Esser et al. 2020, "Learned Step Size Quantization", each step's gradient scaled
   by g = 1/sqrt(N * Qp) with Qp the largest code and N as in the paper: the layer's
-  number of weights (per-channel steps too: with N = one channel's weights, 8-bit steps
-  of small layers overshoot to <= 0 within a few steps), or one input's features.
+  number of weights (for per-channel steps too; one channel's weights would give a larger
+  g and larger, less stable step updates), or the features of one input.
   The learned steps are used in the forward as the exports use them (16 significant
   bits), so a model trained with LSQ exports bit for bit like any other.
 
