@@ -76,6 +76,10 @@ def parse_args() -> argparse.Namespace:
     return p.parse_args()
 
 
+MEASURED = ("seernet/quant.py", "seernet/evaluate.py", "seernet/compress.py", "seernet/train.py",
+            "seernet/prune.py", "seernet/loaders.py")  # fmt: skip
+
+
 def _git(root: Path, *args: str) -> str:
     return subprocess.run(
         ["git", "-C", str(root), *args], capture_output=True, text=True, check=True
@@ -83,10 +87,14 @@ def _git(root: Path, *args: str) -> str:
 
 
 def code_version(settings: CompressSettings) -> str:
-    """Commit of the imported seernet tree (+ hash of its uncommitted changes) and of the settings."""
+    """Last commit of the measured code in the imported tree (+ hash of its uncommitted changes), settings hash.
+
+    Only the files on the measured path count: other work committed meanwhile does not
+    invalidate stored results.
+    """
     root = Path(seernet.__file__).resolve().parent.parent
-    commit = _git(root, "rev-parse", "--short=7", "HEAD").strip()
-    diff = _git(root, "diff", "HEAD", "--", "seernet")
+    commit = _git(root, "log", "-1", "--format=%h", "--abbrev=7", "--", *MEASURED).strip()
+    diff = _git(root, "diff", "HEAD", "--", *MEASURED)
     if diff:
         commit += "+" + hashlib.sha1(diff.encode()).hexdigest()[:6]
     tuned = {
@@ -134,12 +142,14 @@ def measure(ctx: RunContext, built: torch.nn.Module, steps: int, overrides: dict
     start = time.perf_counter()
     model = copy.deepcopy(built)
     settings = CompressSettings(steps=steps, **overrides)
+    history = []
     if steps > 0:
         kwargs = (
             {"teacher": ctx.model} if "teacher" in inspect.signature(finetune).parameters else {}
         )
-        finetune(model, ctx.splits, settings, ctx.device, **kwargs)
-    acc = accuracy(model, ctx.splits.val, ctx.device)
+        history = finetune(model, ctx.splits, settings, ctx.device, **kwargs)
+    # finetune measures val after its last step: the same number, without a second pass
+    acc = history[-1]["val_accuracy"] if history else accuracy(model, ctx.splits.val, ctx.device)
     return {
         "val": acc,
         "seconds": round(time.perf_counter() - start, 1),
