@@ -33,7 +33,16 @@ def default_data_dir() -> Path:
 
 
 def min_max_encode(X: np.ndarray) -> np.ndarray:
-    """Map every column to [0, 1], as the policy codec does; constant columns become 0."""
+    """Map every column to [0, 1], larger = keeps more, as the policy codec does.
+
+    The reference files hold pruning ratios (fraction of channels removed, values in
+    (0, 1), accuracy falls as they grow) and bit-widths (values >= 2, accuracy rises);
+    a column is told apart by its values, which also catches MobileNetV2's layout (106
+    bit-width columns, then 48 ratios, not the 102 + 52 its README row says). Ratios
+    are flipped to kept fractions, so that every column points the way the monotone
+    predictor assumes. Constant columns become 0.
+    """
+    X = np.where(X.max(axis=0) <= 1.0, 1.0 - X, X)
     lo, hi = X.min(axis=0), X.max(axis=0)
     return (X - lo) / np.where(hi > lo, hi - lo, 1.0)
 

@@ -15,13 +15,20 @@ if TYPE_CHECKING:
     from predictor.ensemble import MLPEnsemble
 
 FORMAT = "seernet.predictor.mlp-ensemble"
-VERSION = 1
+# Version 2 added the monotone directions, the cap and the calibrated std scale; a
+# version-1 file has none of them and is refused (refit to get them).
+VERSION = 2
+# Fitted scalars beyond the scalers, saved in the JSON header under these names.
+CALIBRATION_ATTRS = ("noise_std_", "noise_source_", "cap_", "cap_source_", "cap_width_", "std_scale_", "calibration_coverage_")
 
 
 def save(model: MLPEnsemble, path: str | Path, metadata: dict) -> None:
     """Write hyperparameters, input dim, scalers, member weights and caller metadata."""
     params = model.get_params()
     params["hidden"] = [int(h) for h in params["hidden"]]
+    if not isinstance(params["monotone"], bool):
+        params["monotone"] = [int(v) for v in np.asarray(params["monotone"]).reshape(-1)]
+    signs = model.monotone_signs_
     header = {
         "format": FORMAT,
         "version": VERSION,
@@ -30,6 +37,8 @@ def save(model: MLPEnsemble, path: str | Path, metadata: dict) -> None:
         "n_epochs": int(model.n_epochs_),
         "y_mean": model.y_mean_,
         "y_std": model.y_std_,
+        "monotone_signs": None if signs is None else [int(v) for v in signs],
+        "calibration": {name: getattr(model, name) for name in CALIBRATION_ATTRS},
         "metadata": metadata,
     }
     try:
@@ -58,10 +67,17 @@ def load(cls: type[MLPEnsemble], path: str | Path) -> tuple[MLPEnsemble, dict]:
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         raise ValueError(f"{path} is not an MLPEnsemble predictor file; refit it.")
     if header.get("version") != VERSION:
-        raise ValueError(f"{path} has predictor format version {header.get('version')}, expected {VERSION}; refit it.")
+        raise ValueError(
+            f"{path} has predictor format version {header.get('version')}, this seernet reads {VERSION} "
+            "(monotone, capped, calibrated); refit it."
+        )
     try:
         model = cls(**{**header["params"], "hidden": tuple(header["params"]["hidden"])})
-        net = StackedMLP(model.n_members, header["n_features_in"], model.hidden, model.activation)
+        signs = header["monotone_signs"]
+        net = StackedMLP(
+            model.n_members, header["n_features_in"], model.hidden, model.activation,
+            signs=None if signs is None else torch.tensor(signs, dtype=torch.float32),
+        )
         net.load_state_dict(blob["state"])
         _restore_fitted(model, header, blob, net)
     except (KeyError, TypeError, RuntimeError) as err:
@@ -77,4 +93,10 @@ def _restore_fitted(model: MLPEnsemble, header: dict[str, Any], blob: dict, net:
     model.x_std_ = blob["x_std"].numpy().astype(np.float64)
     model.y_mean_ = header["y_mean"]
     model.y_std_ = header["y_std"]
+    signs = header["monotone_signs"]
+    model.monotone_signs_ = None if signs is None else np.asarray(signs, dtype=np.float64)
+    for name in CALIBRATION_ATTRS:
+        setattr(model, name, header["calibration"][name])
+    if model.calibration_coverage_ is not None:
+        model.calibration_coverage_ = tuple(model.calibration_coverage_)
     model.members_ = net.eval().requires_grad_(False)

@@ -40,8 +40,12 @@ def cross_validate_samples(X: np.ndarray, y: np.ndarray, folds: int, seed: int):
         raise UserError(f"cannot cross-validate these samples: {exc}") from exc
 
 
-def fit_and_save(ctx: RunContext, X: np.ndarray, y: np.ndarray, cv, seed: int, path: Path) -> None:  # noqa: ANN001
-    """Fit the ensemble on every sample and save it atomically with its metadata."""
+def fit_and_save(ctx: RunContext, X: np.ndarray, y: np.ndarray, cv, seed: int, path: Path):  # noqa: ANN001, ANN201
+    """Fit the ensemble on every sample, save it atomically with its metadata, and return it.
+
+    The saved metadata carries the cross-validated scores, including the out-of-fold
+    coverage of the calibrated spread (fractions within 1 and 2 std).
+    """
     from predictor.crossval import ENSEMBLE
     from predictor.ensemble import MLPEnsemble
 
@@ -55,6 +59,26 @@ def fit_and_save(ctx: RunContext, X: np.ndarray, y: np.ndarray, cv, seed: int, p
     tmp = path.with_name(path.name + ".tmp")
     model.save(tmp, meta)
     os.replace(tmp, path)
+    return model
+
+
+def trust_lines(model, cv) -> list[str]:  # noqa: ANN001 - MLPEnsemble, CVResult
+    """What the saved predictor promises: out-of-fold coverage of its spread, and its cap."""
+    lines = []
+    if cv.calibration is not None:
+        one, two = cv.calibration
+        target = "" if model.coverage is None else f"; spread scaled for {model.coverage:.0%} within 2 std"
+        lines.append(
+            f"ensemble spread, out-of-fold over {len(cv.y)} samples: {one:.0%} within 1 std, "
+            f"{two:.0%} within 2 std{target}"
+        )
+    if model.cap_source_ == "given":
+        lines.append(f"predictions capped at {model.cap_:.2f} (given)")
+    elif model.cap_ is not None:
+        how = "best measured base policy" if model.cap_source_ == "base policy" else "best sample (base policy not measured)"
+        noise = "repeated measurements" if model.noise_source_ == "repeats" else "fit residuals"
+        lines.append(f"predictions capped at {model.cap_:.2f}: {how} + {model.noise_std_:.2f} noise margin from {noise}")
+    return lines
 
 
 def plot_cv(y: np.ndarray, mean: np.ndarray, std: np.ndarray, path: Path) -> None:

@@ -22,7 +22,7 @@ def run(args: argparse.Namespace) -> int:
 
     from seernet.context import RunContext
     from seernet.errors import UserError
-    from seernet.fit import cross_validate_samples, fit_and_save, load_samples, plot_cv
+    from seernet.fit import cross_validate_samples, fit_and_save, load_samples, plot_cv, trust_lines
     from seernet.solve import PREDICTOR_NAME
     from seernet.workspace import Workspace
 
@@ -35,7 +35,9 @@ def run(args: argparse.Namespace) -> int:
     cv = cross_validate_samples(X, y, args.folds, args.seed)
     print(f"{len(y)} samples, {X.shape[1]} dimensions, {args.folds}-fold cross-validation (same folds for every model):")
     print(cv.table())
-    fit_and_save(ctx, X, y, cv, args.seed, ws.path(PREDICTOR_NAME))
+    model = fit_and_save(ctx, X, y, cv, args.seed, ws.path(PREDICTOR_NAME))
+    for line in trust_lines(model, cv):
+        print(line)
     plot_cv(y, cv.oof_mean, cv.oof_std, ws.path("report", "predictor.png"))
     print(f"saved {ws.path(PREDICTOR_NAME)} and {ws.path('report', 'predictor.png')} ({time.perf_counter() - start:.1f} s)")
     return 0

@@ -12,9 +12,10 @@ N_FEATURES = 30
 
 
 def _smooth_target(X: np.ndarray) -> np.ndarray:
-    """A smooth function of 30 inputs: a decaying linear trend plus a few interactions."""
+    """A smooth function of 30 inputs, increasing in each on [0, 1]^30 like accuracy in a
+    policy: a decaying linear trend, a saturating term and a few interactions."""
     w = np.linspace(1.0, 0.1, X.shape[1])
-    return X @ w / 3 + np.sin(3 * X[:, 0]) + X[:, 1] * X[:, 2] + 0.5 * np.cos(2 * X[:, 3] + X[:, 4])
+    return X @ w / 3 + np.sin(1.5 * X[:, 0]) + X[:, 1] * X[:, 2] + 0.5 * np.tanh(2 * X[:, 3] + X[:, 4] - 1.5)
 
 
 def _make_data(n: int, seed: int, low: float = 0.0, high: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
@@ -24,7 +25,7 @@ def _make_data(n: int, seed: int, low: float = 0.0, high: float = 1.0) -> tuple[
     return X, _smooth_target(X) + 0.05 * rng.normal(size=n)
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def make_data() -> Callable[..., tuple[np.ndarray, np.ndarray]]:
     """Factory for seeded synthetic (X, y) samples."""
     return _make_data

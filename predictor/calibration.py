@@ -1,0 +1,81 @@
+"""What the predictor may promise: monotone directions, an accuracy cap, a calibrated spread.
+
+Assumptions, stated once:
+- Inputs are encoded so that a larger value keeps more (channels, bits); the best policy
+  is the corner with every increasing input at its maximum and every decreasing input
+  at its minimum (the all-ones row for seernet's codec).
+- No policy is more accurate than that corner. Its measured accuracy, plus a margin for
+  measurement noise, caps every prediction.
+- The ensemble's spread is right up to one factor, which held-out residuals fix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+Monotone = bool | Sequence[int] | np.ndarray
+
+
+def resolve_signs(monotone: Monotone, n_features: int) -> np.ndarray | None:
+    """The per-input directions (+1 increasing, -1 decreasing, 0 free), or None for no constraint."""
+    if isinstance(monotone, bool | np.bool_):
+        return np.ones(n_features) if monotone else None
+    signs = np.asarray(monotone, dtype=np.float64)
+    if signs.shape != (n_features,) or not np.isin(signs, (-1.0, 0.0, 1.0)).all():
+        got = np.unique(signs).tolist() if signs.size <= 1000 else "too many values"
+        raise ValueError(
+            f"monotone must be True, False or one entry of -1, 0 or +1 per input ({n_features}), "
+            f"got {signs.size} entries with values {got}"
+        )
+    return signs
+
+
+def best_corner_rows(X: np.ndarray, signs: np.ndarray | None) -> np.ndarray:
+    """Mask of rows at the best corner: every constrained input at the best end of its observed range.
+
+    For seernet's codec that is the all-ones row (the unpruned highest-bit policy) when it
+    was measured. By monotonicity no other row can be truly better. Without directions
+    (``monotone=False``) every input is taken as increasing, as the codec encodes it.
+    """
+    s = np.ones(X.shape[1]) if signs is None else signs
+    best = np.where(s > 0, X.max(axis=0), X.min(axis=0))
+    on = s != 0
+    return np.all(X[:, on] == best[on], axis=1)
+
+
+def repeat_noise_std(X: np.ndarray, y: np.ndarray) -> float | None:
+    """Pooled within-policy std of repeated measurements (rows with identical X); None without repeats."""
+    _, inverse, counts = np.unique(X, axis=0, return_inverse=True, return_counts=True)
+    inverse = inverse.reshape(-1)
+    dof = int((counts - 1).sum())
+    if dof == 0:
+        return None
+    means = np.bincount(inverse, weights=y) / counts
+    return float(np.sqrt(np.sum((y - means[inverse]) ** 2) / dof))
+
+
+def soft_cap(m: torch.Tensor, cap: float, width: float) -> torch.Tensor:
+    """``cap - width * softplus((cap - m) / width)``: increasing in m, never above cap, ~m far below it.
+
+    The cap is rounded down to m's dtype, so that the promise holds in float32 too.
+    """
+    c = torch.tensor(cap, dtype=torch.float64).to(m.dtype)
+    if float(c) > cap:
+        c = torch.nextafter(c, torch.tensor(-float("inf"), dtype=m.dtype))
+    c = c.to(m.device)
+    return c - width * torch.nn.functional.softplus((c - m) / width)
+
+
+def conformal_scale(abs_resid: np.ndarray, std: np.ndarray, coverage: float, z: float = 2.0) -> float:
+    """Smallest factor c with ``|r| <= z * c * std`` on a ``coverage`` share of the rows.
+
+    Split conformal: the ceil((n + 1) * coverage)-th smallest ratio, so that a new
+    exchangeable point is covered with probability at least ``coverage``; with too few
+    rows for that the largest ratio is used.
+    """
+    ratio = np.sort(abs_resid / np.maximum(std, 1e-12)) / z
+    k = min(int(np.ceil((len(ratio) + 1) * coverage)), len(ratio))
+    return float(ratio[k - 1])
