@@ -15,10 +15,11 @@ Cells (budgets) and the methods compared in each:
   a = w per layer) under the BitOPs of ``uniform-bits``. First conv and classifier stay
   8-bit in every policy, so these two exceed K x FLOPs slightly (shown); seernet does not.
 - ``size-Bbit`` (B = 4, 3, 2): weight memory of the unpruned model at uniform B-bit (first
-  and last layer 8-bit). ``seernet`` (solve --size, bits mixed), ``uniform-bits``, ``hawq``
-  (a = 8: activations cost no weight memory), ``mct-ptq`` (Sony MCT's mixed-precision PTQ at
-  the same kernel bytes, as it ships, no fine-tuning) and ``mct-ft`` (MCT's bit allocation,
-  activations 8-bit, put through seernet's fine-tuning; its first/last layers forced to 8).
+  and last layer 8-bit). ``seernet`` (solve --size, bits mixed), ``uniform-bits`` (weights
+  B-bit) and ``hawq``, both with 8-bit activations (they cost no weight memory), ``mct-ptq``
+  (Sony MCT's mixed-precision PTQ at the same kernel bytes, as it ships, no fine-tuning) and
+  ``mct-ft`` (MCT's bit allocation, activations 8-bit, put through seernet's fine-tuning;
+  its first/last layers forced to 8 bits like every policy here, a little over the level).
 
 Every policy gets identical fine-tuning: ``seernet.compress`` with ``CompressSettings()``
 defaults and ``seed`` = each of ``--seeds``, scored on the test set. Tables show mean +- std
@@ -54,6 +55,7 @@ from benchmarks.anchors.runs import RunStore, digest, mean_std, run_key, verdict
 from benchmarks.anchors.tp_global import tp_global_policy
 from seernet.compress import CompressSettings, compress
 from seernet.context import RunContext, record_space
+from seernet.device import resolve_device
 from seernet.errors import UserError
 from seernet.evaluate import adapt_batchnorm_
 from seernet.loaders import batches
@@ -116,6 +118,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, help="QAT steps per model (default: compress's own; for smoke runs)")
     p.add_argument("--probes", type=int, default=64, help="HAWQ: Hessian-vector products per batch")
     p.add_argument("--hessian-batches", type=int, default=4, help="HAWQ: training batches of 128 for the traces")
+    p.add_argument("--device", default="cpu", help="where fine-tuning runs: cpu (default), auto, cuda, cuda:N "
+                   "(results are keyed by settings, not device; HAWQ traces and MCT always run on the CPU)")
     p.add_argument("--plan-only", action="store_true", help="print every policy's costs, fine-tune nothing")
     args = p.parse_args(argv)
     args.methods, args.modes = set(args.methods.split(",")), set(args.modes.split(","))
@@ -132,7 +136,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 # --- workspace, identity, seernet's predictor --------------------------------------------
-def bench_context(out: Path, workdir: Path) -> RunContext:
+def bench_context(out: Path, workdir: Path, device: torch.device) -> RunContext:
     """The bench's own workspace (compress writes there): a copy of ``workdir``'s identity
     when that workspace exists, else the default model and data."""
     ws = Workspace(out / "ws")
@@ -142,10 +146,10 @@ def bench_context(out: Path, workdir: Path) -> RunContext:
             ws.root.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src.config_path, ws.config_path)
         else:
-            ctx = RunContext(ws, ws.open({}), torch.device("cpu"))
+            ctx = RunContext(ws, ws.open({}), device)
             record_space(ctx, SpaceChoices())
             return ctx
-    return RunContext(ws, ws.read(), torch.device("cpu"))
+    return RunContext(ws, ws.read(), device)
 
 
 def identity(ctx: RunContext) -> dict:
@@ -220,28 +224,35 @@ def hawq_sensitivity(ctx: RunContext, args: argparse.Namespace, channels: dict[s
 
 
 def mct_results(ctx: RunContext, args: argparse.Namespace, targets: list[float]) -> list[dict] | None:
-    """MCT's PTQ at each weight-memory target, run in the peers' environment; cached on disk."""
-    key = digest({"targets": targets, "identity": identity(ctx)})
-    path = Path(args.out) / "mct" / f"{key}.json"
-    if not path.is_file():
+    """MCT's PTQ at each weight-memory target, run in the peers' environment; one cache file per target."""
+    ident = identity(ctx)
+    paths = {t: Path(args.out) / "mct" / f"{digest({'target': round(t, 1), 'identity': ident})}.json" for t in targets}
+    missing = [t for t, p in paths.items() if not p.is_file()]
+    if missing:
         if not PEERS_PYTHON.is_file():
             print(f"MCT arm skipped: no peers environment ({PEERS_PYTHON}); run 'bash benchmarks/peers/setup.sh'")
             return None
-        path.parent.mkdir(parents=True, exist_ok=True)
-        log = path.with_suffix(".log")
+        batch = paths[missing[0]].with_suffix(".batch.json")
+        log = paths[missing[0]].with_suffix(".log")
         cmd = [str(PEERS_PYTHON), str(PEERS_PYTHON.parents[2] / "mct_ptq.py"), "--workdir", str(ctx.ws.root),
-               "--weights-memory", ",".join(f"{t:.1f}" for t in targets), "--out", str(path)]  # fmt: skip
-        print(f"MCT: mixed-precision PTQ at {len(targets)} targets (log: {log}) ...", flush=True)
+               "--weights-memory", ",".join(f"{t:.1f}" for t in missing), "--out", str(batch)]  # fmt: skip
+        print(f"MCT: mixed-precision PTQ at {len(missing)} target(s) (log: {log}) ...", flush=True)
+        batch.parent.mkdir(parents=True, exist_ok=True)
         with log.open("w") as f:
             rc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, check=False).returncode
         if rc != 0:
             print(f"MCT arm skipped: mct_ptq.py failed (exit {rc}); see {log}")
             return None
-    return json.loads(path.read_text())["results"]
+        doc = json.loads(batch.read_text())
+        for t, r in zip(missing, doc["results"], strict=True):
+            paths[t].write_text(json.dumps({**r, "mct_version": doc["mct_version"], "torch_version": doc["torch_version"]}, indent=2))
+        batch.unlink()
+    return [json.loads(paths[t].read_text()) for t in targets]
 
 
 def mct_policy(ctx: RunContext, bits: dict[str, int]) -> Policy:
-    """MCT's weight bits on seernet's free layers (activations 8-bit); fixed layers stay fixed."""
+    """Unpruned, ``bits`` as weight bits of the free layers, activations 8-bit (they cost no
+    weight memory; MCT's default); first conv and classifier stay at fixed_bits."""
     full = ctx.space.full_policy(8)
     chosen = {ly.name: (bits[ly.name], 8) for ly in ctx.space.free_layers}
     return Policy(full.channels, {**full.bits, **chosen})
@@ -293,7 +304,7 @@ def plan(ctx: RunContext, args: argparse.Namespace, store: RunStore, predictor, 
                 if want("seernet") and predictor is not None:
                     arms.append(seernet_arm(ctx, predictor, cell, b))
     else:
-        levels = {bits: ctx.space.full_policy(bits) for bits in args.size_bits}  # first/last stay 8-bit
+        levels = {bits: mct_policy(ctx, {ly.name: bits for ly in ctx.space.free_layers}) for bits in args.size_bits}
         mct = mct_results(ctx, args, [kernel_bytes(ctx, p) for p in levels.values()]) if want("mct") else None
         for i, (bits, ub) in enumerate(levels.items()):
             cell = Cell("size", bits=bits)
@@ -463,7 +474,7 @@ def print_plan(ctx: RunContext, arms: list[Arm]) -> None:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     out = Path(args.out)
-    ctx = bench_context(out, Path(args.workdir))
+    ctx = bench_context(out, Path(args.workdir), resolve_device(args.device))
     store = RunStore(out / "runs")
     predictor = seernet_predictor(ctx, Path(args.workdir)) if "seernet" in args.methods else None
     all_arms: list[Arm] = []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from types import SimpleNamespace
 
 import pytest
@@ -105,3 +106,30 @@ def test_summary_table_names_ties_and_wins():
     assert "not clearly ahead in: none" in summary
     rows[0] = mk("seernet", [90.6, 90.8, 90.4])  # +0.10 over tp-global, within the std: a tie, named
     assert "not clearly ahead in: 50%-8bit (tie vs tp-global, +0.10)" in bench.tables(rows, full)[1]
+
+
+def test_mct_results_are_cached_per_target(tmp_path, monkeypatch):
+    requested = []
+
+    def fake_run(cmd, stdout, stderr, check):
+        targets = [float(t) for t in cmd[cmd.index("--weights-memory") + 1].split(",")]
+        requested.append(targets)
+        results = [{"weights_memory_target": t, "weights_memory": t, "test": t / 10, "bits": {}} for t in targets]
+        out = cmd[cmd.index("--out") + 1]
+        with open(out, "w") as f:
+            json.dump({"mct_version": "x", "torch_version": "y", "results": results}, f)
+        return SimpleNamespace(returncode=0)
+
+    peers = tmp_path / "peers" / ".venv" / "bin" / "python"
+    peers.parent.mkdir(parents=True)
+    peers.touch()
+    monkeypatch.setattr(bench, "PEERS_PYTHON", peers)
+    monkeypatch.setattr(bench, "identity", lambda ctx: IDENT)
+    monkeypatch.setattr(bench.subprocess, "run", fake_run)
+    ctx = SimpleNamespace(ws=SimpleNamespace(root=tmp_path / "ws"))
+    args = SimpleNamespace(out=str(tmp_path / "out"))
+    first = bench.mct_results(ctx, args, [100.0, 200.0])
+    assert [r["test"] for r in first] == [10.0, 20.0]
+    second = bench.mct_results(ctx, args, [200.0, 300.0])
+    assert requested == [[100.0, 200.0], [300.0]]  # 200 came from the cache
+    assert [r["test"] for r in second] == [20.0, 30.0] and second[0]["mct_version"] == "x"
