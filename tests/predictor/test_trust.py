@@ -14,7 +14,8 @@ from hypothesis.extra.numpy import arrays
 from predictor import MLPEnsemble, calibration
 from predictor.calibration import repeat_noise_std
 
-SMALL = {"hidden": (32, 32), "max_epochs": 150, "n_members": 4}
+SMALL = {"hidden": (32, 32), "max_epochs": 150, "n_members": 4, "coverage": None}
+CALIBRATED = {**SMALL, "coverage": 0.95}
 D = 30
 
 
@@ -135,8 +136,8 @@ def test_repeat_noise_std_is_the_pooled_within_policy_std():
 def test_spread_is_calibrated_on_held_out_points(make_data):
     X, y = make_data(300, seed=7)
     X_test, y_test = make_data(400, seed=8)
-    fitted = MLPEnsemble(**SMALL, random_state=2).fit(X, y)
-    raw = MLPEnsemble(**SMALL, random_state=2, coverage=None).fit(X, y)
+    fitted = MLPEnsemble(**CALIBRATED, random_state=2).fit(X, y)
+    raw = MLPEnsemble(**SMALL, random_state=2).fit(X, y)
     within1, within2 = calibration(y_test, *fitted.predict(X_test, return_std=True))
     raw2 = calibration(y_test, *raw.predict(X_test, return_std=True))[1]
     assert 0.85 <= within2 <= 0.995 and 0.5 <= within1 <= within2
@@ -148,7 +149,7 @@ def test_spread_is_calibrated_on_held_out_points(make_data):
 def test_round_trip_keeps_the_new_state(tmp_path, base_data):
     signs = np.ones(D)
     signs[:5] = 0
-    fitted = MLPEnsemble(**SMALL, monotone=signs, random_state=4).fit(*base_data)
+    fitted = MLPEnsemble(**CALIBRATED, monotone=signs, random_state=4).fit(*base_data)
     path = tmp_path / "predictor.pt"
     fitted.save(path, {"k": 1})
     loaded, _ = MLPEnsemble.load(path)
@@ -188,5 +189,5 @@ def test_files_of_the_old_format_are_refused(tmp_path, model):
 def test_bad_params_raise_one_clear_sentence(make_data, params, match):
     X, y = make_data(20, seed=0)
     with pytest.raises(ValueError, match=match) as err:
-        MLPEnsemble(**SMALL, **params).fit(X, y)
+        MLPEnsemble(**{**SMALL, **params}).fit(X, y)
     assert "\n" not in str(err.value)
