@@ -229,3 +229,15 @@ def test_compress_with_distillation_and_lsq_exports_exactly(workspace: Path):
     m = json.loads((workspace / "compressed" / "distilled" / "metrics.json").read_text())
     assert (m["settings"]["distill"], m["settings"]["temperature"], m["settings"]["lsq"]) == (0.7, 2.0, True)
     assert m["export_check"]["torchscript_max_abs_diff"] == 0 and m["export_check"]["packed_max_abs_diff"] == 0
+
+
+def test_quantizer_settings_are_validated():
+    from seernet.evaluate import Protocol
+
+    with pytest.raises(ValueError, match="weight_clip"):
+        Protocol(weight_clip="percentile")
+    with pytest.raises(ValueError, match="lsq"):
+        Protocol(lsq="yes")
+    with pytest.raises(ValueError, match="lsq"):
+        CompressSettings(lsq=1)
+    assert Protocol().to_json()["weight_clip"] == "mse"  # part of a sample store's identity
