@@ -72,6 +72,7 @@ MODES = ("8bit", "mixed", "size")
 METHODS = ("seernet", "uniform", "tp-global", "uniform-bits", "hawq", "mct")
 BASELINES = {"8bit": ("uniform", "tp-global"), "mixed": ("uniform-bits", "hawq"),
              "size": ("uniform-bits", "hawq", "mct-ptq", "mct-ft")}  # fmt: skip
+PLOT_COLORS = {m: f"C{i}" for i, m in enumerate(("seernet", "uniform", "tp-global", "uniform-bits", "hawq", "mct-ptq", "mct-ft"))}
 PEERS_PYTHON = Path(__file__).resolve().parent / "peers" / ".venv" / "bin" / "python"
 
 
@@ -430,7 +431,7 @@ def plot(rows: list[dict], base: float | None, path: Path) -> None:
         for method in dict.fromkeys(r["method"] for r in sel):
             rs = sorted((r for r in sel if r["method"] == method), key=lambda r: r["costs"][cost])
             ax.errorbar([r["costs"][cost] / unit for r in rs], [r["mean"] for r in rs], yerr=[r["std"] for r in rs],
-                        marker="o", capsize=3, label=method)  # fmt: skip
+                        marker="o", capsize=3, label=method, color=PLOT_COLORS.get(method))  # fmt: skip
         if base is not None:
             ax.axhline(base, color="grey", linestyle="--", label="base (float)")
         ax.set(xlabel=label, ylabel="test accuracy (%)")
