@@ -35,9 +35,13 @@ def allocate(
     """Index of the chosen option per layer, shape (L,); ValueError when no choice fits."""
     s = np.asarray(sensitivity, dtype=np.float64)
     if s.ndim != 2 or s.size == 0:
-        raise ValueError(f"sensitivity must be a non-empty (layers, choices) array, got shape {s.shape}")
+        raise ValueError(
+            f"sensitivity must be a non-empty (layers, choices) array, got shape {s.shape}"
+        )
     if set(costs) != set(budgets):
-        raise ValueError(f"costs {sorted(costs)} and budgets {sorted(budgets)} must name the same resources")
+        raise ValueError(
+            f"costs {sorted(costs)} and budgets {sorted(budgets)} must name the same resources"
+        )
     costs = {k: np.asarray(c, dtype=np.float64) for k, c in costs.items()}
     for k, c in costs.items():
         if c.shape != s.shape:
@@ -56,13 +60,19 @@ def allocate(
     raise RuntimeError("the solver found no allocation that holds every budget after rounding")
 
 
-def _solve(s: np.ndarray, costs: Mapping[str, np.ndarray], budgets: Mapping[str, float], margin: float):  # noqa: ANN202
+def _solve(
+    s: np.ndarray, costs: Mapping[str, np.ndarray], budgets: Mapping[str, float], margin: float
+):  # noqa: ANN202
     """``scipy.optimize.milp`` on the program above, each budget lowered by ``margin`` (relative)."""
     n_layers, n_choices = s.shape
     allowed = np.isfinite(s)
     scale = np.abs(s[allowed]).max() or 1.0
     objective = np.where(allowed, s / scale, 0.0).ravel()
-    rows, lower, upper = [np.kron(np.eye(n_layers), np.ones(n_choices))], [np.ones(n_layers)], [np.ones(n_layers)]
+    rows, lower, upper = (
+        [np.kron(np.eye(n_layers), np.ones(n_choices))],
+        [np.ones(n_layers)],
+        [np.ones(n_layers)],
+    )
     for k, b in budgets.items():
         norm = abs(b) if b else 1.0
         rows.append((np.asarray(costs[k], dtype=np.float64) / norm).ravel()[None])
@@ -108,7 +118,9 @@ def _polish(
     return choice
 
 
-def _fits(choice: np.ndarray, s: np.ndarray, costs: Mapping[str, np.ndarray], budgets: Mapping[str, float]) -> bool:
+def _fits(
+    choice: np.ndarray, s: np.ndarray, costs: Mapping[str, np.ndarray], budgets: Mapping[str, float]
+) -> bool:
     """The rounded solution is allowed and within every budget, recomputed exactly."""
     return bool(np.isfinite(s[np.arange(len(choice)), choice]).all()) and all(
         total(costs[k], choice) <= b + _ROUNDING * abs(b) for k, b in budgets.items()

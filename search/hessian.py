@@ -49,7 +49,11 @@ def hutchinson_traces(
         for i in range(probes):
             vs = [rademacher_like(p, gen) for p in params]
             hvs = torch.autograd.grad(grads, params, grad_outputs=vs, retain_graph=i < probes - 1)
-            samples.append(torch.stack([(v * hv).sum().detach() for v, hv in zip(vs, hvs, strict=True)]).double().cpu())
+            samples.append(
+                torch.stack([(v * hv).sum().detach() for v, hv in zip(vs, hvs, strict=True)])
+                .double()
+                .cpu()
+            )
     if not samples:
         raise ValueError("no loss closure given")
     stacked = torch.stack(samples)

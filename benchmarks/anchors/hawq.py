@@ -90,10 +90,16 @@ def sensitivities(
     )  # fmt: skip
 
 
-def _layer_costs(space: PolicySpace, costs: CostModel, channels: dict[str, int]) -> tuple[np.ndarray, np.ndarray]:
+def _layer_costs(
+    space: PolicySpace, costs: CostModel, channels: dict[str, int]
+) -> tuple[np.ndarray, np.ndarray]:
     """MACs and weight elements of every free layer at these channel counts."""
     x = torch.as_tensor(space.encode(Policy(channels, space.full_policy().bits)))[None]
-    index = [i for i, ly in enumerate(space.layers) if not ly.fixed_bits and ly.kind in ("conv", "linear")]
+    index = [
+        i
+        for i, ly in enumerate(space.layers)
+        if not ly.fixed_bits and ly.kind in ("conv", "linear")
+    ]
     return costs.layer_macs(x)[0, index].numpy(), costs.layer_weights(x)[0, index].numpy()
 
 
@@ -103,23 +109,35 @@ def choice_bits(bits: int, budget: str, a_bits: int = 8) -> tuple[int, int]:
 
 
 def hawq_policy(
-    space: PolicySpace, costs: CostModel, channels: dict[str, int], sens: Sensitivity, budgets: dict[str, float]
+    space: PolicySpace,
+    costs: CostModel,
+    channels: dict[str, int],
+    sens: Sensitivity,
+    budgets: dict[str, float],
 ) -> Policy:
     """The ILP's allocation for these channel counts under a ``bitops`` or ``size`` budget."""
     kinds = [k for k in budgets if k in ("bitops", "size")]
     if len(kinds) != 1:
-        raise ValueError(f"HAWQ allocates bits under one BitOPs or size budget, got {sorted(budgets)}")
+        raise ValueError(
+            f"HAWQ allocates bits under one BitOPs or size budget, got {sorted(budgets)}"
+        )
     kind = kinds[0]
     free = [ly.name for ly in space.free_layers]
     if sens.layers != free:
-        raise ValueError("the sensitivities were measured for other layers than this space's free layers")
+        raise ValueError(
+            "the sensitivities were measured for other layers than this space's free layers"
+        )
     bits = np.asarray(sens.bits, dtype=np.float64)
     macs, weights = _layer_costs(space, costs, channels)
     wa = np.array([choice_bits(int(b), kind) for b in sens.bits], dtype=np.float64)
-    per_choice = macs[:, None] * wa[:, 0] * wa[:, 1] if kind == "bitops" else weights[:, None] * bits / 8.0
+    per_choice = (
+        macs[:, None] * wa[:, 0] * wa[:, 1] if kind == "bitops" else weights[:, None] * bits / 8.0
+    )
 
     def policy(choice: np.ndarray) -> Policy:
-        chosen = {n: choice_bits(int(sens.bits[c]), kind) for n, c in zip(free, choice, strict=True)}
+        chosen = {
+            n: choice_bits(int(sens.bits[c]), kind) for n, c in zip(free, choice, strict=True)
+        }
         return Policy(dict(channels), {**space.full_policy().bits, **chosen})
 
     lowest = np.zeros(len(free), dtype=int)
@@ -129,5 +147,7 @@ def hawq_policy(
     used = costs.of_policy(out)
     over = [k for k, b in budgets.items() if used[k] > b * (1 + 1e-9)]
     if over:
-        raise ValueError(f"HAWQ policy exceeds {over}: the channel counts alone do not fit those budgets")
+        raise ValueError(
+            f"HAWQ policy exceeds {over}: the channel counts alone do not fit those budgets"
+        )
     return out

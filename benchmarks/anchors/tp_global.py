@@ -34,20 +34,36 @@ def kept_counts(model: nn.Module, space: PolicySpace, ratio: float) -> dict[str,
             ignored_layers=[pruned.get_submodule(classifier_name(pruned))],
         )  # fmt: skip
         pruner.step()
-    return {name: m.out_channels if isinstance(m, nn.Conv2d) else m.out_features for name, m in roots.items()}
+    return {
+        name: m.out_channels if isinstance(m, nn.Conv2d) else m.out_features
+        for name, m in roots.items()
+    }
 
 
 def snapped(space: PolicySpace, kept: dict[str, int], bits: int) -> Policy:
     """Each count raised to the nearest allowed level; every free layer at ``bits``."""
-    channels = {g.name: next((k for k in g.keep if k >= kept[g.name]), g.keep[-1]) for g in space.groups}
+    channels = {
+        g.name: next((k for k in g.keep if k >= kept[g.name]), g.keep[-1]) for g in space.groups
+    }
     return Policy(channels, space.full_policy(bits).bits)
 
 
 def tp_global_policy(
-    model: nn.Module, space: PolicySpace, costs: CostModel, flops: float, bits: int = 8, iters: int = 24
+    model: nn.Module,
+    space: PolicySpace,
+    costs: CostModel,
+    flops: float,
+    bits: int = 8,
+    iters: int = 24,
 ) -> tuple[Policy, float]:
     """The policy of the smallest global ratio whose snapped FLOPs fit ``flops``, and that ratio."""
-    fits = lambda r: costs.of_policy(snapped(space, kept_counts(model, space, r), bits))["flops"] <= flops  # noqa: E731
+
+    def fits(ratio: float) -> bool:
+        return (
+            costs.of_policy(snapped(space, kept_counts(model, space, ratio), bits))["flops"]
+            <= flops
+        )
+
     lo, hi = 0.0, space.choices.max_prune
     if not fits(hi):
         raise ValueError(f"Torch-Pruning cannot reach {flops:.0f} FLOPs within max_prune {hi}")

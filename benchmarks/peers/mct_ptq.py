@@ -35,11 +35,19 @@ from seernet.workspace import Workspace
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--workdir", required=True, help="seernet workspace (its seernet.json names model, weights, data)")
+    p.add_argument(
+        "--workdir",
+        required=True,
+        help="seernet workspace (its seernet.json names model, weights, data)",
+    )
     p.add_argument("--weights-memory", required=True, help="comma-separated targets in bytes")
     p.add_argument("--out", required=True, help="JSON file to write")
-    p.add_argument("--calib-batches", type=int, default=8, help="representative batches of 32 training images")
-    p.add_argument("--mp-images", type=int, default=32, help="images MCT's mixed-precision search scores on")
+    p.add_argument(
+        "--calib-batches", type=int, default=8, help="representative batches of 32 training images"
+    )
+    p.add_argument(
+        "--mp-images", type=int, default=32, help="images MCT's mixed-precision search scores on"
+    )
     return p.parse_args()
 
 
@@ -51,7 +59,9 @@ def layer_bits(quantized: torch.nn.Module, names: list[str]) -> dict[str, int]:
             by_mct[n.removesuffix("_bn")] = int(m.weights_quantizers["weight"].num_bits)
     missing = [n for n in names if n.replace(".", "_") not in by_mct]
     if missing:
-        raise RuntimeError(f"MCT's model has no quantized layer for {missing[:3]} (it has {sorted(by_mct)[:5]}...)")
+        raise RuntimeError(
+            f"MCT's model has no quantized layer for {missing[:3]} (it has {sorted(by_mct)[:5]}...)"
+        )
     return {n: by_mct[n.replace(".", "_")] for n in names}
 
 
@@ -60,7 +70,9 @@ def main() -> None:
     config = Workspace(args.workdir).read()
     splits = load_splits(config)
     model = build_model(config, splits).eval()
-    names = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d | torch.nn.Linear)]
+    names = [
+        n for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d | torch.nn.Linear)
+    ]
 
     def representative():
         for x, _ in islice(batches(splits.train, 32, shuffle=True, seed=0), args.calib_batches):
@@ -71,7 +83,9 @@ def main() -> None:
     for target in (float(t) for t in args.weights_memory.split(",")):
         started = time.perf_counter()
         core = mct.core.CoreConfig(
-            mixed_precision_config=mct.core.MixedPrecisionQuantizationConfig(num_of_images=args.mp_images)
+            mixed_precision_config=mct.core.MixedPrecisionQuantizationConfig(
+                num_of_images=args.mp_images
+            )
         )
         quantized, _ = mct.ptq.pytorch_post_training_quantization(
             model, representative, target_resource_utilization=mct.core.ResourceUtilization(weights_memory=target),
@@ -88,7 +102,10 @@ def main() -> None:
             "val": accuracy(quantized, splits.val, torch.device("cpu")),
             "seconds": round(time.perf_counter() - started, 1),
         })  # fmt: skip
-        print(f"MCT at {target:.0f} B: test {results[-1]['test']:.2f}%, bits {sorted(set(bits.values()))}", flush=True)
+        print(
+            f"MCT at {target:.0f} B: test {results[-1]['test']:.2f}%, bits {sorted(set(bits.values()))}",
+            flush=True,
+        )
     doc = {"mct_version": mct.__version__, "torch_version": torch.__version__,
            "weights_memory_8bit": float(full.weights_memory), "results": results}  # fmt: skip
     out = Path(args.out)

@@ -72,8 +72,15 @@ def test_impossible_or_ambiguous_budgets_are_errors(setup):
 
 
 def test_negative_trace_estimates_still_prefer_more_bits():
-    sens = Sensitivity(layers=["a", "b"], bits=[2, 4, 8], trace=[-3.0, 5.0], trace_stderr=[1.0, 1.0],
-                       n_weights=[10, 10], perturbation=[[4.0, 1.0, 0.1], [4.0, 1.0, 0.1]], hvps=2)
+    sens = Sensitivity(
+        layers=["a", "b"],
+        bits=[2, 4, 8],
+        trace=[-3.0, 5.0],
+        trace_stderr=[1.0, 1.0],
+        n_weights=[10, 10],
+        perturbation=[[4.0, 1.0, 0.1], [4.0, 1.0, 0.1]],
+        hvps=2,
+    )
     om = sens.omega()
     assert (om > 0).all() and (np.diff(om, axis=1) < 0).all()
     assert om[0, 0] < om[1, 0]  # the flat layer is the less sensitive one

@@ -62,15 +62,25 @@ def test_run_arms_resumes_and_reruns_on_a_new_recipe(tmp_path, monkeypatch):
     def fake_compress(ctx, doc, pol, settings):
         calls.append((doc["name"], settings.seed, settings.steps))
         acc = 80.0 + settings.seed
-        return {"costs": {"flops": 1.0, "bitops": 64.0}, "seconds": {"total": 0.1}, "latency": None,
-                "accuracy": {"after_finetune": {"test": acc, "val": acc}, "before_finetune": {"test": 10.0}}}
+        return {
+            "costs": {"flops": 1.0, "bitops": 64.0},
+            "seconds": {"total": 0.1},
+            "latency": None,
+            "accuracy": {
+                "after_finetune": {"test": acc, "val": acc},
+                "before_finetune": {"test": 10.0},
+            },
+        }
 
     monkeypatch.setattr(bench, "compress", fake_compress)
     monkeypatch.setattr(bench, "identity", lambda ctx: IDENT)
     ctx, store = fake_ctx(tmp_path), RunStore(tmp_path / "runs")
     cell = bench.Cell("8bit", 0.5)
-    arms = [bench.Arm(cell, "uniform", policy(6), {"flops": 1.0}), bench.Arm(cell, "tp-global", policy(6), {"flops": 1.0}),
-            bench.Arm(cell, "hawq", policy(4), {"flops": 1.0})]
+    arms = [
+        bench.Arm(cell, "uniform", policy(6), {"flops": 1.0}),
+        bench.Arm(cell, "tp-global", policy(6), {"flops": 1.0}),
+        bench.Arm(cell, "hawq", policy(4), {"flops": 1.0}),
+    ]
     args = SimpleNamespace(seeds=[0, 1, 2], steps=5)
     bench.run_arms(ctx, arms, args, store)
     assert len(calls) == 6  # two distinct policies x 3 seeds: the shared policy runs once
@@ -82,29 +92,54 @@ def test_run_arms_resumes_and_reruns_on_a_new_recipe(tmp_path, monkeypatch):
     monkeypatch.setattr(bench, "kernel_bytes", lambda ctx, pol: 100.0)
     res = bench.arm_results(ctx, arms[1], args, store)
     assert res["tests"] == [80.0, 81.0, 82.0]
-    assert bench.arm_results(ctx, arms[0], SimpleNamespace(seeds=[0, 1, 2, 3], steps=5), store) is None
+    assert (
+        bench.arm_results(ctx, arms[0], SimpleNamespace(seeds=[0, 1, 2, 3], steps=5), store) is None
+    )
 
 
 def test_cells_and_options():
     assert bench.Cell("mixed", 0.3, 9).name == "30%-mixed-9x"
     assert bench.Cell("size", bits=2).name == "size-2bit"
-    args = bench.parse_args(["--methods", "hawq,mct", "--seeds", "0", "--fractions", "0.5", "--factors", "16"])
-    assert args.methods == {"hawq", "mct"} and args.seeds == [0] and args.fractions == [0.5] and args.factors == [16]
+    args = bench.parse_args(
+        ["--methods", "hawq,mct", "--seeds", "0", "--fractions", "0.5", "--factors", "16"]
+    )
+    assert (
+        args.methods == {"hawq", "mct"}
+        and args.seeds == [0]
+        and args.fractions == [0.5]
+        and args.factors == [16]
+    )
     with pytest.raises(SystemExit):
         bench.parse_args(["--methods", "legr"])
 
 
 def test_summary_table_names_ties_and_wins():
     full = {"flops": 100.0}
-    mk = lambda method, tests: {"cell": "50%-8bit", "mode": "8bit", "method": method,  # noqa: E731
-                                "mean": mean_std(tests)[0], "std": mean_std(tests)[1], "tests": tests,
-                                "costs": {"flops": 50.0, "bitops": 3200.0}, "budgets": {"flops": 50.0}}
-    rows = [mk("seernet", [91.0, 91.1, 90.9]), mk("uniform", [90.0, 90.2, 89.8]), mk("tp-global", [90.5, 90.6, 90.4])]
+
+    def mk(method: str, tests: list[float]) -> dict:
+        m, s = mean_std(tests)
+        return {
+            "cell": "50%-8bit",
+            "mode": "8bit",
+            "method": method,
+            "mean": m,
+            "std": s,
+            "tests": tests,
+            "costs": {"flops": 50.0, "bitops": 3200.0},
+            "budgets": {"flops": 50.0},
+        }
+
+    rows = [
+        mk("seernet", [91.0, 91.1, 90.9]),
+        mk("uniform", [90.0, 90.2, 89.8]),
+        mk("tp-global", [90.5, 90.6, 90.4]),
+    ]
     detail, summary = bench.tables(rows, full)
     assert "tp-global" in summary and "+0.50" in summary and "win" in summary
     assert detail.count("50%-8bit") == 3
     assert "not clearly ahead in: none" in summary
-    rows[0] = mk("seernet", [90.6, 90.8, 90.4])  # +0.10 over tp-global, within the std: a tie, named
+    # +0.10 over tp-global, within the std: a tie, and named as such
+    rows[0] = mk("seernet", [90.6, 90.8, 90.4])
     assert "not clearly ahead in: 50%-8bit (tie vs tp-global, +0.10)" in bench.tables(rows, full)[1]
 
 
@@ -114,7 +149,10 @@ def test_mct_results_are_cached_per_target(tmp_path, monkeypatch):
     def fake_run(cmd, stdout, stderr, check):
         targets = [float(t) for t in cmd[cmd.index("--weights-memory") + 1].split(",")]
         requested.append(targets)
-        results = [{"weights_memory_target": t, "weights_memory": t, "test": t / 10, "bits": {}} for t in targets]
+        results = [
+            {"weights_memory_target": t, "weights_memory": t, "test": t / 10, "bits": {}}
+            for t in targets
+        ]
         out = cmd[cmd.index("--out") + 1]
         with open(out, "w") as f:
             json.dump({"mct_version": "x", "torch_version": "y", "results": results}, f)

@@ -26,7 +26,9 @@ def brute_force(s: np.ndarray, costs: dict, budgets: dict) -> float | None:
 def toy(seed: int, layers: int = 5, choices: int = 4) -> tuple[np.ndarray, dict]:
     """Sensitivity falls and costs rise with the choice index, like bits going up."""
     rng = np.random.default_rng(seed)
-    s = np.sort(rng.uniform(0, 1, (layers, choices)), axis=1)[:, ::-1] * rng.uniform(0.1, 10, (layers, 1))
+    s = np.sort(rng.uniform(0, 1, (layers, choices)), axis=1)[:, ::-1] * rng.uniform(
+        0.1, 10, (layers, 1)
+    )
     macs = rng.uniform(1, 5, (layers, 1))
     bits = np.array([2.0, 3.0, 4.0, 8.0])[:choices]
     return s, {"bitops": macs * bits * bits, "size": macs * bits / 8}
@@ -81,7 +83,8 @@ def test_tiny_sensitivity_differences_are_not_lost_to_solver_tolerance():
     """Layers whose sensitivities are 1e-9 of the largest still take their best allowed choice."""
     s, costs = toy(3)
     s[1:] *= 1e-9
-    budget = costs["bitops"].max(1).sum() * (1 + 1e-12)  # everything fits: every least sensitive choice
+    # everything fits, so every layer should take its least sensitive choice
+    budget = costs["bitops"].max(1).sum() * (1 + 1e-12)
     choice = allocate(s, {"bitops": costs["bitops"]}, {"bitops": budget})
     np.testing.assert_array_equal(choice, s.argmin(1))
     assert total(costs["bitops"], choice) <= budget

@@ -25,7 +25,10 @@ def test_coupled_quadratic_blocks_converge_to_exact_traces():
     g = torch.Generator().manual_seed(0)
     m = torch.randn(7, 7, generator=g, dtype=torch.float64)
     hess = m @ m.T + torch.eye(7, dtype=torch.float64)
-    a, b = torch.randn(4, dtype=torch.float64, requires_grad=True), torch.randn(3, dtype=torch.float64, requires_grad=True)
+    a, b = (
+        torch.randn(4, dtype=torch.float64, requires_grad=True),
+        torch.randn(3, dtype=torch.float64, requires_grad=True),
+    )
 
     def loss():
         theta = torch.cat([a, b])
@@ -41,20 +44,26 @@ def test_coupled_quadratic_blocks_converge_to_exact_traces():
 def test_linear_model_cross_entropy_over_batches_matches_autograd_hessian():
     torch.manual_seed(0)
     lin = torch.nn.Linear(5, 3).double()
-    batches = [(torch.randn(16, 5, dtype=torch.float64), torch.randint(0, 3, (16,))) for _ in range(2)]
+    batches = [
+        (torch.randn(16, 5, dtype=torch.float64), torch.randint(0, 3, (16,))) for _ in range(2)
+    ]
 
     def closure(x, y):
         return lambda: torch.nn.functional.cross_entropy(lin(x), y)
 
-    est = hutchinson_traces([closure(x, y) for x, y in batches], [lin.weight, lin.bias], probes=1500, seed=2)
+    est = hutchinson_traces(
+        [closure(x, y) for x, y in batches], [lin.weight, lin.bias], probes=1500, seed=2
+    )
 
     def exact_block(p: torch.nn.Parameter) -> float:
         total = 0.0
         for x, y in batches:
+
             def f(w, p=p, x=x, y=y):
                 weight = w if p is lin.weight else lin.weight
                 bias = w if p is lin.bias else lin.bias
                 return torch.nn.functional.cross_entropy(x @ weight.T + bias, y)
+
             h = torch.autograd.functional.hessian(f, p.detach().clone())
             total += h.reshape(p.numel(), p.numel()).trace().item()
         return total / len(batches)
