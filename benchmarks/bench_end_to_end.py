@@ -192,11 +192,16 @@ def uniform_policy(ctx: RunContext, budget: float, bits: int) -> Policy:
     raise RuntimeError(f"no uniform policy fits {budget}")
 
 
-def seernet_arm(ctx: RunContext, predictor, cell: Cell, budgets: dict[str, float]) -> Arm:  # noqa: ANN001
-    """seernet's solve for ``budgets`` (bits fixed at 8 in 8-bit cells, searched otherwise)."""
+def seernet_arm(ctx: RunContext, predictor, cell: Cell, budgets: dict[str, float]) -> list[Arm]:  # noqa: ANN001
+    """seernet's solve for ``budgets`` (bits fixed at 8 in 8-bit cells, searched otherwise);
+    none (said why) when the space cannot meet them."""
     fixed, values = bits_mask(ctx, 8 if cell.mode == "8bit" else None)
-    res = solve_one(ctx, predictor, BudgetSet(budgets, cell.name, {}), fixed, values)
-    return Arm(cell, "seernet", ctx.space.decode(res.x), budgets, {"predicted": {"mean": res.mean, "std": res.std}})
+    try:
+        res = solve_one(ctx, predictor, BudgetSet(budgets, cell.name, {}), fixed, values)
+    except UserError as exc:
+        print(f"seernet arm of {cell.name} skipped: {exc}")
+        return []
+    return [Arm(cell, "seernet", ctx.space.decode(res.x), budgets, {"predicted": {"mean": res.mean, "std": res.std}})]
 
 
 def kernel_bytes(ctx: RunContext, policy: Policy) -> float:
@@ -287,7 +292,7 @@ def plan(ctx: RunContext, args: argparse.Namespace, store: RunStore, predictor, 
                 pol, ratio = tp_global_policy(ctx.model, ctx.space, ctx.costs, budget)
                 arms.append(Arm(cell, "tp-global", pol, b, {"tp_pruning_ratio": ratio}))
             if want("seernet") and predictor is not None:
-                arms.append(seernet_arm(ctx, predictor, cell, b))
+                arms += seernet_arm(ctx, predictor, cell, b)
     elif mode == "mixed":
         for frac in args.fractions:
             ref, channels = best_pruning(ctx, store, args, frac) if want("uniform-bits") or want("hawq") else (None, None)
@@ -303,7 +308,7 @@ def plan(ctx: RunContext, args: argparse.Namespace, store: RunStore, predictor, 
                     pol = hawq_policy(ctx.space, ctx.costs, channels, hawq_sensitivity(ctx, args, channels), hb)
                     arms.append(Arm(cell, "hawq", pol, b, {**info, "hawq_bitops_budget": hb["bitops"]}))
                 if want("seernet") and predictor is not None:
-                    arms.append(seernet_arm(ctx, predictor, cell, b))
+                    arms += seernet_arm(ctx, predictor, cell, b)
     else:
         levels = {bits: mct_policy(ctx, {ly.name: bits for ly in ctx.space.free_layers}) for bits in args.size_bits}
         mct = mct_results(ctx, args, [kernel_bytes(ctx, p) for p in levels.values()]) if want("mct") else None
@@ -321,7 +326,7 @@ def plan(ctx: RunContext, args: argparse.Namespace, store: RunStore, predictor, 
                 arms.append(Arm(cell, "mct-ptq", None, b, {**info, "mct": r}))
                 arms.append(Arm(cell, "mct-ft", mct_policy(ctx, r["bits"]), b, {**info, "mct_weights_memory": r["weights_memory"]}))
             if want("seernet") and predictor is not None:
-                arms.append(seernet_arm(ctx, predictor, cell, b))
+                arms += seernet_arm(ctx, predictor, cell, b)
     return arms
 
 
@@ -330,10 +335,12 @@ def settings(args: argparse.Namespace, seed: int) -> CompressSettings:
     return CompressSettings(steps=args.steps, seed=seed)
 
 
-def run_arms(ctx: RunContext, arms: list[Arm], args: argparse.Namespace, store: RunStore) -> None:
-    """Fine-tune and test every (arm, seed) not yet in the store."""
+def run_arms(ctx: RunContext, arms: list[Arm], args: argparse.Namespace, store: RunStore) -> int:
+    """Fine-tune and test every (arm, seed) not yet in the store; the number that failed
+    (each said with its error; the others go on, and a rerun retries the failed ones)."""
     ident = identity(ctx)
     todo = [(a, s) for a in arms if a.policy is not None for s in args.seeds]
+    failed = 0
     for n, (arm, seed) in enumerate(todo, 1):
         st = settings(args, seed)
         key = run_key(st, arm.policy, ident)
@@ -343,7 +350,12 @@ def run_arms(ctx: RunContext, arms: list[Arm], args: argparse.Namespace, store: 
         print(f"=== [{n}/{len(todo)}] {name} ({key})", flush=True)
         doc = {"name": name, "space_fingerprint": ctx.space.fingerprint, "policy": arm.policy.to_json(),
                "predicted": arm.info.get("predicted")}  # fmt: skip
-        m = compress(ctx, doc, arm.policy, st)
+        try:
+            m = compress(ctx, doc, arm.policy, st)
+        except Exception as exc:  # noqa: BLE001 - one failed run must not stop a night of others
+            print(f"FAILED {name}: {type(exc).__name__}: {exc}", flush=True)
+            failed += 1
+            continue
         store.save(key, {
             "key": key, "name": name, "cell": arm.cell.name, "method": arm.method, "seed": seed,
             "settings": asdict(st), "identity": ident, "policy": arm.policy.to_json(), "costs": m["costs"],
@@ -352,6 +364,7 @@ def run_arms(ctx: RunContext, arms: list[Arm], args: argparse.Namespace, store: 
             "latency": m.get("latency"), "seconds": m["seconds"],
         })  # fmt: skip
         shutil.rmtree(ctx.ws.path("compressed", name), ignore_errors=True)  # the record keeps what matters
+    return failed
 
 
 def arm_results(ctx: RunContext, arm: Arm, args: argparse.Namespace, store: RunStore) -> dict | None:
@@ -482,16 +495,19 @@ def main(argv: list[str] | None = None) -> None:
     store = RunStore(out / "runs")
     predictor = seernet_predictor(ctx, Path(args.workdir)) if "seernet" in args.methods else None
     all_arms: list[Arm] = []
+    failed = 0
     for mode in (m for m in MODES if m in args.modes):  # 8-bit first: the mixed arms read its results
         arms = plan(ctx, args, store, predictor, mode)
         all_arms += arms
         if args.plan_only:
             continue
-        run_arms(ctx, arms, args, store)
+        failed += run_arms(ctx, arms, args, store)
     if args.plan_only:
         print_plan(ctx, all_arms)
         return
     report(ctx, summarize(ctx, all_arms, args, store), args)
+    if failed:
+        raise SystemExit(f"{failed} run(s) failed (see FAILED above); rerun to retry them")
 
 
 if __name__ == "__main__":

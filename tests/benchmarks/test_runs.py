@@ -171,3 +171,25 @@ def test_mct_results_are_cached_per_target(tmp_path, monkeypatch):
     second = bench.mct_results(ctx, args, [200.0, 300.0])
     assert requested == [[100.0, 200.0], [300.0]]  # 200 came from the cache
     assert [r["test"] for r in second] == [20.0, 30.0] and second[0]["mct_version"] == "x"
+
+
+def test_a_failed_run_is_counted_skipped_and_retried(tmp_path, monkeypatch):
+    broken = {"on": True}
+
+    def flaky_compress(ctx, doc, pol, settings):
+        if broken["on"] and pol.channels["g"] == 4:
+            raise RuntimeError("disk full")
+        return {"costs": {}, "seconds": {}, "accuracy": {"after_finetune": {"test": 1.0, "val": 1.0},
+                                                         "before_finetune": {"test": 0.0}}}  # fmt: skip
+
+    monkeypatch.setattr(bench, "compress", flaky_compress)
+    monkeypatch.setattr(bench, "identity", lambda ctx: IDENT)
+    ctx, store = fake_ctx(tmp_path), RunStore(tmp_path / "runs")
+    cell = bench.Cell("8bit", 0.5)
+    arms = [bench.Arm(cell, "hawq", policy(4), {}), bench.Arm(cell, "uniform", policy(6), {})]
+    args = SimpleNamespace(seeds=[0], steps=1)
+    assert bench.run_arms(ctx, arms, args, store) == 1
+    assert len(list(store.root.glob("*.json"))) == 1  # the other run went on and was stored
+    broken["on"] = False
+    assert bench.run_arms(ctx, arms, args, store) == 0
+    assert len(list(store.root.glob("*.json"))) == 2
