@@ -29,6 +29,8 @@ here: each run's record keeps what ``compress`` measured (``latency``).
 Resumable: each finished run is a JSON file under ``OUT/runs/`` named by a hash of the
 fine-tuning settings, the policy and the run's identity, so a rerun skips what is done and
 a changed recipe is rerun. HAWQ sensitivities and MCT's results are cached the same way.
+Each arm's policy document is ``OUT/ws/policies/<cell>-<method>.json`` and its seed-0 model
+``OUT/ws/compressed/<cell>-<method>/`` (what ``bench_seeds.py`` reads).
 
 Run it as a module from the repo root (it imports ``benchmarks.anchors``):
 
@@ -60,7 +62,7 @@ from seernet.errors import UserError
 from seernet.evaluate import adapt_batchnorm_
 from seernet.loaders import batches
 from seernet.prune import prune_model
-from seernet.solve import BudgetSet, bits_mask, load_predictor, solve_one
+from seernet.solve import BudgetSet, bits_mask, load_predictor, solve_one, write_json
 from seernet.space import Policy, SpaceChoices
 from seernet.tables import format_table
 from seernet.workspace import Workspace
@@ -201,7 +203,8 @@ def seernet_arm(ctx: RunContext, predictor, cell: Cell, budgets: dict[str, float
     except UserError as exc:
         print(f"seernet arm of {cell.name} skipped: {exc}")
         return []
-    return [Arm(cell, "seernet", ctx.space.decode(res.x), budgets, {"predicted": {"mean": res.mean, "std": res.std}})]
+    info = {"predicted": {"mean": res.mean, "std": res.std}, "solve_seconds": res.seconds}
+    return [Arm(cell, "seernet", ctx.space.decode(res.x), budgets, info)]
 
 
 def kernel_bytes(ctx: RunContext, policy: Policy) -> float:
@@ -341,15 +344,18 @@ def run_arms(ctx: RunContext, arms: list[Arm], args: argparse.Namespace, store: 
     ident = identity(ctx)
     todo = [(a, s) for a in arms if a.policy is not None for s in args.seeds]
     failed = 0
+    for arm in arms:  # WS/policies/<cell>-<method>.json: what bench_seeds.py and people read
+        if arm.policy is not None:
+            write_json(ctx.ws.path("policies", f"{arm.cell.name}-{arm.method}.json"), policy_doc(ctx, arm))
     for n, (arm, seed) in enumerate(todo, 1):
         st = settings(args, seed)
         key = run_key(st, arm.policy, ident)
         if store.done(key):
             continue
-        name = f"{arm.cell.name}-{arm.method}-s{seed}"
+        # seed 0 keeps its compressed model as WS/compressed/<cell>-<method> (bench_seeds.py reads it)
+        name = f"{arm.cell.name}-{arm.method}" + ("" if seed == 0 else f"-s{seed}")
         print(f"=== [{n}/{len(todo)}] {name} ({key})", flush=True)
-        doc = {"name": name, "space_fingerprint": ctx.space.fingerprint, "policy": arm.policy.to_json(),
-               "predicted": arm.info.get("predicted")}  # fmt: skip
+        doc = {**policy_doc(ctx, arm), "name": name}
         try:
             m = compress(ctx, doc, arm.policy, st)
         except Exception as exc:  # noqa: BLE001 - one failed run must not stop a night of others
@@ -363,8 +369,16 @@ def run_arms(ctx: RunContext, arms: list[Arm], args: argparse.Namespace, store: 
             "test_before": m["accuracy"]["before_finetune"]["test"], "predicted": m.get("predicted"),
             "latency": m.get("latency"), "seconds": m["seconds"],
         })  # fmt: skip
-        shutil.rmtree(ctx.ws.path("compressed", name), ignore_errors=True)  # the record keeps what matters
+        if seed != 0:  # the record keeps what matters; one exported model per policy is enough
+            shutil.rmtree(ctx.ws.path("compressed", name), ignore_errors=True)
     return failed
+
+
+def policy_doc(ctx: RunContext, arm: Arm) -> dict:
+    """The arm's policy document, as ``seernet solve`` writes one (plus the arm's own notes)."""
+    return {"name": f"{arm.cell.name}-{arm.method}", "method": arm.method, "space_fingerprint": ctx.space.fingerprint,
+            "budgets": arm.budgets, "costs": ctx.costs.of_policy(arm.policy), "unpruned": ctx.costs.unpruned(),
+            "policy": arm.policy.to_json(), **{k: v for k, v in arm.info.items() if k != "mct"}}  # fmt: skip
 
 
 def arm_results(ctx: RunContext, arm: Arm, args: argparse.Namespace, store: RunStore) -> dict | None:

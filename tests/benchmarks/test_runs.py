@@ -53,7 +53,8 @@ def test_seed_statistics_and_wins():
 def fake_ctx(tmp_path):
     space = SimpleNamespace(fingerprint="abc")
     ws = SimpleNamespace(path=lambda *parts: tmp_path.joinpath("ws", *parts))
-    return SimpleNamespace(space=space, ws=ws)
+    costs = SimpleNamespace(of_policy=lambda p: {"flops": float(p.channels["g"])}, unpruned=lambda: {"flops": 8.0})
+    return SimpleNamespace(space=space, ws=ws, costs=costs)
 
 
 def test_run_arms_resumes_and_reruns_on_a_new_recipe(tmp_path, monkeypatch):
@@ -84,7 +85,9 @@ def test_run_arms_resumes_and_reruns_on_a_new_recipe(tmp_path, monkeypatch):
     args = SimpleNamespace(seeds=[0, 1, 2], steps=5)
     bench.run_arms(ctx, arms, args, store)
     assert len(calls) == 6  # two distinct policies x 3 seeds: the shared policy runs once
-    assert {c[0] for c in calls} >= {"50%-8bit-uniform-s0", "50%-8bit-hawq-s2"}
+    assert {c[0] for c in calls} >= {"50%-8bit-uniform", "50%-8bit-hawq-s1", "50%-8bit-hawq-s2"}
+    doc = json.loads((tmp_path / "ws" / "policies" / "50%-8bit-hawq.json").read_text())
+    assert doc["policy"] == policy(4).to_json() and doc["costs"] == {"flops": 4.0}
     bench.run_arms(ctx, arms, args, store)
     assert len(calls) == 6  # everything stored: nothing reruns
     bench.run_arms(ctx, arms[:1], SimpleNamespace(seeds=[0, 1, 2], steps=7), store)
