@@ -123,6 +123,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--hessian-batches", type=int, default=4, help="HAWQ: training batches of 128 for the traces")
     p.add_argument("--device", default="cpu", help="where fine-tuning runs: cpu (default), auto, cuda, cuda:N "
                    "(results are keyed by settings, not device; HAWQ traces and MCT always run on the CPU)")
+    p.add_argument("--refine", type=int, help="seernet arm: the best measured policy of 'solve --refine N' on "
+                   "--workdir (which it extends; cached per cell) instead of the plain solve")
     p.add_argument("--plan-only", action="store_true", help="print every policy's costs, fine-tune nothing")
     args = p.parse_args(argv)
     args.methods, args.modes = set(args.methods.split(",")), set(args.modes.split(","))
@@ -194,9 +196,12 @@ def uniform_policy(ctx: RunContext, budget: float, bits: int) -> Policy:
     raise RuntimeError(f"no uniform policy fits {budget}")
 
 
-def seernet_arm(ctx: RunContext, predictor, cell: Cell, budgets: dict[str, float]) -> list[Arm]:  # noqa: ANN001
-    """seernet's solve for ``budgets`` (bits fixed at 8 in 8-bit cells, searched otherwise);
+def seernet_arm(ctx: RunContext, predictor, cell: Cell, budgets: dict[str, float], args: argparse.Namespace) -> list[Arm]:  # noqa: ANN001
+    """seernet's policy for ``budgets`` (bits fixed at 8 in 8-bit cells, searched otherwise):
+    solved on the predictor, or with ``--refine N`` the best measured of ``solve --refine N``;
     none (said why) when the space cannot meet them."""
+    if args.refine:
+        return refined_arm(ctx, cell, budgets, args)
     fixed, values = bits_mask(ctx, 8 if cell.mode == "8bit" else None)
     try:
         res = solve_one(ctx, predictor, BudgetSet(budgets, cell.name, {}), fixed, values)
@@ -205,6 +210,30 @@ def seernet_arm(ctx: RunContext, predictor, cell: Cell, budgets: dict[str, float
         return []
     info = {"predicted": {"mean": res.mean, "std": res.std}, "solve_seconds": res.seconds}
     return [Arm(cell, "seernet", ctx.space.decode(res.x), budgets, info)]
+
+
+def refined_arm(ctx: RunContext, cell: Cell, budgets: dict[str, float], args: argparse.Namespace) -> list[Arm]:
+    """``solve --refine N`` on ``--workdir`` (which it extends), done once per cell: the
+    returned policy is cached under OUT/refined/, so a rerun fine-tunes the same policy."""
+    from seernet.refine import refine_all
+
+    path = Path(args.out) / "refined" / f"{cell.name}-n{args.refine}.json"
+    if not path.is_file():
+        src = Workspace(args.workdir)
+        wctx = RunContext(src, src.read(), torch.device("cpu"))
+        fixed, values = bits_mask(wctx, 8 if cell.mode == "8bit" else None)
+        bits_mode = "8-bit" if cell.mode == "8bit" else "mixed"
+        try:
+            (doc,) = refine_all(wctx, load_predictor(wctx), [BudgetSet(budgets, cell.name, {})], fixed, values,
+                                bits_mode, args.refine)  # fmt: skip
+        except UserError as exc:
+            print(f"seernet arm of {cell.name} skipped: {exc}")
+            return []
+        write_json(path, doc)
+    doc = json.loads(path.read_text())
+    m = doc["measured"]
+    info = {"predicted": doc["predicted"], "refine": {"val_accuracy": m["val_accuracy"], "evaluations": m["evaluations"]}}
+    return [Arm(cell, "seernet", Policy.from_json(doc["policy"]), budgets, info)]
 
 
 def kernel_bytes(ctx: RunContext, policy: Policy) -> float:
@@ -295,7 +324,7 @@ def plan(ctx: RunContext, args: argparse.Namespace, store: RunStore, predictor, 
                 pol, ratio = tp_global_policy(ctx.model, ctx.space, ctx.costs, budget)
                 arms.append(Arm(cell, "tp-global", pol, b, {"tp_pruning_ratio": ratio}))
             if want("seernet") and predictor is not None:
-                arms += seernet_arm(ctx, predictor, cell, b)
+                arms += seernet_arm(ctx, predictor, cell, b, args)
     elif mode == "mixed":
         for frac in args.fractions:
             ref, channels = best_pruning(ctx, store, args, frac) if want("uniform-bits") or want("hawq") else (None, None)
@@ -311,7 +340,7 @@ def plan(ctx: RunContext, args: argparse.Namespace, store: RunStore, predictor, 
                     pol = hawq_policy(ctx.space, ctx.costs, channels, hawq_sensitivity(ctx, args, channels), hb)
                     arms.append(Arm(cell, "hawq", pol, b, {**info, "hawq_bitops_budget": hb["bitops"]}))
                 if want("seernet") and predictor is not None:
-                    arms += seernet_arm(ctx, predictor, cell, b)
+                    arms += seernet_arm(ctx, predictor, cell, b, args)
     else:
         levels = {bits: mct_policy(ctx, {ly.name: bits for ly in ctx.space.free_layers}) for bits in args.size_bits}
         mct = mct_results(ctx, args, [kernel_bytes(ctx, p) for p in levels.values()]) if want("mct") else None
@@ -329,7 +358,7 @@ def plan(ctx: RunContext, args: argparse.Namespace, store: RunStore, predictor, 
                 arms.append(Arm(cell, "mct-ptq", None, b, {**info, "mct": r}))
                 arms.append(Arm(cell, "mct-ft", mct_policy(ctx, r["bits"]), b, {**info, "mct_weights_memory": r["weights_memory"]}))
             if want("seernet") and predictor is not None:
-                arms += seernet_arm(ctx, predictor, cell, b)
+                arms += seernet_arm(ctx, predictor, cell, b, args)
     return arms
 
 
