@@ -89,6 +89,8 @@ class MLPEnsemble(RegressorMixin, BaseEstimator):
         lr: float = 3e-3,
         weight_decay: float = 1e-2,
         input_penalty: float = 0.3,
+        huber_delta: float | None = None,
+        linear_skip: bool = False,
         max_epochs: int = 1000,
         patience: int = 100,
         val_fraction: float = 0.2,
@@ -108,6 +110,8 @@ class MLPEnsemble(RegressorMixin, BaseEstimator):
         self.lr = lr
         self.weight_decay = weight_decay
         self.input_penalty = input_penalty
+        self.huber_delta = huber_delta
+        self.linear_skip = linear_skip
         self.max_epochs = max_epochs
         self.patience = patience
         self.val_fraction = val_fraction
@@ -134,11 +138,13 @@ class MLPEnsemble(RegressorMixin, BaseEstimator):
         net = StackedMLP(
             self.n_members, X.shape[1], tuple(self.hidden), self.activation, generator=gen,
             signs=None if signs is None else torch.as_tensor(signs, dtype=torch.float32),
+            linear_skip=self.linear_skip,
         ).to(device)
         splits = member_splits(X.shape[0], self.n_members, self.val_fraction, self.bootstrap, gen)
         cfg = TrainConfig(
             lr=self.lr, weight_decay=self.weight_decay, input_penalty=self.input_penalty,
             max_epochs=self.max_epochs, patience=self.patience, batch_size=self.batch_size,
+            huber_delta=self.huber_delta,
         )
         with _torch_threads(self.n_threads if device.type == "cpu" else None):
             self.n_epochs_ = train_members(net, xs, ys, splits, cfg, gen)
@@ -265,6 +271,8 @@ class MLPEnsemble(RegressorMixin, BaseEstimator):
             raise ValueError(f"MLPEnsemble needs at least 2 samples to fit, got {n_samples}")
         if any(int(h) < 1 for h in self.hidden):
             raise ValueError(f"hidden sizes must be positive, got {self.hidden}")
+        if self.huber_delta is not None and not float(self.huber_delta) > 0:
+            raise ValueError(f"huber_delta must be positive or None, got {self.huber_delta}")
         if int(self.calibration_folds) < 2:
             raise ValueError(f"calibration_folds must be at least 2, got {self.calibration_folds}")
         if self.coverage is not None and not 0.0 < float(self.coverage) < 1.0:

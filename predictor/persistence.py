@@ -77,6 +77,7 @@ def load(cls: type[MLPEnsemble], path: str | Path) -> tuple[MLPEnsemble, dict]:
         net = StackedMLP(
             model.n_members, header["n_features_in"], model.hidden, model.activation,
             signs=None if signs is None else torch.tensor(signs, dtype=torch.float32),
+            linear_skip=model.linear_skip,
         )
         net.load_state_dict(blob["state"])
         _restore_fitted(model, header, blob, net)

@@ -45,6 +45,7 @@ class StackedMLP(nn.Module):
         activation: str = "relu",
         generator: torch.Generator | None = None,
         signs: torch.Tensor | None = None,
+        linear_skip: bool = False,
     ) -> None:
         super().__init__()
         if activation not in ACTIVATIONS:
@@ -65,6 +66,12 @@ class StackedMLP(nn.Module):
             b = torch.rand(n_members, 1, fan_out, generator=generator) * 2 - 1
             self.weights.append(nn.Parameter(w * bound))
             self.biases.append(nn.Parameter(b * bound))
+        # An optional linear path from the inputs straight to the output. Not zero at the
+        # start: abs() has no gradient at 0, so a monotone skip would never leave it.
+        self.skip = None
+        if linear_skip:
+            w = torch.rand(n_members, in_dim, 1, generator=generator) * 2 - 1
+            self.skip = nn.Parameter(w / math.sqrt(in_dim))
 
     @property
     def n_members(self) -> int:
@@ -75,9 +82,18 @@ class StackedMLP(nn.Module):
         if not self.monotone:
             return list(self.weights)
         first = self.weights[0]
-        s = self.signs.to(first).view(1, -1, 1)
-        w0 = torch.where(s != 0, s * first.abs(), first)
+        w0 = self._signed(first)
         return [w0, *(w.abs() for w in list(self.weights)[1:])]
+
+    def _signed(self, w: torch.Tensor) -> torch.Tensor:
+        """Input-side weights (M, D, k) with each constrained input's weights given its sign."""
+        s = self.signs.to(w).view(1, -1, 1)
+        return torch.where(s != 0, s * w.abs(), w)
+
+    def input_weights(self) -> torch.Tensor:
+        """(M, D, k) raw weights leaving each input: first layer, and the skip if any."""
+        w = self.weights[0]
+        return w if self.skip is None else torch.cat([w, self.skip], dim=2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Map (N, D) shared or (M, N, D) per-member inputs to (M, N) outputs, in x's dtype."""
@@ -90,6 +106,10 @@ class StackedMLP(nn.Module):
             h = torch.baddbmm(b.to(x), h, w.to(x))
             if i < last:
                 h = self._mixed_act(h) if self.monotone else self.act(h)
+        if self.skip is not None:
+            x3 = x.expand(self.n_members, -1, -1) if x.dim() == 2 else x
+            skip = self._signed(self.skip) if self.monotone else self.skip
+            h = h + torch.bmm(x3, skip.to(x))
         return h.squeeze(-1)
 
     def _mixed_act(self, h: torch.Tensor) -> torch.Tensor:

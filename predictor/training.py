@@ -19,6 +19,7 @@ class TrainConfig:
     max_epochs: int
     patience: int
     batch_size: int | None
+    huber_delta: float | None = None
 
 
 def member_splits(
@@ -90,11 +91,11 @@ def train_members(
             idx = order[:, start : start + batch]
             opt.zero_grad(set_to_none=True)
             # Sum, not mean, over members: each member then sees exactly its own gradient.
-            _member_loss(net, x[idx], y[idx], cfg.input_penalty).sum().backward()
+            _member_loss(net, x[idx], y[idx], cfg.input_penalty, cfg.huber_delta).sum().backward()
             opt.step()
         if stopper is not None:
             with torch.no_grad():
-                val_loss = _member_loss(net, x[val_idx], y[val_idx], 0.0)
+                val_loss = _member_loss(net, x[val_idx], y[val_idx], 0.0, cfg.huber_delta)
             if stopper.update(net, val_loss):
                 break
     if stopper is not None:
@@ -103,10 +104,18 @@ def train_members(
 
 
 def _member_loss(
-    net: StackedMLP, x: torch.Tensor, y: torch.Tensor, input_penalty: float
+    net: StackedMLP, x: torch.Tensor, y: torch.Tensor, input_penalty: float, huber_delta: float | None = None
 ) -> torch.Tensor:
-    """Per-member MSE on x (M, n, D), y (M, n), plus the group-lasso input penalty."""
-    loss = ((net(x) - y) ** 2).mean(dim=1)
+    """Per-member MSE (or Huber) on x (M, n, D), y (M, n), plus the group-lasso input penalty.
+
+    Huber (twice the usual definition, so it equals the MSE below ``huber_delta``) lets a
+    few outlying measurements pull the fit linearly rather than quadratically.
+    """
+    err = net(x) - y
+    if huber_delta is None:
+        loss = (err**2).mean(dim=1)
+    else:
+        loss = 2 * torch.nn.functional.huber_loss(err, torch.zeros_like(err), reduction="none", delta=huber_delta).mean(dim=1)
     if input_penalty > 0:
         loss = loss + input_penalty * _input_group_norm(net)
     return loss
@@ -119,7 +128,7 @@ def _input_group_norm(net: StackedMLP) -> torch.Tensor:
     network ignore the many policy dimensions that barely move the accuracy instead of
     fitting noise with them (this is what helps most on MobileNetV2's 154 dimensions).
     """
-    return net.weights[0].norm(dim=2).sum(dim=1)
+    return net.input_weights().norm(dim=2).sum(dim=1)
 
 
 def _shuffle_rows(idx: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

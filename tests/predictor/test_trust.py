@@ -50,11 +50,12 @@ SIGNS = np.array([-1.0] * 10 + [0.0] * 10 + [1.0] * 10)
 
 @pytest.fixture(scope="module")
 def partly(make_data) -> MLPEnsemble:
-    """Decreasing in inputs 0-9, free in 10-19 (where the target wiggles), increasing in 20-29."""
+    """Decreasing in inputs 0-9, free in 10-19 (where the target wiggles), increasing in 20-29;
+    with the linear skip path, whose weights are sign-constrained too."""
     torch.set_num_threads(1)
     X, _ = make_data(150, seed=3)
     y = X[:, 20:].sum(axis=1) - X[:, :10].sum(axis=1) + np.sin(6 * X[:, 10])
-    return MLPEnsemble(**SMALL, monotone=SIGNS, random_state=0).fit(X, y)
+    return MLPEnsemble(**SMALL, monotone=SIGNS, linear_skip=True, random_state=0).fit(X, y)
 
 
 @settings(max_examples=40, deadline=None)
@@ -149,7 +150,7 @@ def test_spread_is_calibrated_on_held_out_points(make_data):
 def test_round_trip_keeps_the_new_state(tmp_path, base_data):
     signs = np.ones(D)
     signs[:5] = 0
-    fitted = MLPEnsemble(**CALIBRATED, monotone=signs, random_state=4).fit(*base_data)
+    fitted = MLPEnsemble(**CALIBRATED, monotone=signs, linear_skip=True, random_state=4).fit(*base_data)
     path = tmp_path / "predictor.pt"
     fitted.save(path, {"k": 1})
     loaded, _ = MLPEnsemble.load(path)
@@ -183,6 +184,7 @@ def test_files_of_the_old_format_are_refused(tmp_path, model):
         ({"cap": "high"}, "cap must be 'auto', a number or None"),
         ({"cap": float("nan")}, "cap must be a finite number"),
         ({"calibration_folds": 1}, "calibration_folds must be at least 2"),
+        ({"huber_delta": 0.0}, "huber_delta must be positive or None"),
         ({"activation": "silu"}, "monotone predictor needs a monotone activation"),
     ],
 )
