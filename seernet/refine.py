@@ -92,11 +92,12 @@ def refine_budget(
     return out
 
 
-def fit_predictor(seed: int) -> Fit:
+def fit_predictor(ctx: RunContext, store: SampleStore, seed: int) -> Fit:
     """The refit used between rounds: ``fit-predictor``'s ensemble on every stored sample."""
-    from predictor.ensemble import MLPEnsemble
+    from seernet.fit import make_predictor, val_images
 
-    return lambda X, y: MLPEnsemble(random_state=seed).fit(X, y)
+    n_val = val_images(ctx, store.spec.protocol)
+    return lambda X, y: make_predictor(X, y, seed, n_val)
 
 
 def refined_document(ctx: RunContext, bset: BudgetSet, out: Refined, bits_mode: str, seconds: float) -> dict:
@@ -132,7 +133,7 @@ def refine_all(
         for bset in bsets:
             started = time.perf_counter()
             out = refine_budget(ctx, predictor, bset, fixed, values, n_evals,
-                                lambda x: measurer.measure(x, REFINE_STRATEGY, 0), store, fit_predictor(seed), seed)  # fmt: skip
+                                lambda x: measurer.measure(x, REFINE_STRATEGY, 0), store, fit_predictor(ctx, store, seed), seed)  # fmt: skip
             predictor = out.predictor
             doc = refined_document(ctx, bset, out, bits_mode, time.perf_counter() - started)
             path = ctx.ws.path("policies", f"{bset.name}.json")

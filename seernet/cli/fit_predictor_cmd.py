@@ -22,7 +22,14 @@ def run(args: argparse.Namespace) -> int:
 
     from seernet.context import RunContext
     from seernet.errors import UserError
-    from seernet.fit import cross_validate_samples, fit_and_save, load_samples, plot_cv, trust_lines
+    from seernet.fit import (
+        base_cap,
+        cross_validate_samples,
+        fit_and_save,
+        load_samples,
+        plot_cv,
+        trust_lines,
+    )
     from seernet.solve import PREDICTOR_NAME
     from seernet.workspace import Workspace
 
@@ -30,13 +37,13 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--folds must be at least 2, got {args.folds}")
     ws = Workspace(args.workdir)
     ctx = RunContext(ws, ws.read(), torch.device("cpu"))
-    X, y = load_samples(ctx)
+    X, y, n_val = load_samples(ctx)
     start = time.perf_counter()
     cv = cross_validate_samples(X, y, args.folds, args.seed)
     print(f"{len(y)} samples, {X.shape[1]} dimensions, {args.folds}-fold cross-validation (same folds for every model):")
     print(cv.table())
-    model = fit_and_save(ctx, X, y, cv, args.seed, ws.path(PREDICTOR_NAME))
-    for line in trust_lines(model, cv):
+    model = fit_and_save(ctx, X, y, n_val, cv, args.seed, ws.path(PREDICTOR_NAME))
+    for line in trust_lines(model, cv, base_cap(X, y, n_val)):
         print(line)
     plot_cv(y, cv.oof_mean, cv.oof_std, ws.path("report", "predictor.png"))
     print(f"saved {ws.path(PREDICTOR_NAME)} and {ws.path('report', 'predictor.png')} ({time.perf_counter() - start:.1f} s)")
