@@ -99,10 +99,14 @@ class Measurer:
 
 
 def make_predictor_factory(members: int = 5):  # noqa: ANN201 - returns a factory
-    """Predictor factory for the active sampler: the MLP ensemble with a given seed."""
+    """Predictor factory for the active sampler: the MLP ensemble with a given seed.
+
+    Uncalibrated (``coverage=None``): the sampler ranks policies by the members'
+    disagreement, which a constant scale does not change, and calibration costs 3 fits.
+    """
     from predictor.ensemble import MLPEnsemble
 
-    return lambda seed: MLPEnsemble(n_members=members, random_state=seed)
+    return lambda seed: MLPEnsemble(n_members=members, random_state=seed, coverage=None)
 
 
 def numpy_cost(ctx: RunContext, name: str = "flops"):  # noqa: ANN201 - returns a function
