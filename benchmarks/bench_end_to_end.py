@@ -123,6 +123,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--hessian-batches", type=int, default=4, help="HAWQ: training batches of 128 for the traces")
     p.add_argument("--device", default="cpu", help="where fine-tuning runs: cpu (default), auto, cuda, cuda:N "
                    "(results are keyed by settings, not device; HAWQ traces and MCT always run on the CPU)")
+    p.add_argument("--distill", type=float, help="distillation weight of the fine-tuning (default: compress's own)")
     p.add_argument("--refine", type=int, help="seernet arm: the best measured policy of 'solve --refine N' on "
                    "--workdir (which it extends; cached per cell) instead of the plain solve")
     p.add_argument("--plan-only", action="store_true", help="print every policy's costs, fine-tune nothing")
@@ -364,7 +365,8 @@ def plan(ctx: RunContext, args: argparse.Namespace, store: RunStore, predictor, 
 
 # --- running -----------------------------------------------------------------------------
 def settings(args: argparse.Namespace, seed: int) -> CompressSettings:
-    return CompressSettings(steps=args.steps, seed=seed)
+    distill = {} if args.distill is None else {"distill": args.distill}
+    return CompressSettings(steps=args.steps, seed=seed, **distill)
 
 
 def run_arms(ctx: RunContext, arms: list[Arm], args: argparse.Namespace, store: RunStore) -> int:
