@@ -73,6 +73,9 @@ def parse_args() -> argparse.Namespace:
         action="store_true",
         help="print the table from stored results, measure nothing",
     )
+    p.add_argument(
+        "--after", help="stored code version to report as 'after' (default: the imported code's)"
+    )
     return p.parse_args()
 
 
@@ -168,14 +171,12 @@ def load_results(out: Path) -> dict[tuple[str, str, int], dict]:
 def report(out: Path, configs: list[str], steps: list[int], before: str | None, after: str) -> str:
     results = load_results(out)
     versions = sorted({v for v, _, _ in results})
-    old = next(
-        (
-            v
-            for v in versions
-            if before and (v.startswith(before) or before.startswith(v.split("-")[0]))
-        ),
-        None,
-    )
+    # A stored version the given string starts, or a full commit hash that starts a stored version's commit.
+    named = [v for v in versions if before and v.startswith(before)]
+    named = named or [
+        v for v in versions if before and before.startswith(v.split("-")[0].split("+")[0])
+    ]
+    old = named[0] if named else None
 
     def cell(version: str | None, config: str, s: int) -> str:
         r = results.get((version, config, s))
@@ -232,7 +233,7 @@ def main() -> None:
                 f"{version} {config} {s:>4} steps: val {r['val']:.2f}% ({r['seconds']:.0f} s)",
                 flush=True,
             )
-    print(report(out, configs, steps, args.before, version))
+    print(report(out, configs, steps, args.before, args.after or version))
 
 
 if __name__ == "__main__":
