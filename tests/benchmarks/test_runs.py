@@ -82,7 +82,7 @@ def test_run_arms_resumes_and_reruns_on_a_new_recipe(tmp_path, monkeypatch):
         bench.Arm(cell, "tp-global", policy(6), {"flops": 1.0}),
         bench.Arm(cell, "hawq", policy(4), {"flops": 1.0}),
     ]
-    args = SimpleNamespace(seeds=[0, 1, 2], steps=5)
+    args = SimpleNamespace(seeds=[0, 1, 2], steps=5, distill=None)
     bench.run_arms(ctx, arms, args, store)
     assert len(calls) == 6  # two distinct policies x 3 seeds: the shared policy runs once
     assert {c[0] for c in calls} >= {"50%-8bit-uniform", "50%-8bit-hawq-s1", "50%-8bit-hawq-s2"}
@@ -90,13 +90,13 @@ def test_run_arms_resumes_and_reruns_on_a_new_recipe(tmp_path, monkeypatch):
     assert doc["policy"] == policy(4).to_json() and doc["costs"] == {"flops": 4.0}
     bench.run_arms(ctx, arms, args, store)
     assert len(calls) == 6  # everything stored: nothing reruns
-    bench.run_arms(ctx, arms[:1], SimpleNamespace(seeds=[0, 1, 2], steps=7), store)
+    bench.run_arms(ctx, arms[:1], SimpleNamespace(seeds=[0, 1, 2], steps=7, distill=None), store)
     assert len(calls) == 9  # a changed recipe is a new run
     monkeypatch.setattr(bench, "kernel_bytes", lambda ctx, pol: 100.0)
     res = bench.arm_results(ctx, arms[1], args, store)
     assert res["tests"] == [80.0, 81.0, 82.0]
     assert (
-        bench.arm_results(ctx, arms[0], SimpleNamespace(seeds=[0, 1, 2, 3], steps=5), store) is None
+        bench.arm_results(ctx, arms[0], SimpleNamespace(seeds=[0, 1, 2, 3], steps=5, distill=None), store) is None
     )
 
 
@@ -190,7 +190,7 @@ def test_a_failed_run_is_counted_skipped_and_retried(tmp_path, monkeypatch):
     ctx, store = fake_ctx(tmp_path), RunStore(tmp_path / "runs")
     cell = bench.Cell("8bit", 0.5)
     arms = [bench.Arm(cell, "hawq", policy(4), {}), bench.Arm(cell, "uniform", policy(6), {})]
-    args = SimpleNamespace(seeds=[0], steps=1)
+    args = SimpleNamespace(seeds=[0], steps=1, distill=None)
     assert bench.run_arms(ctx, arms, args, store) == 1
     assert len(list(store.root.glob("*.json"))) == 1  # the other run went on and was stored
     broken["on"] = False
