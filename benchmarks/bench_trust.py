@@ -67,10 +67,12 @@ def measure(args: argparse.Namespace) -> list[dict]:
     done = []
     for seed in args.seeds:
         ws = args.out / f"seed-{seed}"
-        if not ws.exists():
+        if not ws.exists() and not args.score_only:
             shutil.copytree(args.workdir, ws, ignore=shutil.ignore_patterns("compressed", "report"))
         for name, flags in [b for b in BUDGETS if not args.budgets or b[0] in args.budgets]:
             path = args.out / f"seed-{seed}-{name}.json"
+            if not path.is_file() and args.score_only:
+                continue
             if not path.is_file():
                 doc = run_budget(ws, flags, seed, args.refine)
                 tmp = path.with_suffix(".tmp")
@@ -134,6 +136,9 @@ def main() -> None:
     p.add_argument(
         "--budgets",
         help=f"comma-separated subset of {', '.join(b[0] for b in BUDGETS)} (default: all)",
+    )
+    p.add_argument(
+        "--score-only", action="store_true", help="score the runs finished so far, measure nothing"
     )
     args = p.parse_args()
     args.budgets = args.budgets.split(",") if args.budgets else None
