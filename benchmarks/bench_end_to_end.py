@@ -190,8 +190,7 @@ def uniform_policy(ctx: RunContext, budget: float, bits: int) -> Policy:
     """The largest common keep fraction (on the levels) whose FLOPs fit ``budget``."""
     groups = ctx.space.groups
     for frac in sorted({k / g.channels for g in groups for k in g.keep}, reverse=True):
-        channels = {g.name: min(g.keep, key=lambda k, g=g, f=frac: abs(k - f * g.channels)) for g in groups}
-        policy = Policy(channels, ctx.space.full_policy(bits).bits)
+        policy = ctx.space.uniform_policy(frac, bits)
         if ctx.costs.of_policy(policy)["flops"] <= budget:
             return policy
     raise RuntimeError(f"no uniform policy fits {budget}")
