@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from seernet.fit import base_cap
 from seernet.store import SampleStore
 from seernet.tables import format_table
 
@@ -56,10 +57,10 @@ def run_budget(ws: Path, flags: list[str], seed: int, refine: int) -> dict:
 
 
 def base_accuracy(ws: Path) -> float | None:
-    """Mean measured accuracy of the unpruned highest-bit policy (all-ones encoding)."""
+    """The measured base policy the predictor's cap stands on (``seernet.fit.base_cap``)."""
     with SampleStore.open(ws / "samples.h5") as store:
-        top = np.all(store.encoded == 1.0, axis=1)
-        return float(store.accuracy[top].mean()) if top.any() else None
+        cap = base_cap(store.encoded, store.accuracy, n_val=1)  # only its base is used
+    return None if cap is None else cap.base
 
 
 def measure(args: argparse.Namespace) -> list[dict]:
