@@ -23,7 +23,7 @@ import numpy as np
 from search.solver import SolveResult
 from seernet.context import RunContext
 from seernet.solve import PREDICTOR_NAME, BudgetSet, policy_document, solve_one, write_json
-from seernet.store import SampleStore, row_key
+from seernet.store import SampleStore
 
 REFINE_STRATEGY = "refine"
 Fit = Callable[[np.ndarray, np.ndarray], object]  # (X, y) -> a fitted predictor
@@ -58,9 +58,10 @@ class Refined:
 
 def stored_accuracy(store: SampleStore, x: np.ndarray) -> float | None:
     """Mean measured accuracy of ``x`` in the store (None if never measured)."""
-    key = row_key(x)
-    hits = [s.accuracy for s in store if row_key(s.encoded) == key]
-    return float(np.mean(hits)) if hits else None
+    if not len(store):
+        return None
+    hits = np.all(store.encoded == x, axis=1)
+    return float(store.accuracy[hits].mean()) if hits.any() else None
 
 
 def refine_budget(
