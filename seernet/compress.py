@@ -4,8 +4,12 @@ The model is built exactly as samples are measured (``seernet.evaluate.build_com
 prune, adaptive BN, fake quantization, calibration), then fine-tuned with quantization in
 the loop (QAT: step sizes learned with LSQ, distilled from the float base model) on a
 cosine schedule, and exported to ``WORKDIR/compressed/<name>/``:
-``model.pt`` (TorchScript), ``model.onnx``, ``packed.bin`` (integer weight codes) and
-``metrics.json``. Outputs appear only once complete: they are written to a hidden staging
+``model.pt`` (TorchScript), ``model.onnx`` (fake quantization as float ops),
+``model.qdq.onnx`` (QuantizeLinear/DequantizeLinear form that ONNX Runtime runs on integer
+kernels, ``seernet.onnx_qdq``), ``packed.bin`` (integer weight codes) and ``metrics.json``.
+With onnxruntime installed, metrics also hold ORT's CPU latency of the float base, float
+pruned and QDQ models, and the QDQ model's test accuracy in ORT and its top-1 agreement with
+seernet's simulation. Outputs appear only once complete: they are written to a hidden staging
 folder that is renamed at the end.
 """
 
@@ -33,6 +37,7 @@ from seernet.evaluate import Protocol, build_compressed
 from seernet.export import deployable, export_onnx, export_torchscript, load_packed, save_packed
 from seernet.latency import latency_table
 from seernet.loaders import batches
+from seernet.onnx_qdq import export_qdq
 from seernet.quant import set_lsq_
 from seernet.solve import write_json
 from seernet.space import Policy, PolicySpace
@@ -60,6 +65,7 @@ class CompressSettings:
     criterion: str = "l1"
     bn_batches: int = 8
     latency_runs: int = 20
+    ort_threads: int = 1  # intra-op threads of the ONNX Runtime timings
     # Learn the quantizers' step sizes (LSQ) from the calibrated ones: at 250 steps it measured
     # better than frozen steps on W2A2 and W2A4 (benchmarks/bench_lowbit.py --set lsq=false).
     lsq: bool = True
@@ -73,6 +79,8 @@ class CompressSettings:
             raise ValueError("--epochs and --steps must be >= 0")
         if self.lr <= 0 or self.batch_size < 1 or self.bn_batches < 1 or self.latency_runs < 1:
             raise ValueError("need lr > 0, batch size >= 1, bn batches >= 1 and latency runs >= 1")
+        if isinstance(self.ort_threads, bool) or not isinstance(self.ort_threads, int) or self.ort_threads < 1:
+            raise ValueError(f"--ort-threads must be an int >= 1, got {self.ort_threads!r}")
         if isinstance(self.distill, bool) or not isinstance(self.distill, (int, float)) or not 0.0 <= self.distill <= 1.0:
             raise ValueError(f"--distill must be a number in 0..1 (0: no distillation), got {self.distill!r}")
         if isinstance(self.temperature, bool) or not isinstance(self.temperature, (int, float)) or not self.temperature > 0:
@@ -191,11 +199,13 @@ def packed_meta(ctx: RunContext, doc: dict[str, Any], policy: Policy) -> dict[st
 def export_all(
     model: nn.Module, ctx: RunContext, doc: dict[str, Any], policy: Policy, folder: Path
 ) -> tuple[dict[str, Any], list[str]]:  # fmt: skip
-    """Write model.pt, model.onnx and packed.bin; check they reproduce ``model`` on val images."""
+    """Write model.pt, model.onnx, model.qdq.onnx and packed.bin; check they reproduce ``model`` on val images."""
     x = torch.stack([ctx.splits.val[i][0] for i in range(min(8, len(ctx.splits.val)))])
     plain = deployable(model).cpu()
     export_torchscript(plain, x[:2], folder / "model.pt")
     note = export_onnx(plain, x[:2], folder / "model.onnx")
+    if note is None:  # onnx is there: the QDQ form too
+        export_qdq(model, x[:2], folder / "model.qdq.onnx")
     save_packed(model, folder / "packed.bin", packed_meta(ctx, doc, policy))
     return check_exports(model, x, folder, ctx.device), [note] if note else []
 
@@ -289,6 +299,9 @@ def compress(
         clock.lap("export")
         latency = measure_variants(ctx, model, settings.latency_runs)
         clock.lap("latency")
+        ort, ort_note = ort_metrics(ctx, model, folder / "model.qdq.onnx", settings)
+        notes += [ort_note] if ort_note else []
+        clock.lap("onnxruntime")
         metrics = {
             "name": doc["name"], "policy_file": str(source) if source else None, "folder": str(out),
             "model": ctx.config.model, "space_fingerprint": ctx.space.fingerprint, "device": str(ctx.device),
@@ -296,7 +309,7 @@ def compress(
             "accuracy": acc, "predicted": doc.get("predicted"),
             "costs": ctx.costs.of_policy(policy), "unpruned": ctx.costs.unpruned(),
             "base_float_bytes": float_bytes(ctx.model), "files": file_sizes(folder), "export_check": check,
-            "latency": latency, "notes": [*notes, LATENCY_NOTE], "seconds": clock.total(),
+            "latency": latency, "onnxruntime": ort, "notes": [*notes, LATENCY_NOTE], "seconds": clock.total(),
         }  # fmt: skip
         write_json(folder / "metrics.json", metrics)
     return metrics
@@ -307,6 +320,39 @@ LATENCY_NOTE = (
     "so its time says nothing about low-bit inference; 'compressed (float)' is the same pruned model in "
     "float, the deployable number on a CPU without low-bit kernels"
 )
+
+
+def ort_metrics(
+    ctx: RunContext, model: nn.Module, qdq_path: Path, settings: CompressSettings
+) -> tuple[dict[str, Any] | None, str | None]:  # fmt: skip
+    """ORT latency of the float base, float pruned and QDQ models; the QDQ model's test accuracy
+    in ORT and its top-1 agreement with the simulation. (None, a note) without onnxruntime."""
+    from seernet.ort_runtime import (
+        float_onnx,
+        has_onnxruntime,
+        ort_latency_table,
+        predictions,
+        session,
+        torch_predictions,
+    )
+
+    if not has_onnxruntime() or not qdq_path.is_file():
+        return None, "onnxruntime is not installed: ORT latency and agreement skipped (pip install 'seernet[onnx]')"
+    shape = ctx.space.input_shape
+    variants = {
+        "base (float)": float_onnx(ctx.model, shape),
+        "compressed (float)": float_onnx(deployable(model, quantized=False), shape),
+        "compressed (QDQ int8)": qdq_path,
+    }
+    latency = ort_latency_table(variants, shape, (1, 64), settings.latency_runs, settings.ort_threads)
+    ort_pred, labels = predictions(session(qdq_path, settings.ort_threads), ctx.splits.test)
+    sim_pred = torch_predictions(model, ctx.splits.test, ctx.device)
+    return {
+        "latency": latency, "test_images": int(len(labels)),
+        "test_accuracy": 100.0 * float((ort_pred == labels).mean()),
+        "simulation_test_accuracy": 100.0 * float((sim_pred == labels).mean()),
+        "top1_agreement": 100.0 * float((ort_pred == sim_pred).mean()),
+    }, None  # fmt: skip
 
 
 def measure_variants(ctx: RunContext, model: nn.Module, runs: int) -> dict[str, Any]:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 
 HELP = ("build the compressed model of a policy file (prune, quantize, QAT fine-tune), report val/test "
-        "accuracy, costs and CPU latency, and export it to WORKDIR/compressed/<name>/")  # fmt: skip
+        "accuracy, costs and CPU latency (torch, and ONNX Runtime when installed), and export it to "
+        "WORKDIR/compressed/<name>/ (TorchScript, ONNX, QDQ ONNX for ONNX Runtime's integer kernels, packed codes)")  # fmt: skip
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -31,6 +32,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lsq", action=argparse.BooleanOptionalAction, default=d.lsq,
                    help="learn the weight and activation step sizes while fine-tuning (LSQ) (default: %(default)s)")  # fmt: skip
     p.add_argument("--latency-runs", type=int, default=d.latency_runs, help="timed runs per latency figure (default: %(default)s)")
+    p.add_argument("--ort-threads", type=int, default=d.ort_threads,
+                   help="ONNX Runtime intra-op threads for its latency figures (default: %(default)s)")  # fmt: skip
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
     p.add_argument("--json", action="store_true", help="print metrics.json only")
 
@@ -43,13 +46,15 @@ def run(args: argparse.Namespace) -> int:
     from seernet.context import RunContext
     from seernet.device import resolve_device
     from seernet.errors import UserError
+    from seernet.memory import check_run_fits
     from seernet.prune import make_criterion
     from seernet.workspace import Workspace
 
     try:
         settings = CompressSettings(args.epochs, args.steps, args.lr, args.batch_size, seed=args.seed,
                                     criterion=args.criterion, latency_runs=args.latency_runs, lsq=args.lsq,
-                                    distill=args.distill, temperature=args.temperature)  # fmt: skip
+                                    distill=args.distill, temperature=args.temperature,
+                                    ort_threads=args.ort_threads)  # fmt: skip
     except ValueError as exc:
         raise UserError(str(exc)) from exc
     ws = Workspace(args.workdir)
@@ -57,6 +62,8 @@ def run(args: argparse.Namespace) -> int:
     make_criterion(args.criterion)  # after the context: it registers the workspace's learned criteria
     path = Path(args.policy)
     doc, policy = read_policy(path, ctx.space)
+    # The unpruned base model bounds the compressed one: refuse a batch it could not train on.
+    check_run_fits(ctx.model, ctx.space.input_shape, ctx.device, train_batch=settings.batch_size)
     metrics = compress(ctx, doc, policy, settings, source=path)
     print(json.dumps(metrics, indent=2) if args.json else render(metrics))
     return 0
@@ -83,8 +90,33 @@ def render(m: dict) -> str:
         format_table(["file", "bytes", ""], files), "",
         format_table(["CPU latency, median ms", *(f"batch {b}" for b in lat["batch_sizes"])], times),
         f"(CPU, {lat['threads']} thread(s), median of {m['settings']['latency_runs']} runs)",
+        *_render_ort(m.get("onnxruntime")),
         *(f"note: {n}" for n in m["notes"]),
         f"export check: max |diff| TorchScript {m['export_check']['torchscript_max_abs_diff']:.2g}, "
         f"packed {m['export_check']['packed_max_abs_diff']:.2g}",
         f"wrote {m['folder']} in {m['seconds']['total']:.0f} s",
     ])  # fmt: skip
+
+
+def _render_ort(ort: dict | None) -> list[str]:
+    """The ONNX Runtime lines of the summary (none when ORT was not measured)."""
+    from seernet.tables import format_table
+
+    if not ort:
+        return []
+    lat = ort["latency"]
+    base = lat["models"]["base (float)"]
+    rows = [[name, *(f"{v[str(b)]['median_ms']:.3f}" for b in lat["batch_sizes"]),
+             *(f"{base[str(b)]['median_ms'] / v[str(b)]['median_ms']:.2f}x" for b in lat["batch_sizes"])]
+            for name, v in lat["models"].items()]  # fmt: skip
+    load = lat["load_average_1min"]
+    return [
+        "",
+        format_table(["ONNX Runtime CPU, median ms", *(f"batch {b}" for b in lat["batch_sizes"]),
+                      *(f"speed-up b{b}" for b in lat["batch_sizes"])], rows),  # fmt: skip
+        f"(onnxruntime {lat['version']}, {lat['threads']} intra-op thread(s), median of {lat['models']['base (float)']['1']['runs']} runs, "
+        f"1-min load average {load['before']} before, {load['after']} after)",
+        f"QDQ model in ORT: test accuracy {ort['test_accuracy']:.2f}% (simulation {ort['simulation_test_accuracy']:.2f}%), "
+        f"top-1 agreement with the simulation {ort['top1_agreement']:.2f}% of {ort['test_images']} test images",
+        "",
+    ]
