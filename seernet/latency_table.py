@@ -6,9 +6,14 @@ What is measured, stated once:
   size it has in the model (taken once with forward hooks). A conv entry times
   ``Conv2d -> BatchNorm2d -> ReLU`` (the ResNet/VGG/MobileNet pattern); a linear entry the
   Linear alone. Depthwise convs have one axis (in = out channels).
-- Float models only: low bit-widths are simulated with fake quantization, which runs
-  float kernels, so the table and every prediction are the latency of the *pruned float*
-  model; bit-widths do not change it.
+- Runtime ``torch`` (the default): float models only. Low bit-widths are simulated with fake
+  quantization, which runs float kernels, so the table and every prediction are the latency
+  of the *pruned float* model; bit-widths do not change it.
+- Runtime ``onnxruntime``: the model as it is deployed, its QDQ export run by ONNX Runtime on
+  the CPU (``seernet.ort_latency``). Each entry is the layer in QDQ form on ORT's integer
+  kernels; every bit-width of the space (2..8) runs on those same kernels, so bit-widths do
+  not change the table either. The same layers as float convs are timed too
+  (``float_layers``): the kernel a float layer would run on.
 - Each entry is the median of ``repeats`` timed passes after ``warmup`` ones, at
   ``batch_size`` inputs and ``threads`` torch threads, on ``device``.
 - Measured noise can make a larger layer look faster; the table the cost model uses is the
@@ -75,6 +80,10 @@ class LatencyTable:
     seconds: float = 0.0
     checks: dict[str, dict[str, float]] = field(default_factory=dict)
     format: int = FORMAT
+    runtime: str = "torch"  # or "onnxruntime": the QDQ model in ORT
+    runtime_version: str = ""
+    kernels: str = "float (fake quantization is simulated in float)"  # what the entries time
+    float_layers: dict[str, LayerEntry] = field(default_factory=dict)  # onnxruntime: the float kernels
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -83,6 +92,7 @@ class LatencyTable:
     def from_json(cls, obj: dict) -> LatencyTable:
         obj = dict(obj)
         obj["layers"] = {k: LayerEntry(**v) for k, v in obj["layers"].items()}
+        obj["float_layers"] = {k: LayerEntry(**v) for k, v in obj.get("float_layers", {}).items()}
         return cls(**obj)
 
     def full_layers_ms(self) -> float:
@@ -209,8 +219,13 @@ class ProfileSettings:
     warmup: int = 5
     model_runs: int = 100  # whole-model timings behind the overhead constant
     calibration: int = 6  # random pruned whole models the layer-sum scale is fitted on
+    runtime: str = "torch"  # or "onnxruntime" (seernet.ort_runtime.RUNTIMES)
 
     def __post_init__(self) -> None:
+        from seernet.ort_runtime import RUNTIMES
+
+        if self.runtime not in RUNTIMES:
+            raise ValueError(f"unknown runtime {self.runtime!r}: choose one of {', '.join(RUNTIMES)}")
         # A first, cold pass (allocation, kernel selection) can take many times a warm one.
         if self.batch_size < 1 or self.repeats < 1 or self.warmup < 1 or self.model_runs < 1 or self.calibration < 0:
             raise ValueError("need batch size >= 1, repeats >= 1, warmup >= 1, model runs >= 1 and calibration >= 0")
@@ -230,44 +245,88 @@ def profile(
     """Measure the table of ``space`` (model = its architecture; weights do not matter)."""
     start = time.perf_counter()
     model = model.to(device).eval()
-    shapes = input_shapes(model, space.input_shape)
-    cache: dict[tuple, float] = {}
-    layers: dict[str, LayerEntry] = {}
-    gen = torch.Generator().manual_seed(0)
+    ort = settings.runtime == "onnxruntime"
+    if ort and device.type != "cpu":
+        raise UserError("--runtime onnxruntime times ONNX Runtime's CPU kernels: use --device cpu")
     with threads(settings.threads) as n_threads:
-        for ly in space.quant_layers:
-            m = model.get_submodule(ly.name)
-            sig = _signature(m, shapes[ly.name], ly.depthwise)
-            c_in, c_out = layer_grid(ly, space)
-            raw = np.zeros((len(c_in), len(c_out)))
-            for i, ci in enumerate(c_in):
-                for j, co in enumerate(c_out):
-                    key = (sig, ci, co)
-                    if key not in cache:
-                        block = _block(m, ci, co, ly.depthwise).to(device).eval()
-                        x_in = co if ly.depthwise else ci
-                        x = torch.randn((settings.batch_size, x_in, *shapes[ly.name][1:]), generator=gen).to(device)
-                        cache[key] = statistics.median(time_forward(block, x, settings.repeats, settings.warmup))
-                    raw[i, j] = cache[key]
-                    if bar is not None:
-                        bar.update(1)
-            layers[ly.name] = LayerEntry(c_in, c_out, _monotone(raw).tolist(), raw.tolist())
-        full = measure_latency(model, space.input_shape, settings.batch_size, settings.model_runs, settings.warmup, device)
+        n_threads = (settings.threads or 1) if ort else n_threads  # ORT: intra-op threads, 1 unless asked
+        layers = _grid(model, space, settings, device, n_threads, bar, quantized=ort)
+        float_layers = _grid(model, space, settings, device, n_threads, bar, quantized=False) if ort else {}
+        full = whole_model_ms(model, space, space.full_policy(), settings.batch_size, settings.model_runs,
+                              settings.warmup, device, settings.runtime, n_threads)  # fmt: skip
     table = LatencyTable(
         space.fingerprint, model_name, device_description(device), device.type, torch.__version__, n_threads,
-        settings.batch_size, settings.repeats, settings.warmup, layers, full["median_ms"], 0.0,
+        settings.batch_size, settings.repeats, settings.warmup, layers, full, 0.0, runtime=settings.runtime,
+        float_layers=float_layers,
     )  # fmt: skip
+    if ort:
+        from seernet.ort_runtime import require_onnxruntime
+
+        table.runtime_version = require_onnxruntime().__version__
+        table.kernels = ("QDQ on ORT's integer kernels, the same at every bit-width 2..8 "
+                         "(b-bit codes in int8/uint8); float_layers: the float kernels")  # fmt: skip
     with threads(settings.threads):
         calibrate_(table, model, space, settings, device)
     table.seconds = time.perf_counter() - start
     return table
 
 
+def _grid(
+    model: nn.Module, space: PolicySpace, settings: ProfileSettings, device: torch.device, n_threads: int,
+    bar, quantized: bool,  # noqa: ANN001 - a tqdm bar or None
+) -> dict[str, LayerEntry]:  # fmt: skip
+    """Every layer's grid: torch float blocks, or ORT blocks (QDQ when ``quantized``, else float)."""
+    ort = settings.runtime == "onnxruntime"
+    if ort:
+        from seernet.ort_latency import block_ms, requantized_layers
+
+        requantized = requantized_layers(model, space)
+    shapes = input_shapes(model, space.input_shape)
+    cache: dict[tuple, float] = {}
+    layers: dict[str, LayerEntry] = {}
+    gen = torch.Generator().manual_seed(0)
+    for ly in space.quant_layers:
+        m = model.get_submodule(ly.name)
+        sig = (_signature(m, shapes[ly.name], ly.depthwise), ort and ly.name in requantized)
+        c_in, c_out = layer_grid(ly, space)
+        raw = np.zeros((len(c_in), len(c_out)))
+        for i, ci in enumerate(c_in):
+            for j, co in enumerate(c_out):
+                key = (sig, ci, co)
+                if key not in cache:
+                    block = _block(m, ci, co, ly.depthwise).to(device).eval()
+                    x_in = co if ly.depthwise else ci
+                    x = torch.randn((settings.batch_size, x_in, *shapes[ly.name][1:]), generator=gen).to(device)
+                    if ort:
+                        cache[key] = block_ms(block, x, quantized, sig[1], settings.repeats, settings.warmup, n_threads)
+                    else:
+                        cache[key] = statistics.median(time_forward(block, x, settings.repeats, settings.warmup))
+                raw[i, j] = cache[key]
+                if bar is not None:
+                    bar.update(1)
+        layers[ly.name] = LayerEntry(c_in, c_out, _monotone(raw).tolist(), raw.tolist())
+    return layers
+
+
+def whole_model_ms(
+    model: nn.Module, space: PolicySpace, policy: Policy, batch_size: int, runs: int, warmup: int,
+    device: torch.device | str, runtime: str = "torch", n_threads: int | None = None,
+) -> float:  # fmt: skip
+    """Measured median ms of ``policy``'s pruned model: float in torch, or its QDQ form in ORT."""
+    from seernet.prune import prune_model
+
+    if runtime == "onnxruntime":
+        from seernet.ort_latency import model_ms
+
+        return float(model_ms(model, space, policy, batch_size, runs, warmup, n_threads or 1))
+    pruned = prune_model(model, space, policy, "l1")  # shapes, not which channels, set the latency
+    return float(measure_latency(pruned, space.input_shape, batch_size, runs, warmup, device)["median_ms"])
+
+
 def calibrate_(table: LatencyTable, model: nn.Module, space: PolicySpace, settings: ProfileSettings,
                device: torch.device) -> None:  # fmt: skip
     """Fit ``scale`` (and so ``overhead_ms``) on whole pruned models, anchored at the unpruned one."""
     from seernet.costs import CostModel
-    from seernet.prune import prune_model
 
     table.scale, table.overhead_ms = 1.0, table.full_model_ms - table.full_layers_ms()
     rng = np.random.default_rng(0)
@@ -280,9 +339,8 @@ def calibrate_(table: LatencyTable, model: nn.Module, space: PolicySpace, settin
         x = np.array([lv[min(int(q * n), n - 1)] for q, n, lv in zip(u, sizes, space.levels(), strict=True)])
         policy = space.decode(x)
         sums.append(float(costs.layer_latency(torch.as_tensor(space.encode(policy))[None]).sum()))
-        pruned = prune_model(model, space, policy, "l1")
-        measured.append(measure_latency(pruned, space.input_shape, settings.batch_size, settings.model_runs,
-                                        settings.warmup, device)["median_ms"])  # fmt: skip
+        measured.append(whole_model_ms(model, space, policy, settings.batch_size, settings.model_runs,
+                                       settings.warmup, device, table.runtime, table.threads))  # fmt: skip
     ds = np.array(sums) - table.full_layers_ms()
     dy = np.array(measured) - table.full_model_ms
     slope = float((ds * dy).sum() / (ds * ds).sum()) if (ds * ds).sum() > 0 else 1.0
@@ -298,7 +356,7 @@ def grid_points(space: PolicySpace) -> int:
 
 # --- queries (for solve --verify and benchmarks) -----------------------------------------
 def predicted_latency_ms(space: PolicySpace, table: LatencyTable, policy: Policy) -> float:
-    """Latency of ``policy``'s pruned float model predicted from the table, in ms."""
+    """Latency of ``policy``'s pruned model predicted from the table, in ms (float, or QDQ in ORT: ``table.runtime``)."""
     from seernet.costs import CostModel
 
     return CostModel(space, latency=table).of_policy(policy)["latency"]
@@ -307,14 +365,13 @@ def predicted_latency_ms(space: PolicySpace, table: LatencyTable, policy: Policy
 def measured_latency_ms(
     model: nn.Module, space: PolicySpace, policy: Policy, table: LatencyTable | None = None, runs: int = 30,
 ) -> float:  # fmt: skip
-    """Measured median ms of ``policy``'s pruned float model, with the table's batch, threads, device.
+    """Measured median ms of ``policy``'s pruned model as the table was measured: batch, threads,
+    device and runtime (float in torch, or the QDQ model in ORT).
 
-    Without a table: batch 1 on the CPU with torch's current threads.
+    Without a table: the float model, batch 1 on the CPU with torch's current threads.
     """
-    from seernet.prune import prune_model
-
-    pruned = prune_model(model, space, policy, "l1")  # shapes, not which channels, set the latency
     batch, n_threads, device = (table.batch_size, table.threads, table.device_type) if table else (1, None, "cpu")
     warmup = table.warmup if table else 3
-    with threads(n_threads):
-        return float(measure_latency(pruned, space.input_shape, batch, runs, warmup, device)["median_ms"])
+    runtime = table.runtime if table else "torch"
+    with threads(n_threads if runtime == "torch" else None):
+        return whole_model_ms(model, space, policy, batch, runs, warmup, device, runtime, n_threads)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 
 HELP = ("time every prunable layer at the channel counts the policy space allows (median of repeated "
-        "runs) and store WORKDIR/latency.json, so 'seernet solve --latency 3ms' works; latency is of "
-        "the pruned float model (quantization is only simulated, so bit-widths do not change it)")  # fmt: skip
+        "runs) and store WORKDIR/latency.json, so 'seernet solve --latency 3ms' works; with --runtime torch "
+        "latency is of the pruned float model (quantization is only simulated), with --runtime onnxruntime "
+        "of the QDQ model on ONNX Runtime's integer CPU kernels (the same kernels at every bit-width 2..8)")  # fmt: skip
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -24,6 +25,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--calibration", type=int, default=d.calibration,
                    help="random pruned whole models the scale of the layer sum is fitted on (default: %(default)s)")  # fmt: skip
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N (default: %(default)s)")
+    p.add_argument("--runtime", default=d.runtime,
+                   help="torch (float model in PyTorch) or onnxruntime (the QDQ export in ONNX Runtime, CPU; "
+                        "--threads then sets ORT's intra-op threads, default 1) (default: %(default)s)")  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:
@@ -44,20 +48,24 @@ def run(args: argparse.Namespace) -> int:
         save_table,
     )
     from seernet.models import create_model
+    from seernet.ort_runtime import check_runtime, require_onnxruntime
     from seernet.workspace import Workspace
 
+    if check_runtime(args.runtime) == "onnxruntime":
+        require_onnxruntime()  # one clear line before any work
     try:
         settings = ProfileSettings(args.batch_size, args.threads, args.repeats, args.warmup, args.model_runs,
-                                   args.calibration)
+                                   args.calibration, args.runtime)
     except ValueError as exc:
         raise UserError(str(exc)) from exc
-    device = resolve_device(args.device)
+    device = resolve_device("cpu" if args.runtime == "onnxruntime" and args.device == "auto" else args.device)
     ws = Workspace(args.workdir)
     ctx = RunContext(ws, ws.read(), device)
     space = ctx.space
     # The architecture alone sets the latency: no weights or data are loaded.
     arch = create_model(ctx.config.model, ctx.config.space["num_classes"], space.input_shape[1])
-    with tqdm(total=grid_points(space), desc="profile", unit="entry", leave=False) as bar:
+    grids = 2 if args.runtime == "onnxruntime" else 1  # ORT: QDQ and float kernels
+    with tqdm(total=grids * grid_points(space), desc="profile", unit="entry", leave=False) as bar:
         table = profile(arch, space, ctx.config.model, settings, device, bar)
     costs = CostModel(space, latency=table)
     levels = Levels(space.levels())
@@ -82,10 +90,12 @@ def render(table, path) -> str:  # noqa: ANN001
     rows = [[name, f"{c['predicted_ms']:.3f}", f"{c['measured_ms']:.3f}", f"{100 * (c['predicted_ms'] / c['measured_ms'] - 1):+.1f}%"]
             for name, c in table.checks.items()]  # fmt: skip
     rows.insert(0, ["unpruned", f"{table.full_model_ms:.3f}", f"{table.full_model_ms:.3f}", "+0.0% (by construction)"])
+    runtime = f"onnxruntime {table.runtime_version} (QDQ model)" if table.runtime == "onnxruntime" else f"torch {table.torch_version}"
     return "\n".join([
-        f"device {table.device}, torch {table.torch_version}, {table.threads} thread(s), batch {table.batch_size}",
+        f"device {table.device}, {runtime}, {table.threads} thread(s), batch {table.batch_size}",
         f"{len(table.layers)} layers, median of {table.repeats} runs per entry; "
         f"prediction = {table.scale:.3f} x sum of layers {table.overhead_ms:+.3f} ms; profiled in {table.seconds:.1f} s",
-        format_table(["model (float)", "predicted ms", "measured ms", "error"], rows),
+        format_table(["model (QDQ in ORT)" if table.runtime == "onnxruntime" else "model (float)",
+                      "predicted ms", "measured ms", "error"], rows),  # fmt: skip
         f"wrote {path}",
     ])  # fmt: skip
