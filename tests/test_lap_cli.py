@@ -104,3 +104,19 @@ def test_dynamic_criterion_needs_scores_then_prunes_by_them(workspace: Path, cap
     expected = torch.sort(torch.argsort(first[root], stable=True)[-keep:]).values
     kept_weight = pruned.get_submodule(root).weight
     assert torch.equal(kept_weight, ctx.model.get_submodule(root).weight[expected])
+
+
+def test_profile_in_onnxruntime_then_solve_under_its_latency_budget(workspace: Path, capsys, tmp_path: Path):
+    pytest.importorskip("onnxruntime")
+    import shutil
+
+    ws = tmp_path / "w"
+    shutil.copytree(workspace, ws)  # the other tests' torch table stays as it is
+    assert main(["profile-latency", "--workdir", str(ws), "--runtime", "onnxruntime", *PROFILE, "--calibration", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "onnxruntime" in out and "QDQ" in out
+    table = json.loads((ws / "latency.json").read_text())
+    assert table["runtime"] == "onnxruntime" and table["threads"] == 1 and table["float_layers"]
+    code, out = solve(ws, capsys, "--latency", "80%", "--json")
+    (doc,) = json.loads(out)
+    assert code == 0 and doc["costs"]["latency"] <= doc["budgets"]["latency"] == pytest.approx(0.8 * table["full_model_ms"])

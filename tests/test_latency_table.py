@@ -97,3 +97,19 @@ def test_profile_full_model_prediction_equals_measurement(arch, tmp_path):
         load_table(path, other)
     with pytest.raises(UserError, match="profile-latency"):
         load_table(tmp_path / "missing.json", space)
+
+
+def test_profile_in_onnxruntime_times_qdq_and_float_kernels(arch):
+    pytest.importorskip("onnxruntime")
+    model, _ = arch
+    space = build_space(model, SHAPE, SpaceChoices(max_prune=0.5, prune_step=0.25))  # 3 levels: fast
+    settings = ProfileSettings(repeats=1, warmup=1, model_runs=2, calibration=2, runtime="onnxruntime")
+    table = profile(model, space, "resnet20", settings, torch.device("cpu"))
+    assert table.runtime == "onnxruntime" and table.threads == 1 and table.runtime_version
+    assert set(table.layers) == set(table.float_layers) == {ly.name for ly in space.quant_layers}
+    costs = CostModel(space, latency=table)
+    assert costs.unpruned()["latency"] == pytest.approx(table.full_model_ms, abs=1e-6)
+    again = LatencyTable.from_json(table.to_json())
+    assert again.runtime == "onnxruntime" and set(again.float_layers) == set(table.float_layers)
+    with pytest.raises(ValueError, match="unknown runtime"):
+        ProfileSettings(runtime="tensorrt")

@@ -1,0 +1,118 @@
+"""QDQ ONNX export run in ONNX Runtime: integer form, agreement with the simulation, refusals."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from seernet.cli.main import main
+from seernet.errors import UserError
+from seernet.models import create_model
+from seernet.onnx_qdq import export_qdq
+from seernet.prune import prune_model
+from seernet.quant import calibrate_, quant_layers, quantize_, weight_qrange
+from seernet.space import build_space
+
+SHAPE = (1, 1, 28, 28)
+
+
+@pytest.fixture(scope="module")
+def policy_model() -> tuple[torch.nn.Module, torch.Tensor]:
+    """A pruned ResNet-20 with mixed bits 2..8 and non-trivial BatchNorm (some negative gammas)."""
+    torch.manual_seed(0)
+    base = create_model("resnet20", 10, 1).eval()
+    space = build_space(base, SHAPE)
+    policy = space.decode(np.linspace(0.0, 1.0, space.dim))  # every group pruned differently, mixed bits
+    model = prune_model(base, space, policy)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.weight.normal_()  # negative factors: the fold must flip codes, not scales
+                m.bias.normal_(0, 0.1)
+                m.running_mean.normal_(0, 0.1)
+                m.running_var.uniform_(0.5, 2.0)
+    quantize_(model, policy.bits)
+    calibrate_(model, [torch.randn(32, *SHAPE[1:])])
+    return model.eval(), torch.randn(64, *SHAPE[1:], generator=torch.Generator().manual_seed(1))
+
+
+@pytest.fixture(scope="module")
+def qdq_file(policy_model, tmp_path_factory) -> Path:
+    pytest.importorskip("onnx")
+    path = tmp_path_factory.mktemp("qdq") / "model.qdq.onnx"
+    export_qdq(policy_model[0], policy_model[1][:2], path)
+    return path
+
+
+def test_weights_are_integer_codes_in_their_bit_range_and_bn_is_folded(policy_model, qdq_file: Path):
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(qdq_file)).graph
+    ops = [n.op_type for n in graph.node]
+    assert "BatchNormalization" not in ops and ops.count("QuantizeLinear") >= 1
+    inits = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    producer = {o: n for n in graph.node for o in n.output}
+    layers = quant_layers(policy_model[0])
+    seen = set()
+    for node in graph.node:
+        if node.op_type not in ("Conv", "Gemm"):
+            continue
+        dq = producer[node.input[1]]
+        assert dq.op_type == "DequantizeLinear"
+        codes = inits[dq.input[0]]
+        name = dq.input[0].split(".codes")[0]  # "<layer>.codes", "_bn" after the fold
+        assert codes.dtype == np.int8 and np.abs(codes).max() <= weight_qrange(layers[name].w_bits)[1]
+        assert (inits[dq.input[1]] > 0).all()  # per-channel scales, positive after the fold
+        assert producer[node.input[0]].op_type == "DequantizeLinear"  # a quantized input
+        seen.add(name)
+    assert seen == set(layers)
+
+
+def test_onnxruntime_fuses_integer_convs_and_agrees_with_the_simulation(policy_model, qdq_file: Path, tmp_path: Path):
+    ort = pytest.importorskip("onnxruntime")
+    import onnx
+
+    model, x = policy_model
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads, opts.optimized_model_filepath, opts.log_severity_level = 1, str(tmp_path / "opt.onnx"), 3
+    sess = ort.InferenceSession(str(qdq_file), opts, providers=["CPUExecutionProvider"])
+    got = sess.run(None, {"input": x.numpy()})[0]
+    assert "QLinearConv" in {n.op_type for n in onnx.load(str(tmp_path / "opt.onnx")).graph.node}
+    with torch.no_grad():
+        ref = model(x).numpy()
+    # Integer kernels requantize in another order than the float simulation: an activation within
+    # float rounding of a code boundary can land on the neighbouring code; top-1 must agree.
+    assert (got.argmax(1) == ref.argmax(1)).mean() >= 0.95
+    assert np.median(np.abs(got - ref).max(1)) <= 0.05 * np.abs(ref).max()
+
+
+def test_missing_onnxruntime_is_one_clear_line(monkeypatch, tmp_path: Path, capsys):
+    from seernet.ort_runtime import require_onnxruntime
+
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime now raises ImportError
+    with pytest.raises(UserError, match="onnxruntime is not installed"):
+        require_onnxruntime()
+    assert main(["profile-latency", "--workdir", str(tmp_path), "--runtime", "onnxruntime"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "onnxruntime is not installed" in err and "pip install" in err and len(err.splitlines()) == 1
+
+
+def test_unknown_runtime_is_one_clear_line(tmp_path: Path, capsys):
+    assert main(["profile-latency", "--workdir", str(tmp_path), "--runtime", "tensorrt"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "unknown runtime 'tensorrt'" in err and "onnxruntime" in err and len(err.splitlines()) == 1
+
+
+def test_ort_latency_table_states_threads_and_load(qdq_file: Path):
+    pytest.importorskip("onnxruntime")
+    from seernet.ort_runtime import ort_latency_table
+
+    table = ort_latency_table({"qdq": qdq_file}, SHAPE, (1, 3), runs=2, threads=1)
+    assert table["runtime"] == "onnxruntime" and table["threads"] == 1 and table["batch_sizes"] == [1, 3]
+    assert set(table["load_average_1min"]) == {"before", "after"}
+    assert all(table["models"]["qdq"][b]["median_ms"] > 0 for b in ("1", "3"))
