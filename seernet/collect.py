@@ -34,27 +34,24 @@ ANCHOR_BITS = (8, 4, 2)
 def anchor_policies(space: PolicySpace) -> list[Policy]:
     """The base policy, then the ladder of uniform policies every store measures first."""
     bits = dict.fromkeys([space.choices.bits[-1], *(space.nearest_bits(b) for b in ANCHOR_BITS)])
-    return [space.uniform_policy(k, b) for k in ANCHOR_KEEPS for b in bits]  # the sampler drops repeats
+    return [
+        space.uniform_policy(k, b) for k in ANCHOR_KEEPS for b in bits
+    ]  # the sampler drops repeats
 
 
 def store_spec(ctx: RunContext, protocol: Protocol) -> StoreSpec:
     """What a store of this run must agree on before samples can be added."""
     space = ctx.space
     return StoreSpec(
-        fingerprint=space.fingerprint, dim=space.dim, n_choices=space.n_groups + 2 * len(space.quant_layers),
+        fingerprint=space.fingerprint, dim=space.dim, n_choices=space.n_choices,
         cost_names=list(COST_NAMES), model=ctx.config.model, dataset=ctx.config.dataset,
         protocol=protocol.to_json(),
     )  # fmt: skip
 
 
 def raw_choices(ctx: RunContext, policy: Policy) -> tuple[int, ...]:
-    """Kept channels per group, then weight bits and activation bits per quantized layer."""
-    layers = ctx.space.quant_layers
-    return (
-        tuple(policy.channels[g.name] for g in ctx.space.groups)
-        + tuple(policy.bits[ly.name][0] for ly in layers)
-        + tuple(policy.bits[ly.name][1] for ly in layers)
-    )
+    """The store's raw-choice row of ``policy`` (``PolicySpace.raw_choices``)."""
+    return ctx.space.raw_choices(policy)
 
 
 @dataclass
@@ -70,7 +67,9 @@ class Measurer:
     def measure(self, x: np.ndarray, strategy: str, round_: int) -> float:
         """Evaluate one encoded policy in this process, append it, and return its accuracy."""
         policy = self.ctx.space.decode(x)
-        acc, seconds = evaluate_policy(self.ctx.model, self.ctx.space, policy, self.ctx.splits, self.protocol, self.ctx.device)
+        acc, seconds = evaluate_policy(
+            self.ctx.model, self.ctx.space, policy, self.ctx.splits, self.protocol, self.ctx.device
+        )
         self.record(x, acc, seconds, strategy, round_, policy)
         return acc
 
@@ -112,7 +111,9 @@ def make_predictor_factory(members: int = 5):  # noqa: ANN201 - returns a factor
 def numpy_cost(ctx: RunContext, name: str = "flops"):  # noqa: ANN201 - returns a function
     """The analytic cost as a numpy function of (N, D) encoded policies."""
     fn = ctx.costs.functions()[name]
-    return lambda x: fn(torch.as_tensor(np.asarray(x, dtype=np.float64).reshape(-1, ctx.space.dim))).numpy()
+    return lambda x: fn(
+        torch.as_tensor(np.asarray(x, dtype=np.float64).reshape(-1, ctx.space.dim))
+    ).numpy()
 
 
 def collect(

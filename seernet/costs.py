@@ -8,9 +8,9 @@ Assumptions, stated once:
 - Size in bytes: conv/linear weights at their bit-width, plus fp32 (4 bytes) for biases,
   BatchNorm parameters, other parameters and one weight scale per output channel.
 
-Every function takes encoded policies ``x`` of shape (N, D) (see ``seernet.space``) and
-is evaluated on the relaxed box, where kept channels ``n = n_min + x (C - n_min)`` are
-continuous; at valid choices the values are exact integers.
+Every function takes encoded policies ``x`` of shape (N, D) and is evaluated on the
+relaxed box: the space's codec (``PolicySpace.relaxed_channels``/``relaxed_bits``) turns
+``x`` into continuous kept channels and bit-widths; at valid choices they are exact integers.
 
 Latency (ms) is a cost only when a measured table is given (``seernet.latency_table``):
 each layer's entry is interpolated bilinearly in its (input, output) channel counts and
@@ -56,7 +56,6 @@ class CostModel:
         self.full_in, self.full_out = vec(lambda a: a.c_in), vec(lambda a: a.c_out)
         self.a_in, self.a_out = _coupling(space, "in"), _coupling(space, "out")
         self.group_full = torch.tensor([g.channels for g in space.groups], dtype=_F)
-        self.group_min = torch.tensor([g.keep[0] for g in space.groups], dtype=_F)
         kinds = [a.kind for a in ly]
         self.is_conv_lin = torch.tensor([k in ("conv", "linear") for k in kinds])
         self.is_bn = torch.tensor([k == "bn" and a.bias for k, a in zip(kinds, ly, strict=True)])
@@ -65,39 +64,37 @@ class CostModel:
         self.spatial = vec(lambda a: a.spatial)
         self.has_bias = vec(lambda a: float(a.bias and a.kind in ("conv", "linear")))
         self.other = float(sum(a.other_params for a in ly))
-        self._bit_index = self._bit_layout()
+        self._bit_index = self._quant_positions()
         if latency is not None:
             self._latency_grids(latency)
 
-    # --- relaxed raw values ------------------------------------------------------------
+    # --- relaxed raw values (decoded by the space's codec) ------------------------------
     def kept_channels(self, x: torch.Tensor) -> torch.Tensor:
         """(N, groups) kept channels, continuous on the relaxed box."""
-        x = x.to(_F)
-        return self.group_min + x[:, : self.space.n_groups] * (self.group_full - self.group_min)
+        return self.space.relaxed_channels(x)
 
     def layer_channels(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(N, layers) input and output channels of every layer."""
         removed = self.group_full - self.kept_channels(x)
         return self.full_in - removed @ self.a_in.T, self.full_out - removed @ self.a_out.T
 
-    def _bit_layout(self) -> torch.Tensor:
-        """Index into [fixed, x...] for every layer's (w, a) bits; 0 = fixed_bits."""
-        idx = torch.zeros(len(self.space.layers), 2, dtype=torch.long)
-        free = {ly.name: j for j, ly in enumerate(self.space.free_layers)}
-        k, nf = self.space.n_groups, len(self.space.free_layers)
-        for i, ly in enumerate(self.space.layers):
-            if ly.name in free:
-                idx[i] = torch.tensor([1 + k + free[ly.name], 1 + k + nf + free[ly.name]])
-        return idx
+    def _quant_positions(self) -> torch.Tensor:
+        """Per layer, 1 + its index among the quantized layers; 0 (fixed bits) for the rest."""
+        pos = {ly.name: i for i, ly in enumerate(self.space.quant_layers)}
+        return torch.tensor(
+            [1 + pos[ly.name] if ly.name in pos else 0 for ly in self.space.layers],
+            dtype=torch.long,
+        )
 
     def layer_bits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(N, layers) weight and activation bits (continuous on the relaxed box)."""
-        c = self.space.choices
-        lo, hi = c.bits[0], c.bits[-1]
-        raw = lo + x.to(_F) * (hi - lo)
-        fixed = torch.full((x.shape[0], 1), float(c.fixed_bits), dtype=_F)
-        table = torch.cat([fixed, raw], dim=1)
-        return table[:, self._bit_index[:, 0]], table[:, self._bit_index[:, 1]]
+        """(N, layers) weight and activation bits (continuous on the relaxed box).
+
+        Layers that are not quantized (BatchNorm, ...) read ``fixed_bits``; no cost uses them.
+        """
+        wq, aq = self.space.relaxed_bits(x)
+        fixed = torch.full((wq.shape[0], 1), float(self.space.choices.fixed_bits), dtype=_F)
+        w, a = torch.cat([fixed, wq], dim=1), torch.cat([fixed, aq], dim=1)
+        return w[:, self._bit_index], a[:, self._bit_index]
 
     # --- per-layer and total costs -----------------------------------------------------
     def layer_macs(self, x: torch.Tensor) -> torch.Tensor:
@@ -151,11 +148,15 @@ class CostModel:
         self._lat_scale = float(table.scale)
 
     @staticmethod
-    def _segment(grid: torch.Tensor, n: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _segment(
+        grid: torch.Tensor, n: torch.Tensor, c: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Cell index (N, M) left of ``c`` on each layer's grid and the position ``t`` in [0, 1] within it."""
         c = torch.clamp(c, min=grid[:, 0], max=grid.gather(1, (n - 1)[:, None])[:, 0])
         idx = torch.searchsorted(grid, c.detach().T.contiguous(), right=True).T - 1
-        idx = torch.minimum(idx.clamp(min=0), (n - 2).clamp(min=0))  # the last point ends the last cell
+        idx = torch.minimum(
+            idx.clamp(min=0), (n - 2).clamp(min=0)
+        )  # the last point ends the last cell
         g0, g1 = grid.gather(1, idx.T).T, grid.gather(1, idx.T + 1).T
         width = g1 - g0
         t = torch.where(width > 0, (c - g0) / torch.where(width > 0, width, 1.0), 0.0)

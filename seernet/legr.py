@@ -60,20 +60,15 @@ def base_scores(model: nn.Module, space: PolicySpace) -> list[np.ndarray]:
         found = {name: imp(group).double().cpu().numpy() for name, group in groups}
     missing = [g.name for g in space.groups if g.name not in found]
     if missing:
-        raise UserError(f"the base model has no channel group {missing[0]!r} of the policy space: wrong weights?")
+        raise UserError(
+            f"the base model has no channel group {missing[0]!r} of the policy space: wrong weights?"
+        )
     return [found[g.name] for g in space.groups]
 
 
 def keep_to_encoded(ctx: RunContext, keep: np.ndarray, bits: int) -> np.ndarray:
     """(N, G) keep counts and uniform ``bits`` -> (N, D) encoded policies."""
-    space = ctx.space
-    keep = np.atleast_2d(np.asarray(keep, dtype=np.float64))
-    full = ctx.costs.group_full.numpy()
-    low = ctx.costs.group_min.numpy()
-    groups = np.where(full > low, (keep - low) / np.where(full > low, full - low, 1.0), 1.0)
-    lo, hi = space.choices.bits[0], space.choices.bits[-1]
-    b = (bits - lo) / (hi - lo) if hi > lo else 1.0
-    return np.concatenate([groups, np.full((keep.shape[0], space.dim - space.n_groups), b)], axis=1)
+    return ctx.space.encode_uniform(keep, bits)
 
 
 def make_policy(space: PolicySpace, keep: np.ndarray, bits: int) -> Policy:
@@ -92,7 +87,9 @@ def global_ranking(ctx: RunContext, bits: int) -> GlobalRanking:
     def cost(keep: np.ndarray) -> np.ndarray:
         return flops(torch.as_tensor(keep_to_encoded(ctx, keep, bits))).numpy()
 
-    return GlobalRanking(base_scores(ctx.model, ctx.space), [g.keep for g in ctx.space.groups], cost)
+    return GlobalRanking(
+        base_scores(ctx.model, ctx.space), [g.keep for g in ctx.space.groups], cost
+    )
 
 
 def default_bits(space: PolicySpace) -> int:
@@ -131,14 +128,18 @@ def learn(ctx: RunContext, settings: LegrSettings, progress: bool = True) -> dic
     ranking = global_ranking(ctx, bits)
     full = ctx.costs.unpruned()["flops"]
     budget = settings.target_flops(full)
-    keep_for_budget(ranking, AffineParams.identity(ranking.n_groups), budget)  # refuse before measuring
+    keep_for_budget(
+        ranking, AffineParams.identity(ranking.n_groups), budget
+    )  # refuse before measuring
     measured: dict[tuple[int, ...], float] = {}  # parameters that prune alike are measured once
 
     def fitness(params: AffineParams) -> float:
         keep = tuple(int(k) for k in ranking.keep_counts(params, budget))
         if keep not in measured:
             policy = make_policy(ctx.space, np.array(keep), bits)
-            measured[keep] = evaluate_policy(ctx.model, ctx.space, policy, ctx.splits, settings.protocol, ctx.device)[0]
+            measured[keep] = evaluate_policy(
+                ctx.model, ctx.space, policy, ctx.splits, settings.protocol, ctx.device
+            )[0]
         return measured[keep]
 
     cfg = settings.evolution
@@ -147,7 +148,9 @@ def learn(ctx: RunContext, settings: LegrSettings, progress: bool = True) -> dic
 
         def on_evaluation(i: int, value: float, best: float) -> None:
             bar.update(1)
-            bar.set_postfix(last=f"{value:.2f}", best=f"{best:.2f}", measured=len(measured), refresh=False)
+            bar.set_postfix(
+                last=f"{value:.2f}", best=f"{best:.2f}", measured=len(measured), refresh=False
+            )
 
         res = aging_evolution(ranking.n_groups, fitness, cfg, ranking.score_scale, on_evaluation)
     seconds = time.perf_counter() - start
@@ -170,7 +173,9 @@ def params_of(doc: dict, space: PolicySpace) -> AffineParams:
         return AffineParams(np.array([doc["alpha"][g.name] for g in space.groups], dtype=np.float64),
                             np.array([doc["kappa"][g.name] for g in space.groups], dtype=np.float64))  # fmt: skip
     except (KeyError, TypeError, ValueError) as exc:
-        raise UserError(f"{LEGR_NAME} lacks parameters for this space ({exc}); rerun 'seernet legr --relearn'") from exc
+        raise UserError(
+            f"{LEGR_NAME} lacks parameters for this space ({exc}); rerun 'seernet legr --relearn'"
+        ) from exc
 
 
 def load(ws: Workspace, fingerprint: str) -> dict | None:
@@ -182,21 +187,29 @@ def load(ws: Workspace, fingerprint: str) -> dict | None:
         doc = json.loads(path.read_text())
         found = doc["space_fingerprint"]
     except (json.JSONDecodeError, OSError, KeyError, TypeError) as exc:
-        raise UserError(f"{path} is not a readable LeGR file ({exc}); rerun 'seernet legr --relearn'") from exc
+        raise UserError(
+            f"{path} is not a readable LeGR file ({exc}); rerun 'seernet legr --relearn'"
+        ) from exc
     if found != fingerprint:
         raise UserError(f"{path} was learned for policy space {found}, this workspace's is {fingerprint}: "
                         "rerun 'seernet legr --relearn'")  # fmt: skip
     return doc
 
 
-def policy_documents(ctx: RunContext, learned: dict, budgets: list[float], bits: int | None = None) -> list[dict]:
+def policy_documents(
+    ctx: RunContext, learned: dict, budgets: list[float], bits: int | None = None
+) -> list[dict]:
     """One policy document per FLOPs budget, in ``solve``'s format (readable by ``compress``)."""
     bits = bits or default_bits(ctx.space)
     if bits not in ctx.space.choices.bits:
-        raise UserError(f"--bits {bits} is not one of this space's bit-widths {list(ctx.space.choices.bits)}")
+        raise UserError(
+            f"--bits {bits} is not one of this space's bit-widths {list(ctx.space.choices.bits)}"
+        )
     ranking = global_ranking(ctx, bits)
     params = params_of(learned, ctx.space)
-    keeps = [keep_for_budget(ranking, params, b) for b in budgets]  # every budget checked before any is used
+    keeps = [
+        keep_for_budget(ranking, params, b) for b in budgets
+    ]  # every budget checked before any is used
     docs = []
     for budget, keep in zip(budgets, keeps, strict=True):
         policy = make_policy(ctx.space, keep, bits)

@@ -5,7 +5,7 @@ must go together: residual adds, depthwise convolutions, concatenations) and giv
 every conv/linear layer a weight and an input-activation bit-width. The first conv and
 the classifier keep ``fixed_bits``; the classifier's outputs are never pruned.
 
-The single codec: a policy <-> a vector ``x`` in [0, 1]^D laid out as
+The single codec (``PolicySpace``): a policy <-> a vector ``x`` in [0, 1]^D laid out as
 ``[group keep, ..., weight bits of free layers, ..., activation bits of free layers]``.
 Each coordinate is linear in its raw value (``n = n_min + x (C - n_min)``,
 ``b = b_min + x (b_max - b_min)``), so every cost is non-decreasing in every coordinate,
@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 
 import numpy as np
 import torch
@@ -144,6 +145,8 @@ class PolicySpace:
         return out + [bits.copy() for _ in range(2 * len(self.free_layers))]
 
     # --- codec -------------------------------------------------------------------------
+    # Every other module encodes and decodes through the methods below, so the layout
+    # and the linear maps exist once (SeerNet's own code wrote them twice and drifted).
     @staticmethod
     def _encode_keep(g: ChannelGroup, n: np.ndarray) -> np.ndarray:
         lo = g.keep[0]
@@ -153,6 +156,51 @@ class PolicySpace:
         lo, hi = self.choices.bits[0], self.choices.bits[-1]
         return np.ones_like(b) if hi == lo else (b - lo) / (hi - lo)
 
+    def encode_keep(self, keep: np.ndarray) -> np.ndarray:
+        """(N, groups) kept-channel counts -> their (N, groups) encodings (not validated)."""
+        keep = np.atleast_2d(np.asarray(keep, dtype=np.float64))
+        full = np.array([g.channels for g in self.groups], dtype=np.float64)
+        low = np.array([g.keep[0] for g in self.groups], dtype=np.float64)
+        return np.where(full > low, (keep - low) / np.where(full > low, full - low, 1.0), 1.0)
+
+    def encode_bits(self, bits: float) -> float:
+        """The encoding of one bit-width (the same on every bit coordinate)."""
+        return float(self._encode_bits(np.float64(bits)))
+
+    def encode_uniform(self, keep: np.ndarray, bits: int) -> np.ndarray:
+        """(N, groups) kept counts and ``bits`` on every free layer -> (N, D) encoded policies."""
+        groups = self.encode_keep(keep)
+        rest = np.full((groups.shape[0], self.dim - self.n_groups), self.encode_bits(bits))
+        return np.concatenate([groups, rest], axis=1)
+
+    def bits_mask(self, bits: int) -> tuple[np.ndarray, np.ndarray]:
+        """Every bit-width coordinate frozen at ``bits``: (fixed mask, values), both (D,).
+
+        Raises ValueError when ``bits`` is not one of the space's choices.
+        """
+        if bits not in self.choices.bits:
+            raise ValueError(
+                f"{bits} is not one of this space's bit-widths {list(self.choices.bits)}"
+            )
+        fixed = np.zeros(self.dim, dtype=bool)
+        fixed[self.bit_dims()] = True
+        values = np.zeros(self.dim)
+        values[self.bit_dims()] = self.encode_bits(bits)
+        return fixed, values
+
+    @property
+    def n_choices(self) -> int:
+        """Length of ``raw_choices``: a count per group, (weight, activation) bits per quantized layer."""
+        return self.n_groups + 2 * len(self.quant_layers)
+
+    def raw_choices(self, policy: Policy) -> tuple[int, ...]:
+        """Kept channels per group, then weight bits and activation bits per quantized layer."""
+        return (
+            tuple(policy.channels[g.name] for g in self.groups)
+            + tuple(policy.bits[ly.name][0] for ly in self.quant_layers)
+            + tuple(policy.bits[ly.name][1] for ly in self.quant_layers)
+        )
+
     def encode(self, policy: Policy) -> np.ndarray:
         """Policy -> vector in [0, 1]^D (raises UserError on invalid choices)."""
         self.validate(policy)
@@ -160,6 +208,34 @@ class PolicySpace:
         x += [self._encode_bits(np.float64(policy.bits[ly.name][0])) for ly in self.free_layers]
         x += [self._encode_bits(np.float64(policy.bits[ly.name][1])) for ly in self.free_layers]
         return np.asarray(x, dtype=np.float64)
+
+    # --- differentiable decode of relaxed vectors ----------------------------------------
+    @cached_property
+    def _relaxed_tables(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Smallest and full count per group; index of every quantized layer's (w, a) bits in [fixed, x]."""
+        low = torch.tensor([g.keep[0] for g in self.groups], dtype=torch.float64)
+        full = torch.tensor([g.channels for g in self.groups], dtype=torch.float64)
+        idx = torch.zeros(len(self.quant_layers), 2, dtype=torch.long)  # 0 = fixed_bits
+        free = {ly.name: j for j, ly in enumerate(self.free_layers)}
+        k, nf = self.n_groups, len(self.free_layers)
+        for i, ly in enumerate(self.quant_layers):
+            if ly.name in free:
+                idx[i] = torch.tensor([1 + k + free[ly.name], 1 + k + nf + free[ly.name]])
+        return low, full, idx
+
+    def relaxed_channels(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, D) encoded -> (N, groups) kept channels, continuous between valid counts."""
+        low, full, _ = self._relaxed_tables
+        return low + x.to(torch.float64)[:, : self.n_groups] * (full - low)
+
+    def relaxed_bits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N, D) encoded -> (N, quantized layers) weight and activation bits (fixed layers at ``fixed_bits``)."""
+        _, _, idx = self._relaxed_tables
+        lo, hi = self.choices.bits[0], self.choices.bits[-1]
+        raw = lo + x.to(torch.float64) * (hi - lo)
+        fixed = torch.full((x.shape[0], 1), float(self.choices.fixed_bits), dtype=torch.float64)
+        table = torch.cat([fixed, raw], dim=1)
+        return table[:, idx[:, 0]], table[:, idx[:, 1]]
 
     def decode(self, x: np.ndarray) -> Policy:
         """Vector -> policy, rounding every coordinate to its nearest valid choice."""
@@ -184,7 +260,9 @@ class PolicySpace:
         for g in self.groups:
             n = policy.channels.get(g.name)
             if n not in g.keep:
-                raise UserError(f"group {g.name!r}: {n} kept channels is not a valid choice {list(g.keep)}")
+                raise UserError(
+                    f"group {g.name!r}: {n} kept channels is not a valid choice {list(g.keep)}"
+                )
         allowed = set(self.choices.bits)
         for ly in self.quant_layers:
             wb = policy.bits.get(ly.name)
@@ -192,7 +270,9 @@ class PolicySpace:
                 tuple(wb) == (self.choices.fixed_bits,) * 2 if ly.fixed_bits else set(wb) <= allowed
             )
             if not ok:
-                raise UserError(f"layer {ly.name!r}: bits {wb} are not valid here (allowed {sorted(allowed)})")
+                raise UserError(
+                    f"layer {ly.name!r}: bits {wb} are not valid here (allowed {sorted(allowed)})"
+                )
 
     def full_policy(self, bits: int | None = None) -> Policy:
         """The unpruned model at ``bits`` (default: the highest choice) on free layers."""
@@ -207,7 +287,9 @@ class PolicySpace:
         """Every group keeps its valid count nearest ``keep`` x its channels; free layers at ``bits``."""
         if not 0.0 < keep <= 1.0:
             raise ValueError(f"keep fraction must be in (0, 1], got {keep}")
-        channels = {g.name: min(g.keep, key=lambda n, g=g: abs(n - keep * g.channels)) for g in self.groups}
+        channels = {
+            g.name: min(g.keep, key=lambda n, g=g: abs(n - keep * g.channels)) for g in self.groups
+        }
         return Policy(channels, self.full_policy(bits).bits)
 
     def nearest_bits(self, bits: int) -> int:
@@ -234,11 +316,15 @@ def classifier_name(model: nn.Module) -> str:
     """The last Linear layer (its outputs are the classes and are never pruned)."""
     names = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
     if not names:
-        raise UserError("model has no Linear classifier: seernet needs one to keep the class outputs intact")
+        raise UserError(
+            "model has no Linear classifier: seernet needs one to keep the class outputs intact"
+        )
     return names[-1]
 
 
-def build_space(model: nn.Module, input_shape: tuple[int, ...], choices: SpaceChoices | None = None) -> PolicySpace:
+def build_space(
+    model: nn.Module, input_shape: tuple[int, ...], choices: SpaceChoices | None = None
+) -> PolicySpace:
     """Derive the policy space of ``model`` for inputs of ``input_shape`` (batch 1)."""
     from seernet.space_graph import trace_groups, trace_layers  # space_graph imports this module
 
