@@ -67,8 +67,10 @@ class Measurer:
     def measure(self, x: np.ndarray, strategy: str, round_: int) -> float:
         """Evaluate one encoded policy in this process, append it, and return its accuracy."""
         policy = self.ctx.space.decode(x)
+        ctx = self.ctx
+        criterion = ctx.criterion(self.protocol.criterion)
         acc, seconds = evaluate_policy(
-            self.ctx.model, self.ctx.space, policy, self.ctx.splits, self.protocol, self.ctx.device
+            ctx.model, ctx.space, policy, ctx.splits, self.protocol, ctx.device, criterion
         )
         self.record(x, acc, seconds, strategy, round_, policy)
         return acc

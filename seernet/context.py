@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from seernet.base_model import build_model, load_splits
 from seernet.costs import CostModel
-from seernet.criteria import install_workspace_criteria
+from seernet.criteria import note_base_model, workspace_criterion
 from seernet.datasets import DataSplits
 from seernet.errors import UserError
 from seernet.models import create_model
 from seernet.space import PolicySpace, SpaceChoices, build_space
 from seernet.workspace import RunConfig, Workspace
+
+if TYPE_CHECKING:
+    from seernet.prune import Criterion
 
 
 @dataclass
@@ -25,9 +29,13 @@ class RunContext:
     ws: Workspace
     config: RunConfig
     device: torch.device
+    _criteria: dict[str, Criterion] = field(default_factory=dict, init=False, repr=False)
 
-    def __post_init__(self) -> None:
-        install_workspace_criteria(self.ws)
+    def criterion(self, name: str) -> Criterion:
+        """The importance criterion ``name`` for this workspace (learned ones read its files once)."""
+        if name not in self._criteria:
+            self._criteria[name] = workspace_criterion(self.ws, name)
+        return self._criteria[name]
 
     @cached_property
     def splits(self) -> DataSplits:
@@ -35,20 +43,28 @@ class RunContext:
 
     @cached_property
     def model(self) -> nn.Module:
-        return build_model(self.config, self.splits).to(self.device).eval()
+        model = build_model(self.config, self.splits).to(self.device).eval()
+        note_base_model(model, self.ws)  # transitional, see seernet.criteria
+        return model
 
     @cached_property
     def space(self) -> PolicySpace:
         s = self.config.space
         try:
-            choices = SpaceChoices(**{k: (tuple(v) if k == "bits" else v) for k, v in s["choices"].items()})
+            choices = SpaceChoices(
+                **{k: (tuple(v) if k == "bits" else v) for k, v in s["choices"].items()}
+            )
         except (KeyError, TypeError, ValueError) as exc:
-            raise UserError(f"{self.ws.config_path}: no valid policy space recorded ({exc}); run 'seernet collect' first") from exc
+            raise UserError(
+                f"{self.ws.config_path}: no valid policy space recorded ({exc}); run 'seernet collect' first"
+            ) from exc
         # The architecture alone defines the space: no data or weights are needed here.
         arch = create_model(self.config.model, s["num_classes"], s["input_shape"][1])
         space = build_space(arch, tuple(s["input_shape"]), choices)
         if space.fingerprint != s.get("fingerprint"):
-            raise UserError(f"the policy space of {self.config.model!r} no longer matches the workspace's fingerprint; use a new --workdir")
+            raise UserError(
+                f"the policy space of {self.config.model!r} no longer matches the workspace's fingerprint; use a new --workdir"
+            )
         return space
 
     @cached_property
@@ -60,7 +76,9 @@ def record_space(ctx: RunContext, choices: SpaceChoices) -> None:
     """Fix the run's policy space in ``seernet.json`` (first ``collect`` only)."""
     sp = ctx.splits
     shape = (1, sp.in_channels, sp.image_size, sp.image_size)
-    space = build_space(create_model(ctx.config.model, sp.num_classes, sp.in_channels), shape, choices)
+    space = build_space(
+        create_model(ctx.config.model, sp.num_classes, sp.in_channels), shape, choices
+    )
     ctx.config.space = {
         "choices": asdict(choices), "input_shape": list(shape), "num_classes": sp.num_classes,
         "fingerprint": space.fingerprint, "dim": space.dim,

@@ -1,22 +1,88 @@
-"""Importance criteria whose parameters are learned and kept in a workspace.
+"""Importance criteria by name, resolved for one workspace: ``RunContext.criterion(name)``.
 
-Built-in criteria (l1, l2, random) live in ``seernet.prune``. Learned ones -- LeGR's
-per-layer affine transform of filter norms, LAP's dynamic filter scores -- need files
-of the workspace, so each has a module whose ``install(ws)`` registers the criterion
-for that workspace; ``RunContext`` calls ``install_workspace_criteria`` on creation.
+Built-in criteria (l1, l2, random) live in ``seernet.prune`` and need nothing else.
+Learned ones need files of a workspace, so they are made *for* a workspace and passed
+explicitly to whatever prunes; nothing is registered globally, so one workspace's
+scores can never be used for another.
+
+- ``dynamic``: LAP's dynamic filter scores (``seernet.dynamic_criterion``).
+- ``legr`` is not a criterion: with ``alpha > 0`` LeGR's affine transform keeps the order
+  of channels inside a group, so it pruned exactly as ``l2`` (asserted in
+  ``tests/test_legr_cmd.py``). LeGR's value is how many channels each group keeps,
+  which ``seernet legr`` writes into its policies.
 """
 
 from __future__ import annotations
 
-import importlib
+import weakref
+from typing import TYPE_CHECKING
 
-from seernet.workspace import Workspace
+from seernet.errors import UserError
 
-# Modules with an ``install(ws: Workspace) -> None`` function.
-INSTALLERS: tuple[str, ...] = ("seernet.legr_criterion", "seernet.dynamic_criterion")
+if TYPE_CHECKING:
+    from torch import nn
+
+    from seernet.prune import Criterion
+    from seernet.workspace import Workspace
+
+LEARNED: tuple[str, ...] = ("dynamic",)
+REMOVED: dict[str, str] = {
+    "legr": "criterion 'legr' was removed: it pruned exactly as 'l2' (LeGR's transform keeps the order of "
+    "channels inside a group); use --criterion l2 with the policies of 'seernet legr'",
+}
+
+
+def check_name(name: str) -> None:
+    """A UserError for a removed or unknown criterion name."""
+    from seernet.prune import BUILTIN_CRITERIA
+
+    if name in REMOVED:
+        raise UserError(REMOVED[name])
+    if name not in BUILTIN_CRITERIA and name not in LEARNED:
+        known = sorted([*BUILTIN_CRITERIA, *LEARNED])
+        raise UserError(f"unknown importance criterion {name!r}; known: {', '.join(known)}")
+
+
+def workspace_criterion(ws: Workspace, name: str) -> Criterion:
+    """The criterion ``name`` for ``ws``: a built-in one, or one learned from ``ws``'s files."""
+    from seernet.prune import make_criterion
+
+    check_name(name)
+    if name == "dynamic":
+        from seernet.dynamic_criterion import make
+
+        return make(ws)
+    return make_criterion(name)
 
 
 def install_workspace_criteria(ws: Workspace) -> None:
-    """Register every learned criterion for ``ws`` (each says itself what it still needs)."""
-    for module in INSTALLERS:
-        importlib.import_module(module).install(ws)
+    """Deprecated no-op: criteria are no longer installed; kept for old imports (bench_seeds)."""
+
+
+# --- transitional ------------------------------------------------------------------------
+# ``seernet.compress`` and ``seernet.backends`` still hand ``build_compressed`` /
+# ``evaluate_policy`` only ``ctx.model``, not ``ctx.criterion(name)``. Until they pass the
+# criterion, the context notes which workspace its own base model came from (weakly, so
+# it dies with the model; never shared between workspaces) and a learned name is
+# resolved from that. Delete this once both call sites pass ``criterion=``.
+_WORKSPACE_OF_BASE: weakref.WeakKeyDictionary[nn.Module, Workspace] = weakref.WeakKeyDictionary()
+
+
+def note_base_model(model: nn.Module, ws: Workspace) -> None:
+    """Transitional: remember that ``model`` is ``ws``'s base model."""
+    _WORKSPACE_OF_BASE[model] = ws
+
+
+def criterion_for_base(model: nn.Module, name: str) -> Criterion:
+    """Transitional: ``name`` resolved for the workspace ``model`` is the base model of."""
+    from seernet.prune import make_criterion
+
+    check_name(name)
+    if name in LEARNED:
+        ws = _WORKSPACE_OF_BASE.get(model)
+        if ws is None:
+            raise UserError(
+                f"criterion {name!r} is learned per workspace: pass criterion=ctx.criterion({name!r})"
+            )
+        return workspace_criterion(ws, name)
+    return make_criterion(name)

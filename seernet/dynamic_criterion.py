@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from seernet.errors import UserError
-from seernet.prune import register_criterion
+from seernet.prune import Criterion
 from seernet.workspace import Workspace
 
 SCORES_NAME = "dynamic_scores.pt"
@@ -65,7 +65,9 @@ def filter_scores(before: nn.Module, after: nn.Module) -> dict[str, torch.Tensor
     return scores
 
 
-def group_scores(model: nn.Module, input_shape: tuple[int, ...], filters: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def group_scores(
+    model: nn.Module, input_shape: tuple[int, ...], filters: dict[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
     """Rule step 3: per channel group (policy name), the mean filter score of each root channel."""
     from seernet.space_graph import named_groups
 
@@ -77,10 +79,14 @@ def group_scores(model: nn.Module, input_shape: tuple[int, ...], filters: dict[s
         count = torch.zeros_like(total)
         for item in group:
             module, handler = item.dep.target.module, item.dep.handler
-            if not (isinstance(module, nn.Conv2d | nn.Linear) and dg.is_out_channel_pruning_fn(handler)):
+            if not (
+                isinstance(module, nn.Conv2d | nn.Linear) and dg.is_out_channel_pruning_fn(handler)
+            ):
                 continue
             root_idx = torch.as_tensor([int(r) for r in item.root_idxs])
-            total.index_add_(0, root_idx, filters[names[module]][torch.as_tensor([int(i) for i in item.idxs])])
+            total.index_add_(
+                0, root_idx, filters[names[module]][torch.as_tensor([int(i) for i in item.idxs])]
+            )
             count.index_add_(0, root_idx, torch.ones(len(root_idx), dtype=torch.float64))
         out[root_name] = total / count.clamp_min(1)
     return out
@@ -94,9 +100,19 @@ def compute_scores(ctx, settings: DynamicSettings, bar=None) -> dict[str, torch.
     base = copy.deepcopy(ctx.model).to(ctx.device)
     tuned = copy.deepcopy(base)
     torch.manual_seed(settings.seed)
-    data = batches(ctx.splits.train, settings.batch_size, shuffle=True, seed=settings.seed, train_augment=True)
+    data = batches(
+        ctx.splits.train, settings.batch_size, shuffle=True, seed=settings.seed, train_augment=True
+    )
     opt = sgd(tuned, settings.lr, weight_decay=0.0)
-    train_steps(tuned, data, ctx.device, opt, lambda s: cosine_lr(s, settings.steps, settings.lr), settings.steps, bar)
+    train_steps(
+        tuned,
+        data,
+        ctx.device,
+        opt,
+        lambda s: cosine_lr(s, settings.steps, settings.lr),
+        settings.steps,
+        bar,
+    )
     tuned.eval()
     filters = filter_scores(base.cpu(), tuned.cpu())
     return group_scores(tuned, ctx.space.input_shape, filters)
@@ -117,37 +133,29 @@ def scores_meta(ctx, settings: DynamicSettings) -> dict[str, str]:  # noqa: ANN0
             "settings": str(asdict(settings))}  # fmt: skip
 
 
-def _missing(msg: str):  # noqa: ANN202 - a criterion factory that always refuses
-    def factory():  # noqa: ANN202
-        raise UserError(msg)
-
-    return factory
-
-
-def install(ws: Workspace) -> None:
-    """Register ``dynamic`` for ``ws``: its own scores, or an error saying how to make them.
-
-    The registry is global, so a workspace without scores must never inherit another's.
-    """
+def make(ws: Workspace) -> Criterion:
+    """The ``dynamic`` criterion of ``ws`` (its own scores), or a UserError saying how to make them."""
     path = ws.path(SCORES_NAME)
     todo = f"run 'seernet dynamic-scores --workdir {ws.root}' first"
     if not path.is_file():
-        register_criterion(CRITERION, _missing(f"no dynamic filter scores in {ws.root}: {todo}"))
-        return
+        raise UserError(f"no dynamic filter scores in {ws.root}: {todo}")
     try:
         blob = torch.load(path, weights_only=True)
         groups, meta = blob["groups"], blob["meta"]
     except (RuntimeError, KeyError, TypeError, OSError, EOFError) as exc:
-        register_criterion(CRITERION, _missing(f"{path} is not readable ({exc}): {todo}"))
-        return
+        raise UserError(f"{path} is not readable ({exc}): {todo}") from exc
     config = ws.read() if ws.exists() else None
-    if config is None or (meta.get("model"), meta.get("weights")) != (config.model, str(config.weights)):
-        register_criterion(CRITERION, _missing(f"{path} was computed for other base weights: {todo}"))
-        return
+    if config is None or (meta.get("model"), meta.get("weights")) != (
+        config.model,
+        str(config.weights),
+    ):
+        raise UserError(f"{path} was computed for other base weights: {todo}")
 
     def criterion(group, name: str) -> torch.Tensor:  # noqa: ANN001
         if name not in groups or len(groups[name]) != len(group[0].idxs):
-            raise UserError(f"{path} has no scores for channel group {name!r} of this model: {todo}")
+            raise UserError(
+                f"{path} has no scores for channel group {name!r} of this model: {todo}"
+            )
         return groups[name]
 
-    register_criterion(CRITERION, lambda: criterion)
+    return criterion

@@ -13,9 +13,10 @@ from itertools import islice
 import torch
 from torch import nn
 
+from seernet.criteria import criterion_for_base
 from seernet.datasets import DataSplits
 from seernet.loaders import batches
-from seernet.prune import prune_model
+from seernet.prune import Criterion, prune_model
 from seernet.quant import WEIGHT_CLIPS, calibrate_, quantize_, set_lsq_
 from seernet.space import Policy, PolicySpace
 from seernet.train import accuracy, cosine_lr, sgd, train_steps
@@ -33,18 +34,24 @@ class Protocol:
     val_limit: int | None = None
     criterion: str = "l1"
     seed: int = 0
-    weight_clip: str = "mse"  # weight scales at calibration: least-squares clip, or "max" (the old rule)
+    weight_clip: str = (
+        "mse"  # weight scales at calibration: least-squares clip, or "max" (the old rule)
+    )
     # Learn the quantizers' step sizes in the fine-tuning steps (LSQ). Off: with 20 steps it
     # ranked policies worse against a compress-length fine-tune (bench_proxy.py --lsq off,on).
     lsq: bool = False
 
     def __post_init__(self) -> None:
         if self.bn_batches < 1 or self.finetune_steps < 0 or self.batch_size < 1 or self.lr <= 0:
-            raise ValueError("protocol needs bn_batches >= 1, finetune_steps >= 0, batch_size >= 1, lr > 0")
+            raise ValueError(
+                "protocol needs bn_batches >= 1, finetune_steps >= 0, batch_size >= 1, lr > 0"
+            )
         if not isinstance(self.lsq, bool):
             raise ValueError(f"protocol lsq must be true or false, got {self.lsq!r}")
         if self.weight_clip not in WEIGHT_CLIPS:
-            raise ValueError(f"protocol weight_clip must be one of {', '.join(WEIGHT_CLIPS)}, got {self.weight_clip!r}")
+            raise ValueError(
+                f"protocol weight_clip must be one of {', '.join(WEIGHT_CLIPS)}, got {self.weight_clip!r}"
+            )
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -68,10 +75,16 @@ def adapt_batchnorm_(model: nn.Module, data, device: torch.device, n_batches: in
 
 def build_compressed(
     base: nn.Module, space: PolicySpace, policy: Policy, splits: DataSplits, protocol: Protocol,
-    device: torch.device,
+    device: torch.device, criterion: Criterion | None = None,
 ) -> nn.Module:  # fmt: skip
-    """Pruned, BN-adapted, quantized and calibrated model (before any fine-tuning)."""
-    model = prune_model(base, space, policy, protocol.criterion, protocol.seed).to(device)
+    """Pruned, BN-adapted, quantized and calibrated model (before any fine-tuning).
+
+    ``criterion``: ``ctx.criterion(protocol.criterion)``; None resolves the protocol's name
+    (a learned one only for a context's base model, see ``seernet.criteria``).
+    """
+    if criterion is None:
+        criterion = criterion_for_base(base, protocol.criterion)
+    model = prune_model(base, space, policy, criterion, protocol.seed).to(device)
     calib = batches(splits.train, protocol.batch_size, shuffle=True, seed=protocol.seed)
     adapt_batchnorm_(model, calib, device, protocol.bn_batches)
     quantize_(model, policy.bits)
@@ -90,7 +103,9 @@ def finetune_(
     if steps <= 0:
         return
     torch.manual_seed(protocol.seed)
-    data = batches(splits.train, protocol.batch_size, shuffle=True, seed=protocol.seed + 1, train_augment=True)
+    data = batches(
+        splits.train, protocol.batch_size, shuffle=True, seed=protocol.seed + 1, train_augment=True
+    )
     set_lsq_(model, protocol.lsq)
     opt = sgd(model, protocol.lr, protocol.weight_decay)
     train_steps(model, data, device, opt, lambda s: cosine_lr(s, steps, protocol.lr), steps, bar)
@@ -100,11 +115,11 @@ def finetune_(
 
 def evaluate_policy(
     base: nn.Module, space: PolicySpace, policy: Policy, splits: DataSplits, protocol: Protocol,
-    device: torch.device,
+    device: torch.device, criterion: Criterion | None = None,
 ) -> tuple[float, float]:  # fmt: skip
     """Measured val accuracy (%) of ``policy`` under ``protocol``, and the seconds it took."""
     start = time.perf_counter()
-    model = build_compressed(base, space, policy, splits, protocol, device)
+    model = build_compressed(base, space, policy, splits, protocol, device, criterion)
     finetune_(model, splits, protocol.finetune_steps, protocol, device)
     acc = accuracy(model, splits.val, device, limit=protocol.val_limit)
     return acc, time.perf_counter() - start

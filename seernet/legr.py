@@ -132,13 +132,14 @@ def learn(ctx: RunContext, settings: LegrSettings, progress: bool = True) -> dic
         ranking, AffineParams.identity(ranking.n_groups), budget
     )  # refuse before measuring
     measured: dict[tuple[int, ...], float] = {}  # parameters that prune alike are measured once
+    criterion = ctx.criterion(settings.protocol.criterion)
 
     def fitness(params: AffineParams) -> float:
         keep = tuple(int(k) for k in ranking.keep_counts(params, budget))
         if keep not in measured:
             policy = make_policy(ctx.space, np.array(keep), bits)
             measured[keep] = evaluate_policy(
-                ctx.model, ctx.space, policy, ctx.splits, settings.protocol, ctx.device
+                ctx.model, ctx.space, policy, ctx.splits, settings.protocol, ctx.device, criterion
             )[0]
         return measured[keep]
 

@@ -32,7 +32,9 @@ def workspace(tmp_path_factory, fake_fmnist: Path) -> Path:
     assert main(["collect", "--workdir", str(ws), *args, "--samples", "2", *FAST]) == 0
     space = RunContext(Workspace(ws), Workspace(ws).read(), torch.device("cpu")).space
     x = np.random.default_rng(0).uniform(0, 1, (40, space.dim))
-    ens = MLPEnsemble(n_members=2, hidden=(16,), max_epochs=30, patience=10).fit(x, 50 + 10 * x.mean(1))
+    ens = MLPEnsemble(n_members=2, hidden=(16,), max_epochs=30, patience=10).fit(
+        x, 50 + 10 * x.mean(1)
+    )
     ens.save(ws / "predictor.pt", {"space_fingerprint": space.fingerprint})
     return ws
 
@@ -53,7 +55,9 @@ def test_profile_then_solve_under_a_latency_budget(workspace: Path, capsys):
     full = table["full_model_ms"]
     code, out = solve(workspace, capsys, "--latency", "80%", "--json")
     (doc,) = json.loads(out)
-    assert code == 0 and doc["costs"]["latency"] <= doc["budgets"]["latency"] == pytest.approx(0.8 * full)
+    assert code == 0 and doc["costs"]["latency"] <= doc["budgets"]["latency"] == pytest.approx(
+        0.8 * full
+    )
     code, out = solve(workspace, capsys, "--latency", "85%", "--flops", "70%", "--verify")
     assert code == 0 and "predicted ms" in out and "measured ms" in out and "latency" in out
     code, err = solve(workspace, capsys, "--latency", "1us")
@@ -68,8 +72,14 @@ def test_table_of_another_space_is_refused(workspace: Path, capsys):
     try:
         path.write_text(saved.replace(json.loads(saved)["space_fingerprint"], "0123456789abcdef"))
         code, err = solve(workspace, capsys, "--latency", "90%")
-        assert code == 2 and "another" not in err and "profiled for policy space 0123456789abcdef" in err
-        code, _ = solve(workspace, capsys, "--flops", "60%")  # no latency budget: the table is ignored
+        assert (
+            code == 2
+            and "another" not in err
+            and "profiled for policy space 0123456789abcdef" in err
+        )
+        code, _ = solve(
+            workspace, capsys, "--flops", "60%"
+        )  # no latency budget: the table is ignored
         assert code == 0
     finally:
         path.write_text(saved)
@@ -77,46 +87,74 @@ def test_table_of_another_space_is_refused(workspace: Path, capsys):
 
 def test_dynamic_criterion_needs_scores_then_prunes_by_them(workspace: Path, capsys, tmp_path):
     from seernet.context import RunContext
-    from seernet.dynamic_criterion import SCORES_NAME, install
+    from seernet.criteria import workspace_criterion
+    from seernet.dynamic_criterion import SCORES_NAME
     from seernet.errors import UserError
-    from seernet.prune import make_criterion, prune_model
+    from seernet.prune import prune_model
     from seernet.workspace import Workspace
 
     fresh = Workspace(tmp_path / "empty")
-    install(fresh)
     with pytest.raises(UserError, match="dynamic-scores"):
-        make_criterion("dynamic")
+        workspace_criterion(fresh, "dynamic")
     steps = ["--steps", "3", "--batch-size", "16", "--seed", "1"]
     assert main(["dynamic-scores", "--workdir", str(workspace), *steps]) == 0
     first = torch.load(workspace / SCORES_NAME, weights_only=True)["groups"]
     assert main(["dynamic-scores", "--workdir", str(workspace), *steps]) == 0
     again = torch.load(workspace / SCORES_NAME, weights_only=True)["groups"]
     assert all(torch.equal(first[k], again[k]) for k in first)  # same seed, same scores
-    install(fresh)  # another workspace's scores are never used
-    with pytest.raises(UserError, match="dynamic-scores"):
-        make_criterion("dynamic")
+    with pytest.raises(
+        UserError, match="dynamic-scores"
+    ):  # another workspace's scores are never used
+        workspace_criterion(fresh, "dynamic")
     ctx = RunContext(Workspace(workspace), Workspace(workspace).read(), torch.device("cpu"))
     space = ctx.space
     policy = space.full_policy()
     root = "layers.0.conv1"  # a group of its own: the block's inner channels
-    keep = policy.channels[root] = ctx.space.groups[[g.name for g in space.groups].index(root)].keep[2]
-    pruned = prune_model(ctx.model, space, policy, "dynamic")
+    keep = policy.channels[root] = ctx.space.groups[
+        [g.name for g in space.groups].index(root)
+    ].keep[2]
+    pruned = prune_model(ctx.model, space, policy, ctx.criterion("dynamic"))
     expected = torch.sort(torch.argsort(first[root], stable=True)[-keep:]).values
     kept_weight = pruned.get_submodule(root).weight
     assert torch.equal(kept_weight, ctx.model.get_submodule(root).weight[expected])
+    # compress and parallel workers still pass only ctx.model: the name resolves for its workspace
+    from seernet.criteria import criterion_for_base
+
+    by_base = prune_model(ctx.model, space, policy, criterion_for_base(ctx.model, "dynamic"))
+    assert torch.equal(by_base.get_submodule(root).weight, kept_weight)
+    with pytest.raises(UserError, match="learned per workspace"):
+        prune_model(ctx.model, space, policy, "dynamic")
 
 
-def test_profile_in_onnxruntime_then_solve_under_its_latency_budget(workspace: Path, capsys, tmp_path: Path):
+def test_profile_in_onnxruntime_then_solve_under_its_latency_budget(
+    workspace: Path, capsys, tmp_path: Path
+):
     pytest.importorskip("onnxruntime")
     import shutil
 
     ws = tmp_path / "w"
     shutil.copytree(workspace, ws)  # the other tests' torch table stays as it is
-    assert main(["profile-latency", "--workdir", str(ws), "--runtime", "onnxruntime", *PROFILE, "--calibration", "2"]) == 0
+    assert (
+        main(
+            [
+                "profile-latency",
+                "--workdir",
+                str(ws),
+                "--runtime",
+                "onnxruntime",
+                *PROFILE,
+                "--calibration",
+                "2",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "onnxruntime" in out and "QDQ" in out
     table = json.loads((ws / "latency.json").read_text())
     assert table["runtime"] == "onnxruntime" and table["threads"] == 1 and table["float_layers"]
     code, out = solve(ws, capsys, "--latency", "80%", "--json")
     (doc,) = json.loads(out)
-    assert code == 0 and doc["costs"]["latency"] <= doc["budgets"]["latency"] == pytest.approx(0.8 * table["full_model_ms"])
+    assert code == 0 and doc["costs"]["latency"] <= doc["budgets"]["latency"] == pytest.approx(
+        0.8 * table["full_model_ms"]
+    )

@@ -30,7 +30,9 @@ def learned(tmp_path_factory, run_args) -> tuple[Path, dict]:
 
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
-        code = main(["legr", "--workdir", str(ws), *run_args, "--flops", "30%,50%,70%", *TINY, "--json"])
+        code = main(
+            ["legr", "--workdir", str(ws), *run_args, "--flops", "30%,50%,70%", *TINY, "--json"]
+        )
     capture.append(buf.getvalue())
     assert code == 0
     return ws, json.loads(capture[0])
@@ -65,8 +67,21 @@ def test_policies_meet_budgets_and_are_valid(learned):
 def test_compress_and_report_accept_a_legr_policy(learned):
     ws, out = learned
     path = out["policies"][0]["path"]
-    compress = ["compress", path, "--workdir", str(ws), "--steps", "1", "--latency-runs", "1", "--device", "cpu"]
-    assert main([*compress, "--criterion", "legr"]) == 0
+    compress = [
+        "compress",
+        path,
+        "--workdir",
+        str(ws),
+        "--steps",
+        "1",
+        "--latency-runs",
+        "1",
+        "--device",
+        "cpu",
+    ]
+    assert (
+        main([*compress, "--criterion", "l2"]) == 0
+    )  # the criterion LeGR's policies are pruned with
     assert (ws / "compressed" / out["policies"][0]["name"] / "metrics.json").is_file()
     assert main(["report", "--workdir", str(ws)]) == 0  # LeGR policies carry no prediction
     assert out["policies"][0]["name"] in (ws / "report" / "summary.md").read_text()
@@ -90,16 +105,45 @@ def test_reuse_does_not_relearn(learned, monkeypatch, capsys):
     assert {tuple(b) for n, b in doc["policy"]["bits"].items() if b != [8, 8]} == {(4, 4)}
 
 
-def test_criterion_legr_prunes_like_the_group_norm(learned):
-    from seernet.prune import prune_model
-    from seernet.space import Policy
+def test_legr_transform_orders_channels_as_the_group_norm(learned):
+    # Why there is no '--criterion legr': with alpha > 0, LeGR's affine transform of the
+    # normalized group norm keeps every group's channel order, so it pruned exactly as l2.
+    from seernet.legr import base_scores
 
     ws, out = learned
-    ctx = context(ws)  # installs the workspace's criteria
-    policy = Policy.from_json(out["policies"][0]["policy"])
-    a = prune_model(ctx.model, ctx.space, policy, "legr").state_dict()
-    b = prune_model(ctx.model, ctx.space, policy, "l2").state_dict()
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    ctx = context(ws)
+    alpha, kappa = out["legr"]["alpha"], out["legr"]["kappa"]
+    for g, s in zip(ctx.space.groups, base_scores(ctx.model, ctx.space), strict=True):
+        assert alpha[g.name] > 0
+        t = alpha[g.name] * s / np.linalg.norm(s) + kappa[g.name]
+        assert np.array_equal(np.argsort(t, kind="stable"), np.argsort(s, kind="stable"))
+
+
+def test_criterion_legr_is_refused_with_a_pointer_to_l2(learned, capsys):
+    from seernet.errors import UserError
+    from seernet.prune import prune_model
+
+    ws, out = learned
+    ctx = context(ws)
+    for resolve in (
+        ctx.criterion,
+        lambda name: prune_model(ctx.model, ctx.space, ctx.space.full_policy(), name),
+    ):
+        with pytest.raises(UserError, match="use --criterion l2"):
+            resolve("legr")
+    compress = [
+        "compress",
+        out["policies"][0]["path"],
+        "--workdir",
+        str(ws),
+        "--steps",
+        "1",
+        "--device",
+        "cpu",
+    ]
+    assert main([*compress, "--criterion", "legr"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "use --criterion l2" in err
 
 
 def test_learning_is_deterministic(learned, tmp_path, run_args):
@@ -107,23 +151,6 @@ def test_learning_is_deterministic(learned, tmp_path, run_args):
     assert main(["legr", "--workdir", str(tmp_path / "w"), *run_args, *TINY]) == 0
     again = json.loads((tmp_path / "w" / "legr.json").read_text())
     assert again["history"] == out["legr"]["history"] and again["alpha"] == out["legr"]["alpha"]
-
-
-def test_criterion_legr_without_legr_json(tmp_path, run_args, capsys):
-    from seernet.context import record_space
-    from seernet.errors import UserError
-    from seernet.prune import prune_model
-    from seernet.space import SpaceChoices
-    from seernet.workspace import Workspace
-
-    w = Workspace(tmp_path / "w")
-    cfg = w.open({"data_dir": run_args[1], "val_size": 100, "weights": run_args[5]})
-    from seernet.context import RunContext
-
-    ctx = RunContext(w, cfg, torch.device("cpu"))  # installing must not fail
-    record_space(ctx, SpaceChoices())
-    with pytest.raises(UserError, match="run 'seernet legr' first"):
-        prune_model(ctx.model, ctx.space, ctx.space.full_policy(), "legr")
 
 
 @pytest.mark.parametrize(

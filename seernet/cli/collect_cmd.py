@@ -16,11 +16,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
     pr, sc = Protocol(), SpaceChoices()
     add_run_arguments(p)
-    p.add_argument("--samples", type=int, default=500, help="total samples the store should hold (default: %(default)s)")
-    p.add_argument("--strategy", choices=("active", "random"), default="active", help="default: %(default)s")
+    p.add_argument(
+        "--samples",
+        type=int,
+        default=500,
+        help="total samples the store should hold (default: %(default)s)",
+    )
+    p.add_argument(
+        "--strategy", choices=("active", "random"), default="active", help="default: %(default)s"
+    )
     p.add_argument("--acquisition", choices=("disagreement", "sensitivity"), default="disagreement",
                    help="what active sampling maximizes (default: %(default)s)")  # fmt: skip
-    p.add_argument("--batch-size", type=int, default=16, help="policies per active round (default: %(default)s)")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=16,
+        help="policies per active round (default: %(default)s)",
+    )
     p.add_argument("--warmup-fraction", type=float, default=0.2,
                    help="share of --samples measured as stratified random warm-up before active rounds (default: %(default)s)")  # fmt: skip
     p.add_argument("--seed", type=int, default=0, help="default: %(default)s")
@@ -31,20 +43,66 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="parallel evaluations: local processes (default 1 = in this process) or Ray tasks in flight (default: the cluster's CPUs / --cpus-per-task)")  # fmt: skip
     g.add_argument("--threads-per-worker", type=int,
                    help="torch threads per evaluation (default: 1 in worker processes, torch's default in-process)")  # fmt: skip
-    g.add_argument("--address", help="Ray cluster to join, e.g. ray://head:10001 or auto (default: start a private local one)")
-    g.add_argument("--cpus-per-task", type=float, default=1.0, help="Ray CPUs per evaluation task (default: %(default)s)")
-    g.add_argument("--gpus-per-task", type=float, default=0.0, help="Ray GPUs per evaluation task (default: %(default)s)")
+    g.add_argument(
+        "--address",
+        help="Ray cluster to join, e.g. ray://head:10001 or auto (default: start a private local one)",
+    )
+    g.add_argument(
+        "--cpus-per-task",
+        type=float,
+        default=1.0,
+        help="Ray CPUs per evaluation task (default: %(default)s)",
+    )
+    g.add_argument(
+        "--gpus-per-task",
+        type=float,
+        default=0.0,
+        help="Ray GPUs per evaluation task (default: %(default)s)",
+    )
     g.add_argument("--max-retries", type=int, default=3,
                    help="Ray retries of a task whose worker died (default: %(default)s)")  # fmt: skip
     g = p.add_argument_group("evaluation protocol (fixed per store)")
-    g.add_argument("--finetune-steps", type=int, default=pr.finetune_steps, help="QAT steps per policy (default: %(default)s)")
-    g.add_argument("--bn-batches", type=int, default=pr.bn_batches, help="adaptive-BN batches (default: %(default)s)")
-    g.add_argument("--val-limit", type=int, default=pr.val_limit, help="score on the first N val images (default: all)")
-    g.add_argument("--criterion", default=pr.criterion, help="channel importance: l1, l2, random (default: %(default)s)")
+    g.add_argument(
+        "--finetune-steps",
+        type=int,
+        default=pr.finetune_steps,
+        help="QAT steps per policy (default: %(default)s)",
+    )
+    g.add_argument(
+        "--bn-batches",
+        type=int,
+        default=pr.bn_batches,
+        help="adaptive-BN batches (default: %(default)s)",
+    )
+    g.add_argument(
+        "--val-limit",
+        type=int,
+        default=pr.val_limit,
+        help="score on the first N val images (default: all)",
+    )
+    g.add_argument(
+        "--criterion",
+        default=pr.criterion,
+        help="channel importance: l1, l2, random (default: %(default)s)",
+    )
     g = p.add_argument_group("policy space (fixed on the first collect)")
-    g.add_argument("--max-prune", type=float, default=sc.max_prune, help="largest pruning ratio per group (default: %(default)s)")
-    g.add_argument("--prune-step", type=float, default=sc.prune_step, help="pruning ratio step (default: %(default)s)")
-    g.add_argument("--bits-choices", default=",".join(map(str, sc.bits)), help="bit-widths to choose from (default: %(default)s)")
+    g.add_argument(
+        "--max-prune",
+        type=float,
+        default=sc.max_prune,
+        help="largest pruning ratio per group (default: %(default)s)",
+    )
+    g.add_argument(
+        "--prune-step",
+        type=float,
+        default=sc.prune_step,
+        help="pruning ratio step (default: %(default)s)",
+    )
+    g.add_argument(
+        "--bits-choices",
+        default=",".join(map(str, sc.bits)),
+        help="bit-widths to choose from (default: %(default)s)",
+    )
 
 
 def _choices(args: argparse.Namespace):  # noqa: ANN202
@@ -68,7 +126,6 @@ def run(args: argparse.Namespace) -> int:
     from seernet.errors import UserError
     from seernet.evaluate import Protocol
     from seernet.memory import check_run_fits
-    from seernet.prune import make_criterion
     from seernet.store import SampleStore
 
     if args.samples < 1:
@@ -88,7 +145,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         ws, config = open_run(args)
         ctx = RunContext(ws, config, resolve_device(args.device))
-        make_criterion(args.criterion)  # after the context: it registers the workspace's learned criteria
+        ctx.criterion(
+            args.criterion
+        )  # an unknown name or missing learned scores fail before any store exists
         if not config.space:
             record_space(ctx, _choices(args))
         elif ctx.space.choices != _choices(args):
@@ -105,7 +164,9 @@ def run(args: argparse.Namespace) -> int:
         raise
     try:
         if len(store) >= args.samples:
-            print(f"{ws.path(STORE_NAME)} already holds {len(store)} samples (>= --samples {args.samples}); nothing to do")
+            print(
+                f"{ws.path(STORE_NAME)} already holds {len(store)} samples (>= --samples {args.samples}); nothing to do"
+            )
         else:
             collect(ctx, store, args.samples, protocol, sampler, backend)
         print(summary(store))
@@ -121,8 +182,15 @@ def summary(store) -> str:  # noqa: ANN001
 
     acc, costs, secs = store.accuracy, store.costs, store.seconds
     rows = [["accuracy (%)", f"{acc.min():.2f}", f"{acc.mean():.2f}", f"{acc.max():.2f}"]]
-    for name, fmt in (("flops", format_count), ("bitops", format_count), ("params", format_count), ("size", format_bytes)):
+    for name, fmt in (
+        ("flops", format_count),
+        ("bitops", format_count),
+        ("params", format_count),
+        ("size", format_bytes),
+    ):
         c = costs[name]
         rows.append([name, fmt(c.min()), fmt(c.mean()), fmt(c.max())])
     rows.append(["seconds/sample", f"{secs.min():.2f}", f"{secs.mean():.2f}", f"{secs.max():.2f}"])
-    return f"{len(store)} samples in {store.path}\n" + format_table(["", "min", "mean", "max"], rows)
+    return f"{len(store)} samples in {store.path}\n" + format_table(
+        ["", "min", "mean", "max"], rows
+    )
