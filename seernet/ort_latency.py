@@ -23,7 +23,7 @@ import statistics
 import torch
 from torch import nn
 
-from seernet.onnx_qdq import _QuantizeInput, export_qdq
+from seernet.onnx_qdq import _consumers, _QuantizeInput, export_qdq, requantized
 from seernet.ort_runtime import float_onnx, random_input, session, time_session
 from seernet.quant import calibrate_, quantize_
 from seernet.space import Policy, PolicySpace
@@ -65,18 +65,10 @@ def requantized_layers(model: nn.Module, space: PolicySpace) -> set[str]:
     qmodel = quantized_model(model, space, space.full_policy())
     graph = onnx.load_from_string(_qdq_bytes(qmodel, torch.zeros(space.input_shape))).graph
     names = [ly.name for ly in space.quant_layers]
-    users: dict[str, list] = {}
-    for n in graph.node:
-        for i in n.input:
-            users.setdefault(i, []).append(n)
+    users = _consumers(graph)
     out = set()
     for n in graph.node:
-        if n.op_type not in ("Conv", "Gemm"):
-            continue
-        nxt = users.get(n.output[0], [])
-        if len(nxt) == 1 and nxt[0].op_type == "Relu":
-            nxt = users.get(nxt[0].output[0], [])
-        if nxt and all(u.op_type == "QuantizeLinear" for u in nxt):
+        if n.op_type in ("Conv", "Gemm") and requantized(n, users):
             # The exporter names nodes by module scope ("/layers/layers.0/conv1/Conv"): the longest
             # layer name the scope ends with is the layer.
             scope = "." + n.name.rsplit("/", 1)[0].replace("/", ".")

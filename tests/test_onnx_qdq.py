@@ -12,7 +12,7 @@ import torch
 from seernet.cli.main import main
 from seernet.errors import UserError
 from seernet.models import create_model
-from seernet.onnx_qdq import export_qdq
+from seernet.onnx_qdq import export_qdq, fine_factor, qdq_module
 from seernet.prune import prune_model
 from seernet.quant import calibrate_, quant_layers, quantize_, weight_qrange
 from seernet.space import build_space
@@ -48,6 +48,13 @@ def qdq_file(policy_model, tmp_path_factory) -> Path:
     return path
 
 
+@torch.no_grad()
+def test_qdq_module_computes_the_simulation_bit_for_bit(policy_model):
+    """The module exported (codes on finer grids included) gives the fake-quant model's outputs exactly."""
+    model, x = policy_model
+    assert torch.equal(qdq_module(model)(x), model(x))
+
+
 def test_weights_are_integer_codes_in_their_bit_range_and_bn_is_folded(policy_model, qdq_file: Path):
     import onnx
     from onnx import numpy_helper
@@ -66,7 +73,9 @@ def test_weights_are_integer_codes_in_their_bit_range_and_bn_is_folded(policy_mo
         assert dq.op_type == "DequantizeLinear"
         codes = inits[dq.input[0]]
         name = dq.input[0].split(".codes")[0]  # "<layer>.codes", "_bn" after the fold
-        assert codes.dtype == np.int8 and np.abs(codes).max() <= weight_qrange(layers[name].w_bits)[1]
+        lo, hi = weight_qrange(layers[name].w_bits)
+        k = fine_factor(lo, hi, signed=True)  # b-bit codes stored times 2^(8-b): still only 2^b - 1 levels
+        assert codes.dtype == np.int8 and (codes % k == 0).all() and np.abs(codes // k).max() <= hi
         assert (inits[dq.input[1]] > 0).all()  # per-channel scales, positive after the fold
         assert producer[node.input[0]].op_type == "DequantizeLinear"  # a quantized input
         seen.add(name)
