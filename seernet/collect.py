@@ -8,8 +8,9 @@ known, so an interruption loses at most the policy in flight.
 from __future__ import annotations
 
 import math
+import sys
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -63,6 +64,8 @@ class Measurer:
     protocol: Protocol
     bar: tqdm | None = None
     allow_duplicate: bool = False  # solved policies are verified even if sampled before
+    workers: int = 1  # evaluations in parallel, for the ETA
+    _eta_said: bool = field(default=False, init=False, repr=False)
 
     def measure(self, x: np.ndarray, strategy: str, round_: int) -> float:
         """Evaluate one encoded policy in this process, append it, and return its accuracy."""
@@ -96,7 +99,33 @@ class Measurer:
             accs = self.store.accuracy
             self.bar.update(1)
             self.bar.set_postfix(best=f"{accs.max():.2f}", mean=f"{accs.mean():.2f}", refresh=False)
+            if not self._eta_said:
+                self._eta_said = True
+                self.bar.write(
+                    eta_line(seconds, self.bar.total - self.bar.n, self.workers), file=sys.stderr
+                )
         return True
+
+
+def format_duration(seconds: float) -> str:
+    """``42 s``, ``12 min``, ``3.5 h`` or ``2.1 days``."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 48 * 3600:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"
+
+
+def eta_line(seconds: float, remaining: int, workers: int = 1) -> str:
+    """What collect says after its first sample: the measured cost of one and of the rest."""
+    # The first sample's own evaluation time, not wall time since start: data and model
+    # loading happen once and would inflate every later estimate.
+    eta = seconds * max(remaining, 0) / max(workers, 1)
+    parallel = f" with {workers} in parallel" if workers > 1 else ""
+    return (f"measured {seconds:.1f} s per sample; {max(remaining, 0)} more to go: "
+            f"ETA {format_duration(eta)}{parallel}")  # fmt: skip
 
 
 def make_predictor_factory(members: int = 5):  # noqa: ANN201 - returns a factory
@@ -136,7 +165,7 @@ def collect(
     fn = backend.evaluator(ctx, protocol)
     with tqdm(total=n_samples, initial=already, desc=f"collect ({sampler.strategy})", unit="policy",
               dynamic_ncols=True) as bar:  # fmt: skip
-        measurer = Measurer(ctx, store, protocol, bar)
+        measurer = Measurer(ctx, store, protocol, bar, workers=getattr(runner, "workers", 1))
         current = {"strategy": sampler.strategy, "round": 0}
 
         def evaluate(chunk: np.ndarray) -> np.ndarray:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass
 
@@ -35,7 +36,9 @@ def pretrain(
     """Train ``model`` in place; returns val accuracy per epoch, test accuracy and seconds."""
     torch.manual_seed(settings.seed)
     model.to(device)
-    loader = batches(splits.train, settings.batch_size, shuffle=True, seed=settings.seed, train_augment=True)
+    loader = batches(
+        splits.train, settings.batch_size, shuffle=True, seed=settings.seed, train_augment=True
+    )
     total = settings.epochs * len(loader)
     opt = sgd(model, settings.lr, settings.weight_decay)
     start, val_history = time.perf_counter(), []
@@ -47,7 +50,11 @@ def pretrain(
                 lambda s, o=offset: one_cycle_lr(o + s, total, settings.lr), len(loader), bar,
             )  # fmt: skip
             val_history.append(accuracy(model, splits.val, device))
-            bar.write(f"epoch {epoch + 1}/{settings.epochs}: val accuracy {val_history[-1]:.2f}%")
+            # stderr, like the bar: stdout carries only the command's result (``--json``)
+            bar.write(
+                f"epoch {epoch + 1}/{settings.epochs}: val accuracy {val_history[-1]:.2f}%",
+                file=sys.stderr,
+            )
     return {
         "val_accuracy": val_history,
         "test_accuracy": accuracy(model, splits.test, device),

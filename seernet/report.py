@@ -33,7 +33,10 @@ def gather(ws: Workspace) -> dict:
     from seernet.collect import STORE_NAME
     from seernet.store import SampleStore
 
-    out: dict = {"samples": None, "policies": _read_json_files(list(ws.path("policies").glob("*.json")))}
+    out: dict = {
+        "samples": None,
+        "policies": _read_json_files(list(ws.path("policies").glob("*.json"))),
+    }
     out["compressed"] = _read_json_files(list(ws.path("compressed").glob("*/metrics.json")))
     if ws.path(STORE_NAME).is_file():
         with SampleStore.open(ws.path(STORE_NAME)) as store:
@@ -56,9 +59,23 @@ def plot(data: dict, path: Path) -> None:
     for ax, cost in zip(axes, ("flops", "bitops"), strict=True):
         if s is not None:
             verify = np.isin(s["strategy"], SOLVED_STRATEGIES)
-            ax.scatter(s[cost][~verify], s["accuracy"][~verify], s=10, alpha=0.4, label="measured samples (val)")
-            ax.scatter(s[cost][verify], s["accuracy"][verify], marker="s", c="tab:green", label="solved, measured (val)")
-        predicted = [p for p in data["policies"] if p.get("predicted")]  # LeGR's policies have no prediction
+            ax.scatter(
+                s[cost][~verify],
+                s["accuracy"][~verify],
+                s=10,
+                alpha=0.4,
+                label="measured samples (val)",
+            )
+            ax.scatter(
+                s[cost][verify],
+                s["accuracy"][verify],
+                marker="s",
+                c="tab:green",
+                label="solved, measured (val)",
+            )
+        predicted = [
+            p for p in data["policies"] if p.get("predicted")
+        ]  # LeGR's policies have no prediction
         if predicted:
             c = [p["costs"][cost] for p in predicted]
             ax.errorbar(c, [p["predicted"]["mean"] for p in predicted],
@@ -102,14 +119,41 @@ def summary_rows(data: dict) -> list[list]:
     return rows
 
 
-def write_report(ws: Workspace) -> str:
-    """Write ``report/pareto.png`` and ``report/summary.md``; return the terminal table."""
+REPORT_HEADERS = [
+    "policy",
+    "FLOPs",
+    "BitOPs",
+    "predicted val %",
+    "measured val %",
+    "compressed test %",
+]
+
+
+def write_report_data(ws: Workspace) -> dict:
+    """Write ``report/pareto.png`` and ``report/summary.md``; return what they show, JSON-able."""
     data = gather(ws)
     plot(data, ws.path("report", "pareto.png"))
-    headers = ["policy", "FLOPs", "BitOPs", "predicted val %", "measured val %", "compressed test %"]
     rows = summary_rows(data)
     n = 0 if data["samples"] is None else len(data["samples"]["accuracy"])
     head = f"{n} measured samples, {len(data['policies'])} solved policies, {len(data['compressed'])} compressed models"
-    md = f"# seernet report\n\n{head}\n\n" + format_table(headers, rows, markdown=True) + "\n\n![pareto](pareto.png)\n"
+    md = (
+        f"# seernet report\n\n{head}\n\n"
+        + format_table(REPORT_HEADERS, rows, markdown=True)
+        + "\n\n![pareto](pareto.png)\n"
+    )
     ws.path("report", "summary.md").write_text(md)
-    return head + "\n" + format_table(headers, rows)
+    return {
+        "samples": n, "solved_policies": len(data["policies"]), "compressed_models": len(data["compressed"]),
+        "headline": head, "rows": [dict(zip(REPORT_HEADERS, r, strict=True)) for r in rows],
+        "files": [str(ws.path("report", "pareto.png")), str(ws.path("report", "summary.md"))],
+    }  # fmt: skip
+
+
+def write_report(ws: Workspace) -> str:
+    """Write ``report/pareto.png`` and ``report/summary.md``; return the terminal table."""
+    out = write_report_data(ws)
+    return (
+        out["headline"]
+        + "\n"
+        + format_table(REPORT_HEADERS, [list(r.values()) for r in out["rows"]])
+    )

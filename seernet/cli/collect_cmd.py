@@ -7,97 +7,63 @@ import shutil
 from pathlib import Path
 
 HELP = "measure real accuracies of pruning + quantization policies (active sampling by default) into samples.h5"
+SAMPLES = 500  # --samples: a CLI-only figure, no settings class owns it
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from seernet.cli.common import add_run_arguments
+    from search.sampler import ACQUISITIONS, STRATEGIES, SamplerConfig
+    from seernet.backends import BACKENDS, BackendConfig
+    from seernet.cli.common import (
+        add_json_argument,
+        add_run_arguments,
+        add_seed_argument,
+        add_setting,
+    )
+    from seernet.criteria import LEARNED
     from seernet.evaluate import Protocol
+    from seernet.prune import BUILTIN_CRITERIA
     from seernet.space import SpaceChoices
 
-    pr, sc = Protocol(), SpaceChoices()
+    pr, sc, sa, be = Protocol(), SpaceChoices(), SamplerConfig(), BackendConfig()
     add_run_arguments(p)
     p.add_argument(
         "--samples",
         type=int,
-        default=500,
+        default=SAMPLES,
         help="total samples the store should hold (default: %(default)s)",
     )
-    p.add_argument(
-        "--strategy", choices=("active", "random"), default="active", help="default: %(default)s"
+    add_setting(p, sa, "strategy", "how policies are chosen", choices=STRATEGIES)
+    add_setting(p, sa, "acquisition", "what active sampling maximizes", choices=ACQUISITIONS)
+    add_setting(p, sa, "batch_size", "policies per active round")
+    add_setting(
+        p,
+        sa,
+        "warmup_fraction",
+        "share of --samples measured as stratified random warm-up before active rounds",
     )
-    p.add_argument("--acquisition", choices=("disagreement", "sensitivity"), default="disagreement",
-                   help="what active sampling maximizes (default: %(default)s)")  # fmt: skip
-    p.add_argument(
-        "--batch-size",
-        type=int,
-        default=16,
-        help="policies per active round (default: %(default)s)",
-    )
-    p.add_argument("--warmup-fraction", type=float, default=0.2,
-                   help="share of --samples measured as stratified random warm-up before active rounds (default: %(default)s)")  # fmt: skip
-    p.add_argument("--seed", type=int, default=0, help="default: %(default)s")
+    add_seed_argument(p, sa.seed, "the sampler and the evaluation protocol")
+    add_json_argument(p, "print the store's summary as JSON only (progress and ETA stay on stderr)")
     g = p.add_argument_group("where evaluations run (results do not depend on it)")
-    g.add_argument("--backend", choices=("local", "ray"), default="local",
-                   help="local: this machine; ray: one Ray task per policy, needs pip install 'seernet[ray]' (default: %(default)s)")  # fmt: skip
-    g.add_argument("--workers", type=int,
-                   help="parallel evaluations: local processes (default 1 = in this process) or Ray tasks in flight (default: the cluster's CPUs / --cpus-per-task)")  # fmt: skip
-    g.add_argument("--threads-per-worker", type=int,
-                   help="torch threads per evaluation (default: 1 in worker processes, torch's default in-process)")  # fmt: skip
-    g.add_argument(
-        "--address",
-        help="Ray cluster to join, e.g. ray://head:10001 or auto (default: start a private local one)",
-    )
-    g.add_argument(
-        "--cpus-per-task",
-        type=float,
-        default=1.0,
-        help="Ray CPUs per evaluation task (default: %(default)s)",
-    )
-    g.add_argument(
-        "--gpus-per-task",
-        type=float,
-        default=0.0,
-        help="Ray GPUs per evaluation task (default: %(default)s)",
-    )
-    g.add_argument("--max-retries", type=int, default=3,
-                   help="Ray retries of a task whose worker died (default: %(default)s)")  # fmt: skip
+    add_setting(g, be, "backend", "local: this machine; ray: one Ray task per policy, needs pip install 'seernet[ray]'",
+                choices=BACKENDS)  # fmt: skip
+    add_setting(g, be, "workers", "parallel evaluations: local processes or Ray tasks in flight", type=int,
+                shown="1 = in this process; Ray: the cluster's CPUs / --cpus-per-task")  # fmt: skip
+    add_setting(g, be, "threads_per_worker", "torch threads per evaluation", type=int,
+                shown="1 in worker processes, torch's default in-process")  # fmt: skip
+    add_setting(g, be, "address", "Ray cluster to join, e.g. ray://head:10001 or auto", type=str,
+                shown="start a private local one")  # fmt: skip
+    add_setting(g, be, "cpus_per_task", "Ray CPUs per evaluation task")
+    add_setting(g, be, "gpus_per_task", "Ray GPUs per evaluation task")
+    add_setting(g, be, "max_retries", "Ray retries of a task whose worker died")
     g = p.add_argument_group("evaluation protocol (fixed per store)")
-    g.add_argument(
-        "--finetune-steps",
-        type=int,
-        default=pr.finetune_steps,
-        help="QAT steps per policy (default: %(default)s)",
-    )
-    g.add_argument(
-        "--bn-batches",
-        type=int,
-        default=pr.bn_batches,
-        help="adaptive-BN batches (default: %(default)s)",
-    )
-    g.add_argument(
-        "--val-limit",
-        type=int,
-        default=pr.val_limit,
-        help="score on the first N val images (default: all)",
-    )
-    g.add_argument(
-        "--criterion",
-        default=pr.criterion,
-        help="channel importance: l1, l2, random (default: %(default)s)",
-    )
+    add_setting(g, pr, "finetune_steps", "QAT steps per policy")
+    add_setting(g, pr, "bn_batches", "adaptive-BN batches")
+    add_setting(g, pr, "val_limit", "score on the first N val images", type=int, shown="all")
+    add_setting(g, pr, "criterion", f"channel importance: {', '.join([*BUILTIN_CRITERIA, *LEARNED])} "
+                "(dynamic needs 'seernet dynamic-scores'; 'legr' was removed, it pruned as l2)")  # fmt: skip
     g = p.add_argument_group("policy space (fixed on the first collect)")
-    g.add_argument(
-        "--max-prune",
-        type=float,
-        default=sc.max_prune,
-        help="largest pruning ratio per group (default: %(default)s)",
-    )
-    g.add_argument(
-        "--prune-step",
-        type=float,
-        default=sc.prune_step,
-        help="pruning ratio step (default: %(default)s)",
-    )
+    add_setting(g, sc, "max_prune", "largest pruning ratio per group")
+    add_setting(g, sc, "prune_step", "pruning ratio step")
     g.add_argument(
         "--bits-choices",
         default=",".join(map(str, sc.bits)),
@@ -119,7 +85,7 @@ def _choices(args: argparse.Namespace):  # noqa: ANN202
 def run(args: argparse.Namespace) -> int:
     from search.sampler import SamplerConfig
     from seernet.backends import BackendConfig
-    from seernet.cli.common import open_run
+    from seernet.cli.common import make_settings, open_run, print_json
     from seernet.collect import STORE_NAME, collect, store_spec
     from seernet.context import RunContext, record_space
     from seernet.device import resolve_device
@@ -133,14 +99,10 @@ def run(args: argparse.Namespace) -> int:
     backend = BackendConfig(args.backend, args.workers, args.threads_per_worker, args.address,
                             args.cpus_per_task, args.gpus_per_task, args.max_retries)  # fmt: skip
     backend.check_available()  # before the workspace is created: a missing Ray writes nothing
-    try:
-        protocol = Protocol(args.bn_batches, args.finetune_steps, val_limit=args.val_limit,
-                            criterion=args.criterion, seed=args.seed)  # fmt: skip
-        sampler = SamplerConfig(strategy=args.strategy, acquisition=args.acquisition,
-                                batch_size=args.batch_size, warmup_fraction=args.warmup_fraction,
-                                seed=args.seed)  # fmt: skip
-    except ValueError as exc:
-        raise UserError(str(exc)) from exc
+    protocol = make_settings(Protocol, args.bn_batches, args.finetune_steps, val_limit=args.val_limit,
+                             criterion=args.criterion, seed=args.seed)  # fmt: skip
+    sampler = make_settings(SamplerConfig, strategy=args.strategy, acquisition=args.acquisition,
+                            batch_size=args.batch_size, warmup_fraction=args.warmup_fraction, seed=args.seed)  # fmt: skip
     fresh = not Path(args.workdir).exists()
     try:
         ws, config = open_run(args)
@@ -163,16 +125,30 @@ def run(args: argparse.Namespace) -> int:
             shutil.rmtree(args.workdir, ignore_errors=True)
         raise
     try:
-        if len(store) >= args.samples:
+        done = len(store) >= args.samples
+        if not done:
+            collect(ctx, store, args.samples, protocol, sampler, backend)
+        if args.json:
+            print_json(summary_json(store))
+            return 0
+        if done:
             print(
                 f"{ws.path(STORE_NAME)} already holds {len(store)} samples (>= --samples {args.samples}); nothing to do"
             )
-        else:
-            collect(ctx, store, args.samples, protocol, sampler, backend)
         print(summary(store))
     finally:
         store.close()
     return 0
+
+
+def summary_json(store) -> dict:  # noqa: ANN001
+    """The numbers of ``summary``: min, mean and max of accuracy, every cost and seconds per sample."""
+    columns = {"accuracy": store.accuracy, **store.costs, "seconds": store.seconds}
+    stats = {
+        k: {"min": float(v.min()), "mean": float(v.mean()), "max": float(v.max())}
+        for k, v in columns.items()
+    }
+    return {"samples": len(store), "path": str(store.path), **stats}
 
 
 def summary(store) -> str:  # noqa: ANN001

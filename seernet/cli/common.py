@@ -1,34 +1,126 @@
-"""Arguments shared by subcommands and the code that opens the run they describe."""
+"""The CLI's one option layer: every shared option, its default and its help, declared once.
+
+Defaults come from the settings dataclasses (``RunConfig``, ``Protocol``, ``SamplerConfig``,
+...) through ``add_setting``, so a default is never written a second time in a help
+string; ``make_settings`` turns a dataclass's ``ValueError`` into the one-line user error.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 from seernet.workspace import RunConfig, Workspace
 
 DEFAULT_WORKDIR = "seernet-run"
+DEVICE_HELP = "auto (CUDA when present), cpu, cuda, cuda:N"
+JSON_HELP = "print machine-readable JSON only"
+
+Parser = argparse.ArgumentParser | argparse._ArgumentGroup
+T = TypeVar("T")
 
 
-def add_workdir_argument(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+def add_workdir_argument(p: Parser) -> None:
     """``--workdir``, declared once for every command."""
-    p.add_argument("--workdir", default=DEFAULT_WORKDIR, help="workspace folder (default: %(default)s)")
+    p.add_argument(
+        "--workdir", default=DEFAULT_WORKDIR, help="workspace folder (default: %(default)s)"
+    )
+
+
+def add_device_argument(p: Parser, purpose: str = "") -> None:
+    """``--device`` with one help text; ``purpose`` says what runs there when that is not everything."""
+    lead = f"{purpose}: " if purpose else ""
+    p.add_argument("--device", default="auto", help=f"{lead}{DEVICE_HELP} (default: %(default)s)")
+
+
+def add_seed_argument(p: Parser, default: int = 0, what: str = "every random choice") -> None:
+    """``--seed``; ``default`` is the owning settings dataclass's ``seed``."""
+    p.add_argument(
+        "--seed", type=int, default=default, help=f"seed of {what} (default: %(default)s)"
+    )
+
+
+def add_json_argument(p: Parser, what: str = JSON_HELP) -> None:
+    """``--json``: the command's result as JSON on stdout and nothing else there."""
+    p.add_argument("--json", action="store_true", help=what)
+
+
+def add_setting(
+    p: Parser,
+    settings: object,
+    name: str,
+    help: str,
+    flag: str | None = None,
+    shown: str | None = None,
+    **kw: Any,
+) -> None:
+    """``--name`` whose default (and type) is ``settings.name``; "(default: ...)" is appended to ``help``.
+
+    ``shown`` replaces the printed default where the value itself says little (None = "all").
+    """
+    default = getattr(settings, name)
+    if isinstance(default, bool) and "action" not in kw:
+        kw["action"] = argparse.BooleanOptionalAction
+    elif default is not None and not {"type", "action", "choices"} & kw.keys():
+        kw["type"] = type(default)
+    text = "%(default)s" if shown is None else shown
+    p.add_argument(
+        flag or "--" + name.replace("_", "-"),
+        default=default,
+        help=f"{help} (default: {text})",
+        **kw,
+    )
+
+
+def make_settings(cls: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """``cls(*args, **kwargs)``, a dataclass's ``ValueError`` becoming the one-line user error."""
+    from seernet.errors import UserError
+
+    try:
+        return cls(*args, **kwargs)
+    except ValueError as exc:
+        raise UserError(str(exc)) from exc
+
+
+def print_json(obj: object) -> None:
+    """The ``--json`` output: one indented JSON document."""
+    print(json.dumps(obj, indent=2, default=str))
 
 
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
-    """Workspace and run-identity options; identity options only matter on first use."""
+    """Workspace and run-identity options; identity options only matter on first use.
+
+    Identity options default to None (not given), so a later command does not overwrite
+    what the workspace recorded; the help shows ``RunConfig``'s value for a new workspace.
+    """
+    from seernet.datasets import FASHION_MNIST_DIR
+
+    d = RunConfig()
     g = p.add_argument_group("run")
     add_workdir_argument(g)
-    g.add_argument("--model", help="model name for a new workspace (default: resnet20)")
-    g.add_argument("--weights", help="base model checkpoint (default: the shipped ResNet-20 for Fashion-MNIST)")
-    g.add_argument("--dataset", help="fashion-mnist (default), cifar10 or imagefolder")
-    g.add_argument("--data-dir", help="dataset folder (default for fashion-mnist: /usr/share/datasets/fashion-mnist)")
-    g.add_argument("--val-size", type=int, help="images of the training set held out for validation (default: 5000)")
-    g.add_argument("--split-seed", type=int, help="seed of the train/val split (default: 0)")
+    g.add_argument("--model", help=f"model name for a new workspace (default: {d.model})")
+    g.add_argument(
+        "--weights", help="base model checkpoint (default: the shipped ResNet-20 for Fashion-MNIST)"
+    )
+    g.add_argument("--dataset", help=f"{d.dataset} (default), cifar10 or imagefolder")
+    g.add_argument(
+        "--data-dir", help=f"dataset folder (default for fashion-mnist: {FASHION_MNIST_DIR})"
+    )
+    g.add_argument(
+        "--val-size",
+        type=int,
+        help=f"images of the training set held out for validation (default: {d.val_size})",
+    )
+    g.add_argument(
+        "--split-seed", type=int, help=f"seed of the train/val split (default: {d.split_seed})"
+    )
     g.add_argument("--image-size", type=int,
                    help="imagefolder: square side images are resized to (default: their own size when they all "
                         "share one, else 224)")  # fmt: skip
-    g.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
+    add_device_argument(g)
 
 
 def open_run(args: argparse.Namespace) -> tuple[Workspace, RunConfig]:
@@ -41,7 +133,9 @@ def open_run(args: argparse.Namespace) -> tuple[Workspace, RunConfig]:
     if args.model and args.model not in model_names():
         raise UserError(f"unknown model {args.model!r}; known models: {', '.join(model_names())}")
     if args.dataset and args.dataset not in dataset_names():
-        raise UserError(f"unknown dataset {args.dataset!r}; known datasets: {', '.join(dataset_names())}")
+        raise UserError(
+            f"unknown dataset {args.dataset!r}; known datasets: {', '.join(dataset_names())}"
+        )
     ws = Workspace(args.workdir)
     weights = str(Path(args.weights).resolve()) if args.weights else None
     data_dir = str(Path(args.data_dir).resolve()) if args.data_dir else None

@@ -11,37 +11,47 @@ HELP = ("score every channel by how its filter changes in a short seeded fine-tu
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from seernet.cli.common import add_run_arguments
+    from seernet.cli.common import (
+        add_json_argument,
+        add_run_arguments,
+        add_seed_argument,
+        add_setting,
+    )
     from seernet.dynamic_criterion import DynamicSettings
 
     d = DynamicSettings()
     add_run_arguments(p)
-    p.add_argument("--steps", type=int, default=d.steps, help="SGD steps of the fine-tune (default: %(default)s)")
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help="default: %(default)s")
-    p.add_argument("--lr", type=float, default=d.lr, help="peak learning rate, cosine decay, no weight decay (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=d.seed, help="default: %(default)s")
+    add_setting(p, d, "steps", "SGD steps of the fine-tune")
+    add_setting(p, d, "batch_size", "images per step")
+    add_setting(p, d, "lr", "peak learning rate, cosine decay, no weight decay")
+    add_seed_argument(p, d.seed, "the fine-tune's batches")
+    add_json_argument(p)
 
 
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from seernet.cli.common import open_run
+    from seernet.cli.common import make_settings, open_run, print_json
     from seernet.context import RunContext
     from seernet.device import resolve_device
     from seernet.dynamic_criterion import DynamicSettings, compute_scores, save_scores, scores_meta
     from seernet.errors import UserError
 
-    try:
-        settings = DynamicSettings(args.steps, args.batch_size, args.lr, args.seed)
-    except ValueError as exc:
-        raise UserError(str(exc)) from exc
+    settings = make_settings(DynamicSettings, args.steps, args.batch_size, args.lr, args.seed)
     ws, config = open_run(args)
     ctx = RunContext(ws, config, resolve_device(args.device))
     if not config.space:
-        raise UserError(f"{ws.root} has no policy space yet: run 'seernet collect' (even --samples 1) first")
+        raise UserError(
+            f"{ws.root} has no policy space yet: run 'seernet collect' (even --samples 1) first"
+        )
     with tqdm(total=settings.steps, desc="fine-tune", unit="step", leave=False) as bar:
         scores = compute_scores(ctx, settings, bar)
     path = save_scores(ws, scores, scores_meta(ctx, settings))
-    print(f"scored {sum(len(v) for v in scores.values())} channels in {len(scores)} groups "
+    channels = sum(len(v) for v in scores.values())
+    if args.json:
+        print_json({"channels": channels, "groups": len(scores), "steps": settings.steps, "seed": settings.seed,
+                    "path": str(path)})  # fmt: skip
+        return 0
+    print(f"scored {channels} channels in {len(scores)} groups "
           f"({settings.steps} steps, seed {settings.seed}); wrote {path}")  # fmt: skip
     return 0

@@ -3,21 +3,20 @@
 from __future__ import annotations
 
 import argparse
-import json
 
 HELP = "evaluate the workspace's base model: val/test top-1, FLOPs (MACs), parameters"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from seernet.cli.common import add_run_arguments
+    from seernet.cli.common import add_json_argument, add_run_arguments
 
     add_run_arguments(p)
-    p.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    add_json_argument(p)
 
 
 def run(args: argparse.Namespace) -> int:
     from seernet.base_model import build_model, load_splits
-    from seernet.cli.common import open_run
+    from seernet.cli.common import open_run, print_json
     from seernet.device import resolve_device
     from seernet.memory import check_run_fits
     from seernet.profile import count_macs_params
@@ -38,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
         "test_accuracy": accuracy(model, splits.test, device), "flops": macs, "params": params,
     }  # fmt: skip
     if args.json:
-        print(json.dumps(result, indent=2))
+        print_json(result)
         return 0
     rows = [[config.model, config.dataset, f"{result['val_accuracy']:.2f}", f"{result['test_accuracy']:.2f}",
              format_count(macs), format_count(params)]]  # fmt: skip

@@ -5,14 +5,18 @@ from __future__ import annotations
 import argparse
 
 HELP = "cross-validate the MLP-ensemble predictor against ridge / GP / random forest, then fit and save it"
+FOLDS = 5  # --folds: a CLI-only figure, no settings class owns it
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from seernet.cli.common import add_workdir_argument
+    from seernet.cli.common import add_json_argument, add_seed_argument, add_workdir_argument
 
     add_workdir_argument(p)
-    p.add_argument("--folds", type=int, default=5, help="cross-validation folds (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0, help="default: %(default)s")
+    p.add_argument(
+        "--folds", type=int, default=FOLDS, help="cross-validation folds (default: %(default)s)"
+    )
+    add_seed_argument(p, what="the folds and the ensemble's members")
+    add_json_argument(p)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -20,6 +24,7 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
+    from seernet.cli.common import print_json
     from seernet.context import RunContext
     from seernet.errors import UserError
     from seernet.fit import (
@@ -40,11 +45,24 @@ def run(args: argparse.Namespace) -> int:
     X, y, n_val = load_samples(ctx)
     start = time.perf_counter()
     cv = cross_validate_samples(X, y, args.folds, args.seed)
-    print(f"{len(y)} samples, {X.shape[1]} dimensions, {args.folds}-fold cross-validation (same folds for every model):")
-    print(cv.table())
+    say = (lambda *a: None) if args.json else print  # noqa: E731 - --json: stdout is the JSON document
+    say(
+        f"{len(y)} samples, {X.shape[1]} dimensions, {args.folds}-fold cross-validation (same folds for every model):"
+    )
+    say(cv.table())
     model = fit_and_save(ctx, X, y, n_val, cv, args.seed, ws.path(PREDICTOR_NAME))
-    for line in trust_lines(model, cv, base_cap(X, y, n_val)):
-        print(line)
-    plot_cv(y, cv.oof_mean, cv.oof_std, ws.path("report", "predictor.png"))
-    print(f"saved {ws.path(PREDICTOR_NAME)} and {ws.path('report', 'predictor.png')} ({time.perf_counter() - start:.1f} s)")
+    trust = trust_lines(model, cv, base_cap(X, y, n_val))
+    for line in trust:
+        say(line)
+    plot = ws.path("report", "predictor.png")
+    plot_cv(y, cv.oof_mean, cv.oof_std, plot)
+    seconds = time.perf_counter() - start
+    if args.json:
+        scores = {name: {"rmse": s.rmse, "kendall_tau": s.kendall_tau, "spearman_rho": s.spearman_rho}
+                  for name, s in cv.scores.items()}  # fmt: skip
+        print_json({"samples": len(y), "dimensions": int(X.shape[1]), "folds": args.folds, "seed": args.seed,
+                    "cv": scores, "calibration": list(cv.calibration or []), "trust": trust,
+                    "predictor": str(ws.path(PREDICTOR_NAME)), "plot": str(plot), "seconds": seconds})  # fmt: skip
+        return 0
+    print(f"saved {ws.path(PREDICTOR_NAME)} and {plot} ({seconds:.1f} s)")
     return 0

@@ -10,29 +10,46 @@ HELP = ("LeGR: learn one global filter ranking by evolution, then prune to every
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from search.legr import EvolutionConfig
-    from seernet.cli.common import add_run_arguments
+    from seernet.cli.common import (
+        add_json_argument,
+        add_run_arguments,
+        add_seed_argument,
+        add_setting,
+    )
     from seernet.evaluate import Protocol
 
     ev, pr = EvolutionConfig(), Protocol()
     add_run_arguments(p)
-    p.add_argument("--flops", help="FLOPs (MACs) budgets of the policies, e.g. 30%%,50%%,70%% or 20M")
-    p.add_argument("--bits", type=int, help="uniform weight/activation bits of the policies (default: 8, pruning only)")
-    p.add_argument("--json", action="store_true", help="print machine-readable JSON only")
+    p.add_argument(
+        "--flops", help="FLOPs (MACs) budgets of the policies, e.g. 30%%,50%%,70%% or 20M"
+    )
+    p.add_argument(
+        "--bits",
+        type=int,
+        help="uniform weight/activation bits of the policies (default: 8, pruning only)",
+    )
+    add_json_argument(p)
     g = p.add_argument_group("search (only when legr.json is learned)")
-    g.add_argument("--target", default="50%", help="FLOPs the fitness prunes to while learning (default: %(default)s)")
-    g.add_argument("--population", type=int, default=ev.population, help="default: %(default)s")
-    g.add_argument("--sample", type=int, default=ev.sample, help="members compared to pick a parent (default: %(default)s)")
-    g.add_argument("--evaluations", type=int, default=ev.evaluations,
-                   help="fitness evaluations in all, the initial population included (default: %(default)s)")  # fmt: skip
-    g.add_argument("--seed", type=int, default=ev.seed, help="default: %(default)s")
-    g.add_argument("--relearn", action="store_true", help="learn again even if the workspace has legr.json")
-    g.add_argument("--finetune-steps", type=int, default=pr.finetune_steps, help="QAT steps per fitness evaluation (default: %(default)s)")
-    g.add_argument("--bn-batches", type=int, default=pr.bn_batches, help="adaptive-BN batches (default: %(default)s)")
-    g.add_argument("--val-limit", type=int, default=pr.val_limit, help="score on the first N val images (default: all)")
+    g.add_argument(
+        "--target",
+        default="50%",
+        help="FLOPs the fitness prunes to while learning (default: %(default)s)",
+    )
+    add_setting(g, ev, "population", "members of the aging population")
+    add_setting(g, ev, "sample", "members compared to pick a parent")
+    add_setting(g, ev, "evaluations", "fitness evaluations in all, the initial population included")
+    add_seed_argument(g, ev.seed, "the evolution and the evaluation protocol")
+    g.add_argument(
+        "--relearn", action="store_true", help="learn again even if the workspace has legr.json"
+    )
+    add_setting(g, pr, "finetune_steps", "QAT steps per fitness evaluation")
+    add_setting(g, pr, "bn_batches", "adaptive-BN batches")
+    add_setting(g, pr, "val_limit", "score on the first N val images", type=int, shown="all")
 
 
 def _settings(args: argparse.Namespace):  # noqa: ANN202 - LegrSettings and the parsed budgets
     from search.legr import EvolutionConfig
+    from seernet.cli.common import make_settings
     from seernet.errors import UserError
     from seernet.evaluate import Protocol
     from seernet.legr import FITNESS_CRITERION, LegrSettings
@@ -42,13 +59,17 @@ def _settings(args: argparse.Namespace):  # noqa: ANN202 - LegrSettings and the 
     target = parse_budget(args.target, "count", "--target")
     if target.fraction is not None and target.fraction >= 1:
         raise UserError(f"--target {args.target!r}: the fitness must prune, use less than 100%")
-    try:
-        evolution = EvolutionConfig(args.population, args.sample, args.evaluations, seed=args.seed)
-        protocol = Protocol(args.bn_batches, args.finetune_steps, val_limit=args.val_limit,
-                            criterion=FITNESS_CRITERION, seed=args.seed)  # fmt: skip
-    except ValueError as exc:
-        raise UserError(str(exc)) from exc
-    return LegrSettings(target.fraction if target.fraction is not None else target.value, args.bits, evolution, protocol), budgets
+    evolution = make_settings(
+        EvolutionConfig, args.population, args.sample, args.evaluations, seed=args.seed
+    )
+    protocol = make_settings(Protocol, args.bn_batches, args.finetune_steps, val_limit=args.val_limit,
+                             criterion=FITNESS_CRITERION, seed=args.seed)  # fmt: skip
+    return LegrSettings(
+        target.fraction if target.fraction is not None else target.value,
+        args.bits,
+        evolution,
+        protocol,
+    ), budgets
 
 
 def run(args: argparse.Namespace) -> int:
@@ -69,7 +90,9 @@ def run(args: argparse.Namespace) -> int:
         record_space(ctx, SpaceChoices())  # as the first 'collect' would
     bits = args.bits or default_bits(ctx.space)
     if bits not in ctx.space.choices.bits:
-        raise UserError(f"--bits {bits} is not one of this space's bit-widths {list(ctx.space.choices.bits)}")
+        raise UserError(
+            f"--bits {bits} is not one of this space's bit-widths {list(ctx.space.choices.bits)}"
+        )
     full = ctx.costs.unpruned()["flops"]
     absolute = [b.resolve(full) for b in budgets]
     learned = None if args.relearn else load(ws, ctx.space.fingerprint)
@@ -120,5 +143,10 @@ def render(ctx, learned: dict, docs: list[dict], status: str) -> str:  # noqa: A
         rows.append([format_count(d["budgets"]["flops"]), format_count(c["flops"]), f"{100 * c['flops'] / full['flops']:.1f}%",
                      format_count(c["params"]), f"{kept}/{total}", d["bits_mode"], d["path"]])  # fmt: skip
     if rows:
-        lines.append(format_table(["budget", "FLOPs", "of unpruned", "params", "channels kept", "bits", "policy"], rows))
+        lines.append(
+            format_table(
+                ["budget", "FLOPs", "of unpruned", "params", "channels kept", "bits", "policy"],
+                rows,
+            )
+        )
     return "\n".join(lines)

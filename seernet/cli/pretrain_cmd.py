@@ -3,23 +3,28 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 HELP = "train the workspace's base model from scratch (seeded) and save its checkpoint"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from seernet.cli.common import add_run_arguments
+    from seernet.cli.common import (
+        add_json_argument,
+        add_run_arguments,
+        add_seed_argument,
+        add_setting,
+    )
     from seernet.pretrain import PretrainSettings
 
     d = PretrainSettings()
     add_run_arguments(p)
-    p.add_argument("--epochs", type=int, default=d.epochs, help="default: %(default)s")
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help="default: %(default)s")
-    p.add_argument("--lr", type=float, default=d.lr, help="peak one-cycle learning rate (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=d.seed, help="default: %(default)s")
+    add_setting(p, d, "epochs", "training epochs")
+    add_setting(p, d, "batch_size", "images per step")
+    add_setting(p, d, "lr", "peak one-cycle learning rate")
+    add_seed_argument(p, d.seed, "the initial weights and the batches")
     p.add_argument("--out", help="checkpoint path (default: WORKDIR/base.pt)")
+    add_json_argument(p, "print the checkpoint's metadata as JSON only")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -27,17 +32,15 @@ def run(args: argparse.Namespace) -> int:
 
     from seernet.base_model import build_model, load_splits
     from seernet.checkpoint import save_checkpoint
-    from seernet.cli.common import open_run
+    from seernet.cli.common import make_settings, open_run, print_json
     from seernet.device import resolve_device
-    from seernet.errors import UserError
     from seernet.memory import check_run_fits
     from seernet.pretrain import PretrainSettings, pretrain
     from seernet.profile import count_macs_params
 
-    try:
-        settings = PretrainSettings(args.epochs, args.batch_size, args.lr, seed=args.seed)
-    except ValueError as exc:
-        raise UserError(str(exc)) from exc
+    settings = make_settings(
+        PretrainSettings, args.epochs, args.batch_size, args.lr, seed=args.seed
+    )
     ws, config = open_run(args)
     splits = load_splits(config)
     device = resolve_device(args.device)
@@ -60,6 +63,10 @@ def run(args: argparse.Namespace) -> int:
     config.weights = str(out.resolve())
     ws.write(config)
     meta["file_bytes"] = out.stat().st_size
-    print(json.dumps(meta, indent=2))
+    if args.json:
+        print_json(meta)
+        return 0
+    print(f"{config.model} on {config.dataset}: val accuracy {meta['val_accuracy']:.2f}%, "
+          f"{meta['macs']:,} MACs, {meta['params']:,} parameters, {meta['file_bytes']:,} bytes")  # fmt: skip
     print(f"test accuracy {result['test_accuracy']:.2f}%  ({result['seconds']:.0f} s); saved {out}")
     return 0

@@ -8,17 +8,22 @@ HELP = "plot measured, solved and compressed policies (report/pareto.png) and su
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from seernet.cli.common import add_workdir_argument
+    from seernet.cli.common import add_json_argument, add_workdir_argument
 
     add_workdir_argument(p)
+    add_json_argument(p)
 
 
 def run(args: argparse.Namespace) -> int:
-    from seernet.report import write_report
+    from seernet.cli.common import print_json
+    from seernet.report import write_report, write_report_data
     from seernet.workspace import Workspace
 
     ws = Workspace(args.workdir)
     ws.read()  # a clear error when this is not a workspace
+    if args.json:
+        print_json(write_report_data(ws))
+        return 0
     print(write_report(ws))
     print(f"wrote {ws.path('report', 'pareto.png')} and {ws.path('report', 'summary.md')}")
     return 0
