@@ -12,27 +12,18 @@ from collections.abc import Mapping
 
 import numpy as np
 import torch
-from deap import base, tools
+from deap import tools
 from torch import Tensor
 
+from search.deap_setup import Genome, seeded_python_random
 from search.levels import Levels
 from search.repair import CostFn, LevelGrid, MeanStdFn, Problem, repair
 from search.solver import SolveResult, corner_shortcut, make_problem, result, torch_threads
 
 
-class _Fitness(base.Fitness):
-    weights = (1.0,)
-
-
-class _Individual(list):
-    """A genome: one level index per dimension."""
-
-    def __init__(self, genes: list[int]) -> None:
-        super().__init__(genes)
-        self.fitness = _Fitness()
-
-
-def scaled_random_indices(grid: LevelGrid, n: int, gen: torch.Generator, spread: float = 0.5) -> Tensor:
+def scaled_random_indices(
+    grid: LevelGrid, n: int, gen: torch.Generator, spread: float = 0.5
+) -> Tensor:
     """``n`` random index rows, each spread (+-``spread``/2 of the range) around its own
     uniform scale, so sizes from the smallest policy to the largest are about equally
     common and tight budgets still get hits (positions outside [0, 1] clip to the ends)."""
@@ -87,15 +78,15 @@ def _best_random(problem: Problem, n: int, batch: int, gen: torch.Generator) -> 
     return best, found
 
 
-def _clone(ind: _Individual) -> _Individual:
+def _clone(ind: Genome) -> Genome:
     """A copy that keeps the (still valid) fitness of its parent."""
-    child = _Individual(list(ind))
+    child = Genome(list(ind))
     if ind.fitness.valid:
         child.fitness.values = ind.fitness.values
     return child
 
 
-def _evaluate(problem: Problem, population: list[_Individual]) -> None:
+def _evaluate(problem: Problem, population: list[Genome]) -> None:
     """Repair every individual in place (Lamarckian) and set its fitness, batched."""
     todo = [ind for ind in population if not ind.fitness.valid]
     if not todo:
@@ -108,7 +99,7 @@ def _evaluate(problem: Problem, population: list[_Individual]) -> None:
         ind.fitness.values = (o,)
 
 
-def _offspring(pop: list[_Individual], low: list[int], up: list[int], cfg: dict) -> list:
+def _offspring(pop: list[Genome], low: list[int], up: list[int], cfg: dict) -> list:
     """Tournament selection, uniform crossover and per-gene random-level mutation."""
     children = [_clone(ind) for ind in tools.selTournament(pop, len(pop), cfg["tour"])]
     for a, b in zip(children[::2], children[1::2], strict=False):
@@ -154,15 +145,15 @@ def genetic_search(
         if early is not None:
             return early
         cfg = {
-            "pop": population, "gens": generations, "tour": tournament, "cx": cx_prob,
-            "mut": mut_prob, "gene": gene_prob or 1.0 / problem.grid.dim,
+            "pop": population,
+            "gens": generations,
+            "tour": tournament,
+            "cx": cx_prob,
+            "mut": mut_prob,
+            "gene": gene_prob or 1.0 / problem.grid.dim,
         }
-        state = random.getstate()  # DEAP draws from the global `random`: seed it, then restore
-        random.seed(seed)
-        try:
+        with seeded_python_random(seed):
             best = _evolve(problem, cfg, seed, None if seconds is None else started + seconds)
-        finally:
-            random.setstate(state)
         return result(problem, torch.tensor(best, dtype=torch.long), started)
 
 
@@ -171,7 +162,7 @@ def _evolve(problem: Problem, cfg: dict, seed: int, deadline: float | None) -> l
     grid = problem.grid
     low, up = grid.lo_idx.tolist(), grid.hi_idx.tolist()
     init = scaled_random_indices(grid, cfg["pop"], torch.Generator().manual_seed(seed))
-    pop = [_Individual(row) for row in init.tolist()]
+    pop = [Genome(row) for row in init.tolist()]
     _evaluate(problem, pop)
     for _ in range(cfg["gens"]):
         if deadline is not None and time.perf_counter() > deadline:

@@ -9,12 +9,13 @@ predictor calls that are cheap per batch and slow per row.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 from deap import algorithms, base, tools
+
+from search.deap_setup import Genome, seeded_python_random
 
 CROSSOVERS = ("uniform", "two_point")
 
@@ -56,31 +57,6 @@ class EvolveResult:
     population: np.ndarray  # (P, D) the last generation
 
 
-class _Fitness(base.Fitness):
-    weights = (1.0,)
-
-
-class _Genome(list):
-    """Level indices of one policy, carrying a DEAP fitness."""
-
-    def __init__(self, genes: list[int]) -> None:
-        super().__init__(genes)
-        self.fitness = _Fitness()
-
-
-@contextmanager
-def seeded_python_random(seed: int) -> Iterator[None]:
-    # DEAP's operators draw from the global ``random`` module. Seed it for this search
-    # only and put the caller's state back, so results are reproducible and nothing
-    # outside sees a change.
-    state = random.getstate()
-    random.seed(seed)
-    try:
-        yield
-    finally:
-        random.setstate(state)
-
-
 def mutate_levels(
     genome: list[int], sizes: np.ndarray, gene_prob: float, step_prob: float
 ) -> tuple[list[int]]:
@@ -112,7 +88,7 @@ def _toolbox(sizes: np.ndarray, config: EvolveConfig) -> base.Toolbox:
 
 
 def _score_new(
-    genomes: list[_Genome], score: Callable[[np.ndarray], np.ndarray], archive: dict
+    genomes: list[Genome], score: Callable[[np.ndarray], np.ndarray], archive: dict
 ) -> None:
     """Give every genome without a fitness its score, calling ``score`` once for unseen ones."""
     todo = [g for g in genomes if not g.fitness.valid]
@@ -138,7 +114,7 @@ def evolve(
     sizes = np.asarray(sizes, dtype=np.int64)
     tb = _toolbox(sizes, config)
     archive: dict[tuple[int, ...], float] = {}
-    pop = [_Genome(row) for row in np.asarray(init, dtype=np.int64).tolist()]
+    pop = [Genome(row) for row in np.asarray(init, dtype=np.int64).tolist()]
     with seeded_python_random(seed):
         _score_new(pop, score, archive)
         for _ in range(config.generations):

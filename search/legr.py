@@ -28,9 +28,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from deap import base, tools
+from deap import tools
 
-from search.evolve import seeded_python_random
+from search.deap_setup import Genome, seeded_python_random
 
 # keep counts (N, G) int -> cost (N,); must be non-decreasing in every column.
 KeepCost = Callable[[np.ndarray], np.ndarray]
@@ -79,14 +79,18 @@ def normalize_scores(scores: Sequence[np.ndarray]) -> list[np.ndarray]:
 class GlobalRanking:
     """Normalized per-channel scores of every group, allowed keep counts and a cost."""
 
-    def __init__(self, scores: Sequence[np.ndarray], allowed: Sequence[Sequence[int]], cost: KeepCost) -> None:
+    def __init__(
+        self, scores: Sequence[np.ndarray], allowed: Sequence[Sequence[int]], cost: KeepCost
+    ) -> None:
         if len(scores) != len(allowed) or not scores:
             raise ValueError("need one score array and one list of allowed keep counts per group")
         self.scores = normalize_scores(scores)
         self.allowed = [np.unique(np.asarray(a, dtype=np.int64)) for a in allowed]
         for g, (s, a) in enumerate(zip(self.scores, self.allowed, strict=True)):
             if a.size == 0 or a[0] < 1 or a[-1] > s.size:
-                raise ValueError(f"group {g}: allowed keep counts must lie in 1..{s.size}, got {a.tolist()}")
+                raise ValueError(
+                    f"group {g}: allowed keep counts must lie in 1..{s.size}, got {a.tolist()}"
+                )
         self.cost = cost
         self.n_groups = len(self.scores)
         self.group_of = np.concatenate([np.full(s.size, g) for g, s in enumerate(self.scores)])
@@ -148,7 +152,9 @@ class GlobalRanking:
                 return keep
             rows = np.repeat(keep[None], len(cands), axis=0)
             for r, g in enumerate(cands):
-                rows[r, g] = self.allowed[g][int(np.searchsorted(self.allowed[g], keep[g], side="right"))]
+                rows[r, g] = self.allowed[g][
+                    int(np.searchsorted(self.allowed[g], keep[g], side="right"))
+                ]
             ok = self._cost(rows) <= budget
             if not ok.any():
                 return keep
@@ -174,7 +180,9 @@ class EvolutionConfig:
         if self.population < 1 or not 1 <= self.sample <= self.population:
             raise ValueError("population must be >= 1 and 1 <= sample <= population")
         if self.evaluations < self.population:
-            raise ValueError(f"evaluations ({self.evaluations}) must be at least the population ({self.population})")
+            raise ValueError(
+                f"evaluations ({self.evaluations}) must be at least the population ({self.population})"
+            )
         if self.sigma_alpha < 0 or self.sigma_kappa < 0 or self.alpha_min <= 0:
             raise ValueError("sigmas must be >= 0 and alpha_min > 0")
         if self.gene_prob is not None and not 0.0 < self.gene_prob <= 1.0:
@@ -191,22 +199,10 @@ class EvolutionResult:
     seconds: float = 0.0
 
 
-class _Fitness(base.Fitness):
-    weights = (1.0,)
-
-
-class _Genome(list):
-    """[alpha_1..alpha_G, kappa_1..kappa_G] carrying a DEAP fitness."""
-
-    def __init__(self, genes: list[float]) -> None:
-        super().__init__(genes)
-        self.fitness = _Fitness()
-
-
-def _mutate(genome: _Genome, config: EvolutionConfig, kappa_sigma: float) -> _Genome:
+def _mutate(genome: Genome, config: EvolutionConfig, kappa_sigma: float) -> Genome:
     """Gaussian mutation of some genes (at least one), alpha kept >= alpha_min."""
     n = len(genome) // 2
-    child = _Genome(list(genome))
+    child = Genome(list(genome))
     indpb = config.gene_prob if config.gene_prob is not None else min(1.0, 1.0 / n)
     sigmas = [config.sigma_alpha] * n + [kappa_sigma] * n
     before = list(child)
@@ -238,7 +234,7 @@ def aging_evolution(
     history: list[tuple[AffineParams, float]] = []
     best: tuple[float, list[float]] | None = None
 
-    def evaluate(genome: _Genome) -> None:
+    def evaluate(genome: Genome) -> None:
         nonlocal best
         params = AffineParams.from_genes(genome)
         value = float(fitness(params))
@@ -250,8 +246,8 @@ def aging_evolution(
             on_evaluation(len(history), value, best[0])
 
     with seeded_python_random(config.seed):
-        identity = _Genome(AffineParams.identity(n_groups).genes())
-        population: deque[_Genome] = deque()
+        identity = Genome(AffineParams.identity(n_groups).genes())
+        population: deque[Genome] = deque()
         for i in range(config.population):
             g = identity if i == 0 else _mutate(identity, config, kappa_sigma)
             evaluate(g)
@@ -263,7 +259,9 @@ def aging_evolution(
             population.append(child)
             population.popleft()  # aging: the oldest goes, however fit
     assert best is not None
-    return EvolutionResult(AffineParams.from_genes(best[1]), best[0], history, time.perf_counter() - start)
+    return EvolutionResult(
+        AffineParams.from_genes(best[1]), best[0], history, time.perf_counter() - start
+    )
 
 
 __all__ = ["AffineParams", "BudgetTooSmall", "EvolutionConfig", "EvolutionResult", "GlobalRanking",
