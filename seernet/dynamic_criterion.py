@@ -95,7 +95,7 @@ def group_scores(
 def compute_scores(ctx, settings: DynamicSettings, bar=None) -> dict[str, torch.Tensor]:  # noqa: ANN001
     """Fine-tune a copy of the workspace's base model and score every group's channels."""
     from seernet.loaders import batches
-    from seernet.train import cosine_lr, sgd, train_steps
+    from seernet.train import cosine_schedule, sgd, train_steps
 
     base = copy.deepcopy(ctx.model).to(ctx.device)
     tuned = copy.deepcopy(base)
@@ -105,13 +105,7 @@ def compute_scores(ctx, settings: DynamicSettings, bar=None) -> dict[str, torch.
     )
     opt = sgd(tuned, settings.lr, weight_decay=0.0)
     train_steps(
-        tuned,
-        data,
-        ctx.device,
-        opt,
-        lambda s: cosine_lr(s, settings.steps, settings.lr),
-        settings.steps,
-        bar,
+        tuned, data, ctx.device, opt, cosine_schedule(opt, settings.steps), settings.steps, bar
     )
     tuned.eval()
     filters = filter_scores(base.cpu(), tuned.cpu())

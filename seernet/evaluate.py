@@ -12,6 +12,7 @@ from itertools import islice
 
 import torch
 from torch import nn
+from torch.optim.swa_utils import update_bn
 
 from seernet.criteria import criterion_for_base
 from seernet.datasets import DataSplits
@@ -19,7 +20,7 @@ from seernet.loaders import batches
 from seernet.prune import Criterion, prune_model
 from seernet.quant import WEIGHT_CLIPS, calibrate_, quantize_, set_lsq_
 from seernet.space import Policy, PolicySpace
-from seernet.train import accuracy, cosine_lr, sgd, train_steps
+from seernet.train import accuracy, cosine_schedule, sgd, train_steps
 
 
 @dataclass(frozen=True)
@@ -59,17 +60,8 @@ class Protocol:
 
 @torch.no_grad()
 def adapt_batchnorm_(model: nn.Module, data, device: torch.device, n_batches: int) -> None:  # noqa: ANN001
-    """Re-estimate BatchNorm running statistics on ``n_batches`` (cumulative average)."""
-    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    saved = [m.momentum for m in bns]
-    for m in bns:
-        m.reset_running_stats()
-        m.momentum = None  # None = exact average over the batches seen
-    model.train()
-    for x, _ in islice(data, n_batches):
-        model(x.to(device))
-    for m, momentum in zip(bns, saved, strict=True):
-        m.momentum = momentum
+    """Re-estimate BatchNorm running statistics on ``n_batches`` (exact average: torch's ``update_bn``)."""
+    update_bn(islice(data, n_batches), model, device)
     model.eval()
 
 
@@ -108,7 +100,7 @@ def finetune_(
     )
     set_lsq_(model, protocol.lsq)
     opt = sgd(model, protocol.lr, protocol.weight_decay)
-    train_steps(model, data, device, opt, lambda s: cosine_lr(s, steps, protocol.lr), steps, bar)
+    train_steps(model, data, device, opt, cosine_schedule(opt, steps), steps, bar)
     set_lsq_(model, False)
     model.eval()
 

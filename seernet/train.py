@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.optim.lr_scheduler import LambdaLR, LRScheduler
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
@@ -33,7 +34,13 @@ def accuracy(
 
 
 def one_cycle_lr(step: int, total: int, peak: float, warmup_frac: float = 0.15) -> float:
-    """Linear warm-up to ``peak`` then cosine decay to ~0 (one-cycle)."""
+    """Linear warm-up to ``peak`` then cosine decay to ~0 (one-cycle).
+
+    Kept by hand: ``OneCycleLR`` anneals warm-up and decay with one strategy (both cos or
+    both linear) and cycles momentum, and as a ``LambdaLR`` factor the warm-up lrs would
+    move by an ulp (``peak * (s + 1) / warm`` is not ``peak * ((s + 1) / warm)``), so a
+    rerun would no longer reproduce the shipped checkpoint's training bit for bit.
+    """
     warm = max(1, int(total * warmup_frac))
     if step < warm:
         return peak * (step + 1) / warm
@@ -41,20 +48,35 @@ def one_cycle_lr(step: int, total: int, peak: float, warmup_frac: float = 0.15) 
     return peak * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+def cosine_factor(step: int, total: int) -> float:
+    """Cosine decay from 1 to 0 over ``total`` steps (held at 0 after)."""
+    return 0.5 * (1.0 + math.cos(math.pi * min(step, total) / max(1, total)))
+
+
 def cosine_lr(step: int, total: int, peak: float) -> float:
     """Cosine decay from ``peak`` to 0 over ``total`` steps (fine-tuning)."""
     return peak * 0.5 * (1.0 + math.cos(math.pi * min(step, total) / max(1, total)))
+
+
+def cosine_schedule(optimizer: torch.optim.Optimizer, total: int) -> LambdaLR:
+    """``cosine_lr`` as torch's ``LambdaLR`` from the optimizer's lr (the same floats: the 0.5 is exact)."""
+    return LambdaLR(optimizer, lambda step: cosine_factor(step, total))
 
 
 def sgd(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.SGD:
     """SGD with Nesterov momentum; no weight decay on BatchNorm and biases."""
     decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    groups = [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
     return torch.optim.SGD(groups, lr=lr, momentum=0.9, nesterov=True)
 
 
-def distill_loss(logits: Tensor, teacher_logits: Tensor, y: Tensor, weight: float, temperature: float) -> Tensor:
+def distill_loss(
+    logits: Tensor, teacher_logits: Tensor, y: Tensor, weight: float, temperature: float
+) -> Tensor:
     """(1 - weight) x cross-entropy on labels + weight x T^2 x KL(teacher || student) at temperature T.
 
     T^2 keeps the soft term's gradient on the scale of the hard one (Hinton et al. 2015).
@@ -73,7 +95,7 @@ def train_steps(
     data: Iterable[tuple[torch.Tensor, torch.Tensor]],
     device: torch.device,
     optimizer: torch.optim.Optimizer,
-    lr_at: callable,
+    lr_at: LRScheduler | Callable[[int], float],
     steps: int,
     bar: tqdm | None = None,
     teacher: nn.Module | None = None,
@@ -81,6 +103,9 @@ def train_steps(
     temperature: float = 4.0,
 ) -> float:
     """Run ``steps`` optimisation steps cycling over ``data``; returns the mean loss.
+
+    ``lr_at``: a torch scheduler of ``optimizer`` (stepped after every step), or a function
+    step -> learning rate set before every step (``one_cycle_lr``, ``compress``'s chunks).
 
     With a ``teacher`` and ``distill`` > 0 the loss is ``distill_loss`` against the
     teacher's logits on the same (augmented) batch; the teacher runs in eval mode.
@@ -90,19 +115,27 @@ def train_steps(
     teacher_mode = teacher.training if use_teacher else False
     if use_teacher:
         teacher.eval()
+    scheduler = lr_at if isinstance(lr_at, LRScheduler) else None
     done, total_loss = 0, 0.0
     while done < steps:
         for x, y in data:
-            for group in optimizer.param_groups:
-                group["lr"] = lr_at(done)
+            if scheduler is None:
+                for group in optimizer.param_groups:
+                    group["lr"] = lr_at(done)
             x, y = x.to(device), y.to(device)
             with torch.no_grad():
                 soft = teacher(x) if use_teacher else None
             logits = model(x)
-            loss = distill_loss(logits, soft, y, distill, temperature) if use_teacher else F.cross_entropy(logits, y)
+            loss = (
+                distill_loss(logits, soft, y, distill, temperature)
+                if use_teacher
+                else F.cross_entropy(logits, y)
+            )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
             total_loss += loss.item()
             done += 1
             if bar is not None:
