@@ -33,12 +33,18 @@ from seernet.space import Policy
 from seernet.tables import format_table
 from seernet.workspace import Workspace
 
-POLICY_DIRS = ("benchmarks/out/ws-deploy/policies", "benchmarks/out/ws-e2e/policies", "benchmarks/out/e2e/ws/policies")
+POLICY_DIRS = (
+    "benchmarks/out/ws-deploy/policies",
+    "benchmarks/out/ws-e2e/policies",
+    "benchmarks/out/e2e/ws/policies",
+)
 
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--ws", default="benchmarks/out/ws-deploy", help="workspace with compressed/ and policies/")
+    p.add_argument(
+        "--ws", default="benchmarks/out/ws-deploy", help="workspace with compressed/ and policies/"
+    )
     p.add_argument("--policy-dirs", nargs="*", default=list(POLICY_DIRS))
     p.add_argument("--out", default="benchmarks/out/deploy-ort", help="resumable results of (b)")
     p.add_argument("--runs", type=int, default=50, help="timed runs per measured model in (b)")
@@ -62,7 +68,10 @@ def part_a(ws: Path) -> None:
         lat = ort["latency"]["models"]
         reduction = m["unpruned"]["flops"] / m["costs"]["flops"]
         for b in ("1", "64"):
-            base, pruned, qdq = (lat[k][b]["median_ms"] for k in ("base (float)", "compressed (float)", "compressed (QDQ int8)"))
+            base, pruned, qdq = (
+                lat[k][b]["median_ms"]
+                for k in ("base (float)", "compressed (float)", "compressed (QDQ int8)")
+            )
             rows.append([m["name"], b, f"{100 / reduction:.1f}%", f"{base:.3f}", f"{pruned:.3f}", f"{qdq:.3f}",
                          f"{base / pruned:.2f}x", f"{base / qdq:.2f}x", f"{reduction:.2f}x",
                          f"{base / pruned / reduction:.2f}", f"{base / qdq / reduction:.2f}"])  # fmt: skip
@@ -85,7 +94,10 @@ def policies(dirs: list[str]) -> dict[str, Policy]:
             if "policy" not in doc:
                 continue
             policy = Policy.from_json(doc["policy"])
-            key = (tuple(sorted(policy.channels.items())), tuple(sorted((k, tuple(v)) for k, v in policy.bits.items())))
+            key = (
+                tuple(sorted(policy.channels.items())),
+                tuple(sorted((k, tuple(v)) for k, v in policy.bits.items())),
+            )
             seen.setdefault(key, (f"{'/'.join(Path(folder).parts[2:-1])}/{path.stem}", policy))
     return dict(seen.values())
 
@@ -94,7 +106,10 @@ def part_b(ctx: RunContext, dirs: list[str], out: Path, runs: int) -> None:
     table_path = ctx.ws.path("latency.json")
     table = load_table(table_path, ctx.space) if table_path.is_file() else None
     if table is None or table.runtime != "onnxruntime":
-        print(f"=== seernet profile-latency --runtime onnxruntime (batch 1, 1 thread), {load()}", flush=True)
+        print(
+            f"=== seernet profile-latency --runtime onnxruntime (batch 1, 1 thread), {load()}",
+            flush=True,
+        )
         out_text = subprocess.run([sys.executable, "-m", "seernet.cli.main", "profile-latency", "--workdir", str(ctx.ws.root),
                                    "--runtime", "onnxruntime", "--threads", "1", "--batch-size", "1"],
                                   check=True, capture_output=True, text=True).stdout  # fmt: skip
@@ -108,7 +123,11 @@ def part_b(ctx: RunContext, dirs: list[str], out: Path, runs: int) -> None:
         if name not in done:
             before = os.getloadavg()[0]
             ms = measured_latency_ms(ctx.model, ctx.space, policy, table, runs=runs)
-            done[name] = {"measured_ms": ms, "load_before": round(before, 2), "load_after": round(os.getloadavg()[0], 2)}
+            done[name] = {
+                "measured_ms": ms,
+                "load_before": round(before, 2),
+                "load_after": round(os.getloadavg()[0], 2),
+            }
             done_path.write_text(json.dumps(done, indent=1))
         pred = predicted_latency_ms(ctx.space, table, policy)
         meas = done[name]["measured_ms"]
@@ -118,7 +137,19 @@ def part_b(ctx: RunContext, dirs: list[str], out: Path, runs: int) -> None:
                      f"{done[name]['load_before']} / {done[name]['load_after']}"])  # fmt: skip
     print(f"latency table: {table.device}, onnxruntime {table.runtime_version}, {table.threads} thread(s), "
           f"batch {table.batch_size}; prediction = {table.scale:.3f} x layers {table.overhead_ms:+.3f} ms")  # fmt: skip
-    print(format_table(["policy (QDQ model in ORT)", "bits", "predicted ms", "measured ms", "error", "load before / after"], rows))
+    print(
+        format_table(
+            [
+                "policy (QDQ model in ORT)",
+                "bits",
+                "predicted ms",
+                "measured ms",
+                "error",
+                "load before / after",
+            ],
+            rows,
+        )
+    )
     every = errors["8-bit"] + errors["mixed"]
     for kind, errs in (("all", every), *errors.items()):
         if errs:
@@ -144,7 +175,9 @@ def qdq_conv(weight_type: int) -> bytes:
              helper.make_node("Conv", ["xd", "wd"], ["y"], pads=[1, 1, 1, 1]),
              helper.make_node("QuantizeLinear", ["y", "ys", "yz"], ["yq"]),
              helper.make_node("DequantizeLinear", ["yq", "ys", "yz"], ["out"])]  # fmt: skip
-    io = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 16, 28, 28]) for n in ("x", "out")]
+    io = [
+        helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 16, 28, 28]) for n in ("x", "out")
+    ]
     graph = helper.make_graph(nodes, "conv", io[:1], io[1:], inits)
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)]).SerializeToString()
 
@@ -159,7 +192,9 @@ def part_c(out: Path) -> None:
     for name, dtype in (("int8", onnx.TensorProto.INT8), ("int4", onnx.TensorProto.INT4)):
         opts = ort.SessionOptions()
         opts.optimized_model_filepath = str(out / f"conv-{name}.optimized.onnx")
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED  # portable ops only
+        opts.graph_optimization_level = (
+            ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+        )  # portable ops only
         ort.InferenceSession(qdq_conv(dtype), opts, providers=["CPUExecutionProvider"])
         ops = Counter(n.op_type for n in onnx.load(opts.optimized_model_filepath).graph.node)
         print(f"{name} weights, onnxruntime {ort.__version__}: {dict(ops)}")
@@ -174,7 +209,12 @@ def main() -> None:
         part_a(Path(args.ws))
     if "b" in args.parts:
         print(f"\n(b) ORT latency model, batch 1 ({load()} now)")
-        part_b(RunContext(ws, ws.read(), torch.device("cpu")), args.policy_dirs, Path(args.out), args.runs)
+        part_b(
+            RunContext(ws, ws.read(), torch.device("cpu")),
+            args.policy_dirs,
+            Path(args.out),
+            args.runs,
+        )
     if "c" in args.parts:
         print("\n(c) int4 weight storage in ORT")
         part_c(Path(args.out))

@@ -43,7 +43,9 @@ from seernet.solve import write_json
 from seernet.space import Policy, PolicySpace
 from seernet.train import accuracy, cosine_lr, sgd, train_steps
 
-DEFAULT_STEPS = 250  # ~0.6 epoch of Fashion-MNIST: about 2 of compress's ~3 minutes on 2 busy CPU cores
+DEFAULT_STEPS = (
+    250  # ~0.6 epoch of Fashion-MNIST: about 2 of compress's ~3 minutes on 2 busy CPU cores
+)
 # Half label cross-entropy, half KL to the float base model: at 250 steps it measured better than
 # labels alone on W2A2 and W2A4 (benchmarks/bench_lowbit.py --set distill=0.5); costs one float
 # forward of the base model per step.
@@ -69,21 +71,39 @@ class CompressSettings:
     # Learn the quantizers' step sizes (LSQ) from the calibrated ones: at 250 steps it measured
     # better than frozen steps on W2A2 and W2A4 (benchmarks/bench_lowbit.py --set lsq=false).
     lsq: bool = True
-    distill: float = DEFAULT_DISTILL  # weight of the KL to the float base model's soft logits (0: labels only)
+    distill: float = (
+        DEFAULT_DISTILL  # weight of the KL to the float base model's soft logits (0: labels only)
+    )
     temperature: float = 4.0  # softening of both logits in the distillation term
 
     def __post_init__(self) -> None:
         if self.epochs is not None and self.steps is not None:
             raise ValueError("give --epochs or --steps, not both")
-        if (self.epochs is not None and self.epochs < 0) or (self.steps is not None and self.steps < 0):
+        if (self.epochs is not None and self.epochs < 0) or (
+            self.steps is not None and self.steps < 0
+        ):
             raise ValueError("--epochs and --steps must be >= 0")
         if self.lr <= 0 or self.batch_size < 1 or self.bn_batches < 1 or self.latency_runs < 1:
             raise ValueError("need lr > 0, batch size >= 1, bn batches >= 1 and latency runs >= 1")
-        if isinstance(self.ort_threads, bool) or not isinstance(self.ort_threads, int) or self.ort_threads < 1:
+        if (
+            isinstance(self.ort_threads, bool)
+            or not isinstance(self.ort_threads, int)
+            or self.ort_threads < 1
+        ):
             raise ValueError(f"--ort-threads must be an int >= 1, got {self.ort_threads!r}")
-        if isinstance(self.distill, bool) or not isinstance(self.distill, (int, float)) or not 0.0 <= self.distill <= 1.0:
-            raise ValueError(f"--distill must be a number in 0..1 (0: no distillation), got {self.distill!r}")
-        if isinstance(self.temperature, bool) or not isinstance(self.temperature, (int, float)) or not self.temperature > 0:
+        if (
+            isinstance(self.distill, bool)
+            or not isinstance(self.distill, (int, float))
+            or not 0.0 <= self.distill <= 1.0
+        ):
+            raise ValueError(
+                f"--distill must be a number in 0..1 (0: no distillation), got {self.distill!r}"
+            )
+        if (
+            isinstance(self.temperature, bool)
+            or not isinstance(self.temperature, (int, float))
+            or not self.temperature > 0
+        ):
             raise ValueError(f"--temperature must be a number > 0, got {self.temperature!r}")
         if not isinstance(self.lsq, bool):
             raise ValueError(f"lsq must be true or false, got {self.lsq!r}")
@@ -102,16 +122,24 @@ class CompressSettings:
 # --- reading the policy ------------------------------------------------------------------
 def _load_json(path: Path) -> dict[str, Any]:
     if not path.is_file():
-        raise UserError(f"policy file {path} does not exist: pass a file written by 'seernet solve'")
+        raise UserError(
+            f"policy file {path} does not exist: pass a file written by 'seernet solve'"
+        )
     try:
         doc = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path} is not JSON ({exc}); pass a policy file written by 'seernet solve'") from exc
+        raise UserError(
+            f"{path} is not JSON ({exc}); pass a policy file written by 'seernet solve'"
+        ) from exc
     if not isinstance(doc, dict):
-        raise UserError(f"{path} is not a policy document (a JSON object); pass a file written by 'seernet solve'")
+        raise UserError(
+            f"{path} is not a policy document (a JSON object); pass a file written by 'seernet solve'"
+        )
     missing = [k for k in REQUIRED_KEYS if k not in doc]
     if missing:
-        raise UserError(f"{path} lacks {', '.join(map(repr, missing))}: not a policy file written by 'seernet solve'")
+        raise UserError(
+            f"{path} lacks {', '.join(map(repr, missing))}: not a policy file written by 'seernet solve'"
+        )
     return doc
 
 
@@ -121,12 +149,22 @@ def _is_int(v: object) -> bool:
 
 def _check_raw(obj: object, path: Path) -> None:
     """Whole numbers only: ``Policy.from_json`` would silently truncate a hand-edited 4.5 to 4."""
-    if not isinstance(obj, dict) or not isinstance(obj.get("channels"), dict) or not isinstance(obj.get("bits"), dict):
+    if (
+        not isinstance(obj, dict)
+        or not isinstance(obj.get("channels"), dict)
+        or not isinstance(obj.get("bits"), dict)
+    ):
         raise UserError(f"{path}: 'policy' must be an object with 'channels' and 'bits' objects")
     bad = [k for k, v in obj["channels"].items() if not _is_int(v)]
-    bad += [k for k, v in obj["bits"].items() if not (isinstance(v, list) and len(v) == 2 and all(map(_is_int, v)))]
+    bad += [
+        k
+        for k, v in obj["bits"].items()
+        if not (isinstance(v, list) and len(v) == 2 and all(map(_is_int, v)))
+    ]
     if bad:
-        raise UserError(f"{path}: {bad[0]!r} needs a whole channel count or a [weight, activation] pair of whole bit-widths")
+        raise UserError(
+            f"{path}: {bad[0]!r} needs a whole channel count or a [weight, activation] pair of whole bit-widths"
+        )
 
 
 def read_policy(path: Path, space: PolicySpace) -> tuple[dict[str, Any], Policy]:
@@ -134,7 +172,9 @@ def read_policy(path: Path, space: PolicySpace) -> tuple[dict[str, Any], Policy]
     doc = _load_json(path)
     name = doc["name"]
     if not isinstance(name, str) or not _SAFE_NAME.fullmatch(name):
-        raise UserError(f"{path}: policy name {name!r} is not usable as a folder name (letters, digits, _.%+=-)")
+        raise UserError(
+            f"{path}: policy name {name!r} is not usable as a folder name (letters, digits, _.%+=-)"
+        )
     if doc["space_fingerprint"] != space.fingerprint:
         raise UserError(
             f"{path} was solved for policy space {doc['space_fingerprint']}, this workspace's is "
@@ -145,7 +185,9 @@ def read_policy(path: Path, space: PolicySpace) -> tuple[dict[str, Any], Policy]
     unknown = sorted(set(policy.channels) - {g.name for g in space.groups})
     unknown += sorted(set(policy.bits) - {ly.name for ly in space.quant_layers})
     if unknown:
-        raise UserError(f"{path}: the policy names {unknown[0]!r}, which this model's space does not have")
+        raise UserError(
+            f"{path}: the policy names {unknown[0]!r}, which this model's space does not have"
+        )
     try:
         space.validate(policy)
     except UserError as exc:
@@ -165,7 +207,9 @@ def finetune(
     cross-entropy with KL to the teacher's temperature-softened logits.
     """
     torch.manual_seed(settings.seed)
-    data = batches(splits.train, settings.batch_size, shuffle=True, seed=settings.seed + 1, train_augment=True)
+    data = batches(
+        splits.train, settings.batch_size, shuffle=True, seed=settings.seed + 1, train_augment=True
+    )
     per_epoch = len(data)
     total = settings.total_steps(per_epoch)
     set_lsq_(model, settings.lsq)
@@ -178,8 +222,16 @@ def finetune(
             lr_at = lambda s, o=done: cosine_lr(o + s, total, settings.lr)  # noqa: E731
             train_steps(model, data, device, opt, lr_at, chunk, bar, **kd)
             done += chunk
-            history.append({"step": done, "epoch": done / per_epoch, "val_accuracy": accuracy(model, splits.val, device)})
-            bar.write(f"epoch {done / per_epoch:.2f}/{total / per_epoch:.2f}: val accuracy {history[-1]['val_accuracy']:.2f}%")
+            history.append(
+                {
+                    "step": done,
+                    "epoch": done / per_epoch,
+                    "val_accuracy": accuracy(model, splits.val, device),
+                }
+            )
+            bar.write(
+                f"epoch {done / per_epoch:.2f}/{total / per_epoch:.2f}: val accuracy {history[-1]['val_accuracy']:.2f}%"
+            )
     set_lsq_(model, False)
     model.eval()
     return history
@@ -211,7 +263,9 @@ def export_all(
 
 
 @torch.no_grad()
-def check_exports(model: nn.Module, x: torch.Tensor, folder: Path, device: torch.device) -> dict[str, float]:
+def check_exports(
+    model: nn.Module, x: torch.Tensor, folder: Path, device: torch.device
+) -> dict[str, float]:
     """Largest output difference of the TorchScript and packed exports from ``model`` on ``x``."""
     import warnings
 
@@ -232,7 +286,11 @@ def file_sizes(folder: Path) -> dict[str, int]:
 
 def float_bytes(model: nn.Module) -> int:
     """Bytes of a model's tensors as stored in float (its state dict's raw size)."""
-    return sum(t.numel() * t.element_size() for t in model.state_dict().values() if isinstance(t, torch.Tensor))
+    return sum(
+        t.numel() * t.element_size()
+        for t in model.state_dict().values()
+        if isinstance(t, torch.Tensor)
+    )
 
 
 # --- orchestration -----------------------------------------------------------------------
@@ -253,7 +311,10 @@ class _Clock:
 
 
 def _accuracies(model: nn.Module, splits: DataSplits, device: torch.device) -> dict[str, float]:
-    return {"val": accuracy(model, splits.val, device), "test": accuracy(model, splits.test, device)}
+    return {
+        "val": accuracy(model, splits.val, device),
+        "test": accuracy(model, splits.test, device),
+    }
 
 
 def tune_and_evaluate(
@@ -290,7 +351,9 @@ def compress(
 ) -> dict[str, Any]:  # fmt: skip
     """Build, fine-tune, evaluate and export one policy; returns the metrics written to metrics.json."""
     clock = _Clock()
-    model = build_compressed(ctx.model, ctx.space, policy, ctx.splits, settings.protocol(), ctx.device)
+    model = build_compressed(
+        ctx.model, ctx.space, policy, ctx.splits, settings.protocol(), ctx.device
+    )
     clock.lap("build")
     acc = tune_and_evaluate(model, ctx.splits, settings, ctx.device, clock, teacher=ctx.model)
     out = ctx.ws.path("compressed", doc["name"])
@@ -337,14 +400,19 @@ def ort_metrics(
     )
 
     if not has_onnxruntime() or not qdq_path.is_file():
-        return None, "onnxruntime is not installed: ORT latency and agreement skipped (pip install 'seernet[onnx]')"
+        return (
+            None,
+            "onnxruntime is not installed: ORT latency and agreement skipped (pip install 'seernet[onnx]')",
+        )
     shape = ctx.space.input_shape
     variants = {
         "base (float)": float_onnx(ctx.model, shape),
         "compressed (float)": float_onnx(deployable(model, quantized=False), shape),
         "compressed (QDQ int8)": qdq_path,
     }
-    latency = ort_latency_table(variants, shape, (1, 64), settings.latency_runs, settings.ort_threads)
+    latency = ort_latency_table(
+        variants, shape, (1, 64), settings.latency_runs, settings.ort_threads
+    )
     ort_pred, labels = predictions(session(qdq_path, settings.ort_threads), ctx.splits.test)
     sim_pred = torch_predictions(model, ctx.splits.test, ctx.device)
     return {

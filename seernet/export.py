@@ -79,7 +79,11 @@ def _plain_layer(q: FakeQuant, weight: Tensor) -> nn.Module:
 def _replacement(q: FakeQuant, quantized: bool) -> nn.Module:
     if not quantized:
         return _plain_layer(q, q.weight.detach())
-    weight = q.weight.detach() if q.w_bits is None else dequantize_weight(export_codes(q)).to(q.weight.device)
+    weight = (
+        q.weight.detach()
+        if q.w_bits is None
+        else dequantize_weight(export_codes(q)).to(q.weight.device)
+    )
     layer = _plain_layer(q, weight)
     if q.a_bits is None:
         return layer
@@ -151,7 +155,10 @@ def _payload(model: nn.Module) -> tuple[list[dict[str, Any]], list[bytes]]:
             c = codes[layer]
             entries.append({"name": key, "shape": list(c.weight_codes.shape), "bits": c.w_bits})
             blobs.append(pack_codes(c.weight_codes, c.w_bits).numpy().tobytes())
-            key, value = f"{layer}.weight_scale", c.weight_scale  # stored raw, right after its codes
+            key, value = (
+                f"{layer}.weight_scale",
+                c.weight_scale,
+            )  # stored raw, right after its codes
         arr = value.detach().cpu().contiguous().numpy()
         entries.append({"name": key, "shape": list(arr.shape), "dtype": arr.dtype.str})
         blobs.append(arr.tobytes())
@@ -181,7 +188,9 @@ def _header(raw: bytes, path: Path) -> tuple[dict[str, Any], int]:
         if header["format"] != FORMAT_VERSION:
             raise ValueError(f"format {header['format']}, this seernet reads {FORMAT_VERSION}")
     except (zlib.error, ValueError, KeyError, TypeError) as exc:
-        raise UserError(f"{path} has a corrupt header ({exc}); re-export it with 'seernet compress'") from exc
+        raise UserError(
+            f"{path} has a corrupt header ({exc}); re-export it with 'seernet compress'"
+        ) from exc
     return header, start + n
 
 
@@ -209,10 +218,14 @@ def read_packed(path: Path) -> tuple[dict[str, Any], dict[str, Tensor | tuple[Te
         try:
             tensors[e["name"]], size = _entry_at(raw, pos, e)
         except (ValueError, KeyError, TypeError) as exc:
-            raise UserError(f"{path} is truncated or corrupt ({exc}); re-export it with 'seernet compress'") from exc
+            raise UserError(
+                f"{path} is truncated or corrupt ({exc}); re-export it with 'seernet compress'"
+            ) from exc
         pos += size
     if pos != len(raw):
-        raise UserError(f"{path} has {len(raw) - pos} unexpected trailing bytes; re-export it with 'seernet compress'")
+        raise UserError(
+            f"{path} has {len(raw) - pos} unexpected trailing bytes; re-export it with 'seernet compress'"
+        )
     return header, tensors
 
 
@@ -223,10 +236,14 @@ def _skeleton(meta: dict[str, Any]) -> nn.Module:
     from seernet.space import Policy, SpaceChoices, build_space
 
     arch = create_model(meta["model"], meta["num_classes"], meta["in_channels"])
-    choices = SpaceChoices(**{k: tuple(v) if k == "bits" else v for k, v in meta["choices"].items()})
+    choices = SpaceChoices(
+        **{k: tuple(v) if k == "bits" else v for k, v in meta["choices"].items()}
+    )
     space = build_space(arch, tuple(meta["input_shape"]), choices)
     if space.fingerprint != meta["space_fingerprint"]:
-        raise UserError(f"this seernet builds {meta['model']!r} with another policy space than the packed file's")
+        raise UserError(
+            f"this seernet builds {meta['model']!r} with another policy space than the packed file's"
+        )
     policy = Policy.from_json(meta["policy"])
     # Which channels survive does not matter here: every tensor is overwritten from the file.
     return quantize_(prune_model(arch, space, policy), policy.bits)
@@ -261,4 +278,6 @@ def _fill_(model: nn.Module, header: dict[str, Any], tensors: dict[str, Any], pa
         state[f"{name}.weight_scale"] = q.weight_scale.detach().clone()
     missing, unexpected = model.load_state_dict({**state, **tensors}, strict=False)
     if unexpected or any(not k.endswith("_extra_state") for k in missing):
-        raise UserError(f"{path} does not fit its architecture ({len(missing)} missing, {len(unexpected)} unexpected tensors)")
+        raise UserError(
+            f"{path} does not fit its architecture ({len(missing)} missing, {len(unexpected)} unexpected tensors)"
+        )

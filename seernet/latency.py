@@ -59,9 +59,16 @@ def measure_latency(
 ) -> dict[str, float | int]:  # fmt: skip
     """Median, min and max milliseconds of one forward pass of ``batch_size`` inputs."""
     model = copy.deepcopy(model).to(device).eval()
-    x = torch.randn((batch_size, *input_shape[1:]), generator=torch.Generator().manual_seed(0)).to(device)
+    x = torch.randn((batch_size, *input_shape[1:]), generator=torch.Generator().manual_seed(0)).to(
+        device
+    )
     times = time_forward(model, x, runs, warmup)
-    return {"median_ms": statistics.median(times), "min_ms": min(times), "max_ms": max(times), "runs": runs}
+    return {
+        "median_ms": statistics.median(times),
+        "min_ms": min(times),
+        "max_ms": max(times),
+        "runs": runs,
+    }
 
 
 def latency_table(

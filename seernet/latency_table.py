@@ -83,7 +83,9 @@ class LatencyTable:
     runtime: str = "torch"  # or "onnxruntime": the QDQ model in ORT
     runtime_version: str = ""
     kernels: str = "float (fake quantization is simulated in float)"  # what the entries time
-    float_layers: dict[str, LayerEntry] = field(default_factory=dict)  # onnxruntime: the float kernels
+    float_layers: dict[str, LayerEntry] = field(
+        default_factory=dict
+    )  # onnxruntime: the float kernels
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -111,13 +113,19 @@ def save_table(path: Path, table: LatencyTable) -> None:
 def load_table(path: Path, space: PolicySpace) -> LatencyTable:
     """The table at ``path``, refused (UserError) when missing, corrupt or of another space."""
     if not path.is_file():
-        raise UserError(f"no latency table {path}: run 'seernet profile-latency --workdir {path.parent}' first")
+        raise UserError(
+            f"no latency table {path}: run 'seernet profile-latency --workdir {path.parent}' first"
+        )
     try:
         table = LatencyTable.from_json(json.loads(path.read_text()))
     except (json.JSONDecodeError, TypeError, KeyError, AttributeError) as exc:
-        raise UserError(f"{path} is not a readable latency table ({exc}); rerun 'seernet profile-latency'") from exc
+        raise UserError(
+            f"{path} is not a readable latency table ({exc}); rerun 'seernet profile-latency'"
+        ) from exc
     if table.format != FORMAT:
-        raise UserError(f"{path} has table format {table.format}, this seernet reads {FORMAT}: rerun 'seernet profile-latency'")
+        raise UserError(
+            f"{path} has table format {table.format}, this seernet reads {FORMAT}: rerun 'seernet profile-latency'"
+        )
     if table.space_fingerprint != space.fingerprint:
         raise UserError(
             f"{path} was profiled for policy space {table.space_fingerprint}, this workspace's is "
@@ -159,6 +167,7 @@ def input_shapes(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, tu
     """Per-sample input shape of every conv/linear module (one forward pass with hooks)."""
     shapes: dict[str, tuple[int, ...]] = {}
     hooks = []
+
     def hook(name: str):  # noqa: ANN202 - returns a forward hook (which must return None)
         def record(mod: nn.Module, inp: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
             shapes.setdefault(name, tuple(inp[0].shape[1:]))
@@ -225,10 +234,20 @@ class ProfileSettings:
         from seernet.ort_runtime import RUNTIMES
 
         if self.runtime not in RUNTIMES:
-            raise ValueError(f"unknown runtime {self.runtime!r}: choose one of {', '.join(RUNTIMES)}")
+            raise ValueError(
+                f"unknown runtime {self.runtime!r}: choose one of {', '.join(RUNTIMES)}"
+            )
         # A first, cold pass (allocation, kernel selection) can take many times a warm one.
-        if self.batch_size < 1 or self.repeats < 1 or self.warmup < 1 or self.model_runs < 1 or self.calibration < 0:
-            raise ValueError("need batch size >= 1, repeats >= 1, warmup >= 1, model runs >= 1 and calibration >= 0")
+        if (
+            self.batch_size < 1
+            or self.repeats < 1
+            or self.warmup < 1
+            or self.model_runs < 1
+            or self.calibration < 0
+        ):
+            raise ValueError(
+                "need batch size >= 1, repeats >= 1, warmup >= 1, model runs >= 1 and calibration >= 0"
+            )
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"threads must be >= 1, got {self.threads}")
 
@@ -249,9 +268,13 @@ def profile(
     if ort and device.type != "cpu":
         raise UserError("--runtime onnxruntime times ONNX Runtime's CPU kernels: use --device cpu")
     with threads(settings.threads) as n_threads:
-        n_threads = (settings.threads or 1) if ort else n_threads  # ORT: intra-op threads, 1 unless asked
+        n_threads = (
+            (settings.threads or 1) if ort else n_threads
+        )  # ORT: intra-op threads, 1 unless asked
         layers = _grid(model, space, settings, device, n_threads, bar, quantized=ort)
-        float_layers = _grid(model, space, settings, device, n_threads, bar, quantized=False) if ort else {}
+        float_layers = (
+            _grid(model, space, settings, device, n_threads, bar, quantized=False) if ort else {}
+        )
         full = whole_model_ms(model, space, space.full_policy(), settings.batch_size, settings.model_runs,
                               settings.warmup, device, settings.runtime, n_threads)  # fmt: skip
     table = LatencyTable(
@@ -296,11 +319,23 @@ def _grid(
                 if key not in cache:
                     block = _block(m, ci, co, ly.depthwise).to(device).eval()
                     x_in = co if ly.depthwise else ci
-                    x = torch.randn((settings.batch_size, x_in, *shapes[ly.name][1:]), generator=gen).to(device)
+                    x = torch.randn(
+                        (settings.batch_size, x_in, *shapes[ly.name][1:]), generator=gen
+                    ).to(device)
                     if ort:
-                        cache[key] = block_ms(block, x, quantized, sig[1], settings.repeats, settings.warmup, n_threads)
+                        cache[key] = block_ms(
+                            block,
+                            x,
+                            quantized,
+                            sig[1],
+                            settings.repeats,
+                            settings.warmup,
+                            n_threads,
+                        )
                     else:
-                        cache[key] = statistics.median(time_forward(block, x, settings.repeats, settings.warmup))
+                        cache[key] = statistics.median(
+                            time_forward(block, x, settings.repeats, settings.warmup)
+                        )
                 raw[i, j] = cache[key]
                 if bar is not None:
                     bar.update(1)
@@ -320,7 +355,9 @@ def whole_model_ms(
 
         return float(model_ms(model, space, policy, batch_size, runs, warmup, n_threads or 1))
     pruned = prune_model(model, space, policy, "l1")  # shapes, not which channels, set the latency
-    return float(measure_latency(pruned, space.input_shape, batch_size, runs, warmup, device)["median_ms"])
+    return float(
+        measure_latency(pruned, space.input_shape, batch_size, runs, warmup, device)["median_ms"]
+    )
 
 
 def calibrate_(table: LatencyTable, model: nn.Module, space: PolicySpace, settings: ProfileSettings,
@@ -335,8 +372,15 @@ def calibrate_(table: LatencyTable, model: nn.Module, space: PolicySpace, settin
     sums, measured = [], []
     costs = CostModel(space, latency=table)
     for k in range(settings.calibration):
-        u = np.clip((k + rng.random()) / max(settings.calibration, 1) + 0.25 * (rng.random(len(sizes)) - 0.5), 0, 1)
-        x = np.array([lv[min(int(q * n), n - 1)] for q, n, lv in zip(u, sizes, space.levels(), strict=True)])
+        u = np.clip(
+            (k + rng.random()) / max(settings.calibration, 1)
+            + 0.25 * (rng.random(len(sizes)) - 0.5),
+            0,
+            1,
+        )
+        x = np.array(
+            [lv[min(int(q * n), n - 1)] for q, n, lv in zip(u, sizes, space.levels(), strict=True)]
+        )
         policy = space.decode(x)
         sums.append(float(costs.layer_latency(torch.as_tensor(space.encode(policy))[None]).sum()))
         measured.append(whole_model_ms(model, space, policy, settings.batch_size, settings.model_runs,
@@ -370,7 +414,9 @@ def measured_latency_ms(
 
     Without a table: the float model, batch 1 on the CPU with torch's current threads.
     """
-    batch, n_threads, device = (table.batch_size, table.threads, table.device_type) if table else (1, None, "cpu")
+    batch, n_threads, device = (
+        (table.batch_size, table.threads, table.device_type) if table else (1, None, "cpu")
+    )
     warmup = table.warmup if table else 3
     runtime = table.runtime if table else "torch"
     with threads(n_threads if runtime == "torch" else None):

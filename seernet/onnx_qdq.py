@@ -72,7 +72,12 @@ class _QuantizeInput(torch.autograd.Function):
             return x
         # The same values on a k times finer grid: the consumer's int32 bias gets k times the resolution.
         fine = const(scale / k, torch.float32)
-        return g.op("DequantizeLinear", g.op("QuantizeLinear", x, fine, const(0, dtype)), fine, const(0, dtype))
+        return g.op(
+            "DequantizeLinear",
+            g.op("QuantizeLinear", x, fine, const(0, dtype)),
+            fine,
+            const(0, dtype),
+        )
 
 
 def fine_factor(lo: int, hi: int, signed: bool) -> int:
@@ -105,14 +110,25 @@ class QDQLayer(nn.Module):
         super().__init__()
         self.conv = isinstance(q, nn.Conv2d)
         if self.conv:
-            self.kw = {"stride": q.stride, "padding": q.padding, "dilation": q.dilation, "groups": q.groups}
+            self.kw = {
+                "stride": q.stride,
+                "padding": q.padding,
+                "dilation": q.dilation,
+                "groups": q.groups,
+            }
         if self.conv and q.padding_mode != "zeros":
             raise ValueError(f"QDQ export supports zero-padded convs only, not {q.padding_mode!r}")
         self.act = None
         if q.a_bits is not None:
             if not q.calibrated:
-                raise ValueError("activation range not calibrated: run seernet.quant.calibrate_ first")
-            self.act = (float(q.act_scale.item()), *act_qrange(q.a_bits, q.act_signed), bool(q.act_signed))
+                raise ValueError(
+                    "activation range not calibrated: run seernet.quant.calibrate_ first"
+                )
+            self.act = (
+                float(q.act_scale.item()),
+                *act_qrange(q.a_bits, q.act_signed),
+                bool(q.act_signed),
+            )
         if q.w_bits is None:
             self.register_buffer("weight", q.weight.detach().float().clone())
             self.codes = None
@@ -233,10 +249,16 @@ def fold_batchnorm_(graph) -> int:  # noqa: ANN001 - an onnx.ModelProto
         f = gamma / np.sqrt(var + np.float64(np.float32(eps)))
         codes, scale = consts.get(dq.input[0]), consts.get(dq.input[1]).astype(np.float64)
         sign = np.where(f < 0, -1, 1).astype(codes.dtype).reshape(-1, *([1] * (codes.ndim - 1)))
-        bias = consts.get(conv.input[2]).astype(np.float64) if len(conv.input) > 2 and conv.input[2] else 0.0
+        bias = (
+            consts.get(conv.input[2]).astype(np.float64)
+            if len(conv.input) > 2 and conv.input[2]
+            else 0.0
+        )
         dq.input[0] = consts.add(dq.input[0] + "_bn", codes * sign)
         dq.input[1] = consts.add(dq.input[1] + "_bn", (scale * np.abs(f)).astype(np.float32))
-        new_bias = consts.add(conv.output[0] + "_bias", ((bias - mean) * f + beta).astype(np.float32))
+        new_bias = consts.add(
+            conv.output[0] + "_bias", ((bias - mean) * f + beta).astype(np.float32)
+        )
         conv.input[2:] = [new_bias]
         _rename_uses(g, bn.output[0], conv.output[0])
         folded.append(bn)
@@ -260,7 +282,9 @@ def quantize_biases_(graph) -> int:  # noqa: ANN001 - an onnx.ModelProto
         bias = consts.get(node.input[2])
         if x_dq is None or x_dq.op_type != "DequantizeLinear" or w_dq is None or bias is None:
             continue
-        if node.op_type == "Gemm" and any(a.name in ("alpha", "beta") and a.f != 1.0 for a in node.attribute):
+        if node.op_type == "Gemm" and any(
+            a.name in ("alpha", "beta") and a.f != 1.0 for a in node.attribute
+        ):
             continue
         sx = consts.get(x_dq.input[1]).astype(np.float32)
         scale = (sx * consts.get(w_dq.input[1]).astype(np.float32)).astype(np.float32)

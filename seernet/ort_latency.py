@@ -47,7 +47,9 @@ def _qdq_bytes(model: nn.Module, x: torch.Tensor) -> bytes:
         return path.read_bytes()
 
 
-def quantized_model(model: nn.Module, space: PolicySpace, policy: Policy, seed: int = 0) -> nn.Module:
+def quantized_model(
+    model: nn.Module, space: PolicySpace, policy: Policy, seed: int = 0
+) -> nn.Module:
     """``model`` pruned and fake-quantized as ``policy`` says, calibrated on random inputs (eval mode)."""
     from seernet.prune import prune_model
 
@@ -105,12 +107,17 @@ def model_ms(
     """Median ms in ORT of ``policy``'s pruned model in QDQ form at ``batch_size``."""
     qmodel = quantized_model(model, space, policy)
     data = _qdq_bytes(qmodel, torch.zeros((2, *space.input_shape[1:])))
-    return statistics.median(time_session(session(data, threads), random_input(space.input_shape, batch_size), runs, warmup))
+    return statistics.median(
+        time_session(
+            session(data, threads), random_input(space.input_shape, batch_size), runs, warmup
+        )
+    )
 
 
 def float_model_ms(model: nn.Module, input_shape: tuple[int, ...], batch_size: int, runs: int, warmup: int,
                    threads: int) -> float:  # fmt: skip
     """Median ms in ORT of a float model at ``batch_size``."""
     data = float_onnx(model, input_shape)
-    return statistics.median(time_session(session(data, threads), random_input(input_shape, batch_size), runs, warmup))
-
+    return statistics.median(
+        time_session(session(data, threads), random_input(input_shape, batch_size), runs, warmup)
+    )

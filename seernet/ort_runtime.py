@@ -104,13 +104,22 @@ def time_session(sess, x: np.ndarray, runs: int, warmup: int) -> list[float]:  #
 
 def random_input(input_shape: tuple[int, ...], batch_size: int) -> np.ndarray:
     """The fixed (seeded) random input of one batch size."""
-    return np.random.default_rng(0).standard_normal((batch_size, *input_shape[1:])).astype(np.float32)
+    return (
+        np.random.default_rng(0).standard_normal((batch_size, *input_shape[1:])).astype(np.float32)
+    )
 
 
-def session_latency(sess, input_shape: tuple[int, ...], batch_size: int, runs: int = 20, warmup: int = 3) -> dict:  # noqa: ANN001
+def session_latency(
+    sess, input_shape: tuple[int, ...], batch_size: int, runs: int = 20, warmup: int = 3
+) -> dict:  # noqa: ANN001
     """Median, min and max milliseconds of one run at ``batch_size``."""
     times = time_session(sess, random_input(input_shape, batch_size), runs, warmup)
-    return {"median_ms": statistics.median(times), "min_ms": min(times), "max_ms": max(times), "runs": runs}
+    return {
+        "median_ms": statistics.median(times),
+        "min_ms": min(times),
+        "max_ms": max(times),
+        "runs": runs,
+    }
 
 
 def load_average() -> float | None:
@@ -148,9 +157,13 @@ def predictions(sess, data: Dataset, batch_size: int = 256) -> tuple[np.ndarray,
 
 
 @torch.no_grad()
-def torch_predictions(model: nn.Module, data: Dataset, device: torch.device, batch_size: int = 256) -> np.ndarray:
+def torch_predictions(
+    model: nn.Module, data: Dataset, device: torch.device, batch_size: int = 256
+) -> np.ndarray:
     """Top-1 class of every item of ``data`` through a torch model (eval mode)."""
     from seernet.loaders import batches
 
     model.eval()
-    return np.concatenate([model(x.to(device)).argmax(1).cpu().numpy() for x, _ in batches(data, batch_size)])
+    return np.concatenate(
+        [model(x.to(device)).argmax(1).cpu().numpy() for x, _ in batches(data, batch_size)]
+    )

@@ -76,7 +76,9 @@ def test_torchscript_runs_without_seernet(quantized, tmp_path: Path, no_seernet_
 def test_onnx_is_valid_and_matches(quantized, tmp_path: Path, run_onnx):
     pytest.importorskip("onnx")
     _, q, x = quantized
-    assert export_onnx(deployable(q), x[:1], tmp_path / "model.onnx") is None  # includes check_model
+    assert (
+        export_onnx(deployable(q), x[:1], tmp_path / "model.onnx") is None
+    )  # includes check_model
     y = run_onnx(tmp_path / "model.onnx", x[:5].numpy())  # dynamic batch
     np.testing.assert_allclose(y, q(x[:5]).numpy(), atol=1e-5, rtol=0)
 
@@ -123,7 +125,9 @@ def test_packed_round_trip_rebuilds_a_pruned_resnet(tmp_path: Path):
     torch.manual_seed(0)
     base = create_model("resnet20", 10, 1)
     space = build_space(base, (1, 1, 28, 28))
-    policy = space.decode(np.linspace(0.0, 1.0, space.dim))  # every group pruned differently, mixed bits
+    policy = space.decode(
+        np.linspace(0.0, 1.0, space.dim)
+    )  # every group pruned differently, mixed bits
     x = torch.randn(8, 1, 28, 28)
     model = quantize_(prune_model(base, space, policy), policy.bits)
     calibrate_(model, [torch.randn(32, 1, 28, 28)])
@@ -153,12 +157,17 @@ def test_exports_bit_exact_after_lsq_fine_tuning(tmp_path: Path):
     policy = space.decode(np.linspace(1.0, 0.0, space.dim))
     model = quantize_(prune_model(base, space, policy), policy.bits)
     calibrate_(model, [torch.randn(32, 1, 28, 28)])
-    before = {n: (q.weight_scale.detach().clone(), q.act_scale.item()) for n, q in quant_layers(model).items()}
+    before = {
+        n: (q.weight_scale.detach().clone(), q.act_scale.item())
+        for n, q in quant_layers(model).items()
+    }
     set_lsq_(model, True)
     opt = sgd(model, lr=0.002, weight_decay=5e-4)  # small: random weights, random labels
     model.train()
     for _ in range(3):
-        loss = nn.functional.cross_entropy(model(torch.randn(16, 1, 28, 28)), torch.randint(0, 10, (16,)))
+        loss = nn.functional.cross_entropy(
+            model(torch.randn(16, 1, 28, 28)), torch.randint(0, 10, (16,))
+        )
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -58,40 +58,64 @@ def test_interpolation_exact_on_grid_and_bilinear_between(arch):
         xt = torch.as_tensor(x)[None]
         c_in, c_out = costs.layer_channels(xt)
         idx = [i for i, ly in enumerate(space.layers) if ly.kind in ("conv", "linear")]
-        expected = (1e-3 * c_in[0, idx] * c_out[0, idx]).sum() + 0.25  # ResNet-20 has no depthwise conv
+        expected = (
+            1e-3 * c_in[0, idx] * c_out[0, idx]
+        ).sum() + 0.25  # ResNet-20 has no depthwise conv
         assert costs.latency(xt).item() == pytest.approx(expected.item(), rel=1e-12)
 
 
 def test_interpolation_monotone_continuous_with_finite_gradient(arch):
     _, space = arch
-    costs = CostModel(space, latency=synthetic(space, lambda a, b: np.sqrt(a * b) + 0.01 * (a > 20)))
+    costs = CostModel(
+        space, latency=synthetic(space, lambda a, b: np.sqrt(a * b) + 0.01 * (a > 20))
+    )
     t = torch.linspace(0, 1, 401, dtype=torch.float64)
     values = costs.latency(t[:, None].expand(-1, space.dim).contiguous())
     steps = values.diff()
     assert (steps >= -1e-12).all()  # non-decreasing along the diagonal
     assert steps.abs().max() < 0.05 * (values[-1] - values[0])  # no jumps
     x = torch.rand(4, space.dim, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
-    x = torch.cat([x, torch.zeros(1, space.dim, dtype=torch.float64), torch.ones(1, space.dim, dtype=torch.float64)])
+    x = torch.cat(
+        [
+            x,
+            torch.zeros(1, space.dim, dtype=torch.float64),
+            torch.ones(1, space.dim, dtype=torch.float64),
+        ]
+    )
     x.requires_grad_(True)
     (grad,) = torch.autograd.grad(costs.latency(x).sum(), x)
     assert torch.isfinite(grad).all() and (grad >= 0).all()
-    assert grad[:, : space.n_groups].abs().sum() > 0 and grad[:, space.n_groups :].abs().sum() == 0  # bits: no effect
+    assert (
+        grad[:, : space.n_groups].abs().sum() > 0 and grad[:, space.n_groups :].abs().sum() == 0
+    )  # bits: no effect
 
 
 def test_profile_full_model_prediction_equals_measurement(arch, tmp_path):
     model, space = arch
     with torch.no_grad():
-        table = profile(model, space, "resnet20", ProfileSettings(repeats=1, warmup=1, model_runs=2, calibration=3), torch.device("cpu"))
+        table = profile(
+            model,
+            space,
+            "resnet20",
+            ProfileSettings(repeats=1, warmup=1, model_runs=2, calibration=3),
+            torch.device("cpu"),
+        )
     assert table.scale > 0  # fitted on whole models; never makes latency fall with more channels
     costs = CostModel(space, latency=table)
     assert costs.unpruned()["latency"] == pytest.approx(table.full_model_ms, abs=1e-6)
     for entry in table.layers.values():  # the envelope is monotone and never below the raw medians
         ms, raw = np.array(entry.ms), np.array(entry.raw_ms)
-        assert (np.diff(ms, axis=0) >= 0).all() and (np.diff(ms, axis=1) >= 0).all() and (ms >= raw).all()
+        assert (
+            (np.diff(ms, axis=0) >= 0).all()
+            and (np.diff(ms, axis=1) >= 0).all()
+            and (ms >= raw).all()
+        )
     path = tmp_path / "latency.json"
     save_table(path, table)
     again = load_table(path, space)
-    assert CostModel(space, latency=again).unpruned()["latency"] == pytest.approx(table.full_model_ms, abs=1e-6)
+    assert CostModel(space, latency=again).unpruned()["latency"] == pytest.approx(
+        table.full_model_ms, abs=1e-6
+    )
     other = build_space(model, SHAPE, SpaceChoices(max_prune=0.5))
     with pytest.raises(UserError, match="profile-latency"):
         load_table(path, other)
@@ -102,8 +126,12 @@ def test_profile_full_model_prediction_equals_measurement(arch, tmp_path):
 def test_profile_in_onnxruntime_times_qdq_and_float_kernels(arch):
     pytest.importorskip("onnxruntime")
     model, _ = arch
-    space = build_space(model, SHAPE, SpaceChoices(max_prune=0.5, prune_step=0.25))  # 3 levels: fast
-    settings = ProfileSettings(repeats=1, warmup=1, model_runs=2, calibration=2, runtime="onnxruntime")
+    space = build_space(
+        model, SHAPE, SpaceChoices(max_prune=0.5, prune_step=0.25)
+    )  # 3 levels: fast
+    settings = ProfileSettings(
+        repeats=1, warmup=1, model_runs=2, calibration=2, runtime="onnxruntime"
+    )
     table = profile(model, space, "resnet20", settings, torch.device("cpu"))
     assert table.runtime == "onnxruntime" and table.threads == 1 and table.runtime_version
     assert set(table.layers) == set(table.float_layers) == {ly.name for ly in space.quant_layers}

@@ -26,7 +26,9 @@ def policy_model() -> tuple[torch.nn.Module, torch.Tensor]:
     torch.manual_seed(0)
     base = create_model("resnet20", 10, 1).eval()
     space = build_space(base, SHAPE)
-    policy = space.decode(np.linspace(0.0, 1.0, space.dim))  # every group pruned differently, mixed bits
+    policy = space.decode(
+        np.linspace(0.0, 1.0, space.dim)
+    )  # every group pruned differently, mixed bits
     model = prune_model(base, space, policy)
     with torch.no_grad():
         for m in model.modules():
@@ -55,7 +57,9 @@ def test_qdq_module_computes_the_simulation_bit_for_bit(policy_model):
     assert torch.equal(qdq_module(model)(x), model(x))
 
 
-def test_weights_are_integer_codes_in_their_bit_range_and_bn_is_folded(policy_model, qdq_file: Path):
+def test_weights_are_integer_codes_in_their_bit_range_and_bn_is_folded(
+    policy_model, qdq_file: Path
+):
     import onnx
     from onnx import numpy_helper
 
@@ -74,7 +78,9 @@ def test_weights_are_integer_codes_in_their_bit_range_and_bn_is_folded(policy_mo
         codes = inits[dq.input[0]]
         name = dq.input[0].split(".codes")[0]  # "<layer>.codes", "_bn" after the fold
         lo, hi = weight_qrange(layers[name].w_bits)
-        k = fine_factor(lo, hi, signed=True)  # b-bit codes stored times 2^(8-b): still only 2^b - 1 levels
+        k = fine_factor(
+            lo, hi, signed=True
+        )  # b-bit codes stored times 2^(8-b): still only 2^b - 1 levels
         assert codes.dtype == np.int8 and (codes % k == 0).all() and np.abs(codes // k).max() <= hi
         assert (inits[dq.input[1]] > 0).all()  # per-channel scales, positive after the fold
         assert producer[node.input[0]].op_type == "DequantizeLinear"  # a quantized input
@@ -82,13 +88,19 @@ def test_weights_are_integer_codes_in_their_bit_range_and_bn_is_folded(policy_mo
     assert seen == set(layers)
 
 
-def test_onnxruntime_fuses_integer_convs_and_agrees_with_the_simulation(policy_model, qdq_file: Path, tmp_path: Path):
+def test_onnxruntime_fuses_integer_convs_and_agrees_with_the_simulation(
+    policy_model, qdq_file: Path, tmp_path: Path
+):
     ort = pytest.importorskip("onnxruntime")
     import onnx
 
     model, x = policy_model
     opts = ort.SessionOptions()
-    opts.intra_op_num_threads, opts.optimized_model_filepath, opts.log_severity_level = 1, str(tmp_path / "opt.onnx"), 3
+    opts.intra_op_num_threads, opts.optimized_model_filepath, opts.log_severity_level = (
+        1,
+        str(tmp_path / "opt.onnx"),
+        3,
+    )
     sess = ort.InferenceSession(str(qdq_file), opts, providers=["CPUExecutionProvider"])
     got = sess.run(None, {"input": x.numpy()})[0]
     assert "QLinearConv" in {n.op_type for n in onnx.load(str(tmp_path / "opt.onnx")).graph.node}
@@ -103,18 +115,26 @@ def test_onnxruntime_fuses_integer_convs_and_agrees_with_the_simulation(policy_m
 def test_missing_onnxruntime_is_one_clear_line(monkeypatch, tmp_path: Path, capsys):
     from seernet.ort_runtime import require_onnxruntime
 
-    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime now raises ImportError
+    monkeypatch.setitem(
+        sys.modules, "onnxruntime", None
+    )  # import onnxruntime now raises ImportError
     with pytest.raises(UserError, match="onnxruntime is not installed"):
         require_onnxruntime()
     assert main(["profile-latency", "--workdir", str(tmp_path), "--runtime", "onnxruntime"]) == 2
     err = capsys.readouterr().err.strip()
-    assert "onnxruntime is not installed" in err and "pip install" in err and len(err.splitlines()) == 1
+    assert (
+        "onnxruntime is not installed" in err
+        and "pip install" in err
+        and len(err.splitlines()) == 1
+    )
 
 
 def test_unknown_runtime_is_one_clear_line(tmp_path: Path, capsys):
     assert main(["profile-latency", "--workdir", str(tmp_path), "--runtime", "tensorrt"]) == 2
     err = capsys.readouterr().err.strip()
-    assert "unknown runtime 'tensorrt'" in err and "onnxruntime" in err and len(err.splitlines()) == 1
+    assert (
+        "unknown runtime 'tensorrt'" in err and "onnxruntime" in err and len(err.splitlines()) == 1
+    )
 
 
 def test_ort_latency_table_states_threads_and_load(qdq_file: Path):
@@ -122,6 +142,10 @@ def test_ort_latency_table_states_threads_and_load(qdq_file: Path):
     from seernet.ort_runtime import ort_latency_table
 
     table = ort_latency_table({"qdq": qdq_file}, SHAPE, (1, 3), runs=2, threads=1)
-    assert table["runtime"] == "onnxruntime" and table["threads"] == 1 and table["batch_sizes"] == [1, 3]
+    assert (
+        table["runtime"] == "onnxruntime"
+        and table["threads"] == 1
+        and table["batch_sizes"] == [1, 3]
+    )
     assert set(table["load_average_1min"]) == {"before", "after"}
     assert all(table["models"]["qdq"][b]["median_ms"] > 0 for b in ("1", "3"))

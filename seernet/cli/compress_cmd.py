@@ -13,13 +13,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     from seernet.compress import DEFAULT_STEPS, CompressSettings
 
     d = CompressSettings()
-    p.add_argument("policy", help="policy file written by 'seernet solve' (WORKDIR/policies/<name>.json)")
+    p.add_argument(
+        "policy", help="policy file written by 'seernet solve' (WORKDIR/policies/<name>.json)"
+    )
     from seernet.cli.common import add_workdir_argument
 
     add_workdir_argument(p)
-    p.add_argument("--epochs", type=float, help="QAT fine-tuning epochs, fractions allowed (default: --steps)")
+    p.add_argument(
+        "--epochs", type=float, help="QAT fine-tuning epochs, fractions allowed (default: --steps)"
+    )
     p.add_argument("--steps", type=int, help=f"QAT fine-tuning steps (default: {DEFAULT_STEPS})")
-    p.add_argument("--lr", type=float, default=d.lr, help="peak learning rate of the cosine schedule (default: %(default)s)")
+    p.add_argument(
+        "--lr",
+        type=float,
+        default=d.lr,
+        help="peak learning rate of the cosine schedule (default: %(default)s)",
+    )
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="default: %(default)s")
     p.add_argument("--seed", type=int, default=d.seed, help="default: %(default)s")
     p.add_argument("--criterion", default=d.criterion,
@@ -27,11 +36,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--distill", type=float, default=d.distill,
                    help="weight in 0..1 of the KL to the float base model's softened logits in the fine-tuning "
                         "loss, the rest label cross-entropy; 0 turns distillation off (default: %(default)s)")  # fmt: skip
-    p.add_argument("--temperature", type=float, default=d.temperature,
-                   help="temperature softening both logits in the distillation term (default: %(default)s)")
+    p.add_argument(
+        "--temperature",
+        type=float,
+        default=d.temperature,
+        help="temperature softening both logits in the distillation term (default: %(default)s)",
+    )
     p.add_argument("--lsq", action=argparse.BooleanOptionalAction, default=d.lsq,
                    help="learn the weight and activation step sizes while fine-tuning (LSQ) (default: %(default)s)")  # fmt: skip
-    p.add_argument("--latency-runs", type=int, default=d.latency_runs, help="timed runs per latency figure (default: %(default)s)")
+    p.add_argument(
+        "--latency-runs",
+        type=int,
+        default=d.latency_runs,
+        help="timed runs per latency figure (default: %(default)s)",
+    )
     p.add_argument("--ort-threads", type=int, default=d.ort_threads,
                    help="ONNX Runtime intra-op threads for its latency figures (default: %(default)s)")  # fmt: skip
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
@@ -59,7 +77,9 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(str(exc)) from exc
     ws = Workspace(args.workdir)
     ctx = RunContext(ws, ws.read(), resolve_device(args.device))
-    make_criterion(args.criterion)  # after the context: it registers the workspace's learned criteria
+    make_criterion(
+        args.criterion
+    )  # after the context: it registers the workspace's learned criteria
     path = Path(args.policy)
     doc, policy = read_policy(path, ctx.space)
     # The unpruned base model bounds the compressed one: refuse a batch it could not train on.
@@ -76,13 +96,21 @@ def render(m: dict) -> str:
     from seernet.units import format_bytes
 
     acc = m["accuracy"]
-    accs = [[when, acc[k]["val"], acc[k]["test"]] for when, k in (("before QAT", "before_finetune"), ("after QAT", "after_finetune"))]
+    accs = [
+        [when, acc[k]["val"], acc[k]["test"]]
+        for when, k in (("before QAT", "before_finetune"), ("after QAT", "after_finetune"))
+    ]
     costs = [[k, format_cost(k, v), format_cost(k, m["unpruned"][k]), f"{100 * v / m['unpruned'][k]:.1f}%"]
              for k, v in m["costs"].items()]  # fmt: skip
     files = [[name, n, format_bytes(n)] for name, n in m["files"].items()]
-    files.append(["(base model, float32)", m["base_float_bytes"], format_bytes(m["base_float_bytes"])])
+    files.append(
+        ["(base model, float32)", m["base_float_bytes"], format_bytes(m["base_float_bytes"])]
+    )
     lat = m["latency"]
-    times = [[name, *(v[str(b)]["median_ms"] for b in lat["batch_sizes"])] for name, v in lat["models"].items()]
+    times = [
+        [name, *(v[str(b)]["median_ms"] for b in lat["batch_sizes"])]
+        for name, v in lat["models"].items()
+    ]
     return "\n".join([
         f"== {m['name']}: {m['finetune_steps']} QAT steps on {m['device']} ==",
         format_table(["", "val %", "test %"], accs), "",
@@ -112,8 +140,14 @@ def _render_ort(ort: dict | None) -> list[str]:
     load = lat["load_average_1min"]
     return [
         "",
-        format_table(["ONNX Runtime CPU, median ms", *(f"batch {b}" for b in lat["batch_sizes"]),
-                      *(f"speed-up b{b}" for b in lat["batch_sizes"])], rows),  # fmt: skip
+        format_table(
+            [
+                "ONNX Runtime CPU, median ms",
+                *(f"batch {b}" for b in lat["batch_sizes"]),
+                *(f"speed-up b{b}" for b in lat["batch_sizes"]),
+            ],
+            rows,
+        ),  # fmt: skip
         f"(onnxruntime {lat['version']}, {lat['threads']} intra-op thread(s), median of {lat['models']['base (float)']['1']['runs']} runs, "
         f"1-min load average {load['before']} before, {load['after']} after)",
         f"QDQ model in ORT: test accuracy {ort['test_accuracy']:.2f}% (simulation {ort['simulation_test_accuracy']:.2f}%), "

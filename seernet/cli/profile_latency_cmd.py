@@ -16,15 +16,36 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
     d = ProfileSettings()
     add_workdir_argument(p)
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help="inputs per timed pass (default: %(default)s)")
-    p.add_argument("--threads", type=int, help="torch threads while timing (default: torch's current count)")
-    p.add_argument("--repeats", type=int, default=d.repeats, help="timed runs per table entry; the median is kept (default: %(default)s)")
-    p.add_argument("--warmup", type=int, default=d.warmup, help="untimed runs before each entry (default: %(default)s)")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=d.batch_size,
+        help="inputs per timed pass (default: %(default)s)",
+    )
+    p.add_argument(
+        "--threads", type=int, help="torch threads while timing (default: torch's current count)"
+    )
+    p.add_argument(
+        "--repeats",
+        type=int,
+        default=d.repeats,
+        help="timed runs per table entry; the median is kept (default: %(default)s)",
+    )
+    p.add_argument(
+        "--warmup",
+        type=int,
+        default=d.warmup,
+        help="untimed runs before each entry (default: %(default)s)",
+    )
     p.add_argument("--model-runs", type=int, default=d.model_runs,
                    help="timed runs of the whole model, for the overhead constant and the checks (default: %(default)s)")  # fmt: skip
     p.add_argument("--calibration", type=int, default=d.calibration,
                    help="random pruned whole models the scale of the layer sum is fitted on (default: %(default)s)")  # fmt: skip
-    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N (default: %(default)s)")
+    p.add_argument(
+        "--device",
+        default="auto",
+        help="auto (CUDA when present), cpu, cuda, cuda:N (default: %(default)s)",
+    )
     p.add_argument("--runtime", default=d.runtime,
                    help="torch (float model in PyTorch) or onnxruntime (the QDQ export in ONNX Runtime, CPU; "
                         "--threads then sets ORT's intra-op threads, default 1) (default: %(default)s)")  # fmt: skip
@@ -54,11 +75,20 @@ def run(args: argparse.Namespace) -> int:
     if check_runtime(args.runtime) == "onnxruntime":
         require_onnxruntime()  # one clear line before any work
     try:
-        settings = ProfileSettings(args.batch_size, args.threads, args.repeats, args.warmup, args.model_runs,
-                                   args.calibration, args.runtime)
+        settings = ProfileSettings(
+            args.batch_size,
+            args.threads,
+            args.repeats,
+            args.warmup,
+            args.model_runs,
+            args.calibration,
+            args.runtime,
+        )
     except ValueError as exc:
         raise UserError(str(exc)) from exc
-    device = resolve_device("cpu" if args.runtime == "onnxruntime" and args.device == "auto" else args.device)
+    device = resolve_device(
+        "cpu" if args.runtime == "onnxruntime" and args.device == "auto" else args.device
+    )
     ws = Workspace(args.workdir)
     ctx = RunContext(ws, ws.read(), device)
     space = ctx.space
@@ -89,8 +119,20 @@ def render(table, path) -> str:  # noqa: ANN001
 
     rows = [[name, f"{c['predicted_ms']:.3f}", f"{c['measured_ms']:.3f}", f"{100 * (c['predicted_ms'] / c['measured_ms'] - 1):+.1f}%"]
             for name, c in table.checks.items()]  # fmt: skip
-    rows.insert(0, ["unpruned", f"{table.full_model_ms:.3f}", f"{table.full_model_ms:.3f}", "+0.0% (by construction)"])
-    runtime = f"onnxruntime {table.runtime_version} (QDQ model)" if table.runtime == "onnxruntime" else f"torch {table.torch_version}"
+    rows.insert(
+        0,
+        [
+            "unpruned",
+            f"{table.full_model_ms:.3f}",
+            f"{table.full_model_ms:.3f}",
+            "+0.0% (by construction)",
+        ],
+    )
+    runtime = (
+        f"onnxruntime {table.runtime_version} (QDQ model)"
+        if table.runtime == "onnxruntime"
+        else f"torch {table.torch_version}"
+    )
     return "\n".join([
         f"device {table.device}, {runtime}, {table.threads} thread(s), batch {table.batch_size}",
         f"{len(table.layers)} layers, median of {table.repeats} runs per entry; "
