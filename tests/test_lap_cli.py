@@ -124,6 +124,25 @@ def test_dynamic_criterion_needs_scores_then_prunes_by_them(workspace: Path, cap
     assert torch.equal(by_base.get_submodule(root).weight, kept_weight)
     with pytest.raises(UserError, match="learned per workspace"):
         prune_model(ctx.model, space, policy, "dynamic")
+    # and 'compress --criterion dynamic' prunes with this workspace's scores end to end
+    doc = {
+        "name": "dynamic-full",
+        "space_fingerprint": space.fingerprint,
+        "policy": policy.to_json(),
+    }
+    (tmp_path / "p.json").write_text(json.dumps(doc))
+    compress = [
+        "compress",
+        str(tmp_path / "p.json"),
+        "--workdir",
+        str(workspace),
+        "--steps",
+        "0",
+        "--latency-runs",
+        "1",
+    ]
+    assert main([*compress, "--device", "cpu", "--criterion", "dynamic"]) == 0
+    assert (workspace / "compressed" / "dynamic-full" / "metrics.json").is_file()
 
 
 def test_profile_in_onnxruntime_then_solve_under_its_latency_budget(
