@@ -30,7 +30,9 @@ What ``model.qdq.onnx`` holds, stated once:
 ORT's graph optimizer turns ``DequantizeLinear -> Conv [-> Relu] -> QuantizeLinear`` into one
 integer QLinearConv. A conv whose output the simulation keeps in float (it feeds a residual
 add, or the logits) is not followed by a QuantizeLinear and runs as a float conv on the
-dequantized input: the file computes what seernet simulates, not an approximation of it.
+dequantized input: with ``residuals="float"`` the file computes what seernet simulates.
+``residuals="int8"`` quantizes those residual-branch outputs at 8 bits so that ORT runs every
+such conv on integer kernels too (``seernet.onnx_residuals``): an approximation, measured.
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ from seernet.quant_export import export_codes
 OPSET = 17  # per-channel DequantizeLinear needs 13; 17 matches model.onnx
 
 
-class _QuantizeInput(torch.autograd.Function):
+class QuantizeInput(torch.autograd.Function):
     """Per-tensor input quantization: computed as seernet simulates it, exported as Q -> Clip -> DQ."""
 
     @staticmethod
@@ -143,7 +145,7 @@ class QDQLayer(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         if self.act is not None:
-            x = _QuantizeInput.apply(x, *self.act)
+            x = QuantizeInput.apply(x, *self.act)
         w = self.weight if self.codes is None else _DequantizeWeight.apply(self.codes, self.scale)
         return F.conv2d(x, w, self.bias, **self.kw) if self.conv else F.linear(x, w, self.bias)
 
@@ -158,10 +160,27 @@ def qdq_module(model: nn.Module) -> nn.Module:
     return out
 
 
-def export_qdq(model: nn.Module, example: Tensor, path: Path) -> None:
-    """Write ``model`` (fake-quantized, calibrated) as a checked QDQ ONNX file with a dynamic batch."""
+def export_qdq(
+    model: nn.Module,
+    example: Tensor,
+    path: Path,
+    residuals: str = "float",
+    calibration: Tensor | None = None,
+) -> None:
+    """Write ``model`` (fake-quantized, calibrated) as a checked QDQ ONNX file with a dynamic batch.
+
+    ``residuals="int8"`` also quantizes residual-branch conv outputs at 8 bits, with ranges
+    calibrated on ``calibration`` images (``seernet.onnx_residuals``; needs onnxruntime);
+    ``"float"`` keeps the file exactly what seernet simulates.
+    """
     import onnx
 
+    from seernet.onnx_residuals import RESIDUAL_MODES, quantize_residual_branches_
+
+    if residuals not in RESIDUAL_MODES:
+        raise ValueError(f"residuals must be one of {RESIDUAL_MODES}, got {residuals!r}")
+    if residuals == "int8" and calibration is None:
+        raise ValueError("residuals='int8' needs calibration images")
     module = qdq_module(model)
     tmp = Path(path).with_suffix(".raw.onnx")
     try:
@@ -174,13 +193,15 @@ def export_qdq(model: nn.Module, example: Tensor, path: Path) -> None:
     finally:
         tmp.unlink(missing_ok=True)
     fold_batchnorm_(graph)
-    quantize_biases_(graph)
+    if residuals == "int8":
+        quantize_residual_branches_(graph, calibration.cpu().numpy())
+    quantize_biases_(graph)  # last: a branch quantized above makes its conv an integer one
     onnx.checker.check_model(graph)
     onnx.save(graph, str(path))
 
 
 # --- graph passes ----------------------------------------------------------------------------
-class _Consts:
+class GraphConstants:
     """Constant tensors of a graph by value name (initializers and Constant nodes), editable."""
 
     def __init__(self, graph) -> None:  # noqa: ANN001 - an onnx.GraphProto
@@ -212,11 +233,11 @@ class _Consts:
         return name
 
 
-def _producers(graph) -> dict[str, object]:  # noqa: ANN001
+def producers_of(graph) -> dict[str, object]:  # noqa: ANN001
     return {o: n for n in graph.node for o in n.output}
 
 
-def _consumers(graph) -> dict[str, list]:  # noqa: ANN001
+def consumers(graph) -> dict[str, list]:  # noqa: ANN001
     users: dict[str, list] = {}
     for n in graph.node:
         for i in n.input:
@@ -224,7 +245,7 @@ def _consumers(graph) -> dict[str, list]:  # noqa: ANN001
     return users
 
 
-def _weight_dq(node, producers: dict, consts: _Consts):  # noqa: ANN001, ANN202
+def weight_dequantizer(node, producers: dict, consts: GraphConstants):  # noqa: ANN001, ANN202
     """The DequantizeLinear node feeding ``node``'s weight from constant codes, or None."""
     dq = producers.get(node.input[1]) if len(node.input) > 1 else None
     if dq is None or dq.op_type != "DequantizeLinear" or consts.get(dq.input[0]) is None:
@@ -235,13 +256,13 @@ def _weight_dq(node, producers: dict, consts: _Consts):  # noqa: ANN001, ANN202
 def fold_batchnorm_(graph) -> int:  # noqa: ANN001 - an onnx.ModelProto
     """Fold each BatchNormalization that alone consumes a QDQ-weight Conv into it; returns the count."""
     g = graph.graph
-    consts, producers, users = _Consts(g), _producers(g), _consumers(g)
+    consts, producers, users = GraphConstants(g), producers_of(g), consumers(g)
     folded = []
     for bn in [n for n in g.node if n.op_type == "BatchNormalization"]:
         conv = producers.get(bn.input[0])
         if conv is None or conv.op_type != "Conv" or len(users.get(conv.output[0], [])) != 1:
             continue
-        dq = _weight_dq(conv, producers, consts)
+        dq = weight_dequantizer(conv, producers, consts)
         if dq is None:
             continue
         gamma, beta, mean, var = (consts.get(i).astype(np.float64) for i in bn.input[1:5])
@@ -271,14 +292,14 @@ def fold_batchnorm_(graph) -> int:  # noqa: ANN001 - an onnx.ModelProto
 def quantize_biases_(graph) -> int:  # noqa: ANN001 - an onnx.ModelProto
     """Store float biases of Conv/Gemm layers with quantized input and weight as int32 DQ; returns the count."""
     g = graph.graph
-    consts, producers, users = _Consts(g), _producers(g), _consumers(g)
+    consts, producers, users = GraphConstants(g), producers_of(g), consumers(g)
     new_nodes, done = [], 0
     for node in g.node:
         if node.op_type not in ("Conv", "Gemm") or len(node.input) < 3 or not node.input[2]:
             continue
         if not requantized(node, users):
             continue  # ORT runs it as a float op anyway: the float bias stays exact
-        x_dq, w_dq = producers.get(node.input[0]), _weight_dq(node, producers, consts)
+        x_dq, w_dq = producers.get(node.input[0]), weight_dequantizer(node, producers, consts)
         bias = consts.get(node.input[2])
         if x_dq is None or x_dq.op_type != "DequantizeLinear" or w_dq is None or bias is None:
             continue

@@ -10,7 +10,8 @@ What is measured, stated once:
   with that output quantizer, which lets ORT fuse it into one integer QLinearConv; a conv whose
   output stays float (it feeds a residual add or the logits) is timed without, as ORT then
   runs it: a float conv on the dequantized input. Which layers are which is read from the
-  QDQ graph of the unpruned model.
+  QDQ graph of the unpruned model, exported with the table's ``qdq_residuals`` (with "int8",
+  as ``seernet compress`` exports by default, residual-branch convs are integer ones too).
 - Weights and activation scales are random (calibrated on random inputs): they do not change
   ORT's kernels or their time.
 """
@@ -23,7 +24,7 @@ import statistics
 import torch
 from torch import nn
 
-from seernet.onnx_qdq import _consumers, _QuantizeInput, export_qdq, requantized
+from seernet.onnx_qdq import QuantizeInput, consumers, export_qdq, requantized
 from seernet.ort_runtime import float_onnx, random_input, session, time_session
 from seernet.quant import calibrate_, quantize_
 from seernet.space import Policy, PolicySpace
@@ -33,17 +34,18 @@ class OutputQuant(nn.Module):
     """The next layer's 8-bit unsigned input quantizer, appended to a timed block (QDQ in ONNX)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _QuantizeInput.apply(x, 0.05, 0, 255, False)
+        return QuantizeInput.apply(x, 0.05, 0, 255, False)
 
 
-def _qdq_bytes(model: nn.Module, x: torch.Tensor) -> bytes:
+def _qdq_bytes(model: nn.Module, x: torch.Tensor, residuals: str = "float") -> bytes:
     """A fake-quant model as serialized QDQ ONNX (through a temporary file: export_qdq writes files)."""
     import tempfile
     from pathlib import Path
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "m.qdq.onnx"
-        export_qdq(model, x, path)
+        calibration = torch.randn((8, *x.shape[1:]), generator=torch.Generator().manual_seed(0))
+        export_qdq(model, x, path, residuals, calibration)
         return path.read_bytes()
 
 
@@ -60,14 +62,16 @@ def quantized_model(
     return pruned.eval()
 
 
-def requantized_layers(model: nn.Module, space: PolicySpace) -> set[str]:
+def requantized_layers(model: nn.Module, space: PolicySpace, residuals: str = "int8") -> set[str]:
     """Layers whose output the model's QDQ form quantizes again (ORT runs them as QLinearConv)."""
     import onnx
 
     qmodel = quantized_model(model, space, space.full_policy())
-    graph = onnx.load_from_string(_qdq_bytes(qmodel, torch.zeros(space.input_shape))).graph
+    graph = onnx.load_from_string(
+        _qdq_bytes(qmodel, torch.zeros(space.input_shape), residuals)
+    ).graph
     names = [ly.name for ly in space.quant_layers]
-    users = _consumers(graph)
+    users = consumers(graph)
     out = set()
     for n in graph.node:
         if n.op_type in ("Conv", "Gemm") and requantized(n, users):
@@ -102,11 +106,12 @@ def block_ms(
 
 
 def model_ms(
-    model: nn.Module, space: PolicySpace, policy: Policy, batch_size: int, runs: int, warmup: int, threads: int
+    model: nn.Module, space: PolicySpace, policy: Policy, batch_size: int, runs: int, warmup: int, threads: int,
+    residuals: str = "int8",
 ) -> float:  # fmt: skip
-    """Median ms in ORT of ``policy``'s pruned model in QDQ form at ``batch_size``."""
+    """Median ms in ORT of ``policy``'s pruned model in QDQ form (``residuals`` as in export_qdq) at ``batch_size``."""
     qmodel = quantized_model(model, space, policy)
-    data = _qdq_bytes(qmodel, torch.zeros((2, *space.input_shape[1:])))
+    data = _qdq_bytes(qmodel, torch.zeros((2, *space.input_shape[1:])), residuals)
     return statistics.median(
         time_session(
             session(data, threads), random_input(space.input_shape, batch_size), runs, warmup

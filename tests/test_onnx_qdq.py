@@ -149,3 +149,32 @@ def test_ort_latency_table_states_threads_and_load(qdq_file: Path):
     )
     assert set(table["load_average_1min"]) == {"before", "after"}
     assert all(table["models"]["qdq"][b]["median_ms"] > 0 for b in ("1", "3"))
+
+
+def test_int8_residual_branches_run_every_block_conv_on_integer_kernels(
+    policy_model, tmp_path: Path
+):
+    ort = pytest.importorskip("onnxruntime")
+    import onnx
+
+    model, x = policy_model
+    with pytest.raises(ValueError, match="calibration"):
+        export_qdq(model, x[:2], tmp_path / "m.onnx", residuals="int8")
+    export_qdq(model, x[:2], tmp_path / "m.onnx", residuals="int8", calibration=x[:16])
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads, opts.optimized_model_filepath, opts.log_severity_level = (
+        1,
+        str(tmp_path / "opt.onnx"),
+        3,
+    )
+    got = ort.InferenceSession(
+        str(tmp_path / "m.onnx"), opts, providers=["CPUExecutionProvider"]
+    ).run(None, {"input": x.numpy()})[0]
+    ops = [n.op_type for n in onnx.load(str(tmp_path / "opt.onnx")).graph.node]
+    # ResNet-20: 21 convs (2 of them 1x1 shortcuts); only the stem (its output also feeds the identity
+    # shortcut) stays float.
+    assert ops.count("QLinearConv") == 20
+    with torch.no_grad():
+        assert (
+            got.argmax(1) == model(x).numpy().argmax(1)
+        ).mean() >= 0.9  # an approximation: 8-bit branches

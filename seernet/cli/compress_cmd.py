@@ -52,6 +52,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--ort-threads", type=int, default=d.ort_threads,
                    help="ONNX Runtime intra-op threads for its latency figures (default: %(default)s)")  # fmt: skip
+    p.add_argument("--qdq-residuals", default=d.qdq_residuals,
+                   help="int8: model.qdq.onnx also quantizes residual-branch conv outputs at 8 bits, so ONNX "
+                        "Runtime runs every conv on integer kernels (faster; an approximation, its top-1 agreement "
+                        "with the simulation is reported); float: the exact form, those convs run in float "
+                        "(default: %(default)s)")  # fmt: skip
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
     p.add_argument("--json", action="store_true", help="print metrics.json only")
 
@@ -72,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
         settings = CompressSettings(args.epochs, args.steps, args.lr, args.batch_size, seed=args.seed,
                                     criterion=args.criterion, latency_runs=args.latency_runs, lsq=args.lsq,
                                     distill=args.distill, temperature=args.temperature,
-                                    ort_threads=args.ort_threads)  # fmt: skip
+                                    ort_threads=args.ort_threads, qdq_residuals=args.qdq_residuals)  # fmt: skip
     except ValueError as exc:
         raise UserError(str(exc)) from exc
     ws = Workspace(args.workdir)
@@ -150,7 +155,7 @@ def _render_ort(ort: dict | None) -> list[str]:
         ),  # fmt: skip
         f"(onnxruntime {lat['version']}, {lat['threads']} intra-op thread(s), median of {lat['models']['base (float)']['1']['runs']} runs, "
         f"1-min load average {load['before']} before, {load['after']} after)",
-        f"QDQ model in ORT: test accuracy {ort['test_accuracy']:.2f}% (simulation {ort['simulation_test_accuracy']:.2f}%), "
+        f"QDQ model in ORT ({ort.get('qdq_residuals', 'float')} residual branches): test accuracy {ort['test_accuracy']:.2f}% (simulation {ort['simulation_test_accuracy']:.2f}%), "
         f"top-1 agreement with the simulation {ort['top1_agreement']:.2f}% of {ort['test_images']} test images",
         "",
     ]

@@ -49,6 +49,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--runtime", default=d.runtime,
                    help="torch (float model in PyTorch) or onnxruntime (the QDQ export in ONNX Runtime, CPU; "
                         "--threads then sets ORT's intra-op threads, default 1) (default: %(default)s)")  # fmt: skip
+    p.add_argument("--qdq-residuals", default=d.qdq_residuals,
+                   help="onnxruntime: the QDQ form to time, as 'seernet compress --qdq-residuals' writes it: int8 "
+                        "(residual-branch convs on integer kernels too) or float (default: %(default)s)")  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:
@@ -63,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
     from seernet.latency_table import (
         TABLE_NAME,
         ProfileSettings,
+        at_top_bits,
         grid_points,
         measured_latency_ms,
         profile,
@@ -83,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
             args.model_runs,
             args.calibration,
             args.runtime,
+            args.qdq_residuals,
         )
     except ValueError as exc:
         raise UserError(str(exc)) from exc
@@ -101,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
     levels = Levels(space.levels())
     # Two pruned models the table never saw whole: how well the sum of layers predicts them.
     for name, x in (("smallest", levels.lower), ("half", np.full(space.dim, 0.5))):
-        policy = space.decode(x)
+        policy = space.decode(at_top_bits(x, space) if table.runtime == "onnxruntime" else x)
         predicted = costs.of_policy(policy)["latency"]
         measured = measured_latency_ms(arch, space, policy, table, runs=settings.model_runs)
         table.checks[name] = {"predicted_ms": predicted, "measured_ms": measured}
