@@ -1,9 +1,11 @@
 """Deployment in ONNX Runtime: the QDQ models' speed-ups, and LAP's latency model for ORT.
 
 (a) From the ``metrics.json`` of ``seernet compress`` runs: ORT CPU latency of the float base,
-    the float pruned and the QDQ model at batch 1 and 64, the QDQ speed-up over the float base,
-    and its ratio to the FLOPs reduction (base FLOPs / model FLOPs); top-1 agreement of the QDQ
-    model in ORT with seernet's simulation, and its test accuracy in ORT.
+    the float pruned and the QDQ model (default ``--qdq-residuals int8``) at batch 1 and 64, the
+    speed-ups over the float base and their ratio to the FLOPs reduction (base FLOPs / model
+    FLOPs); top-1 agreement of the QDQ model in ORT with seernet's simulation, and its test
+    accuracy in ORT. The exact QDQ form (float residual branches) is rebuilt from each
+    ``packed.bin`` and measured the same way (cached in ``--out``).
 (b) The latency model: ``seernet profile-latency --runtime onnxruntime`` (batch 1, 1 thread),
     then predicted vs measured ORT latency of the QDQ model of every distinct policy (channels
     and bits: low-bit inputs add small requantization ops) found in the policy folders.
@@ -57,14 +59,38 @@ def load() -> str:
 
 
 # --- (a) --------------------------------------------------------------------------------------
-def part_a(ws: Path) -> None:
+def exact_form(ctx: RunContext, folder: Path, runs: int, out: Path) -> dict:
+    """The exact QDQ form (float residual branches) of a compressed model, rebuilt from packed.bin:
+    its ORT latency at batch 1 and 64 and its test accuracy and agreement with the simulation (cached)."""
+    from seernet.export import load_packed
+    from seernet.onnx_qdq import export_qdq
+    from seernet.ort_runtime import ort_latency_table, predictions, session, torch_predictions
+
+    cache = out / f"{folder.name}.exact.json"
+    if cache.is_file():
+        return json.loads(cache.read_text())
+    model = load_packed(folder / "packed.bin")  # the simulation, bit for bit
+    path = out / f"{folder.name}.qdq-float-residuals.onnx"
+    export_qdq(model, torch.zeros((2, *ctx.space.input_shape[1:])), path, residuals="float")
+    lat = ort_latency_table({"qdq": path}, ctx.space.input_shape, (1, 64), runs, threads=1)
+    ort_pred, labels = predictions(session(path, 1), ctx.splits.test)
+    sim = torch_predictions(model, ctx.splits.test, torch.device("cpu"))
+    result = {"latency": lat, "test_accuracy": 100 * float((ort_pred == labels).mean()),
+              "top1_agreement": 100 * float((ort_pred == sim).mean())}  # fmt: skip
+    out.mkdir(parents=True, exist_ok=True)
+    cache.write_text(json.dumps(result, indent=1))
+    return result
+
+
+def part_a(ctx: RunContext, out: Path, runs: int) -> None:
     rows, acc = [], []
-    for path in sorted(ws.glob("compressed/*/metrics.json")):
+    for path in sorted(Path(ctx.ws.root).glob("compressed/*/metrics.json")):
         m = json.loads(path.read_text())
         ort = m.get("onnxruntime")
         if not ort:
             print(f"{path}: no ORT figures (onnxruntime missing at compress time)")
             continue
+        exact = exact_form(ctx, path.parent, runs, out)
         lat = ort["latency"]["models"]
         reduction = m["unpruned"]["flops"] / m["costs"]["flops"]
         for b in ("1", "64"):
@@ -72,16 +98,23 @@ def part_a(ws: Path) -> None:
                 lat[k][b]["median_ms"]
                 for k in ("base (float)", "compressed (float)", "compressed (QDQ int8)")
             )
-            rows.append([m["name"], b, f"{100 / reduction:.1f}%", f"{base:.3f}", f"{pruned:.3f}", f"{qdq:.3f}",
-                         f"{base / pruned:.2f}x", f"{base / qdq:.2f}x", f"{reduction:.2f}x",
-                         f"{base / pruned / reduction:.2f}", f"{base / qdq / reduction:.2f}"])  # fmt: skip
+            q_exact = exact["latency"]["models"]["qdq"][b]["median_ms"]
+            rows.append([m["name"], b, f"{100 / reduction:.1f}%", f"{reduction:.2f}x", f"{base:.3f}", f"{pruned:.3f}",
+                         f"{qdq:.3f}", f"{q_exact:.3f}", f"{base / pruned:.2f}x ({base / pruned / reduction:.2f})",
+                         f"{base / qdq:.2f}x ({base / qdq / reduction:.2f})",
+                         f"{base / q_exact:.2f}x ({base / q_exact / reduction:.2f})"])  # fmt: skip
         loads = ort["latency"]["load_average_1min"]
         acc.append([m["name"], f"{ort['simulation_test_accuracy']:.2f}", f"{ort['test_accuracy']:.2f}",
-                    f"{ort['top1_agreement']:.2f}", f"{ort['latency']['threads']}", f"{loads['before']} / {loads['after']}"])  # fmt: skip
-    print(format_table(["policy", "batch", "FLOPs", "base ms", "pruned ms", "QDQ ms", "pruned speed-up",
-                        "QDQ speed-up", "FLOPs reduction", "pruned ratio", "QDQ ratio"], rows))  # fmt: skip
-    print(format_table(["policy", "test % (simulation)", "test % (ORT QDQ)", "top-1 agreement %", "ORT threads",
-                        "load before / after"], acc))  # fmt: skip
+                    f"{ort['top1_agreement']:.2f}", f"{exact['test_accuracy']:.2f}", f"{exact['top1_agreement']:.2f}",
+                    f"{loads['before']} / {loads['after']}"])  # fmt: skip
+    print(
+        "ORT CPU median ms, 1 intra-op thread; speed-up over the float base (its ratio to the FLOPs reduction)"
+    )
+    print(format_table(["policy", "batch", "FLOPs", "FLOPs reduction", "float base", "float pruned",
+                        "QDQ int8-res.", "QDQ exact", "pruned speed-up", "QDQ int8-res. speed-up",
+                        "QDQ exact speed-up"], rows))  # fmt: skip
+    print(format_table(["policy", "test % simulation", "test % ORT int8-res.", "agreement % int8-res.",
+                        "test % ORT exact", "agreement % exact", "load at compress"], acc))  # fmt: skip
 
 
 # --- (b) --------------------------------------------------------------------------------------
@@ -206,7 +239,7 @@ def main() -> None:
     ws = Workspace(args.ws)
     if "a" in args.parts:
         print(f"(a) ORT latency of the compressed models ({load()} now)")
-        part_a(Path(args.ws))
+        part_a(RunContext(ws, ws.read(), torch.device("cpu")), Path(args.out), args.runs)
     if "b" in args.parts:
         print(f"\n(b) ORT latency model, batch 1 ({load()} now)")
         part_b(

@@ -178,3 +178,29 @@ def test_profile_in_onnxruntime_then_solve_under_its_latency_budget(
     assert code == 0 and doc["costs"]["latency"] <= doc["budgets"]["latency"] == pytest.approx(
         table["full_model_ms"]
     )
+
+
+def test_compress_refuses_a_batch_that_would_exhaust_memory(workspace: Path, capsys):
+    code, out = solve(workspace, capsys, "--flops", "70%", "--json")
+    (doc,) = json.loads(out)
+    policy = workspace / "policies" / f"{doc['name']}.json"
+    assert code == 0 and policy.is_file()
+    capsys.readouterr()
+    assert (
+        main(
+            [
+                "compress",
+                str(policy),
+                "--workdir",
+                str(workspace),
+                "--device",
+                "cpu",
+                "--batch-size",
+                "100000000",
+            ]
+        )
+        == 2
+    )
+    err = capsys.readouterr().err.strip()
+    assert "needs ~" in err and "--batch-size" in err and len(err.splitlines()) == 1
+    assert not (workspace / "compressed").exists()  # refused before any work
