@@ -51,6 +51,11 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--out", default="benchmarks/out/deploy-ort", help="resumable results of (b)")
     p.add_argument("--runs", type=int, default=50, help="timed runs per measured model in (b)")
     p.add_argument("--parts", default="abc")
+    p.add_argument(
+        "--lap-ws",
+        help="workspace of (b)'s latency table (default: --ws; another copy for another batch)",
+    )
+    p.add_argument("--lap-batch", type=int, default=1, help="batch size of (b)'s table and timings")
     return p.parse_args()
 
 
@@ -62,17 +67,27 @@ def load() -> str:
 def exact_form(ctx: RunContext, folder: Path, runs: int, out: Path) -> dict:
     """The exact QDQ form (float residual branches) of a compressed model, rebuilt from packed.bin:
     its ORT latency at batch 1 and 64 and its test accuracy and agreement with the simulation (cached)."""
-    from seernet.export import load_packed
+    from seernet.export import deployable, load_packed
     from seernet.onnx_qdq import export_qdq
-    from seernet.ort_runtime import ort_latency_table, predictions, session, torch_predictions
+    from seernet.ort_runtime import (
+        float_onnx,
+        ort_latency_table,
+        predictions,
+        session,
+        torch_predictions,
+    )
 
     cache = out / f"{folder.name}.exact.json"
     if cache.is_file():
         return json.loads(cache.read_text())
+    out.mkdir(parents=True, exist_ok=True)
     model = load_packed(folder / "packed.bin")  # the simulation, bit for bit
     path = out / f"{folder.name}.qdq-float-residuals.onnx"
     export_qdq(model, torch.zeros((2, *ctx.space.input_shape[1:])), path, residuals="float")
-    lat = ort_latency_table({"qdq": path}, ctx.space.input_shape, (1, 64), runs, threads=1)
+    shape = ctx.space.input_shape
+    variants = {"base (float)": float_onnx(ctx.model, shape), "compressed (float)": float_onnx(deployable(model, quantized=False), shape),
+                "QDQ int8 residuals": folder / "model.qdq.onnx", "qdq": path}  # fmt: skip
+    lat = ort_latency_table(variants, shape, (1, 64), runs, threads=1)
     ort_pred, labels = predictions(session(path, 1), ctx.splits.test)
     sim = torch_predictions(model, ctx.splits.test, torch.device("cpu"))
     result = {"latency": lat, "test_accuracy": 100 * float((ort_pred == labels).mean()),
@@ -83,7 +98,7 @@ def exact_form(ctx: RunContext, folder: Path, runs: int, out: Path) -> dict:
 
 
 def part_a(ctx: RunContext, out: Path, runs: int) -> None:
-    rows, acc = [], []
+    rows, rows_now, acc, loads_now = [], [], [], []
     for path in sorted(Path(ctx.ws.root).glob("compressed/*/metrics.json")):
         m = json.loads(path.read_text())
         ort = m.get("onnxruntime")
@@ -92,27 +107,43 @@ def part_a(ctx: RunContext, out: Path, runs: int) -> None:
             continue
         exact = exact_form(ctx, path.parent, runs, out)
         lat = ort["latency"]["models"]
+        again = exact["latency"]["models"]  # the same models timed together, now
         reduction = m["unpruned"]["flops"] / m["costs"]["flops"]
         for b in ("1", "64"):
             base, pruned, qdq = (
                 lat[k][b]["median_ms"]
                 for k in ("base (float)", "compressed (float)", "compressed (QDQ int8)")
             )
-            q_exact = exact["latency"]["models"]["qdq"][b]["median_ms"]
+            q_exact = again["qdq"][b]["median_ms"]
+            now = [
+                again[k][b]["median_ms"]
+                for k in ("base (float)", "compressed (float)", "QDQ int8 residuals", "qdq")
+            ]
+            rows_now.append([m["name"], b, *(f"{v:.3f}" for v in now), f"{reduction:.2f}x",
+                             *(f"{now[0] / v:.2f}x ({now[0] / v / reduction:.2f})" for v in now[1:])])  # fmt: skip
             rows.append([m["name"], b, f"{100 / reduction:.1f}%", f"{reduction:.2f}x", f"{base:.3f}", f"{pruned:.3f}",
                          f"{qdq:.3f}", f"{q_exact:.3f}", f"{base / pruned:.2f}x ({base / pruned / reduction:.2f})",
                          f"{base / qdq:.2f}x ({base / qdq / reduction:.2f})",
                          f"{base / q_exact:.2f}x ({base / q_exact / reduction:.2f})"])  # fmt: skip
         loads = ort["latency"]["load_average_1min"]
+        loads_now.append(exact["latency"]["load_average_1min"])
         acc.append([m["name"], f"{ort['simulation_test_accuracy']:.2f}", f"{ort['test_accuracy']:.2f}",
                     f"{ort['top1_agreement']:.2f}", f"{exact['test_accuracy']:.2f}", f"{exact['top1_agreement']:.2f}",
                     f"{loads['before']} / {loads['after']}"])  # fmt: skip
     print(
         "ORT CPU median ms, 1 intra-op thread; speed-up over the float base (its ratio to the FLOPs reduction)"
     )
+    print(
+        "timed by seernet compress (QDQ int8-res.: its model.qdq.onnx) and, QDQ exact, by this bench:"
+    )
     print(format_table(["policy", "batch", "FLOPs", "FLOPs reduction", "float base", "float pruned",
                         "QDQ int8-res.", "QDQ exact", "pruned speed-up", "QDQ int8-res. speed-up",
                         "QDQ exact speed-up"], rows))  # fmt: skip
+    print(
+        f"\nthe same, all four timed together by this bench (1-min load before/after each model: {loads_now})"
+    )
+    print(format_table(["policy", "batch", "float base", "float pruned", "QDQ int8-res.", "QDQ exact", "FLOPs reduction",
+                        "pruned speed-up", "QDQ int8-res. speed-up", "QDQ exact speed-up"], rows_now))  # fmt: skip
     print(format_table(["policy", "test % simulation", "test % ORT int8-res.", "agreement % int8-res.",
                         "test % ORT exact", "agreement % exact", "load at compress"], acc))  # fmt: skip
 
@@ -135,21 +166,21 @@ def policies(dirs: list[str]) -> dict[str, Policy]:
     return dict(seen.values())
 
 
-def part_b(ctx: RunContext, dirs: list[str], out: Path, runs: int) -> None:
+def part_b(ctx: RunContext, dirs: list[str], out: Path, runs: int, batch: int = 1) -> None:
     table_path = ctx.ws.path("latency.json")
     table = load_table(table_path, ctx.space) if table_path.is_file() else None
     if table is None or table.runtime != "onnxruntime":
         print(
-            f"=== seernet profile-latency --runtime onnxruntime (batch 1, 1 thread), {load()}",
+            f"=== seernet profile-latency --runtime onnxruntime (batch {batch}, 1 thread), {load()}",
             flush=True,
         )
         out_text = subprocess.run([sys.executable, "-m", "seernet.cli.main", "profile-latency", "--workdir", str(ctx.ws.root),
-                                   "--runtime", "onnxruntime", "--threads", "1", "--batch-size", "1"],
+                                   "--runtime", "onnxruntime", "--threads", "1", "--batch-size", str(batch)],
                                   check=True, capture_output=True, text=True).stdout  # fmt: skip
         print(out_text)
         table = load_table(table_path, ctx.space)
     out.mkdir(parents=True, exist_ok=True)
-    done_path = out / "measured.json"
+    done_path = out / f"measured-b{table.batch_size}.json"
     done = json.loads(done_path.read_text()) if done_path.is_file() else {}
     rows, errors = [], {"8-bit": [], "mixed": []}
     for name, policy in policies(dirs).items():
@@ -241,13 +272,10 @@ def main() -> None:
         print(f"(a) ORT latency of the compressed models ({load()} now)")
         part_a(RunContext(ws, ws.read(), torch.device("cpu")), Path(args.out), args.runs)
     if "b" in args.parts:
-        print(f"\n(b) ORT latency model, batch 1 ({load()} now)")
-        part_b(
-            RunContext(ws, ws.read(), torch.device("cpu")),
-            args.policy_dirs,
-            Path(args.out),
-            args.runs,
-        )
+        print(f"\n(b) ORT latency model, batch {args.lap_batch} ({load()} now)")
+        lap = Workspace(args.lap_ws or args.ws)
+        ctx = RunContext(lap, lap.read(), torch.device("cpu"))
+        part_b(ctx, args.policy_dirs, Path(args.out), args.runs, args.lap_batch)
     if "c" in args.parts:
         print("\n(c) int4 weight storage in ORT")
         part_c(Path(args.out))
