@@ -180,7 +180,13 @@ def test_profile_in_onnxruntime_then_solve_under_its_latency_budget(
     )
 
 
-def test_compress_refuses_a_batch_that_would_exhaust_memory(workspace: Path, capsys):
+def test_compress_refuses_a_batch_that_would_exhaust_memory(
+    workspace: Path, capsys, tmp_path: Path
+):
+    import shutil
+
+    shutil.copytree(workspace, tmp_path / "w")  # other tests compress into the shared workspace
+    workspace = tmp_path / "w"
     code, out = solve(workspace, capsys, "--flops", "70%", "--json")
     (doc,) = json.loads(out)
     policy = workspace / "policies" / f"{doc['name']}.json"
