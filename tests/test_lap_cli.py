@@ -125,6 +125,11 @@ def test_dynamic_criterion_needs_scores_then_prunes_by_them(workspace: Path, cap
     with pytest.raises(UserError, match="learned per workspace"):
         prune_model(ctx.model, space, policy, "dynamic")
     # and 'compress --criterion dynamic' prunes with this workspace's scores end to end
+    # (in a copy: other tests expect no compressed/ folder in the shared workspace)
+    import shutil
+
+    ws = tmp_path / "copy"
+    shutil.copytree(workspace, ws)
     doc = {
         "name": "dynamic-full",
         "space_fingerprint": space.fingerprint,
@@ -135,14 +140,14 @@ def test_dynamic_criterion_needs_scores_then_prunes_by_them(workspace: Path, cap
         "compress",
         str(tmp_path / "p.json"),
         "--workdir",
-        str(workspace),
+        str(ws),
         "--steps",
         "0",
         "--latency-runs",
         "1",
     ]
     assert main([*compress, "--device", "cpu", "--criterion", "dynamic"]) == 0
-    assert (workspace / "compressed" / "dynamic-full" / "metrics.json").is_file()
+    assert (ws / "compressed" / "dynamic-full" / "metrics.json").is_file()
 
 
 def test_profile_in_onnxruntime_then_solve_under_its_latency_budget(
@@ -187,6 +192,7 @@ def test_compress_refuses_a_batch_that_would_exhaust_memory(
 
     shutil.copytree(workspace, tmp_path / "w")  # other tests compress into the shared workspace
     workspace = tmp_path / "w"
+    shutil.rmtree(workspace / "compressed", ignore_errors=True)
     code, out = solve(workspace, capsys, "--flops", "70%", "--json")
     (doc,) = json.loads(out)
     policy = workspace / "policies" / f"{doc['name']}.json"
