@@ -63,7 +63,9 @@ def load(out: Path, arm: str) -> tuple[np.ndarray, np.ndarray]:
     return store.encoded, store.accuracy
 
 
-def score(X: np.ndarray, y: np.ndarray, Xt: np.ndarray, yt: np.ndarray, seeds: int) -> tuple[float, float]:
+def score(
+    X: np.ndarray, y: np.ndarray, Xt: np.ndarray, yt: np.ndarray, seeds: int
+) -> tuple[float, float]:
     """Mean (Kendall tau, RMSE) on the test set over ``seeds`` ensemble fits."""
     from predictor.ensemble import MLPEnsemble
     from predictor.metrics import kendall_tau, rmse
@@ -99,7 +101,9 @@ def main() -> None:
     points = [int(p) for p in args.points.split(",")]
     rows, curves = [], {}
     for name, (X, y) in arms.items():
-        grid = sorted(set(range(args.step * 2, len(y) + 1, args.step)) | {p for p in points if p <= len(y)})
+        grid = sorted(
+            set(range(args.step * 2, len(y) + 1, args.step)) | {p for p in points if p <= len(y)}
+        )
         curves[name] = {n: score(X[:n], y[:n], Xt, yt, args.fit_seeds) for n in grid}
         for n in points:
             if n in curves[name]:
@@ -111,13 +115,23 @@ def main() -> None:
     target_n = max(n for n in curves["random"] if n <= args.max)
     target = curves["random"][target_n][0]
     reach = first_reaching({n: v[0] for n, v in curves["active"].items()}, target)
-    print(f"random's tau at {target_n} samples: {target:.3f}; active first reaches it at "
-          + (f"{reach} samples" if reach else f"no n <= {max(curves['active'])} (grid step {args.step})"))
+    print(
+        f"random's tau at {target_n} samples: {target:.3f}; active first reaches it at "
+        + (
+            f"{reach} samples"
+            if reach
+            else f"no n <= {max(curves['active'])} (grid step {args.step})"
+        )
+    )
     grid = sorted(set(curves["random"]) | set(curves["active"]))
     print("Kendall tau on the whole grid:")
     print(format_table(["samples", *grid], [[name, *(f"{curves[name][n][0]:.3f}" if n in curves[name] else "-" for n in grid)]
                                             for name in curves]))  # fmt: skip
-    (out / "scores.json").write_text(json.dumps({name: {str(n): v for n, v in c.items()} for name, c in curves.items()}, indent=1))
+    (out / "scores.json").write_text(
+        json.dumps(
+            {name: {str(n): v for n, v in c.items()} for name, c in curves.items()}, indent=1
+        )
+    )
     plot(curves, out / "active_vs_random.png")
     print(f"plot: {out / 'active_vs_random.png'}")
 

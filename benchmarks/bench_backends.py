@@ -37,10 +37,16 @@ CONFIGS = {
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", default="benchmarks/out/backends", help="workspaces and results.json go here")
-    p.add_argument("--samples", type=int, default=12, help="policies per configuration (default: %(default)s)")
+    p.add_argument(
+        "--out", default="benchmarks/out/backends", help="workspaces and results.json go here"
+    )
+    p.add_argument(
+        "--samples", type=int, default=12, help="policies per configuration (default: %(default)s)"
+    )
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--skip-ray", action="store_true", help="leave Ray out (e.g. when it is not installed)")
+    p.add_argument(
+        "--skip-ray", action="store_true", help="leave Ray out (e.g. when it is not installed)"
+    )
     p.add_argument("collect_args", nargs="*", help="extra 'seernet collect' options, after --")
     return p.parse_args()
 
@@ -59,7 +65,13 @@ def run_config(ws: Path, flags: list[str], args: argparse.Namespace) -> dict:
         acc = {row_key(s.encoded): s.accuracy for s in store}
         eval_seconds = float(store.seconds.mean())
         span = float(store.time.max() - store.time.min())
-    return {"wall_s": wall, "per_min": 60 * len(acc) / wall, "eval_s": eval_seconds, "span_s": span, "acc": acc}
+    return {
+        "wall_s": wall,
+        "per_min": 60 * len(acc) / wall,
+        "eval_s": eval_seconds,
+        "span_s": span,
+        "acc": acc,
+    }
 
 
 def main() -> None:
@@ -67,7 +79,10 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     configs = {k: v for k, v in CONFIGS.items() if not (args.skip_ray and "ray" in k)}
-    results = {name: run_config(out / f"ws-{i}", flags, args) for i, (name, flags) in enumerate(configs.items())}
+    results = {
+        name: run_config(out / f"ws-{i}", flags, args)
+        for i, (name, flags) in enumerate(configs.items())
+    }
     rows = []
     refs: dict[str, dict] = {}  # accuracies agree exactly only at equal torch thread counts
     for name, r in results.items():
@@ -82,9 +97,22 @@ def main() -> None:
             same = "yes" if diff == 0 else f"NO: max diff {diff:.2f} pp"
         rows.append([name, f"{r['per_min']:.1f}", f"{r['wall_s']:.1f}", f"{r['eval_s']:.2f}", same])
     print(f"collect throughput, {args.samples} random policies each, {os.cpu_count()} CPUs")
-    print(format_table(["configuration", "samples/min", "wall s", "s per evaluation", "accuracies vs same thread count"], rows))
+    print(
+        format_table(
+            [
+                "configuration",
+                "samples/min",
+                "wall s",
+                "s per evaluation",
+                "accuracies vs same thread count",
+            ],
+            rows,
+        )
+    )
     doc = {name: {k: v for k, v in r.items() if k != "acc"} for name, r in results.items()}
-    (out / "results.json").write_text(json.dumps({"samples": args.samples, "results": doc}, indent=2) + "\n")
+    (out / "results.json").write_text(
+        json.dumps({"samples": args.samples, "results": doc}, indent=2) + "\n"
+    )
 
 
 if __name__ == "__main__":

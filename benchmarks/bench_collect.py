@@ -52,7 +52,9 @@ def forward_ms(model: torch.nn.Module, x: torch.Tensor, repeats: int) -> float:
 
 def overhead(ctx: RunContext, policy, batch: int, repeats: int) -> tuple[float, float]:  # noqa: ANN001
     """(fake-quant ms, float ms) for the same pruned model."""
-    model = build_compressed(ctx.model, ctx.space, policy, ctx.splits, Protocol(), ctx.device).eval()
+    model = build_compressed(
+        ctx.model, ctx.space, policy, ctx.splits, Protocol(), ctx.device
+    ).eval()
     x = torch.randn(batch, *ctx.space.input_shape[1:])
     quant_ms = forward_ms(model, x, repeats)
     bits = {name: (m.w_bits, m.a_bits) for name, m in quant_layers(model).items()}
@@ -80,10 +82,28 @@ def main() -> None:
         seconds.append(sec)
         ratios.append(q_ms / f_ms)
         flops = ctx.costs.of_policy(policy)["flops"] / 1e6
-        rows.append([i, f"{flops:.2f}M", f"{acc:.2f}", f"{sec:.2f}", f"{f_ms:.1f}", f"{q_ms:.1f}", f"{q_ms / f_ms:.2f}"])
-    print(f"default protocol {Protocol().to_json()}, torch threads {args.threads}, batch {args.batch}")
-    print(format_table(["policy", "FLOPs", "val acc %", "eval s", "float ms", "fake-quant ms", "ratio"], rows))
-    print(f"samples per minute: {60 / statistics.median(seconds):.1f} (median {statistics.median(seconds):.2f} s/sample)")
+        rows.append(
+            [
+                i,
+                f"{flops:.2f}M",
+                f"{acc:.2f}",
+                f"{sec:.2f}",
+                f"{f_ms:.1f}",
+                f"{q_ms:.1f}",
+                f"{q_ms / f_ms:.2f}",
+            ]
+        )
+    print(
+        f"default protocol {Protocol().to_json()}, torch threads {args.threads}, batch {args.batch}"
+    )
+    print(
+        format_table(
+            ["policy", "FLOPs", "val acc %", "eval s", "float ms", "fake-quant ms", "ratio"], rows
+        )
+    )
+    print(
+        f"samples per minute: {60 / statistics.median(seconds):.1f} (median {statistics.median(seconds):.2f} s/sample)"
+    )
     print(f"fake-quant / float forward: median {statistics.median(ratios):.2f}x (target <= 1.3x)")
 
 

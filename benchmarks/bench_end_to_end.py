@@ -74,7 +74,12 @@ MODES = ("8bit", "mixed", "size")
 METHODS = ("seernet", "uniform", "tp-global", "uniform-bits", "hawq", "mct")
 BASELINES = {"8bit": ("uniform", "tp-global"), "mixed": ("uniform-bits", "hawq"),
              "size": ("uniform-bits", "hawq", "mct-ptq", "mct-ft")}  # fmt: skip
-PLOT_COLORS = {m: f"C{i}" for i, m in enumerate(("seernet", "uniform", "tp-global", "uniform-bits", "hawq", "mct-ptq", "mct-ft"))}
+PLOT_COLORS = {
+    m: f"C{i}"
+    for i, m in enumerate(
+        ("seernet", "uniform", "tp-global", "uniform-bits", "hawq", "mct-ptq", "mct-ft")
+    )
+}
 PEERS_PYTHON = Path(__file__).resolve().parent / "peers" / ".venv" / "bin" / "python"
 
 
@@ -110,23 +115,62 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--workdir", default="benchmarks/out/ws-default",
                    help="seernet workspace with samples.h5 and predictor.pt (the seernet arm; skipped if absent)")  # fmt: skip
-    p.add_argument("--out", default="benchmarks/out/e2e", help="runs, caches and results (resumable)")
-    p.add_argument("--docs", default="docs", help="where the summary table (.md) and plot (.png) go")
-    p.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated subset of {','.join(METHODS)}")
-    p.add_argument("--modes", default=",".join(MODES), help=f"comma-separated subset of {','.join(MODES)}")
+    p.add_argument(
+        "--out", default="benchmarks/out/e2e", help="runs, caches and results (resumable)"
+    )
+    p.add_argument(
+        "--docs", default="docs", help="where the summary table (.md) and plot (.png) go"
+    )
+    p.add_argument(
+        "--methods",
+        default=",".join(METHODS),
+        help=f"comma-separated subset of {','.join(METHODS)}",
+    )
+    p.add_argument(
+        "--modes", default=",".join(MODES), help=f"comma-separated subset of {','.join(MODES)}"
+    )
     p.add_argument("--fractions", default=",".join(map(str, FRACTIONS)), help="FLOPs fractions")
-    p.add_argument("--factors", default=",".join(map(str, BITOPS_FACTORS)), help="BitOPs / FLOPs factors (16,9,4)")
-    p.add_argument("--size-bits", default=",".join(map(str, SIZE_BITS)), help="size levels as uniform bit-widths")
+    p.add_argument(
+        "--factors",
+        default=",".join(map(str, BITOPS_FACTORS)),
+        help="BitOPs / FLOPs factors (16,9,4)",
+    )
+    p.add_argument(
+        "--size-bits",
+        default=",".join(map(str, SIZE_BITS)),
+        help="size levels as uniform bit-widths",
+    )
     p.add_argument("--seeds", default="0,1,2", help="fine-tuning seeds")
-    p.add_argument("--steps", type=int, help="QAT steps per model (default: compress's own; for smoke runs)")
+    p.add_argument(
+        "--steps", type=int, help="QAT steps per model (default: compress's own; for smoke runs)"
+    )
     p.add_argument("--probes", type=int, default=64, help="HAWQ: Hessian-vector products per batch")
-    p.add_argument("--hessian-batches", type=int, default=4, help="HAWQ: training batches of 128 for the traces")
-    p.add_argument("--device", default="cpu", help="where fine-tuning runs: cpu (default), auto, cuda, cuda:N "
-                   "(results are keyed by settings, not device; HAWQ traces and MCT always run on the CPU)")
-    p.add_argument("--distill", type=float, help="distillation weight of the fine-tuning (default: compress's own)")
-    p.add_argument("--refine", type=int, help="seernet arm: the best measured policy of 'solve --refine N' on "
-                   "--workdir (which it extends; cached per cell) instead of the plain solve")
-    p.add_argument("--plan-only", action="store_true", help="print every policy's costs, fine-tune nothing")
+    p.add_argument(
+        "--hessian-batches",
+        type=int,
+        default=4,
+        help="HAWQ: training batches of 128 for the traces",
+    )
+    p.add_argument(
+        "--device",
+        default="cpu",
+        help="where fine-tuning runs: cpu (default), auto, cuda, cuda:N "
+        "(results are keyed by settings, not device; HAWQ traces and MCT always run on the CPU)",
+    )
+    p.add_argument(
+        "--distill",
+        type=float,
+        help="distillation weight of the fine-tuning (default: compress's own)",
+    )
+    p.add_argument(
+        "--refine",
+        type=int,
+        help="seernet arm: the best measured policy of 'solve --refine N' on "
+        "--workdir (which it extends; cached per cell) instead of the plain solve",
+    )
+    p.add_argument(
+        "--plan-only", action="store_true", help="print every policy's costs, fine-tune nothing"
+    )
     args = p.parse_args(argv)
     args.methods, args.modes = set(args.methods.split(",")), set(args.modes.split(","))
     for given, known, what in ((args.methods, METHODS, "method"), (args.modes, MODES, "mode")):
@@ -169,7 +213,9 @@ def identity(ctx: RunContext) -> dict:
 def seernet_predictor(ctx: RunContext, workdir: Path):  # noqa: ANN201 - an MLPEnsemble or None
     """The predictor of ``workdir`` if it is there and made for this bench's space, else None (says why)."""
     src = Workspace(workdir)
-    missing = [n for n in ("seernet.json", "samples.h5", "predictor.pt") if not src.path(n).is_file()]
+    missing = [
+        n for n in ("seernet.json", "samples.h5", "predictor.pt") if not src.path(n).is_file()
+    ]
     if missing:
         print(f"seernet arm skipped: {workdir} lacks {', '.join(missing)} "
               f"(make it with 'seernet collect' and 'seernet fit-predictor --workdir {workdir}')")  # fmt: skip
@@ -177,7 +223,9 @@ def seernet_predictor(ctx: RunContext, workdir: Path):  # noqa: ANN201 - an MLPE
     try:
         wctx = RunContext(src, src.read(), torch.device("cpu"))
         if identity(wctx) != identity(ctx):
-            print(f"seernet arm skipped: {workdir} is about another model, data or space than {ctx.ws.root}")
+            print(
+                f"seernet arm skipped: {workdir} is about another model, data or space than {ctx.ws.root}"
+            )
             return None
         return load_predictor(wctx)
     except UserError as exc:
@@ -196,7 +244,9 @@ def uniform_policy(ctx: RunContext, budget: float, bits: int) -> Policy:
     raise RuntimeError(f"no uniform policy fits {budget}")
 
 
-def seernet_arm(ctx: RunContext, predictor, cell: Cell, budgets: dict[str, float], args: argparse.Namespace) -> list[Arm]:  # noqa: ANN001
+def seernet_arm(
+    ctx: RunContext, predictor, cell: Cell, budgets: dict[str, float], args: argparse.Namespace
+) -> list[Arm]:  # noqa: ANN001
     """seernet's policy for ``budgets`` (bits fixed at 8 in 8-bit cells, searched otherwise):
     solved on the predictor, or with ``--refine N`` the best measured of ``solve --refine N``;
     none (said why) when the space cannot meet them."""
@@ -212,7 +262,9 @@ def seernet_arm(ctx: RunContext, predictor, cell: Cell, budgets: dict[str, float
     return [Arm(cell, "seernet", ctx.space.decode(res.x), budgets, info)]
 
 
-def refined_arm(ctx: RunContext, cell: Cell, budgets: dict[str, float], args: argparse.Namespace) -> list[Arm]:
+def refined_arm(
+    ctx: RunContext, cell: Cell, budgets: dict[str, float], args: argparse.Namespace
+) -> list[Arm]:
     """``solve --refine N`` on ``--workdir`` (which it extends), done once per cell: the
     returned policy is cached under OUT/refined/, so a rerun fine-tunes the same policy."""
     from seernet.refine import refine_all
@@ -232,7 +284,10 @@ def refined_arm(ctx: RunContext, cell: Cell, budgets: dict[str, float], args: ar
         write_json(path, doc)
     doc = json.loads(path.read_text())
     m = doc["measured"]
-    info = {"predicted": doc["predicted"], "refine": {"val_accuracy": m["val_accuracy"], "evaluations": m["evaluations"]}}
+    info = {
+        "predicted": doc["predicted"],
+        "refine": {"val_accuracy": m["val_accuracy"], "evaluations": m["evaluations"]},
+    }
     return [Arm(cell, "seernet", Policy.from_json(doc["policy"]), budgets, info)]
 
 
@@ -243,7 +298,9 @@ def kernel_bytes(ctx: RunContext, policy: Policy) -> float:
     return float((ctx.costs.layer_weights(x) * wb / 8.0).sum())
 
 
-def hawq_sensitivity(ctx: RunContext, args: argparse.Namespace, channels: dict[str, int]) -> Sensitivity:
+def hawq_sensitivity(
+    ctx: RunContext, args: argparse.Namespace, channels: dict[str, int]
+) -> Sensitivity:
     """HAWQ sensitivities of the model pruned to ``channels`` (BN re-estimated); cached on disk."""
     key = digest({"channels": channels, "identity": identity(ctx), "probes": args.probes,
                   "batches": args.hessian_batches, "bits": list(ctx.space.choices.bits)})  # fmt: skip
@@ -253,22 +310,37 @@ def hawq_sensitivity(ctx: RunContext, args: argparse.Namespace, channels: dict[s
     print(f"HAWQ: Hessian traces, {args.hessian_batches} x {args.probes} HVPs ...", flush=True)
     policy = Policy(channels, ctx.space.full_policy().bits)
     model = prune_model(ctx.model, ctx.space, policy)
-    adapt_batchnorm_(model, batches(ctx.splits.train, 128, shuffle=True, seed=0), torch.device("cpu"), 8)
+    adapt_batchnorm_(
+        model, batches(ctx.splits.train, 128, shuffle=True, seed=0), torch.device("cpu"), 8
+    )
     data = list(islice(batches(ctx.splits.train, 128, shuffle=True, seed=1), args.hessian_batches))
-    sens = sensitivities(model, [ly.name for ly in ctx.space.free_layers], data, list(ctx.space.choices.bits), args.probes)
+    sens = sensitivities(
+        model,
+        [ly.name for ly in ctx.space.free_layers],
+        data,
+        list(ctx.space.choices.bits),
+        args.probes,
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(sens.to_json(), indent=2))
     return sens
 
 
-def mct_results(ctx: RunContext, args: argparse.Namespace, targets: list[float]) -> list[dict] | None:
+def mct_results(
+    ctx: RunContext, args: argparse.Namespace, targets: list[float]
+) -> list[dict] | None:
     """MCT's PTQ at each weight-memory target, run in the peers' environment; one cache file per target."""
     ident = identity(ctx)
-    paths = {t: Path(args.out) / "mct" / f"{digest({'target': round(t, 1), 'identity': ident})}.json" for t in targets}
+    paths = {
+        t: Path(args.out) / "mct" / f"{digest({'target': round(t, 1), 'identity': ident})}.json"
+        for t in targets
+    }
     missing = [t for t, p in paths.items() if not p.is_file()]
     if missing:
         if not PEERS_PYTHON.is_file():
-            print(f"MCT arm skipped: no peers environment ({PEERS_PYTHON}); run 'bash benchmarks/peers/setup.sh'")
+            print(
+                f"MCT arm skipped: no peers environment ({PEERS_PYTHON}); run 'bash benchmarks/peers/setup.sh'"
+            )
             return None
         batch = paths[missing[0]].with_suffix(".batch.json")
         log = paths[missing[0]].with_suffix(".log")
@@ -283,7 +355,12 @@ def mct_results(ctx: RunContext, args: argparse.Namespace, targets: list[float])
             return None
         doc = json.loads(batch.read_text())
         for t, r in zip(missing, doc["results"], strict=True):
-            paths[t].write_text(json.dumps({**r, "mct_version": doc["mct_version"], "torch_version": doc["torch_version"]}, indent=2))
+            paths[t].write_text(
+                json.dumps(
+                    {**r, "mct_version": doc["mct_version"], "torch_version": doc["torch_version"]},
+                    indent=2,
+                )
+            )
         batch.unlink()
     return [json.loads(paths[t].read_text()) for t in targets]
 
@@ -296,20 +373,31 @@ def mct_policy(ctx: RunContext, bits: dict[str, int]) -> Policy:
     return Policy(full.channels, {**full.bits, **chosen})
 
 
-def best_pruning(ctx: RunContext, store: RunStore, args: argparse.Namespace, frac: float) -> tuple[str, dict[str, int]]:
+def best_pruning(
+    ctx: RunContext, store: RunStore, args: argparse.Namespace, frac: float
+) -> tuple[str, dict[str, int]]:
     """The pruning baseline with the higher mean test accuracy at ``frac`` 8-bit (tp-global until measured)."""
     budget = frac * ctx.costs.unpruned()["flops"]
-    cands = {"uniform": uniform_policy(ctx, budget, 8), "tp-global": tp_global_policy(ctx.model, ctx.space, ctx.costs, budget)[0]}
+    cands = {
+        "uniform": uniform_policy(ctx, budget, 8),
+        "tp-global": tp_global_policy(ctx.model, ctx.space, ctx.costs, budget)[0],
+    }
     scores = {}
     for method, pol in cands.items():
-        accs = [store.load(k)["test"] for k in (run_key(settings(args, s), pol, identity(ctx)) for s in args.seeds) if store.done(k)]
+        accs = [
+            store.load(k)["test"]
+            for k in (run_key(settings(args, s), pol, identity(ctx)) for s in args.seeds)
+            if store.done(k)
+        ]
         if len(accs) == len(args.seeds):
             scores[method] = float(np.mean(accs))
     best = max(scores, key=scores.get) if len(scores) == 2 else "tp-global"
     return best, cands[best].channels
 
 
-def plan(ctx: RunContext, args: argparse.Namespace, store: RunStore, predictor, mode: str) -> list[Arm]:  # noqa: ANN001
+def plan(
+    ctx: RunContext, args: argparse.Namespace, store: RunStore, predictor, mode: str
+) -> list[Arm]:  # noqa: ANN001
     """Every arm of one mode (the mixed mode reads the 8-bit results for its pruning)."""
     full = ctx.costs.unpruned()
     want = lambda m: m in args.methods  # noqa: E731
@@ -327,23 +415,42 @@ def plan(ctx: RunContext, args: argparse.Namespace, store: RunStore, predictor, 
                 arms += seernet_arm(ctx, predictor, cell, b, args)
     elif mode == "mixed":
         for frac in args.fractions:
-            ref, channels = best_pruning(ctx, store, args, frac) if want("uniform-bits") or want("hawq") else (None, None)
+            ref, channels = (
+                best_pruning(ctx, store, args, frac)
+                if want("uniform-bits") or want("hawq")
+                else (None, None)
+            )
             for k in args.factors:
                 cell, budget = Cell("mixed", frac, k), frac * full["flops"]
                 b = {"flops": budget, "bitops": k * budget}
                 info = {"pruning_from": ref}
-                ub = Policy(channels, ctx.space.full_policy(BITOPS_FACTORS[k]).bits) if channels else None
+                ub = (
+                    Policy(channels, ctx.space.full_policy(BITOPS_FACTORS[k]).bits)
+                    if channels
+                    else None
+                )
                 if want("uniform-bits"):
                     arms.append(Arm(cell, "uniform-bits", ub, b, info))
                 if want("hawq"):  # as many BitOPs as uniform-bits: only the allocation differs
                     hb = {"flops": budget, "bitops": ctx.costs.of_policy(ub)["bitops"]}
-                    pol = hawq_policy(ctx.space, ctx.costs, channels, hawq_sensitivity(ctx, args, channels), hb)
-                    arms.append(Arm(cell, "hawq", pol, b, {**info, "hawq_bitops_budget": hb["bitops"]}))
+                    pol = hawq_policy(
+                        ctx.space, ctx.costs, channels, hawq_sensitivity(ctx, args, channels), hb
+                    )
+                    arms.append(
+                        Arm(cell, "hawq", pol, b, {**info, "hawq_bitops_budget": hb["bitops"]})
+                    )
                 if want("seernet") and predictor is not None:
                     arms += seernet_arm(ctx, predictor, cell, b, args)
     else:
-        levels = {bits: mct_policy(ctx, {ly.name: bits for ly in ctx.space.free_layers}) for bits in args.size_bits}
-        mct = mct_results(ctx, args, [kernel_bytes(ctx, p) for p in levels.values()]) if want("mct") else None
+        levels = {
+            bits: mct_policy(ctx, {ly.name: bits for ly in ctx.space.free_layers})
+            for bits in args.size_bits
+        }
+        mct = (
+            mct_results(ctx, args, [kernel_bytes(ctx, p) for p in levels.values()])
+            if want("mct")
+            else None
+        )
         for i, (bits, ub) in enumerate(levels.items()):
             cell = Cell("size", bits=bits)
             b = {"size": ctx.costs.of_policy(ub)["size"]}
@@ -352,11 +459,27 @@ def plan(ctx: RunContext, args: argparse.Namespace, store: RunStore, predictor, 
                 arms.append(Arm(cell, "uniform-bits", ub, b, info))
             if want("hawq"):
                 sens = hawq_sensitivity(ctx, args, ub.channels)
-                arms.append(Arm(cell, "hawq", hawq_policy(ctx.space, ctx.costs, ub.channels, sens, b), b, info))
+                arms.append(
+                    Arm(
+                        cell,
+                        "hawq",
+                        hawq_policy(ctx.space, ctx.costs, ub.channels, sens, b),
+                        b,
+                        info,
+                    )
+                )
             if mct is not None:
                 r = mct[i]
                 arms.append(Arm(cell, "mct-ptq", None, b, {**info, "mct": r}))
-                arms.append(Arm(cell, "mct-ft", mct_policy(ctx, r["bits"]), b, {**info, "mct_weights_memory": r["weights_memory"]}))
+                arms.append(
+                    Arm(
+                        cell,
+                        "mct-ft",
+                        mct_policy(ctx, r["bits"]),
+                        b,
+                        {**info, "mct_weights_memory": r["weights_memory"]},
+                    )
+                )
             if want("seernet") and predictor is not None:
                 arms += seernet_arm(ctx, predictor, cell, b, args)
     return arms
@@ -376,7 +499,9 @@ def run_arms(ctx: RunContext, arms: list[Arm], args: argparse.Namespace, store: 
     failed = 0
     for arm in arms:  # WS/policies/<cell>-<method>.json: what bench_seeds.py and people read
         if arm.policy is not None:
-            write_json(ctx.ws.path("policies", f"{arm.cell.name}-{arm.method}.json"), policy_doc(ctx, arm))
+            write_json(
+                ctx.ws.path("policies", f"{arm.cell.name}-{arm.method}.json"), policy_doc(ctx, arm)
+            )
     for n, (arm, seed) in enumerate(todo, 1):
         st = settings(args, seed)
         key = run_key(st, arm.policy, ident)
@@ -411,7 +536,9 @@ def policy_doc(ctx: RunContext, arm: Arm) -> dict:
             "policy": arm.policy.to_json(), **{k: v for k, v in arm.info.items() if k != "mct"}}  # fmt: skip
 
 
-def arm_results(ctx: RunContext, arm: Arm, args: argparse.Namespace, store: RunStore) -> dict | None:
+def arm_results(
+    ctx: RunContext, arm: Arm, args: argparse.Namespace, store: RunStore
+) -> dict | None:
     """Test accuracies over seeds and the policy's costs (None until every seed is done)."""
     if arm.policy is None:  # MCT's PTQ model, measured by mct_ptq.py; deterministic, one value
         r = arm.info["mct"]
@@ -420,11 +547,16 @@ def arm_results(ctx: RunContext, arm: Arm, args: argparse.Namespace, store: RunS
     if not all(store.done(k) for k in keys):
         return None
     recs = [store.load(k) for k in keys]
-    return {"tests": [r["test"] for r in recs], "costs": {**recs[0]["costs"], "weights_memory": kernel_bytes(ctx, arm.policy)}}
+    return {
+        "tests": [r["test"] for r in recs],
+        "costs": {**recs[0]["costs"], "weights_memory": kernel_bytes(ctx, arm.policy)},
+    }
 
 
 # --- reporting ---------------------------------------------------------------------------
-def summarize(ctx: RunContext, arms: list[Arm], args: argparse.Namespace, store: RunStore) -> list[dict]:
+def summarize(
+    ctx: RunContext, arms: list[Arm], args: argparse.Namespace, store: RunStore
+) -> list[dict]:
     rows = []
     for arm in arms:
         res = arm_results(ctx, arm, args, store)
@@ -443,7 +575,10 @@ def cost_text(row: dict, full: dict) -> str:
     if row["mode"] == "size":
         return f"{c['weights_memory'] / 1e3:.1f} kB weights"
     over = c["bitops"] > row["budgets"].get("bitops", float("inf")) * (1 + 1e-9)
-    return f"{100 * c['flops'] / full['flops']:.1f}% FLOPs, {c['bitops'] / c['flops']:.1f}x BitOPs/FLOPs" + (" (over)" if over else "")
+    return (
+        f"{100 * c['flops'] / full['flops']:.1f}% FLOPs, {c['bitops'] / c['flops']:.1f}x BitOPs/FLOPs"
+        + (" (over)" if over else "")
+    )
 
 
 def tables(rows: list[dict], full: dict) -> tuple[str, str]:
@@ -464,7 +599,9 @@ def tables(rows: list[dict], full: dict) -> tuple[str, str]:
         verdicts.append([cell, f"{by['seernet']['mean']:.2f} +- {by['seernet']['std']:.2f}", best,
                          f"{by[best]['mean']:.2f} +- {by[best]['std']:.2f}", f"{gap:+.2f}",
                          verdict(by["seernet"]["tests"], by[best]["tests"])])  # fmt: skip
-    summary = format_table(["cell", "seernet", "best baseline", "its accuracy", "gap", "seernet vs it"], verdicts)
+    summary = format_table(
+        ["cell", "seernet", "best baseline", "its accuracy", "gap", "seernet vs it"], verdicts
+    )
     behind = [f"{v[0]} ({v[5]} vs {v[2]}, {v[4]})" for v in verdicts if v[5] != "win"]
     if verdicts:
         summary += "\nseernet not clearly ahead in: " + ("; ".join(behind) if behind else "none")
@@ -507,7 +644,9 @@ def report(ctx: RunContext, rows: list[dict], args: argparse.Namespace) -> None:
     detail, summary = tables(rows, full)
     print(f"base model (float): test {base:.2f}%\n{detail}\n\n{summary}")
     out, docs = Path(args.out), Path(args.docs)
-    (out / "results.json").write_text(json.dumps({"base_test": base, "seeds": args.seeds, "rows": rows}, indent=2))
+    (out / "results.json").write_text(
+        json.dumps({"base_test": base, "seeds": args.seeds, "rows": rows}, indent=2)
+    )
     docs.mkdir(parents=True, exist_ok=True)
     plot(rows, base, docs / "end-to-end-anchors.png")
     (docs / "end-to-end-anchors.md").write_text(
@@ -516,7 +655,9 @@ def report(ctx: RunContext, rows: list[dict], args: argparse.Namespace) -> None:
         f"```\n{summary}\n```\n\n```\n{detail}\n```\n\n![accuracy vs cost](end-to-end-anchors.png)\n\n"
         f"## Protocol\n\n{__doc__.split(chr(10), 2)[2].split('Run it as a module')[0].strip()}\n"
     )  # fmt: skip
-    print(f"summary: {docs / 'end-to-end-anchors.md'}; plot: {docs / 'end-to-end-anchors.png'}; data: {out / 'results.json'}")
+    print(
+        f"summary: {docs / 'end-to-end-anchors.md'}; plot: {docs / 'end-to-end-anchors.png'}; data: {out / 'results.json'}"
+    )
 
 
 def print_plan(ctx: RunContext, arms: list[Arm]) -> None:
@@ -525,11 +666,27 @@ def print_plan(ctx: RunContext, arms: list[Arm]) -> None:
     for a in arms:
         c = {} if a.policy is None else ctx.costs.of_policy(a.policy)
         kb = a.info["mct"]["weights_memory"] if a.policy is None else kernel_bytes(ctx, a.policy)
-        wbits = "" if a.policy is None else " ".join(str(a.policy.bits[ly.name][0]) for ly in ctx.space.free_layers)
+        wbits = (
+            ""
+            if a.policy is None
+            else " ".join(str(a.policy.bits[ly.name][0]) for ly in ctx.space.free_layers)
+        )
         rows.append([a.cell.name, a.method, f"{100 * c['flops'] / full['flops']:.1f}" if c else "",
                      f"{c['bitops'] / (a.budgets.get('flops') or full['flops']):.2f}" if c else "",
                      f"{kb / 1e3:.1f}", wbits])  # fmt: skip
-    print(format_table(["cell", "method", "FLOPs %", "BitOPs / FLOPs budget", "weights kB", "weight bits (free layers)"], rows))
+    print(
+        format_table(
+            [
+                "cell",
+                "method",
+                "FLOPs %",
+                "BitOPs / FLOPs budget",
+                "weights kB",
+                "weight bits (free layers)",
+            ],
+            rows,
+        )
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -540,7 +697,9 @@ def main(argv: list[str] | None = None) -> None:
     predictor = seernet_predictor(ctx, Path(args.workdir)) if "seernet" in args.methods else None
     all_arms: list[Arm] = []
     failed = 0
-    for mode in (m for m in MODES if m in args.modes):  # 8-bit first: the mixed arms read its results
+    for mode in (
+        m for m in MODES if m in args.modes
+    ):  # 8-bit first: the mixed arms read its results
         arms = plan(ctx, args, store, predictor, mode)
         all_arms += arms
         if args.plan_only:

@@ -18,12 +18,24 @@ from predictor.crossval import ENSEMBLE
 
 # (name, samples file, accuracy file, README baselines: ridge/GP/RF Kendall tau and RMSE)
 REFERENCE_SETS = [
-    ("ResNet-20 CIFAR-10", "res20_sample_result_400.npy", "res20_acc_result_400.npy",
-     (0.73, 0.42, 0.75, 0.40, 0.58, 0.67)),
-    ("ResNet-18 ImageNet", "resnet18_sample.npy", "resnet18_acc.npy",
-     (0.61, 1.20, 0.60, 1.21, 0.43, 1.65)),
-    ("MobileNetV2 ImageNet", "mobilenetv2_sample.npy", "mobilenetv2_acc.npy",
-     (0.25, 3.43, 0.25, 3.41, 0.39, 2.95)),
+    (
+        "ResNet-20 CIFAR-10",
+        "res20_sample_result_400.npy",
+        "res20_acc_result_400.npy",
+        (0.73, 0.42, 0.75, 0.40, 0.58, 0.67),
+    ),
+    (
+        "ResNet-18 ImageNet",
+        "resnet18_sample.npy",
+        "resnet18_acc.npy",
+        (0.61, 1.20, 0.60, 1.21, 0.43, 1.65),
+    ),
+    (
+        "MobileNetV2 ImageNet",
+        "mobilenetv2_sample.npy",
+        "mobilenetv2_acc.npy",
+        (0.25, 3.43, 0.25, 3.41, 0.39, 2.95),
+    ),
 ]
 
 
@@ -58,14 +70,26 @@ def bench_reference(data_dir: Path, seed: int) -> dict:
         start = time.perf_counter()
         result = cross_validate(X, y, k=5, seed=seed)
         elapsed = time.perf_counter() - start
-        print(f"\n{name}: {X.shape[0]} samples x {X.shape[1]} dims, KFold(5, shuffle, seed={seed}), {elapsed:.0f} s")
+        print(
+            f"\n{name}: {X.shape[0]} samples x {X.shape[1]} dims, KFold(5, shuffle, seed={seed}), {elapsed:.0f} s"
+        )
         print(result.table())
-        print("README tau / RMSE: ridge {:.2f} / {:.2f}, GP {:.2f} / {:.2f}, RF {:.2f} / {:.2f}".format(*readme))
+        print(
+            "README tau / RMSE: ridge {:.2f} / {:.2f}, GP {:.2f} / {:.2f}, RF {:.2f} / {:.2f}".format(
+                *readme
+            )
+        )
         best = max((s.kendall_tau, m) for m, s in result.scores.items() if m != ENSEMBLE)
-        print(f"ensemble tau minus best baseline ({best[1]}): {result.scores[ENSEMBLE].kendall_tau - best[0]:+.3f}")
+        print(
+            f"ensemble tau minus best baseline ({best[1]}): {result.scores[ENSEMBLE].kendall_tau - best[0]:+.3f}"
+        )
         out[name] = {
-            m: {"rmse": s.rmse, "kendall_tau": s.kendall_tau, "spearman_rho": s.spearman_rho,
-                "calibration": s.calibration(y)}
+            m: {
+                "rmse": s.rmse,
+                "kendall_tau": s.kendall_tau,
+                "spearman_rho": s.spearman_rho,
+                "calibration": s.calibration(y),
+            }
             for m, s in result.scores.items()
         }
     return out
@@ -96,10 +120,15 @@ def main() -> None:
         parser.exit(2, f"error: no reference samples in {args.data_dir}; pass --data-dir.\n")
     results = {"cv": bench_reference(args.data_dir, args.seed)}
     print()
-    for members, label in ((None, "defaults: 8 members"), (5, "5 members, as the active sampler fits")):
+    for members, label in (
+        (None, "defaults: 8 members"),
+        (5, "5 members, as the active sampler fits"),
+    ):
         seconds, cpu, epochs = bench_fit_time(n_members=members)
-        print(f"MLPEnsemble fit ({label}, 1 torch thread, calibration included), "
-              f"500 samples x 100 dims: {seconds:.1f} s wall, {cpu:.1f} s CPU, {epochs} epochs")
+        print(
+            f"MLPEnsemble fit ({label}, 1 torch thread, calibration included), "
+            f"500 samples x 100 dims: {seconds:.1f} s wall, {cpu:.1f} s CPU, {epochs} epochs"
+        )
         key = "default" if members is None else f"{members}_members"
         results[f"fit_seconds_500x100_{key}"] = seconds
         results[f"fit_cpu_seconds_500x100_{key}"] = cpu

@@ -43,10 +43,21 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--steps", default="0,10,20,50", help="proxy fine-tune steps to compare")
     p.add_argument("--long-epochs", type=float, default=1.0)
     p.add_argument("--out", default="benchmarks/out/proxy.json")
-    p.add_argument("--limit", type=int, help="report only this many of the policies (shuffled order, so any prefix spans the cost range)")
-    p.add_argument("--slice", help="START:STOP of the shuffled policies to measure in this process (parallel runs, each with its own --out)")
+    p.add_argument(
+        "--limit",
+        type=int,
+        help="report only this many of the policies (shuffled order, so any prefix spans the cost range)",
+    )
+    p.add_argument(
+        "--slice",
+        help="START:STOP of the shuffled policies to measure in this process (parallel runs, each with its own --out)",
+    )
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--lsq", default="off", help="proxy variants to measure: off, on, or off,on (LSQ in the S steps)")
+    p.add_argument(
+        "--lsq",
+        default="off",
+        help="proxy variants to measure: off, on, or off,on (LSQ in the S steps)",
+    )
     p.add_argument("--long-lsq", action=argparse.BooleanOptionalAction, default=CompressSettings().lsq,
                    help="learn step sizes in the long fine-tune (default: as 'compress' does, %(default)s)")  # fmt: skip
     return p.parse_args()
@@ -67,7 +78,9 @@ def policies(ctx: RunContext, n: int, seed: int) -> np.ndarray:
     return random_warmup(Levels(ctx.space.levels()), n, np.random.default_rng(seed), cost)
 
 
-def long_finetune(ctx: RunContext, policy, epochs: float, seed: int, lsq: bool) -> tuple[float, float]:  # noqa: ANN001
+def long_finetune(
+    ctx: RunContext, policy, epochs: float, seed: int, lsq: bool
+) -> tuple[float, float]:  # noqa: ANN001
     """Val accuracy after ``epochs`` of QAT from the protocol's starting point."""
     start = time.perf_counter()
     protocol = Protocol(seed=seed, lsq=lsq)
@@ -83,7 +96,9 @@ def variant_keys(steps: list[int], lsq: list[bool]) -> list[str]:
     return frozen + [f"{s}+lsq" for s in steps if True in lsq and s > 0]
 
 
-def measure(ctx: RunContext, x: np.ndarray, keys: list[str], epochs: float, seed: int, long_lsq: bool) -> dict:
+def measure(
+    ctx: RunContext, x: np.ndarray, keys: list[str], epochs: float, seed: int, long_lsq: bool
+) -> dict:
     policy = ctx.space.decode(x)
     row = {"flops": ctx.costs.of_policy(policy)["flops"], "proxy": {}, "seconds": {}}
     for key in keys:
@@ -104,7 +119,13 @@ def report(rows: list[dict], keys: list[str]) -> str:
                       f"{proxy.min():.1f}-{proxy.max():.1f}", f"{np.median([r['seconds'][str(s)] for r in rows]):.2f}"])  # fmt: skip
     head = f"{len(rows)} policies; long fine-tune accuracy {long.min():.1f}-{long.max():.1f}% " \
            f"(median {np.median([r['long_seconds'] for r in rows]):.0f} s each)"  # fmt: skip
-    return head + "\n" + format_table(["S (steps)", "Kendall tau", "Spearman rho", "proxy acc %", "s/sample"], table)
+    return (
+        head
+        + "\n"
+        + format_table(
+            ["S (steps)", "Kendall tau", "Spearman rho", "proxy acc %", "s/sample"], table
+        )
+    )
 
 
 def load_caches(out: Path) -> dict:
@@ -131,13 +152,20 @@ def main() -> None:
     for i in range(start, min(stop, len(xs))):
         key = ",".join(f"{v:.6f}" for v in xs[i])
         if key not in cache or set(cache[key]["proxy"]) != set(keys):
-            cache[key] = mine[key] = measure(ctx, xs[i], keys, args.long_epochs, args.seed, args.long_lsq)
+            cache[key] = mine[key] = measure(
+                ctx, xs[i], keys, args.long_epochs, args.seed, args.long_lsq
+            )
             out.parent.mkdir(parents=True, exist_ok=True)
             out.write_text(json.dumps(mine, indent=1))
-            print(f"policy {i + 1}/{len(xs)}: long {cache[key]['long']:.2f}%  proxy {cache[key]['proxy']}", flush=True)
+            print(
+                f"policy {i + 1}/{len(xs)}: long {cache[key]['long']:.2f}%  proxy {cache[key]['proxy']}",
+                flush=True,
+            )
     cache = load_caches(out)  # parallel slices may have finished meanwhile
     rows = [cache[k] for k in (",".join(f"{v:.6f}" for v in x) for x in xs) if k in cache]
-    print(f"long fine-tune: {args.long_epochs} epoch(s), step sizes {'learned (LSQ)' if args.long_lsq else 'frozen'}")
+    print(
+        f"long fine-tune: {args.long_epochs} epoch(s), step sizes {'learned (LSQ)' if args.long_lsq else 'frozen'}"
+    )
     print(report(rows, keys))
 
 

@@ -32,7 +32,6 @@ import torch
 
 from seernet.compress import CompressSettings, compress
 from seernet.context import RunContext
-from seernet.criteria import install_workspace_criteria
 from seernet.latency_table import load_table, measured_latency_ms, predicted_latency_ms
 from seernet.space import Policy
 from seernet.store import SampleStore
@@ -45,15 +44,26 @@ REFERENCE = "50%-8bit-seernet"
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--ws", default="benchmarks/out/seeds/ws", help="workspace (a copy of the e2e source workspace)")
+    p.add_argument(
+        "--ws",
+        default="benchmarks/out/seeds/ws",
+        help="workspace (a copy of the e2e source workspace)",
+    )
     p.add_argument("--e2e", default="benchmarks/out/e2e", help="bench_end_to_end's output folder")
     p.add_argument("--latency-runs", type=int, default=50)
-    p.add_argument("--parts", default="abcd", help="which parts to run (latency parts want a quiet machine)")
+    p.add_argument(
+        "--parts", default="abcd", help="which parts to run (latency parts want a quiet machine)"
+    )
     return p.parse_args()
 
 
 def seernet_cli(*args: str) -> str:
-    out = subprocess.run([sys.executable, "-m", "seernet.cli.main", *args], check=True, capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "seernet.cli.main", *args],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     return out.stdout
 
 
@@ -63,7 +73,12 @@ def compressed(ctx: RunContext, doc: dict, name: str, criterion: str = "l1") -> 
     if not metrics.exists():
         print(f"=== compress {name} (criterion {criterion})", flush=True)
         doc = doc | {"name": name}
-        compress(ctx, doc, Policy.from_json(doc["policy"]), CompressSettings(criterion=criterion, latency_runs=5))
+        compress(
+            ctx,
+            doc,
+            Policy.from_json(doc["policy"]),
+            CompressSettings(criterion=criterion, latency_runs=5),
+        )
     return json.loads(metrics.read_text())
 
 
@@ -84,7 +99,9 @@ def seernet_search_seconds(ws: Path, e2e: Path) -> tuple[float, int]:
     start = time.perf_counter()
     MLPEnsemble(random_state=0).fit(store.encoded, store.accuracy)
     fit = time.perf_counter() - start
-    solves = sum(e2e_policy(e2e, f"{round(100 * f)}%-8bit-seernet")["solve_seconds"] for f in FRACTIONS)
+    solves = sum(
+        e2e_policy(e2e, f"{round(100 * f)}%-8bit-seernet")["solve_seconds"] for f in FRACTIONS
+    )
     return float(store.seconds.sum()) + fit + solves, len(store)
 
 
@@ -95,7 +112,7 @@ def part_a(ctx: RunContext, e2e: Path) -> list[list[str]]:
                                   "--target", "50%", "--seed", "0", "--json"))  # fmt: skip
     learned = docs["legr"]
     legr_cost = learned["seconds"]
-    legr = {frac: compressed(ctx, doc, f"legr-{round(100 * frac)}%", criterion="legr")
+    legr = {frac: compressed(ctx, doc, f"legr-{round(100 * frac)}%", criterion="l2")  # legr's transform keeps l2's order
             for frac, doc in zip(FRACTIONS, docs["policies"], strict=True)}  # fmt: skip
     seer_cost, n_samples = seernet_search_seconds(Path(ctx.ws.root), e2e)
     rows = []
@@ -104,7 +121,9 @@ def part_a(ctx: RunContext, e2e: Path) -> list[list[str]]:
         for method, m in (("seernet", seer), ("legr", legr[frac])):
             rows.append([f"{round(100 * frac)}%", method, f"{100 * m['costs']['flops'] / m['unpruned']['flops']:.1f}%",
                          f"{m['accuracy']['before_finetune']['test']:.2f}", f"{m['accuracy']['after_finetune']['test']:.2f}"])  # fmt: skip
-    print(format_table(["FLOPs budget", "method", "FLOPs", "test before QAT", "test after QAT"], rows))
+    print(
+        format_table(["FLOPs budget", "method", "FLOPs", "test before QAT", "test after QAT"], rows)
+    )
     print(format_table(["method", "evaluations", "search wall seconds"], [
         ["seernet (samples + fit + 3 solves)", n_samples, f"{seer_cost:.0f}"],
         ["legr (evolution at 50% FLOPs)", f"{learned['evaluations']} ({learned['measured_policies']} distinct)", f"{legr_cost:.0f}"],
@@ -116,13 +135,20 @@ def part_a(ctx: RunContext, e2e: Path) -> list[list[str]]:
 def part_b(ctx: RunContext, e2e: Path, runs: int) -> dict[str, float]:
     if not ctx.ws.path("latency.json").exists():
         print("=== seernet profile-latency (batch 1, 1 thread)", flush=True)
-        seernet_cli("profile-latency", "--workdir", str(ctx.ws.root), "--threads", "1", "--batch-size", "1")
+        seernet_cli(
+            "profile-latency", "--workdir", str(ctx.ws.root), "--threads", "1", "--batch-size", "1"
+        )
     table = load_table(ctx.ws.path("latency.json"), ctx.space)
     policies: dict[tuple, tuple[str, Policy]] = {}
-    folders = [*sorted((e2e / "ws" / "policies").glob("*.json")), *sorted(ctx.ws.path("policies").glob("*.json"))]
+    folders = [
+        *sorted((e2e / "ws" / "policies").glob("*.json")),
+        *sorted(ctx.ws.path("policies").glob("*.json")),
+    ]
     for path in folders:
         policy = Policy.from_json(json.loads(path.read_text())["policy"])
-        policies.setdefault(tuple(sorted(policy.channels.items())), (path.stem, policy))  # latency ignores bits
+        policies.setdefault(
+            tuple(sorted(policy.channels.items())), (path.stem, policy)
+        )  # latency ignores bits
     rows, errors, measured = [], [], {}
     for name, policy in policies.values():
         pred = predicted_latency_ms(ctx.space, table, policy)
@@ -131,7 +157,11 @@ def part_b(ctx: RunContext, e2e: Path, runs: int) -> dict[str, float]:
         errors.append(100 * (pred - meas) / meas)
         rows.append([name, f"{pred:.3f}", f"{meas:.3f}", f"{errors[-1]:+.1f}%"])
     print(f"latency table: {table.device}, {table.threads} thread(s), batch {table.batch_size}")
-    print(format_table(["pruned model (distinct channel counts)", "predicted ms", "measured ms", "error"], rows))
+    print(
+        format_table(
+            ["pruned model (distinct channel counts)", "predicted ms", "measured ms", "error"], rows
+        )
+    )
     abs_err = [abs(e) for e in errors]
     print(f"{len(rows)} models: median |error| {statistics.median(abs_err):.1f}%, max {max(abs_err):.1f}%, "
           f"mean signed {np.mean(errors):+.1f}% (target: median <= 15%)")  # fmt: skip
@@ -142,8 +172,21 @@ def part_b(ctx: RunContext, e2e: Path, runs: int) -> dict[str, float]:
 def part_c(ctx: RunContext, e2e: Path, measured: dict[str, float], runs: int) -> None:
     table = load_table(ctx.ws.path("latency.json"), ctx.space)
     ref = e2e_policy(e2e, REFERENCE)
-    ref_ms = measured.get(REFERENCE) or measured_latency_ms(ctx.model, ctx.space, Policy.from_json(ref["policy"]), table, runs)
-    doc = json.loads(seernet_cli("solve", "--workdir", str(ctx.ws.root), "--latency", f"{ref_ms:.4f}ms", "--bits", "8", "--json"))[0]
+    ref_ms = measured.get(REFERENCE) or measured_latency_ms(
+        ctx.model, ctx.space, Policy.from_json(ref["policy"]), table, runs
+    )
+    doc = json.loads(
+        seernet_cli(
+            "solve",
+            "--workdir",
+            str(ctx.ws.root),
+            "--latency",
+            f"{ref_ms:.4f}ms",
+            "--bits",
+            "8",
+            "--json",
+        )
+    )[0]
     lat = compressed(ctx, doc, "latency-budget")
     flops = e2e_metrics(e2e, REFERENCE)
     lat_ms = measured_latency_ms(ctx.model, ctx.space, Policy.from_json(doc["policy"]), table, runs)
@@ -158,13 +201,18 @@ def part_d(ctx: RunContext, e2e: Path) -> None:
     if not ctx.ws.path("dynamic_scores.pt").exists():
         print("=== seernet dynamic-scores", flush=True)
         seernet_cli("dynamic-scores", "--workdir", str(ctx.ws.root))
-        install_workspace_criteria(ctx.ws)  # the context registered 'dynamic' before the scores existed
     ref = e2e_policy(e2e, REFERENCE)
     rows = [["l1", f"{e2e_metrics(e2e, REFERENCE)['accuracy']['before_finetune']['test']:.2f}",
              f"{e2e_metrics(e2e, REFERENCE)['accuracy']['after_finetune']['test']:.2f}"]]  # fmt: skip
-    for criterion in ("legr", "dynamic"):
+    for criterion in ("l2", "dynamic"):  # l2: what the removed "legr" criterion pruned
         m = compressed(ctx, ref, f"criterion-{criterion}", criterion=criterion)
-        rows.append([criterion, f"{m['accuracy']['before_finetune']['test']:.2f}", f"{m['accuracy']['after_finetune']['test']:.2f}"])
+        rows.append(
+            [
+                criterion,
+                f"{m['accuracy']['before_finetune']['test']:.2f}",
+                f"{m['accuracy']['after_finetune']['test']:.2f}",
+            ]
+        )
     print(f"one policy ({REFERENCE}), channels chosen inside each group by:")
     print(format_table(["criterion", "test before QAT", "test after QAT"], rows))
 

@@ -34,9 +34,13 @@ from seernet.units import format_count
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--workdir", default="benchmarks/out/ws-default", help="workspace with a fitted predictor")
+    p.add_argument(
+        "--workdir", default="benchmarks/out/ws-default", help="workspace with a fitted predictor"
+    )
     p.add_argument("--budgets", type=int, default=8)
-    p.add_argument("--ga-factor", type=float, default=30.0, help="GA time as a multiple of the solver's")
+    p.add_argument(
+        "--ga-factor", type=float, default=30.0, help="GA time as a multiple of the solver's"
+    )
     p.add_argument("--spaces", default="resnet20,mobilenet_v2")
     return p.parse_args()
 
@@ -61,7 +65,12 @@ def mobilenet_space(seed: int = 0):  # noqa: ANN201
     xt = torch.as_tensor(X)
     rel_bitops = (costs.bitops(xt) / costs.unpruned()["bitops"]).numpy()
     weights = rng.uniform(0.5, 1.5, space.dim)  # layers matter unequally
-    y = 72 + 4 * np.log(rel_bitops + 1e-3) / 7 - 3 * ((1 - X) ** 2 * weights).mean(1) + rng.normal(0, 0.2, len(X))
+    y = (
+        72
+        + 4 * np.log(rel_bitops + 1e-3) / 7
+        - 3 * ((1 - X) ** 2 * weights).mean(1)
+        + rng.normal(0, 0.2, len(X))
+    )
     return space, costs, MLPEnsemble(random_state=seed).fit(X, y)
 
 
@@ -76,7 +85,14 @@ def compare(name: str, space, costs, predictor, n_budgets: int, ga_factor: float
         t = time.perf_counter()
         s = barrier_ascent(predictor.mean_std_torch, cf, budgets, levels)
         s_sec = time.perf_counter() - t
-        g = genetic_search(predictor.mean_std_torch, cf, budgets, levels, seconds=ga_factor * s_sec, generations=10**6)
+        g = genetic_search(
+            predictor.mean_std_torch,
+            cf,
+            budgets,
+            levels,
+            seconds=ga_factor * s_sec,
+            generations=10**6,
+        )
         r = random_search(predictor.mean_std_torch, cf, budgets, levels, n=10000)
         rows.append([name, format_count(budgets["flops"]), f"{s.mean:.3f}", f"{s_sec:.3f}",
                      f"{g.mean:.3f}", f"{g.seconds:.2f}", f"{r.mean:.3f}", f"{r.seconds:.2f}",
@@ -89,8 +105,13 @@ def main() -> None:
     torch.set_num_threads(1)
     rows = []
     for name in args.spaces.split(","):
-        space, costs, predictor = default_space(args.workdir) if name == "resnet20" else mobilenet_space()
-        print(f"{name}: D={space.dim}, unpruned {format_count(costs.unpruned()['flops'])} FLOPs", flush=True)
+        space, costs, predictor = (
+            default_space(args.workdir) if name == "resnet20" else mobilenet_space()
+        )
+        print(
+            f"{name}: D={space.dim}, unpruned {format_count(costs.unpruned()['flops'])} FLOPs",
+            flush=True,
+        )
         rows += compare(name, space, costs, predictor, args.budgets, args.ga_factor)
     print(format_table(["space", "FLOPs budget", "solver acc", "solver s", "GA acc", "GA s",
                         "random acc", "random s", "solver >= GA"], rows))  # fmt: skip

@@ -69,7 +69,9 @@ def soft_cap(m: torch.Tensor, cap: float, width: float) -> torch.Tensor:
     return c - width * torch.nn.functional.softplus((c - m) / width)
 
 
-def conformal_scale(abs_resid: np.ndarray, std: np.ndarray, coverage: float, z: float = 2.0) -> float:
+def conformal_scale(
+    abs_resid: np.ndarray, std: np.ndarray, coverage: float, z: float = 2.0
+) -> float:
     """Smallest factor c with ``|r| <= z * c * std`` on a ``coverage`` share of the rows.
 
     Split conformal: the ceil((n + 1) * coverage)-th smallest ratio, so that a new

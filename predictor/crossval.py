@@ -100,7 +100,10 @@ def format_table(head: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
 
     def line(cells: list[str]) -> str:
-        padded = [c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))]
+        padded = [
+            c.ljust(w) if i == 0 else c.rjust(w)
+            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        ]
         return "  ".join(padded).rstrip()
 
     return "\n".join([line(head), "  ".join("-" * w for w in widths), *map(line, rows)])
@@ -132,8 +135,12 @@ def _score_model(estimator: Any, X: np.ndarray, y: np.ndarray, folds: list) -> M
         per_fold.append((rmse(yt, pt), kendall_tau(yt, pt), spearman_rho(yt, pt)))
     r, tau, rho = np.mean(per_fold, axis=0)
     return ModelScores(
-        rmse=float(r), kendall_tau=float(tau), spearman_rho=float(rho), oof_mean=mean,
-        oof_std=std if has_std else None, fold_tau=[f[1] for f in per_fold],
+        rmse=float(r),
+        kendall_tau=float(tau),
+        spearman_rho=float(rho),
+        oof_mean=mean,
+        oof_std=std if has_std else None,
+        fold_tau=[f[1] for f in per_fold],
     )
 
 
@@ -150,12 +157,16 @@ def _validate(X: Any, y: Any, k: int) -> tuple[np.ndarray, np.ndarray]:
     if X.ndim != 2:
         raise ValueError(f"X must be a 2-D array (samples x features), got shape {X.shape}.")
     if y.ndim != 1 or y.shape[0] != X.shape[0]:
-        raise ValueError(f"y must be 1-D with one value per row of X ({X.shape[0]}), got {y.shape}.")
+        raise ValueError(
+            f"y must be 1-D with one value per row of X ({X.shape[0]}), got {y.shape}."
+        )
     if not (np.isfinite(X).all() and np.isfinite(y).all()):
         raise ValueError("X and y must not contain NaN or infinite values.")
     if int(k) < 2:
         raise ValueError(f"k must be at least 2 folds, got {k}.")
     n = X.shape[0]
     if n < max(MIN_SAMPLES, k):
-        raise ValueError(f"cross-validation needs at least {max(MIN_SAMPLES, k)} samples for {k} folds, got {n}.")
+        raise ValueError(
+            f"cross-validation needs at least {max(MIN_SAMPLES, k)} samples for {k} folds, got {n}."
+        )
     return X, y

@@ -141,14 +141,22 @@ class MLPEnsemble(RegressorMixin, BaseEstimator):
         xs = torch.as_tensor((X - self.x_mean_) / self.x_std_, dtype=torch.float32, device=device)
         ys = torch.as_tensor((y - self.y_mean_) / self.y_std_, dtype=torch.float32, device=device)
         net = StackedMLP(
-            self.n_members, X.shape[1], tuple(self.hidden), self.activation, generator=gen,
+            self.n_members,
+            X.shape[1],
+            tuple(self.hidden),
+            self.activation,
+            generator=gen,
             signs=None if signs is None else torch.as_tensor(signs, dtype=torch.float32),
             linear_skip=self.linear_skip,
         ).to(device)
         splits = member_splits(X.shape[0], self.n_members, self.val_fraction, self.bootstrap, gen)
         cfg = TrainConfig(
-            lr=self.lr, weight_decay=self.weight_decay, input_penalty=self.input_penalty,
-            max_epochs=self.max_epochs, patience=self.patience, batch_size=self.batch_size,
+            lr=self.lr,
+            weight_decay=self.weight_decay,
+            input_penalty=self.input_penalty,
+            max_epochs=self.max_epochs,
+            patience=self.patience,
+            batch_size=self.batch_size,
             huber_delta=self.huber_delta,
         )
         with _torch_threads(self.n_threads if device.type == "cpu" else None):
@@ -161,7 +169,9 @@ class MLPEnsemble(RegressorMixin, BaseEstimator):
         self._set_std_scale(X, y, gen)
         return self
 
-    def _set_cap(self, X: np.ndarray, y: np.ndarray, signs: np.ndarray | None, out: np.ndarray) -> None:
+    def _set_cap(
+        self, X: np.ndarray, y: np.ndarray, signs: np.ndarray | None, out: np.ndarray
+    ) -> None:
         """The cap on predictions and the width of its soft edge, from the data (see the class docstring)."""
         noise = repeat_noise_std(X, y)
         self.noise_source_ = "repeats"
@@ -205,7 +215,11 @@ class MLPEnsemble(RegressorMixin, BaseEstimator):
         mean, std = np.empty(n), np.empty(n)
         for i, seed in enumerate(seeds):
             train, test = fold != i, fold == i
-            twin = clone(self).set_params(coverage=None, cap=None, random_state=seed).fit(X[train], y[train])
+            twin = (
+                clone(self)
+                .set_params(coverage=None, cap=None, random_state=seed)
+                .fit(X[train], y[train])
+            )
             mean[test], std[test] = twin.predict(X[test], return_std=True)
         resid = np.abs(y - self._cap_np(mean))
         self.std_scale_ = conformal_scale(resid, std, float(self.coverage))
@@ -227,7 +241,9 @@ class MLPEnsemble(RegressorMixin, BaseEstimator):
         self.y_mean_ = float(y.mean())
         self.y_std_ = float(y.std()) if y.std() > 0 else 1.0
 
-    def predict(self, X: Any, return_std: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    def predict(
+        self, X: Any, return_std: bool = False
+    ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         """Ensemble mean for each row of X, and with ``return_std`` the members' spread."""
         check_is_fitted(self, "members_")
         X = check_array(X, dtype=np.float64)
@@ -284,7 +300,11 @@ class MLPEnsemble(RegressorMixin, BaseEstimator):
             raise ValueError(f"coverage must be in (0, 1) or None, got {self.coverage}")
         if isinstance(self.cap, str) and self.cap != "auto":
             raise ValueError(f"cap must be 'auto', a number or None, got {self.cap!r}")
-        if self.cap is not None and not isinstance(self.cap, str) and not np.isfinite(float(self.cap)):
+        if (
+            self.cap is not None
+            and not isinstance(self.cap, str)
+            and not np.isfinite(float(self.cap))
+        ):
             raise ValueError(f"cap must be a finite number, got {self.cap}")
 
     def _check_dim(self, n_features: int) -> None:

@@ -19,7 +19,15 @@ FORMAT = "seernet.predictor.mlp-ensemble"
 # version-1 file has none of them and is refused (refit to get them).
 VERSION = 2
 # Fitted scalars beyond the scalers, saved in the JSON header under these names.
-CALIBRATION_ATTRS = ("noise_std_", "noise_source_", "cap_", "cap_source_", "cap_width_", "std_scale_", "calibration_coverage_")
+CALIBRATION_ATTRS = (
+    "noise_std_",
+    "noise_source_",
+    "cap_",
+    "cap_source_",
+    "cap_width_",
+    "std_scale_",
+    "calibration_coverage_",
+)
 
 
 def save(model: MLPEnsemble, path: str | Path, metadata: dict) -> None:
@@ -75,18 +83,25 @@ def load(cls: type[MLPEnsemble], path: str | Path) -> tuple[MLPEnsemble, dict]:
         model = cls(**{**header["params"], "hidden": tuple(header["params"]["hidden"])})
         signs = header["monotone_signs"]
         net = StackedMLP(
-            model.n_members, header["n_features_in"], model.hidden, model.activation,
+            model.n_members,
+            header["n_features_in"],
+            model.hidden,
+            model.activation,
             signs=None if signs is None else torch.tensor(signs, dtype=torch.float32),
             linear_skip=model.linear_skip,
         )
         net.load_state_dict(blob["state"])
         _restore_fitted(model, header, blob, net)
     except (KeyError, TypeError, RuntimeError) as err:
-        raise ValueError(f"{path} is an incomplete or inconsistent predictor file ({err}); refit it.") from None
+        raise ValueError(
+            f"{path} is an incomplete or inconsistent predictor file ({err}); refit it."
+        ) from None
     return model, header["metadata"]
 
 
-def _restore_fitted(model: MLPEnsemble, header: dict[str, Any], blob: dict, net: StackedMLP) -> None:
+def _restore_fitted(
+    model: MLPEnsemble, header: dict[str, Any], blob: dict, net: StackedMLP
+) -> None:
     """Set the learned attributes exactly as ``fit`` leaves them."""
     model.n_features_in_ = header["n_features_in"]
     model.n_epochs_ = header["n_epochs"]

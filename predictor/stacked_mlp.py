@@ -49,13 +49,20 @@ class StackedMLP(nn.Module):
     ) -> None:
         super().__init__()
         if activation not in ACTIVATIONS:
-            raise ValueError(f"unknown activation {activation!r}; choose from {sorted(ACTIVATIONS)}")
+            raise ValueError(
+                f"unknown activation {activation!r}; choose from {sorted(ACTIVATIONS)}"
+            )
         if signs is not None and activation not in MONOTONE_ACTIVATIONS:
-            raise ValueError(f"a monotone predictor needs a monotone activation {MONOTONE_ACTIVATIONS}, got {activation!r}")
+            raise ValueError(
+                f"a monotone predictor needs a monotone activation {MONOTONE_ACTIVATIONS}, got {activation!r}"
+            )
         self.act = ACTIVATIONS[activation]
         self.monotone = signs is not None
         # A buffer, so that it travels with state_dict (saved and loaded with the weights).
-        self.register_buffer("signs", torch.zeros(in_dim) if signs is None else torch.as_tensor(signs, dtype=torch.float32))
+        self.register_buffer(
+            "signs",
+            torch.zeros(in_dim) if signs is None else torch.as_tensor(signs, dtype=torch.float32),
+        )
         dims = [in_dim, *hidden, 1]
         self.weights = nn.ParameterList()
         self.biases = nn.ParameterList()
@@ -117,5 +124,6 @@ class StackedMLP(nn.Module):
         k = h.shape[-1]
         k1, k2 = -(-k // 3), -(-2 * k // 3)
         return torch.cat(
-            [self.act(h[..., :k1]), -self.act(-h[..., k1:k2]), nn.functional.hardtanh(h[..., k2:])], dim=-1
+            [self.act(h[..., :k1]), -self.act(-h[..., k1:k2]), nn.functional.hardtanh(h[..., k2:])],
+            dim=-1,
         )

@@ -104,7 +104,11 @@ def train_members(
 
 
 def _member_loss(
-    net: StackedMLP, x: torch.Tensor, y: torch.Tensor, input_penalty: float, huber_delta: float | None = None
+    net: StackedMLP,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    input_penalty: float,
+    huber_delta: float | None = None,
 ) -> torch.Tensor:
     """Per-member MSE (or Huber) on x (M, n, D), y (M, n), plus the group-lasso input penalty.
 
@@ -115,7 +119,9 @@ def _member_loss(
     if huber_delta is None:
         loss = (err**2).mean(dim=1)
     else:
-        loss = 2 * torch.nn.functional.huber_loss(err, torch.zeros_like(err), reduction="none", delta=huber_delta).mean(dim=1)
+        loss = 2 * torch.nn.functional.huber_loss(
+            err, torch.zeros_like(err), reduction="none", delta=huber_delta
+        ).mean(dim=1)
     if input_penalty > 0:
         loss = loss + input_penalty * _input_group_norm(net)
     return loss

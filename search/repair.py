@@ -230,8 +230,9 @@ def _fill_round(problem: Problem, idx: Tensor, tol: float) -> tuple[Tensor, Tens
     multi = idx + take.long()
     one = idx + single.long()
     # Coupled moves can break a budget or cancel out: fall back to the single best.
-    better = problem.feasible(multi) & (problem.objective(problem.grid.values(multi))
-                                        >= problem.objective(problem.grid.values(one)))
+    better = problem.feasible(multi) & (
+        problem.objective(problem.grid.values(multi)) >= problem.objective(problem.grid.values(one))
+    )
     new = torch.where(better[:, None], multi, one)
     return new, ok.any(dim=1)
 

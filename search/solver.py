@@ -252,8 +252,14 @@ def barrier_ascent(
 
 
 def _candidates(
-    problem: Problem, starts: int, steps: int, lr: float, mu: tuple[float, float],
-    keep: int, do_fill: bool, seed: int,
+    problem: Problem,
+    starts: int,
+    steps: int,
+    lr: float,
+    mu: tuple[float, float],
+    keep: int,
+    do_fill: bool,
+    seed: int,
 ) -> Tensor:
     """Feasible index rows to choose the answer from (never empty)."""
     with torch.no_grad():

@@ -44,7 +44,9 @@ def measure_encoded(ctx: RunContext, protocol: Protocol, x: np.ndarray) -> tuple
     """Accuracy (%) and seconds of one encoded policy, measured with ``ctx``'s base model."""
     from seernet.evaluate import evaluate_policy
 
-    return evaluate_policy(ctx.model, ctx.space, ctx.space.decode(x), ctx.splits, protocol, ctx.device)
+    return evaluate_policy(
+        ctx.model, ctx.space, ctx.space.decode(x), ctx.splits, protocol, ctx.device
+    )
 
 
 @lru_cache(maxsize=2)
@@ -189,7 +191,9 @@ class RayBackend:
                 ray.init(**kwargs)
             except (ConnectionError, ValueError, RuntimeError) as exc:
                 reason = " ".join(str(exc).split())[:160]
-                raise UserError(f"cannot start or reach the Ray cluster ({reason}): check --address") from exc
+                raise UserError(
+                    f"cannot start or reach the Ray cluster ({reason}): check --address"
+                ) from exc
         # Default: as many tasks in flight as the cluster has room for.
         room = ray.cluster_resources().get("CPU", 1.0) / cpus_per_task
         self.workers = workers or max(1, int(room))
@@ -260,11 +264,15 @@ class BackendConfig:
         if self.workers is not None and self.workers < 1:
             raise UserError(f"--workers must be at least 1, got {self.workers}")
         if self.threads_per_worker is not None and self.threads_per_worker < 1:
-            raise UserError(f"--threads-per-worker must be at least 1, got {self.threads_per_worker}")
+            raise UserError(
+                f"--threads-per-worker must be at least 1, got {self.threads_per_worker}"
+            )
         if self.cpus_per_task <= 0 or self.gpus_per_task < 0 or self.max_retries < 0:
             raise UserError("--cpus-per-task must be > 0, --gpus-per-task and --max-retries >= 0")
         if (self.address or self.gpus_per_task) and self.backend != "ray":
-            raise UserError("--address and --gpus-per-task only apply to --backend ray; locally use --device")
+            raise UserError(
+                "--address and --gpus-per-task only apply to --backend ray; locally use --device"
+            )
 
     @property
     def parallel(self) -> bool:
@@ -280,7 +288,9 @@ class BackendConfig:
         """Start the backend."""
         threads = self.threads_per_worker or 1
         if self.backend == "ray":
-            return RayBackend(self.workers, self.address, self.cpus_per_task, self.gpus_per_task, self.max_retries)
+            return RayBackend(
+                self.workers, self.address, self.cpus_per_task, self.gpus_per_task, self.max_retries
+            )
         if self.workers is not None and self.workers > 1:
             return ProcessBackend(self.workers, threads)
         if self.threads_per_worker is not None:
@@ -295,7 +305,9 @@ class BackendConfig:
             return lambda x: measure_encoded(ctx, protocol, x)
         # A task given a GPU sees it as its only CUDA device, whatever the driver has.
         device = "cuda" if self.gpus_per_task > 0 else str(ctx.device)
-        return WorkspaceEvaluator(str(os.path.abspath(ctx.ws.root)), device, protocol, self.threads_per_worker or 1)
+        return WorkspaceEvaluator(
+            str(os.path.abspath(ctx.ws.root)), device, protocol, self.threads_per_worker or 1
+        )
 
 
 __all__ = [

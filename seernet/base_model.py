@@ -13,7 +13,9 @@ from seernet.workspace import RunConfig
 
 def load_splits(config: RunConfig) -> DataSplits:
     """The run's dataset with its fixed train/val split."""
-    return load_dataset(config.dataset, config.data_dir, config.val_size, config.split_seed, config.image_size)
+    return load_dataset(
+        config.dataset, config.data_dir, config.val_size, config.split_seed, config.image_size
+    )
 
 
 def build_model(config: RunConfig, splits: DataSplits, with_weights: bool = True) -> nn.Module:

@@ -30,12 +30,16 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
     """Return (state_dict, meta) from a seernet checkpoint or a plain state dict."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"checkpoint {path} does not exist: check --weights or run 'seernet pretrain'")
+        raise UserError(
+            f"checkpoint {path} does not exist: check --weights or run 'seernet pretrain'"
+        )
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for foreign or corrupt files
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"{path} is not a loadable weights-only checkpoint ({first[:120]})") from exc
+        raise UserError(
+            f"{path} is not a loadable weights-only checkpoint ({first[:120]})"
+        ) from exc
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         meta = json.loads(obj["meta"]) if isinstance(obj.get("meta"), str) else {}
         obj = obj["state_dict"]

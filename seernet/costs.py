@@ -175,7 +175,7 @@ class CostModel:
                 + (1 - ti) * tj * at(i, j + 1) + ti * tj * at(i + 1, j + 1))  # fmt: skip
 
     def latency(self, x: torch.Tensor) -> torch.Tensor:
-        """Predicted ms of the pruned float model: scaled sum of interpolated layers + a constant."""
+        """Predicted ms (the table's runtime: torch float or ORT QDQ): scaled layer sum + a constant."""
         return self._lat_scale * self.layer_latency(x).sum(1) + self._lat_overhead
 
     def functions(self) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:

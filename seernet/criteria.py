@@ -55,10 +55,6 @@ def workspace_criterion(ws: Workspace, name: str) -> Criterion:
     return make_criterion(name)
 
 
-def install_workspace_criteria(ws: Workspace) -> None:
-    """Deprecated no-op: criteria are no longer installed; kept for old imports (bench_seeds)."""
-
-
 # --- transitional ------------------------------------------------------------------------
 # ``seernet.compress`` and ``seernet.backends`` still hand ``build_compressed`` /
 # ``evaluate_policy`` only ``ctx.model``, not ``ctx.criterion(name)``. Until they pass the

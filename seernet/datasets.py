@@ -92,7 +92,9 @@ def load_dataset(
 def split_indices(n: int, val_size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Disjoint sorted train/val index arrays; the same ``seed`` always gives the same split."""
     if not 0 < val_size < n:
-        raise UserError(f"--val-size must be between 1 and {n - 1} for this dataset, got {val_size}")
+        raise UserError(
+            f"--val-size must be between 1 and {n - 1} for this dataset, got {val_size}"
+        )
     perm = np.random.default_rng(seed).permutation(n)
     return np.sort(perm[val_size:]), np.sort(perm[:val_size])
 
@@ -116,7 +118,9 @@ def _read_idx(path: Path) -> np.ndarray:
     dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
     data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
     if data.size != int(np.prod(dims)):
-        raise UserError(f"{path} is truncated ({data.size} of {int(np.prod(dims))} bytes); {_FMNIST_HINT}")
+        raise UserError(
+            f"{path} is truncated ({data.size} of {int(np.prod(dims))} bytes); {_FMNIST_HINT}"
+        )
     return data.reshape(dims)
 
 
@@ -138,7 +142,9 @@ def _fmnist_split(root: Path, prefix: str) -> TensorDataset:
 
 
 @register_dataset("fashion-mnist")
-def _load_fashion_mnist(data_dir: Path | None, image_size: int | None) -> tuple[Dataset, Dataset, int, int, int]:
+def _load_fashion_mnist(
+    data_dir: Path | None, image_size: int | None
+) -> tuple[Dataset, Dataset, int, int, int]:
     _fixed_size("fashion-mnist", 28, image_size)
     root = data_dir or FASHION_MNIST_DIR
     if not root.is_dir():
@@ -148,7 +154,9 @@ def _load_fashion_mnist(data_dir: Path | None, image_size: int | None) -> tuple[
 
 def _fixed_size(name: str, size: int, requested: int | None) -> None:
     if requested not in (None, size):
-        raise UserError(f"{name} images are {size}x{size}; --image-size {requested} applies to --dataset imagefolder only")
+        raise UserError(
+            f"{name} images are {size}x{size}; --image-size {requested} applies to --dataset imagefolder only"
+        )
 
 
 # --- CIFAR-10 (python version) ---------------------------------------------------------
@@ -195,7 +203,9 @@ def _cifar_tensors(paths: list[Path]) -> TensorDataset:
 
 
 @register_dataset("cifar10")
-def _load_cifar10(data_dir: Path | None, image_size: int | None) -> tuple[Dataset, Dataset, int, int, int]:
+def _load_cifar10(
+    data_dir: Path | None, image_size: int | None
+) -> tuple[Dataset, Dataset, int, int, int]:
     _fixed_size("cifar10", 32, image_size)
     if data_dir is None:
         raise UserError(f"CIFAR-10 needs --data-dir; {_CIFAR_HINT}")
@@ -205,7 +215,9 @@ def _load_cifar10(data_dir: Path | None, image_size: int | None) -> tuple[Datase
 
 # --- ImageFolder (ImageNet-style) ------------------------------------------------------
 
-_IMAGEFOLDER_HINT = "pass --data-dir with train/ and val/ subfolders, one folder per class inside each"
+_IMAGEFOLDER_HINT = (
+    "pass --data-dir with train/ and val/ subfolders, one folder per class inside each"
+)
 
 
 _SIZE_PROBE = 256  # images whose headers decide an image folder's own size
@@ -222,12 +234,14 @@ def common_image_size(files: list[str]) -> int | None:
             sizes.add(img.size)
         if len(sizes) > 1:
             return None
-    (w, h), = sizes or {(0, 1)}
+    ((w, h),) = sizes or {(0, 1)}
     return w if w == h else None
 
 
 @register_dataset("imagefolder")
-def _load_imagefolder(data_dir: Path | None, image_size: int | None) -> tuple[Dataset, Dataset, int, int, int]:
+def _load_imagefolder(
+    data_dir: Path | None, image_size: int | None
+) -> tuple[Dataset, Dataset, int, int, int]:
     """Images at ``image_size``; by default their own size when they share one, else 224."""
     from torchvision import datasets, transforms
 
@@ -237,15 +251,25 @@ def _load_imagefolder(data_dir: Path | None, image_size: int | None) -> tuple[Da
         train = datasets.ImageFolder(str(data_dir / "train"))
         test = datasets.ImageFolder(str(data_dir / "val"))
     except (FileNotFoundError, RuntimeError) as exc:
-        raise UserError(f"ImageFolder data at {data_dir} is unusable ({exc}); {_IMAGEFOLDER_HINT}") from exc
+        raise UserError(
+            f"ImageFolder data at {data_dir} is unusable ({exc}); {_IMAGEFOLDER_HINT}"
+        ) from exc
     if train.classes != test.classes:
         raise UserError(f"train/ and val/ in {data_dir} have different class folders")
     own = common_image_size([p for p, _ in train.samples])
     size = image_size or own or 224
     # ImageNet's recipe (resize to 8/7 of the side, center crop) unless the images already fit.
-    resize = [] if size == own else [transforms.Resize(round(size * 256 / 224)), transforms.CenterCrop(size)]
+    resize = (
+        []
+        if size == own
+        else [transforms.Resize(round(size * 256 / 224)), transforms.CenterCrop(size)]
+    )
     tf = transforms.Compose(
-        [*resize, transforms.ToTensor(), transforms.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])]
+        [
+            *resize,
+            transforms.ToTensor(),
+            transforms.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
+        ]
     )
     train.transform = test.transform = tf
     return train, test, len(train.classes), 3, size

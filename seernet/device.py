@@ -16,5 +16,7 @@ def resolve_device(name: str = "auto") -> torch.device:
     except RuntimeError as exc:
         raise UserError(f"unknown device {name!r}: use auto, cpu, cuda or cuda:N") from exc
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"device {name!r} requested but CUDA is not available here: use --device cpu")
+        raise UserError(
+            f"device {name!r} requested but CUDA is not available here: use --device cpu"
+        )
     return dev

@@ -22,7 +22,9 @@ def load_samples(ctx: RunContext) -> tuple[np.ndarray, np.ndarray, int]:
     with SampleStore.open(ctx.ws.path(STORE_NAME), fingerprint=ctx.space.fingerprint) as store:
         X, y, n_val = store.encoded, store.accuracy, val_images(ctx, store.spec.protocol)
     if not np.isfinite(y).all():
-        raise UserError(f"{ctx.ws.path(STORE_NAME)} holds NaN or infinite accuracies; re-collect into a new --workdir")
+        raise UserError(
+            f"{ctx.ws.path(STORE_NAME)} holds NaN or infinite accuracies; re-collect into a new --workdir"
+        )
     return X, y, n_val
 
 
@@ -74,7 +76,9 @@ def cross_validate_samples(X: np.ndarray, y: np.ndarray, folds: int, seed: int):
     from predictor.crossval import cross_validate
 
     if len(y) < max(10, folds):
-        raise UserError(f"{len(y)} samples are too few for {folds}-fold cross-validation (need at least {max(10, folds)}): collect more")
+        raise UserError(
+            f"{len(y)} samples are too few for {folds}-fold cross-validation (need at least {max(10, folds)}): collect more"
+        )
     try:
         with warnings.catch_warnings():
             # The GP baseline's optimiser often sits at a bound; that is not the user's problem.
@@ -84,7 +88,9 @@ def cross_validate_samples(X: np.ndarray, y: np.ndarray, folds: int, seed: int):
         raise UserError(f"cannot cross-validate these samples: {exc}") from exc
 
 
-def fit_and_save(ctx: RunContext, X: np.ndarray, y: np.ndarray, n_val: int, cv, seed: int, path: Path):  # noqa: ANN001, ANN201
+def fit_and_save(
+    ctx: RunContext, X: np.ndarray, y: np.ndarray, n_val: int, cv, seed: int, path: Path
+):  # noqa: ANN001, ANN201
     """Fit the ensemble on every sample, save it atomically with its metadata, and return it.
 
     The saved metadata carries the cross-validated scores, including the out-of-fold
@@ -110,7 +116,11 @@ def trust_lines(model, cv, cap: Cap | None = None) -> list[str]:  # noqa: ANN001
     lines = []
     if cv.calibration is not None:
         one, two = cv.calibration
-        target = "" if model.coverage is None else f"; spread scaled for {model.coverage:.0%} within 2 std"
+        target = (
+            ""
+            if model.coverage is None
+            else f"; spread scaled for {model.coverage:.0%} within 2 std"
+        )
         lines.append(
             f"ensemble spread, out-of-fold over {len(cv.y)} samples: {one:.0%} within 1 std, "
             f"{two:.0%} within 2 std{target}"
@@ -121,9 +131,15 @@ def trust_lines(model, cv, cap: Cap | None = None) -> list[str]:  # noqa: ANN001
     elif model.cap_source_ == "given":
         lines.append(f"predictions capped at {model.cap_:.2f} (given)")
     elif model.cap_ is not None:
-        how = "best measured base policy" if model.cap_source_ == "base policy" else "best sample (base policy not measured)"
+        how = (
+            "best measured base policy"
+            if model.cap_source_ == "base policy"
+            else "best sample (base policy not measured)"
+        )
         noise = "repeated measurements" if model.noise_source_ == "repeats" else "fit residuals"
-        lines.append(f"predictions capped at {model.cap_:.2f}: {how} + {model.noise_std_:.2f} noise margin from {noise}")
+        lines.append(
+            f"predictions capped at {model.cap_:.2f}: {how} + {model.noise_std_:.2f} noise margin from {noise}"
+        )
     return lines
 
 

@@ -89,7 +89,11 @@ def check_batch_fits(
         raise UserError(
             f"batch {batch_size} at {h}x{w} needs ~{need / 1e9:.1f} GB to {'train' if training else 'evaluate'}, "
             f"this machine has {have / 1e9:.1f} GB free; use "
-            + ("--batch-size or --image-size" if training else "--image-size (evaluation runs batches of 512)")
+            + (
+                "--batch-size or --image-size"
+                if training
+                else "--image-size (evaluation runs batches of 512)"
+            )
         )
 
 

@@ -18,7 +18,9 @@ def conv_linear_macs(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str
     hooks = []
 
     def hook(name: str):  # noqa: ANN202 - returns a forward hook
-        def count(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+        def count(
+            module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor
+        ) -> None:
             per_sample = output.numel() // output.shape[0]
             if isinstance(module, nn.Conv2d):
                 k = module.kernel_size[0] * module.kernel_size[1]

@@ -267,7 +267,16 @@ class FakeQuant:
             return fake_quant_weight(w, self.exact_weight_scale(), self.w_bits)
         # _version changes on every in-place update (optimizer steps, load_state_dict).
         s = self.weight_scale
-        key = (id(w), w.data_ptr(), w._version, w.shape, w.dtype, self.w_bits, s.data_ptr(), s._version)
+        key = (
+            id(w),
+            w.data_ptr(),
+            w._version,
+            w.shape,
+            w.dtype,
+            self.w_bits,
+            s.data_ptr(),
+            s._version,
+        )
         if self._cache is None or self._cache[0] != key:
             self._cache = (key, fake_quant_weight(w, self.exact_weight_scale(), self.w_bits))
         return self._cache[1]
@@ -293,8 +302,12 @@ class FakeQuant:
         return super().train(mode)
 
     def get_extra_state(self) -> dict:
-        return {"w_bits": self.w_bits, "a_bits": self.a_bits, "act_signed": self.act_signed,
-                "calibrated": self.calibrated}
+        return {
+            "w_bits": self.w_bits,
+            "a_bits": self.a_bits,
+            "act_signed": self.act_signed,
+            "calibrated": self.calibrated,
+        }
 
     def set_extra_state(self, state: dict) -> None:
         # Loaded after the tensors: the bits must not re-derive the weight scale just loaded.
@@ -312,8 +325,16 @@ class QuantConv2d(FakeQuant, nn.Conv2d):
 
     @staticmethod
     def _ctor_args(m: nn.Conv2d) -> dict:
-        keys = ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation",
-                "groups", "padding_mode")
+        keys = (
+            "in_channels",
+            "out_channels",
+            "kernel_size",
+            "stride",
+            "padding",
+            "dilation",
+            "groups",
+            "padding_mode",
+        )
         return {k: getattr(m, k) for k in keys}
 
     def forward(self, x: Tensor) -> Tensor:

@@ -101,10 +101,14 @@ def fit_predictor(ctx: RunContext, store: SampleStore, seed: int) -> Fit:
     return lambda X, y: make_predictor(X, y, seed, n_val)
 
 
-def refined_document(ctx: RunContext, bset: BudgetSet, out: Refined, bits_mode: str, seconds: float) -> dict:
+def refined_document(
+    ctx: RunContext, bset: BudgetSet, out: Refined, bits_mode: str, seconds: float
+) -> dict:
     """The policy document of the best measured candidate, with every round's figures."""
     best = out.best
-    res = SolveResult(best.x, best.predicted_mean, best.predicted_std, {}, bset.budgets, True, seconds)
+    res = SolveResult(
+        best.x, best.predicted_mean, best.predicted_std, {}, bset.budgets, True, seconds
+    )
     doc = policy_document(ctx, bset, res, bits_mode)
     doc["measured"] = {
         "val_accuracy": best.measured, "evaluations": out.evaluations, "strategy": REFINE_STRATEGY,

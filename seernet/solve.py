@@ -18,13 +18,25 @@ from seernet.units import Budget, format_bytes, format_count, format_ms
 
 PREDICTOR_NAME = "predictor.pt"
 # latency (ms) is a budget only with a measured table (``seernet profile-latency``)
-BUDGET_KINDS = {"flops": "count", "bitops": "count", "params": "count", "size": "bytes", "latency": "ms"}
+BUDGET_KINDS = {
+    "flops": "count",
+    "bitops": "count",
+    "params": "count",
+    "size": "bytes",
+    "latency": "ms",
+}
 MIXED_BITOPS_FACTOR = 16  # BitOPs of uniform 4-bit weights and activations
 
 
 def format_cost(name: str, value: float) -> str:
     kind = BUDGET_KINDS.get(name)
-    return format_bytes(value) if kind == "bytes" else format_ms(value) if kind == "ms" else format_count(value)
+    return (
+        format_bytes(value)
+        if kind == "bytes"
+        else format_ms(value)
+        if kind == "ms"
+        else format_count(value)
+    )
 
 
 def attach_latency(ctx: RunContext, required: bool):  # noqa: ANN201 - a LatencyTable or None
@@ -45,7 +57,9 @@ def attach_latency(ctx: RunContext, required: bool):  # noqa: ANN201 - a Latency
         if required:
             raise
         return None
-    ctx.__dict__["costs"] = CostModel(ctx.space, latency=table)  # replaces the cached, table-less model
+    ctx.__dict__["costs"] = CostModel(
+        ctx.space, latency=table
+    )  # replaces the cached, table-less model
     return table
 
 
@@ -59,7 +73,9 @@ def load_predictor(ctx: RunContext):  # noqa: ANN201 - an MLPEnsemble
     try:
         model, meta = MLPEnsemble.load(path)
     except (ValueError, KeyError, RuntimeError, OSError) as exc:
-        raise UserError(f"{path} is not a readable seernet predictor ({exc}); rerun 'seernet fit-predictor'") from exc
+        raise UserError(
+            f"{path} is not a readable seernet predictor ({exc}); rerun 'seernet fit-predictor'"
+        ) from exc
     if meta.get("space_fingerprint") != ctx.space.fingerprint:
         raise UserError(
             f"{path} was fitted for policy space {meta.get('space_fingerprint')}, this workspace's is "
@@ -84,10 +100,17 @@ def resolve_budgets(
     full = ctx.costs.unpruned()
     if pareto:
         lo = ctx.costs.flops(torch.as_tensor(Levels(ctx.space.levels()).lower)[None]).item()
-        given = {"flops": [Budget(f"pareto{i}", value=v) for i, v in enumerate(np.linspace(lo * 1.05, full["flops"] * 0.95, pareto))]}
+        given = {
+            "flops": [
+                Budget(f"pareto{i}", value=v)
+                for i, v in enumerate(np.linspace(lo * 1.05, full["flops"] * 0.95, pareto))
+            ]
+        }
     lengths = {len(v) for v in given.values()}
     if not given:
-        raise UserError("give at least one budget: --flops, --bitops, --params, --size, --latency or --pareto K")
+        raise UserError(
+            "give at least one budget: --flops, --bitops, --params, --size, --latency or --pareto K"
+        )
     if len(lengths - {1}) > 1:
         raise UserError("budget lists must have equal lengths (or one value that applies to all)")
     n = max(lengths)
@@ -107,15 +130,10 @@ def bits_mask(ctx: RunContext, bits: int | None) -> tuple[np.ndarray | None, np.
     """Freeze every bit-width coordinate at ``bits`` (``--bits N``); None = search them."""
     if bits is None:
         return None, None
-    space = ctx.space
-    if bits not in space.choices.bits:
-        raise UserError(f"--bits {bits} is not one of this space's bit-widths {list(space.choices.bits)}")
-    fixed = np.zeros(space.dim, dtype=bool)
-    fixed[space.bit_dims()] = True
-    values = np.zeros(space.dim)
-    lo, hi = space.choices.bits[0], space.choices.bits[-1]
-    values[space.bit_dims()] = (bits - lo) / (hi - lo) if hi > lo else 1.0
-    return fixed, values
+    try:
+        return ctx.space.bits_mask(bits)
+    except ValueError as exc:
+        raise UserError(f"--bits {exc}") from exc
 
 
 def check_attainable(ctx: RunContext, budgets: dict[str, float], fixed, values) -> None:  # noqa: ANN001
@@ -133,7 +151,9 @@ def check_attainable(ctx: RunContext, budgets: dict[str, float], fixed, values) 
             )
 
 
-def solve_one(ctx: RunContext, predictor, bset: BudgetSet, fixed, values, seed: int = 0) -> SolveResult:  # noqa: ANN001
+def solve_one(
+    ctx: RunContext, predictor, bset: BudgetSet, fixed, values, seed: int = 0
+) -> SolveResult:  # noqa: ANN001
     """Barrier ascent on the predictor under ``bset``'s budgets."""
     check_attainable(ctx, bset.budgets, fixed, values)
     fns = ctx.costs.functions()
@@ -159,8 +179,11 @@ def policy_document(ctx: RunContext, bset: BudgetSet, res: SolveResult, bits_mod
 
 def latency_settings(table) -> dict:  # noqa: ANN001 - a LatencyTable
     """Where and how the predicted latency was measured (it means nothing without this)."""
-    return {"device": table.device, "threads": table.threads, "batch_size": table.batch_size,
-            "note": "latency of the pruned float model (quantization is simulated)"}  # fmt: skip
+    settings = {"device": table.device, "threads": table.threads, "batch_size": table.batch_size,
+                "runtime": table.runtime, "kernels": table.kernels}  # fmt: skip
+    if table.runtime == "onnxruntime":
+        settings["qdq_residuals"] = table.qdq_residuals
+    return settings
 
 
 def write_json(path: Path, obj: dict) -> None:
@@ -171,7 +194,9 @@ def write_json(path: Path, obj: dict) -> None:
     os.replace(tmp, path)
 
 
-def verify(ctx: RunContext, docs: list[dict], seed: int = 0) -> list[tuple[str, float, float, float]]:
+def verify(
+    ctx: RunContext, docs: list[dict], seed: int = 0
+) -> list[tuple[str, float, float, float]]:
     """Measure solved policies with the store's protocol; append each (strategy ``verify``)."""
     from seernet.collect import STORE_NAME, Measurer
     from seernet.evaluate import Protocol

@@ -23,7 +23,9 @@ def dependency_graph(model: nn.Module, example: torch.Tensor) -> tp.DependencyGr
 def prunable_groups(dg: tp.DependencyGraph, model: nn.Module, ignored: list[str]):  # noqa: ANN201
     """Torch-Pruning's channel groups, rooted at conv/linear output channels."""
     ignored_modules = [model.get_submodule(n) for n in ignored]
-    return dg.get_all_groups(ignored_layers=ignored_modules, root_module_types=(nn.Conv2d, nn.Linear))
+    return dg.get_all_groups(
+        ignored_layers=ignored_modules, root_module_types=(nn.Conv2d, nn.Linear)
+    )
 
 
 def named_groups(model: nn.Module, input_shape: tuple[int, ...]):  # noqa: ANN201
@@ -77,7 +79,9 @@ def _shapes_by_hooks(model: nn.Module, example: torch.Tensor) -> tuple[list[str]
             def hook(mod, inp, out, name=name):  # noqa: ANN001, ANN202
                 if name not in spatial:
                     order.append(name)
-                    spatial[name] = out.numel() // out.shape[0] // out.shape[1] if out.dim() > 2 else 1
+                    spatial[name] = (
+                        out.numel() // out.shape[0] // out.shape[1] if out.dim() > 2 else 1
+                    )
 
             hooks.append(m.register_forward_hook(hook))
     try:
@@ -92,16 +96,32 @@ def _shapes_by_hooks(model: nn.Module, example: torch.Tensor) -> tuple[list[str]
 def trace_layers(model: nn.Module, example: torch.Tensor, terms: Terms) -> list[Layer]:
     """Every parameterised module with the shapes and couplings the cost model needs."""
     order, spatial = _shapes_by_hooks(model, example)
-    first_conv, classifier = order[0], [n for n in order if isinstance(model.get_submodule(n), nn.Linear)][-1]
+    first_conv, classifier = (
+        order[0],
+        [n for n in order if isinstance(model.get_submodule(n), nn.Linear)][-1],
+    )
     layers: list[Layer] = []
     for name in order:
-        layers.append(_conv_or_linear(name, model.get_submodule(name), spatial[name], terms, (first_conv, classifier)))
+        layers.append(
+            _conv_or_linear(
+                name, model.get_submodule(name), spatial[name], terms, (first_conv, classifier)
+            )
+        )
     for name, m in model.named_modules():
         if isinstance(m, nn.Conv2d | nn.Linear) or _own_params(m) == 0:
             continue
         t = terms.get(name, {"in": [], "out": []})
         if isinstance(m, nn.BatchNorm2d):
-            layers.append(Layer(name, "bn", m.num_features, m.num_features, bias=m.affine, out_terms=tuple(t["out"])))
+            layers.append(
+                Layer(
+                    name,
+                    "bn",
+                    m.num_features,
+                    m.num_features,
+                    bias=m.affine,
+                    out_terms=tuple(t["out"]),
+                )
+            )
         elif t["in"] or t["out"]:
             raise unsupported(f"{name} ({type(m).__name__}) has parameters on pruned channels")
         else:
@@ -109,14 +129,18 @@ def trace_layers(model: nn.Module, example: torch.Tensor, terms: Terms) -> list[
     return layers
 
 
-def _conv_or_linear(name: str, m: nn.Module, positions: int, terms: Terms, fixed: tuple[str, str]) -> Layer:
+def _conv_or_linear(
+    name: str, m: nn.Module, positions: int, terms: Terms, fixed: tuple[str, str]
+) -> Layer:
     t = terms.get(name, {"in": [], "out": []})
     if isinstance(m, nn.Linear):
         return Layer(name, "linear", m.in_features, m.out_features, spatial=positions, bias=m.bias is not None,
                      in_terms=tuple(t["in"]), out_terms=tuple(t["out"]), fixed_bits=name in fixed)  # fmt: skip
     depthwise = m.groups > 1 and m.groups == m.in_channels == m.out_channels
     if m.groups > 1 and not depthwise and (t["in"] or t["out"]):
-        raise unsupported(f"{name} is a grouped convolution (groups={m.groups}) whose channels would be pruned")
+        raise unsupported(
+            f"{name} is a grouped convolution (groups={m.groups}) whose channels would be pruned"
+        )
     return Layer(
         name, "conv", m.in_channels, m.out_channels, kernel=m.kernel_size[0] * m.kernel_size[1],
         spatial=positions, depthwise=depthwise, conv_groups=1 if depthwise else m.groups,

@@ -67,7 +67,15 @@ SCALAR_COLUMNS = {
     "seconds": "f8",
     "time": "f8",
 }
-RESERVED_ATTRS = ("format_version", "n_committed", "space_fingerprint", "model", "dataset", "protocol", "cost_names")
+RESERVED_ATTRS = (
+    "format_version",
+    "n_committed",
+    "space_fingerprint",
+    "model",
+    "dataset",
+    "protocol",
+    "cost_names",
+)
 # h5py raises these for foreign, truncated or corrupted files.
 READ_ERRORS = (OSError, KeyError, ValueError, TypeError, json.JSONDecodeError)
 
@@ -117,7 +125,9 @@ class StoreSpec:
         if len(set(self.cost_names)) != len(self.cost_names) or any(
             not n or "/" in n for n in self.cost_names
         ):
-            raise ValueError(f"cost names must be unique, non-empty and free of '/': {self.cost_names}")
+            raise ValueError(
+                f"cost names must be unique, non-empty and free of '/': {self.cost_names}"
+            )
         clash = sorted(set(self.meta) & set(RESERVED_ATTRS))
         if clash:
             raise ValueError(f"meta keys {clash} are reserved by the sample store")
@@ -125,7 +135,9 @@ class StoreSpec:
 
 def row_key(encoded: np.ndarray) -> bytes:
     """Hashable identity of an encoded policy (rounded; -0.0 and 0.0 agree)."""
-    return (np.round(np.asarray(encoded, dtype=np.float64).reshape(-1), KEY_DECIMALS) + 0.0).tobytes()
+    return (
+        np.round(np.asarray(encoded, dtype=np.float64).reshape(-1), KEY_DECIMALS) + 0.0
+    ).tobytes()
 
 
 def _column(name: str, dtype: type) -> property:
@@ -234,16 +246,22 @@ class SampleStore:
                     "policy space; use another --workdir"
                 )
         if not np.isfinite(sample.encoded).all():
-            raise UserError(f"encoded policy contains NaN or inf; not stored in {self.path}: report this as a bug")
+            raise UserError(
+                f"encoded policy contains NaN or inf; not stored in {self.path}: report this as a bug"
+            )
         if math.isnan(sample.accuracy):
             raise UserError(
                 f"accuracy is NaN (strategy {sample.strategy!r}, round {sample.round}); not stored: "
                 "the evaluation diverged, check the data and the fine-tuning learning rate"
             )
         if set(sample.costs) != set(spec.cost_names):
-            raise ValueError(f"sample costs {sorted(sample.costs)} != store costs {spec.cost_names}")
+            raise ValueError(
+                f"sample costs {sorted(sample.costs)} != store costs {spec.cost_names}"
+            )
         if len(sample.strategy.encode()) > STRATEGY_BYTES:
-            raise ValueError(f"strategy name longer than {STRATEGY_BYTES} bytes: {sample.strategy!r}")
+            raise ValueError(
+                f"strategy name longer than {STRATEGY_BYTES} bytes: {sample.strategy!r}"
+            )
 
     # --- reading -----------------------------------------------------------------------
     def __len__(self) -> int:
@@ -267,7 +285,9 @@ class SampleStore:
     @property
     def encoded(self) -> np.ndarray:
         """(N, D) float64 encoded policies."""
-        return np.array([s.encoded for s in self._samples], dtype=np.float64).reshape(-1, self.spec.dim)
+        return np.array([s.encoded for s in self._samples], dtype=np.float64).reshape(
+            -1, self.spec.dim
+        )
 
     @property
     def choices(self) -> np.ndarray:
@@ -292,7 +312,8 @@ class SampleStore:
 def _spec_attrs(spec: StoreSpec) -> dict[str, Any]:
     """Root attributes of a new store: the caller's meta, then the reserved ones."""
     attrs: dict[str, Any] = {
-        k: v if isinstance(v, str | int | float | bool) else json.dumps(v) for k, v in spec.meta.items()
+        k: v if isinstance(v, str | int | float | bool) else json.dumps(v)
+        for k, v in spec.meta.items()
     }
     attrs.update(
         format_version=FORMAT_VERSION,
@@ -351,12 +372,18 @@ def _read(path: Path) -> tuple[StoreSpec, list[Sample]]:
             attrs = {k: _plain(v) for k, v in f.attrs.items()}
             version = int(attrs["format_version"])
             if version > FORMAT_VERSION:
-                raise UserError(f"{path} was written by a newer seernet (store format {version}): upgrade seernet")
+                raise UserError(
+                    f"{path} was written by a newer seernet (store format {version}): upgrade seernet"
+                )
             n = int(attrs["n_committed"])
             spec = StoreSpec(
-                fingerprint=attrs["space_fingerprint"], dim=f["encoded"].shape[1],
-                n_choices=f["choices"].shape[1], cost_names=json.loads(attrs["cost_names"]),
-                model=attrs["model"], dataset=attrs["dataset"], protocol=json.loads(attrs["protocol"]),
+                fingerprint=attrs["space_fingerprint"],
+                dim=f["encoded"].shape[1],
+                n_choices=f["choices"].shape[1],
+                cost_names=json.loads(attrs["cost_names"]),
+                model=attrs["model"],
+                dataset=attrs["dataset"],
+                protocol=json.loads(attrs["protocol"]),
                 meta={k: v for k, v in attrs.items() if k not in RESERVED_ATTRS},
             )
             # Reading every row now (a few MB at most) surfaces corruption here, not later.

@@ -36,15 +36,23 @@ def parse_budget(text: str, kind: str = "count", flag: str = "--flops") -> Budge
     """Parse one budget; malformed units, zero or negative values are a UserError."""
     units = KINDS[kind]
     m = _PATTERN.match(text)
-    examples = {"count": "150M, 1.2G, 800K, 50%", "bytes": "2MB, 500KB, 50%", "ms": "3ms, 500us, 50%"}[kind]
+    examples = {
+        "count": "150M, 1.2G, 800K, 50%",
+        "bytes": "2MB, 500KB, 50%",
+        "ms": "3ms, 500us, 50%",
+    }[kind]
     if not m:
-        raise UserError(f"{flag} {text!r} is not a budget: use a positive number with a unit, e.g. {examples}")
+        raise UserError(
+            f"{flag} {text!r} is not a budget: use a positive number with a unit, e.g. {examples}"
+        )
     number, unit = float(m.group(1)), m.group(2).upper()
     if number <= 0:
         raise UserError(f"{flag} {text!r}: a budget must be positive")
     if unit == "%":
         if number > 1000:
-            raise UserError(f"{flag} {text!r}: a percentage of the unpruned model must be at most 1000%")
+            raise UserError(
+                f"{flag} {text!r}: a percentage of the unpruned model must be at most 1000%"
+            )
         return Budget(text, fraction=number / 100.0)
     if unit not in units:
         raise UserError(f"{flag} {text!r}: unknown unit {m.group(2)!r}; use e.g. {examples}")

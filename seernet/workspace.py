@@ -60,7 +60,9 @@ class Workspace:
     def read(self) -> RunConfig:
         """Read ``seernet.json``; a missing or corrupt file is a clear error."""
         if not self.exists():
-            raise UserError(f"{self.root} is not a seernet workspace yet (no {CONFIG_NAME}): run 'seernet pretrain' or 'seernet collect' first")
+            raise UserError(
+                f"{self.root} is not a seernet workspace yet (no {CONFIG_NAME}): run 'seernet pretrain' or 'seernet collect' first"
+            )
         try:
             raw = json.loads(self.config_path.read_text())
             known = {f.name for f in fields(RunConfig)}
@@ -83,7 +85,10 @@ class Workspace:
         given = {k: v for k, v in requested.items() if v is not None}
         if not self.exists():
             config = RunConfig(**given)
-            if config.weights is None and (config.model, config.dataset) == (DEFAULT_MODEL, DEFAULT_DATASET):
+            if config.weights is None and (config.model, config.dataset) == (
+                DEFAULT_MODEL,
+                DEFAULT_DATASET,
+            ):
                 config.weights = str(DEFAULT_WEIGHTS)
             self.write(config)
             return config

@@ -63,7 +63,6 @@ def _run_onnx(path: Path, x: np.ndarray) -> np.ndarray:
     return ort.InferenceSession(str(path)).run(None, {"input": x})[0]
 
 
-
 @pytest.fixture
 def run_onnx():  # noqa: ANN201 - returns the helper
     """Outputs of an ONNX file, as a function of (path, x)."""
@@ -84,7 +83,6 @@ def run_args(tmp_path_factory: pytest.TempPathFactory, fake_fmnist: Path) -> lis
     return ["--data-dir", str(fake_fmnist), "--val-size", "100", "--weights", str(root / "w.pt")]
 
 
-
 @pytest.fixture
 def make_image_folder():  # noqa: ANN201 - returns the helper
     """A function writing train/ and val/ with two classes of random PNGs cycling through sizes (w, h)."""
@@ -100,7 +98,9 @@ def make_image_folder():  # noqa: ANN201 - returns the helper
                 for i in range(per_class):
                     w, h = sizes[k % len(sizes)]
                     k += 1
-                    Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(root / split / cls / f"{i}.png")
+                    Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(
+                        root / split / cls / f"{i}.png"
+                    )
         return root
 
     return make

@@ -13,7 +13,16 @@ from seernet.backends import BackendConfig
 from seernet.cli.main import main
 from seernet.store import SampleStore, row_key
 
-FAST = ["--finetune-steps", "0", "--bn-batches", "1", "--val-limit", "50", "--threads-per-worker", "1"]
+FAST = [
+    "--finetune-steps",
+    "0",
+    "--bn-batches",
+    "1",
+    "--val-limit",
+    "50",
+    "--threads-per-worker",
+    "1",
+]
 
 
 def collect(ws: Path, run_args: list[str], n: int, *extra: str) -> int:
@@ -57,20 +66,38 @@ def test_ray_missing_says_how_to_install(tmp_path: Path, run_args, capsys, monke
     monkeypatch.setattr(builtins, "__import__", no_ray)
     assert collect(tmp_path / "w", run_args, 2, "--backend", "ray") == 2
     err = capsys.readouterr().err.strip()
-    assert err.endswith("Ray is not installed: pip install 'seernet[ray]'") and len(err.splitlines()) == 1
+    assert (
+        err.endswith("Ray is not installed: pip install 'seernet[ray]'")
+        and len(err.splitlines()) == 1
+    )
     assert not (tmp_path / "w").exists()
 
 
 @pytest.fixture
 def ray_cluster():  # noqa: ANN201
-    ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'seernet[ray]'); CI installs it")
+    ray = pytest.importorskip(
+        "ray", reason="Ray is not installed (pip install 'seernet[ray]'); CI installs it"
+    )
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
 
 
 def test_ray_equals_local(tmp_path: Path, run_args, local_random, ray_cluster):
-    assert collect(tmp_path / "w", run_args, 4, "--strategy", "random", "--backend", "ray", "--workers", "2") == 0
+    assert (
+        collect(
+            tmp_path / "w",
+            run_args,
+            4,
+            "--strategy",
+            "random",
+            "--backend",
+            "ray",
+            "--workers",
+            "2",
+        )
+        == 0
+    )
     assert samples(tmp_path / "w") == local_random
 
 
@@ -95,7 +122,22 @@ def test_ray_task_whose_worker_dies_is_retried_and_recorded_once(
 
     monkeypatch.setattr(BackendConfig, "evaluator", evaluator)
     ws = tmp_path / "w"
-    assert collect(ws, run_args, 4, "--strategy", "random", "--backend", "ray", "--workers", "2", "--max-retries", "2") == 0
+    assert (
+        collect(
+            ws,
+            run_args,
+            4,
+            "--strategy",
+            "random",
+            "--backend",
+            "ray",
+            "--workers",
+            "2",
+            "--max-retries",
+            "2",
+        )
+        == 0
+    )
     assert marker.exists()  # a worker really died
     assert samples(ws) == local_random  # all four, each once, same accuracies
 
@@ -103,7 +145,12 @@ def test_ray_task_whose_worker_dies_is_retried_and_recorded_once(
 def test_backend_options_are_validated():
     from seernet.errors import UserError
 
-    for bad in ({"workers": 0}, {"threads_per_worker": 0}, {"address": "auto"}, {"max_retries": -1}):
+    for bad in (
+        {"workers": 0},
+        {"threads_per_worker": 0},
+        {"address": "auto"},
+        {"max_retries": -1},
+    ):
         with pytest.raises(UserError):
             BackendConfig(**bad)
     assert not BackendConfig().parallel and BackendConfig(workers=2).parallel
@@ -119,7 +166,19 @@ def test_ray_retries_are_bounded(tmp_path: Path, run_args, ray_cluster, monkeypa
 
     monkeypatch.setattr(BackendConfig, "evaluator", evaluator)
     ws = tmp_path / "w"
-    code = collect(ws, run_args, 2, "--strategy", "random", "--backend", "ray", "--workers", "2", "--max-retries", "1")
+    code = collect(
+        ws,
+        run_args,
+        2,
+        "--strategy",
+        "random",
+        "--backend",
+        "ray",
+        "--workers",
+        "2",
+        "--max-retries",
+        "1",
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and "Ray gave up on an evaluation" in err[-1] and "--max-retries" in err[-1]
     assert len(samples(ws)) == 0  # the store exists, readable, with nothing half-written

@@ -55,7 +55,17 @@ def write_doc(path: Path, doc: dict) -> Path:
 
 
 def compress(ws: Path, policy: Path, *extra: str) -> int:
-    args = ["compress", str(policy), "--workdir", str(ws), "--device", "cpu", "--latency-runs", "2", *extra]
+    args = [
+        "compress",
+        str(policy),
+        "--workdir",
+        str(ws),
+        "--device",
+        "cpu",
+        "--latency-runs",
+        "2",
+        *extra,
+    ]
     return cli_main.main(args)
 
 
@@ -67,12 +77,18 @@ def compressed(workspace: Path) -> Path:
 
 def test_writes_the_exports_and_nothing_else(compressed: Path):
     assert sorted(p.name for p in compressed.parent.iterdir()) == ["toy"]  # no staging folder left
-    assert sorted(p.name for p in compressed.iterdir()) == ["metrics.json", "model.onnx", "model.pt", "packed.bin"]
+    assert sorted(p.name for p in compressed.iterdir()) == [
+        "metrics.json",
+        "model.onnx",
+        "model.pt",
+        "model.qdq.onnx",
+        "packed.bin",
+    ]
 
 
 def test_metrics_sizes_equal_the_files_on_disk(compressed: Path):
     m = json.loads((compressed / "metrics.json").read_text())
-    assert set(m["files"]) == {"model.onnx", "model.pt", "packed.bin"}
+    assert set(m["files"]) == {"model.onnx", "model.pt", "model.qdq.onnx", "packed.bin"}
     for name, size in m["files"].items():
         assert (compressed / name).stat().st_size == size
     # The packed weights are the compressed size: far below float32, near the cost model's estimate.
@@ -85,19 +101,26 @@ def test_metrics_report_accuracy_costs_latency_and_time(compressed: Path, worksp
     assert m["finetune_steps"] == int(STEPS) and m["settings"]["steps"] == int(STEPS)
     for when in ("before_finetune", "after_finetune"):
         assert all(0.0 <= m["accuracy"][when][split] <= 100.0 for split in ("val", "test"))
-    assert m["accuracy"]["val_history"][-1]["val_accuracy"] == m["accuracy"]["after_finetune"]["val"]
+    assert (
+        m["accuracy"]["val_history"][-1]["val_accuracy"] == m["accuracy"]["after_finetune"]["val"]
+    )
     assert set(m["costs"]) == set(m["unpruned"]) == {"flops", "bitops", "params", "size"}
     assert all(m["costs"][k] < m["unpruned"][k] for k in m["costs"])
     lat = m["latency"]
     assert lat["threads"] >= 1 and lat["batch_sizes"] == [1, 64]
     assert set(lat["models"]) == {"base (float)", "compressed (float)", "compressed (fake-quant)"}
     assert all(v[b]["median_ms"] > 0 for v in lat["models"].values() for b in ("1", "64"))
-    assert m["export_check"]["torchscript_max_abs_diff"] <= 1e-5 and m["export_check"]["packed_max_abs_diff"] <= 1e-5
+    assert (
+        m["export_check"]["torchscript_max_abs_diff"] <= 1e-5
+        and m["export_check"]["packed_max_abs_diff"] <= 1e-5
+    )
     assert m["seconds"]["total"] >= m["seconds"]["finetune"] > 0
 
 
 @torch.no_grad()
-def test_exports_agree_with_the_packed_model(compressed: Path, workspace: Path, tmp_path: Path, no_seernet_script, run_onnx):
+def test_exports_agree_with_the_packed_model(
+    compressed: Path, workspace: Path, tmp_path: Path, no_seernet_script, run_onnx
+):
     """TorchScript (in a process without seernet) gives the fake-quant model's outputs; ONNX nearly.
 
     ONNX runs other conv kernels (and the exporter folds BatchNorm into the convs), so its
@@ -118,7 +141,11 @@ def test_exports_agree_with_the_packed_model(compressed: Path, workspace: Path, 
 
 
 def _listing(ws: Path) -> list[str]:
-    return sorted(str(p.relative_to(ws)) for p in (ws / "compressed").rglob("*")) if (ws / "compressed").exists() else []
+    return (
+        sorted(str(p.relative_to(ws)) for p in (ws / "compressed").rglob("*"))
+        if (ws / "compressed").exists()
+        else []
+    )
 
 
 def _valid_doc(ws: Path) -> dict:
@@ -157,7 +184,9 @@ BAD = {
 
 
 @pytest.mark.parametrize("how", sorted(BAD))
-def test_bad_policy_file_is_one_line_exit_2_and_writes_nothing(how: str, workspace: Path, tmp_path: Path, capsys):
+def test_bad_policy_file_is_one_line_exit_2_and_writes_nothing(
+    how: str, workspace: Path, tmp_path: Path, capsys
+):
     edited = _edit(workspace, how)
     path = tmp_path / "bad.json"
     path.write_text(edited if isinstance(edited, str) else json.dumps(edited))
@@ -173,7 +202,10 @@ def test_bad_policy_file_is_one_line_exit_2_and_writes_nothing(how: str, workspa
 def test_missing_policy_file_and_conflicting_lengths(workspace: Path, tmp_path: Path, capsys):
     assert compress(workspace, tmp_path / "nope.json") == 2
     assert "does not exist" in capsys.readouterr().err
-    assert compress(workspace, workspace / "policies" / "toy.json", "--epochs", "1", "--steps", "5") == 2
+    assert (
+        compress(workspace, workspace / "policies" / "toy.json", "--epochs", "1", "--steps", "5")
+        == 2
+    )
     assert "not both" in capsys.readouterr().err
 
 
@@ -205,17 +237,30 @@ def test_distill_loss_mixes_label_and_teacher_terms():
     assert torch.equal(distill_loss(logits, teacher, y, 0.0, 4.0), ce)
     assert distill_loss(logits, logits, y, 1.0, 4.0).abs() < 1e-6  # the teacher itself: no KL
     t = 2.0
-    kl = (torch.softmax(teacher / t, 1) * (torch.log_softmax(teacher / t, 1) - torch.log_softmax(logits / t, 1))).sum(1).mean()
-    assert torch.allclose(distill_loss(logits, teacher, y, 0.25, t), 0.75 * ce + 0.25 * t * t * kl, atol=1e-6)
+    kl = (
+        (
+            torch.softmax(teacher / t, 1)
+            * (torch.log_softmax(teacher / t, 1) - torch.log_softmax(logits / t, 1))
+        )
+        .sum(1)
+        .mean()
+    )
+    assert torch.allclose(
+        distill_loss(logits, teacher, y, 0.25, t), 0.75 * ce + 0.25 * t * t * kl, atol=1e-6
+    )
 
 
 @pytest.mark.parametrize(("flag", "value", "message"), [
     ("--distill", "1.5", "--distill must be a number in 0..1"), ("--distill", "-0.1", "--distill must be a number in 0..1"),
     ("--temperature", "0", "--temperature must be a number > 0"),
 ])  # fmt: skip
-def test_bad_distill_settings_are_one_line_exit_2(flag: str, value: str, message: str, workspace: Path, capsys):
+def test_bad_distill_settings_are_one_line_exit_2(
+    flag: str, value: str, message: str, workspace: Path, capsys
+):
     capsys.readouterr()
-    assert compress(workspace, workspace / "policies" / "toy.json", "--steps", "1", flag, value) == 2
+    assert (
+        compress(workspace, workspace / "policies" / "toy.json", "--steps", "1", flag, value) == 2
+    )
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and message in err and "Traceback" not in err
     with pytest.raises(ValueError, match="distill"):
@@ -225,10 +270,20 @@ def test_bad_distill_settings_are_one_line_exit_2(flag: str, value: str, message
 def test_compress_with_distillation_and_lsq_exports_exactly(workspace: Path):
     doc = {**_valid_doc(workspace), "name": "distilled"}
     path = write_doc(workspace / "policies" / "distilled.json", doc)
-    assert compress(workspace, path, "--steps", "2", "--distill", "0.7", "--temperature", "2", "--lsq") == 0
+    assert (
+        compress(workspace, path, "--steps", "2", "--distill", "0.7", "--temperature", "2", "--lsq")
+        == 0
+    )
     m = json.loads((workspace / "compressed" / "distilled" / "metrics.json").read_text())
-    assert (m["settings"]["distill"], m["settings"]["temperature"], m["settings"]["lsq"]) == (0.7, 2.0, True)
-    assert m["export_check"]["torchscript_max_abs_diff"] == 0 and m["export_check"]["packed_max_abs_diff"] == 0
+    assert (m["settings"]["distill"], m["settings"]["temperature"], m["settings"]["lsq"]) == (
+        0.7,
+        2.0,
+        True,
+    )
+    assert (
+        m["export_check"]["torchscript_max_abs_diff"] == 0
+        and m["export_check"]["packed_max_abs_diff"] == 0
+    )
 
 
 def test_quantizer_settings_are_validated():

@@ -66,8 +66,11 @@ def test_pruned_model_has_the_policys_channel_counts():
     pruned = prune_model(model, space, policy)
     for row in costs.per_layer(policy):
         module = pruned.get_submodule(row["layer"])
-        got = (module.in_features, module.out_features) if isinstance(module, torch.nn.Linear) else (
-            module.in_channels, module.out_channels)
+        got = (
+            (module.in_features, module.out_features)
+            if isinstance(module, torch.nn.Linear)
+            else (module.in_channels, module.out_channels)
+        )
         assert got == (row["in"], row["out"])
 
 

@@ -36,7 +36,9 @@ def test_malformed_idx_is_a_user_error(tmp_path: Path, fake_fmnist: Path):
     bad = tmp_path / "bad"
     bad.mkdir()
     for f in fake_fmnist.iterdir():
-        (bad / f.name).write_bytes(f.read_bytes()[:50] if "train-images" in f.name else f.read_bytes())
+        (bad / f.name).write_bytes(
+            f.read_bytes()[:50] if "train-images" in f.name else f.read_bytes()
+        )
     with pytest.raises(UserError):
         load_dataset("fashion-mnist", bad)
 
@@ -53,7 +55,10 @@ def test_cifar10_python_batches(tmp_path: Path):
 
     rng = np.random.default_rng(0)
     for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        batch = {b"data": rng.integers(0, 255, (20, 3072), dtype=np.uint8), b"labels": [int(v) for v in rng.integers(0, 10, 20)]}
+        batch = {
+            b"data": rng.integers(0, 255, (20, 3072), dtype=np.uint8),
+            b"labels": [int(v) for v in rng.integers(0, 10, 20)],
+        }
         with open(tmp_path / name, "wb") as f:
             pickle.dump(batch, f)
     splits = load_dataset("cifar10", tmp_path, val_size=10)

@@ -42,7 +42,18 @@ def test_collect_resumes_without_duplicates(tmp_path: Path, run_args):
 
 def test_collect_killed_with_sigkill_then_resumed(tmp_path: Path, run_args):
     ws = tmp_path / "w"
-    cmd = [sys.executable, "-m", "seernet.cli.main", "collect", "--workdir", str(ws), *run_args, "--samples", "6", *FAST]
+    cmd = [
+        sys.executable,
+        "-m",
+        "seernet.cli.main",
+        "collect",
+        "--workdir",
+        str(ws),
+        *run_args,
+        "--samples",
+        "6",
+        *FAST,
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     deadline = time.time() + 240
@@ -65,7 +76,9 @@ def test_store_of_another_protocol_is_refused(tmp_path: Path, run_args, capsys):
     ws = tmp_path / "w"
     assert collect(ws, run_args, 1) == 0
     capsys.readouterr()
-    code = main(["collect", "--workdir", str(ws), "--samples", "2", *FAST[:-2], "--finetune-steps", "3"])
+    code = main(
+        ["collect", "--workdir", str(ws), "--samples", "2", *FAST[:-2], "--finetune-steps", "3"]
+    )
     err = capsys.readouterr().err
     assert code == 2 and "comparable" in err and len(err.strip().splitlines()) == 1
 
@@ -106,7 +119,10 @@ def test_solve_verify_compress_report(fitted: Path, capsys):
     assert main(["solve", "--workdir", ws, "--flops", "40%,60%", "--json"]) == 0
     docs = json.loads(capsys.readouterr().out)
     for doc in docs:
-        assert doc["costs"]["flops"] <= doc["budgets"]["flops"] and doc["costs"]["bitops"] <= doc["budgets"]["bitops"]
+        assert (
+            doc["costs"]["flops"] <= doc["budgets"]["flops"]
+            and doc["costs"]["bitops"] <= doc["budgets"]["bitops"]
+        )
         assert Path(doc["path"]).is_file()
     assert main(["solve", "--workdir", ws, "--flops", "50%", "--bits", "8", "--json"]) == 0
     (doc8,) = json.loads(capsys.readouterr().out)
@@ -114,7 +130,10 @@ def test_solve_verify_compress_report(fitted: Path, capsys):
     n_before = len(rows(fitted))
     assert main(["solve", "--workdir", ws, "--flops", "45%", "--verify"]) == 0
     assert len(rows(fitted)) == n_before + 1
-    assert main(["compress", docs[0]["path"], "--workdir", ws, "--steps", "2", "--latency-runs", "2"]) == 0
+    assert (
+        main(["compress", docs[0]["path"], "--workdir", ws, "--steps", "2", "--latency-runs", "2"])
+        == 0
+    )
     assert (fitted / "compressed" / docs[0]["name"] / "metrics.json").is_file()
     assert main(["report", "--workdir", ws]) == 0
     assert (fitted / "report" / "pareto.png").is_file()
@@ -142,7 +161,7 @@ def test_solve_refine_returns_the_best_measured_policy(fitted: Path, tmp_path: P
     assert doc["costs"]["flops"] <= doc["budgets"]["flops"]
     with SampleStore.open(ws / "samples.h5") as store:
         assert len(store) == len(before) + m["evaluations"]
-        assert set(store.strategy[len(before):]) <= {"refine"}
+        assert set(store.strategy[len(before) :]) <= {"refine"}
     assert json.loads(Path(doc["path"]).read_text())["measured"] == m
     # Without --json the table puts the prediction made before measuring next to the measurement.
     assert main(["solve", "--workdir", str(ws), "--flops", "40%", "--refine", "1"]) == 0

@@ -308,7 +308,9 @@ def test_layer_stores_the_mse_scale_and_rederives_it_when_bits_change() -> None:
 
 @settings(max_examples=40, deadline=None)
 @given(bits=st.integers(2, 8), seed=st.integers(0, 2**16), spread=st.floats(1e-4, 1e3))
-def test_codes_in_range_and_dequantize_equals_simulated_weight(bits: int, seed: int, spread: float) -> None:
+def test_codes_in_range_and_dequantize_equals_simulated_weight(
+    bits: int, seed: int, spread: float
+) -> None:
     g = torch.Generator().manual_seed(seed)
     layer = quantize_(nn.Sequential(nn.Linear(9, 5)), {"0": (bits, None)})[0]
     with torch.no_grad():
@@ -346,7 +348,9 @@ def test_lsq_layer_grad_scales_and_forward_values() -> None:
     seen = {}
     lin.register_forward_pre_hook(lambda m, args: seen.update(x=args[0].detach()))
     out = q(x)  # eval mode (BatchNorm fixed), autograd on: the LSQ path
-    assert torch.equal(out.detach(), frozen)  # the learned-step forward is the frozen one, bit for bit
+    assert torch.equal(
+        out.detach(), frozen
+    )  # the learned-step forward is the frozen one, bit for bit
     r = torch.randn_like(out)
     (out * r).sum().backward()
     for m in layers.values():
@@ -362,7 +366,11 @@ def test_lsq_layer_grad_scales_and_forward_values() -> None:
     wq = vw.round().clamp(-qw, qw) * s_w[:, None]
     g_w = 1 / (w.numel() * qw) ** 0.5
     g_a = 1 / (seen["x"].shape[1] * ahi) ** 0.5
-    assert torch.allclose(lin.weight_scale.grad, g_w * ((r.T @ xq) * dw).sum(1), rtol=1e-3, atol=1e-6)
+    assert torch.allclose(
+        lin.weight_scale.grad, g_w * ((r.T @ xq) * dw).sum(1), rtol=1e-3, atol=1e-6
+    )
     assert torch.allclose(lin.act_scale.grad, g_a * ((r @ wq) * da).sum(), rtol=1e-3, atol=1e-6)
     set_lsq_(q, False)
-    assert not any(m.weight_scale.requires_grad or m.act_scale.requires_grad for m in layers.values())
+    assert not any(
+        m.weight_scale.requires_grad or m.act_scale.requires_grad for m in layers.values()
+    )

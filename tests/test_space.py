@@ -45,7 +45,12 @@ def test_decode_rounds_any_vector_to_a_valid_policy(space, x):
 
 def test_encoding_is_monotone_in_raw_choices(space):
     g = space.groups[0]
-    enc = [space.encode(Policy({**space.full_policy().channels, g.name: n}, space.full_policy().bits))[0] for n in g.keep]
+    enc = [
+        space.encode(Policy({**space.full_policy().channels, g.name: n}, space.full_policy().bits))[
+            0
+        ]
+        for n in g.keep
+    ]
     assert enc == sorted(enc) and enc[-1] == 1.0
 
 
@@ -81,7 +86,9 @@ def test_uniform_policy_keeps_the_nearest_valid_count_everywhere(space):
     half = space.uniform_policy(0.5, 4)
     for g in space.groups:
         assert half.channels[g.name] in g.keep
-        assert abs(half.channels[g.name] - g.channels / 2) <= min(abs(n - g.channels / 2) for n in g.keep)
+        assert abs(half.channels[g.name] - g.channels / 2) <= min(
+            abs(n - g.channels / 2) for n in g.keep
+        )
     assert {b for ly, b in half.bits.items() if ly not in ("conv1", "fc")} == {(4, 4)}
     assert space.uniform_policy(1.0) == space.full_policy()
     assert np.array_equal(space.encode(space.uniform_policy(1.0)), np.ones(space.dim))

@@ -22,17 +22,29 @@ from seernet.store import Sample, SampleStore, StoreSpec
 
 DIM, N_CHOICES, COSTS = 6, 4, ["flops", "bitops"]
 SPEC = StoreSpec(
-    fingerprint="space-a", dim=DIM, n_choices=N_CHOICES, cost_names=COSTS, model="resnet20",
-    dataset="fashion-mnist", protocol={"bn_batches": 10, "finetune_steps": 0}, meta={"note": "x", "levels": [1, 2]},
+    fingerprint="space-a",
+    dim=DIM,
+    n_choices=N_CHOICES,
+    cost_names=COSTS,
+    model="resnet20",
+    dataset="fashion-mnist",
+    protocol={"bn_batches": 10, "finetune_steps": 0},
+    meta={"note": "x", "levels": [1, 2]},
 )
 
 
 def make_sample(i: int) -> Sample:
     """Row ``i`` is recognisable from every column, so a torn or shifted row shows."""
     return Sample(
-        encoded=np.full(DIM, i / 10_000), choices=[i % 64 + 1] * N_CHOICES, accuracy=i / 10_000,
-        costs={"flops": 1e6 + i, "bitops": 3e7 + i}, strategy="random" if i % 2 else "uncertainty",
-        round=i // 10, seed=i, seconds=0.5, time=1.7e9 + i,
+        encoded=np.full(DIM, i / 10_000),
+        choices=[i % 64 + 1] * N_CHOICES,
+        accuracy=i / 10_000,
+        costs={"flops": 1e6 + i, "bitops": 3e7 + i},
+        strategy="random" if i % 2 else "uncertainty",
+        round=i // 10,
+        seed=i,
+        seconds=0.5,
+        time=1.7e9 + i,
     )
 
 
@@ -42,7 +54,9 @@ def assert_rows_are(store: SampleStore, indices: list[int]) -> None:
     np.testing.assert_array_equal(store.encoded, np.repeat(idx[:, None] / 10_000, DIM, axis=1))
     np.testing.assert_array_equal(store.accuracy, idx / 10_000)
     np.testing.assert_array_equal(store.seed, idx.astype(int))
-    np.testing.assert_array_equal(store.choices, np.repeat(idx.astype(int)[:, None] % 64 + 1, N_CHOICES, 1))
+    np.testing.assert_array_equal(
+        store.choices, np.repeat(idx.astype(int)[:, None] % 64 + 1, N_CHOICES, 1)
+    )
     np.testing.assert_array_equal(store.costs["bitops"], 3e7 + idx)
     assert list(store.strategy) == ["random" if i % 2 else "uncertainty" for i in indices]
 
@@ -68,7 +82,9 @@ def test_append_reopen_resume_keeps_rows_in_order(store_path: Path) -> None:
     assert_rows_are(s, list(range(8)))
     assert s.encoded.dtype == np.float64 and s.choices.shape == (8, N_CHOICES)
     assert s.round.tolist() == [0] * 8 and s.time[3] == 1.7e9 + 3
-    assert s.spec == replace(SPEC, meta={"note": "x", "levels": "[1, 2]"})  # non-scalar meta is JSON
+    assert s.spec == replace(
+        SPEC, meta={"note": "x", "levels": "[1, 2]"}
+    )  # non-scalar meta is JSON
 
 
 def test_empty_store_has_shaped_columns(tmp_path: Path) -> None:
@@ -85,13 +101,22 @@ def test_readable_with_plain_h5py_as_documented(store_path: Path) -> None:
         assert json.loads(f.attrs["protocol"]) == SPEC.protocol
         assert json.loads(f.attrs["cost_names"]) == COSTS and f.attrs["note"] == "x"
         expected = {
-            "encoded": ((n, DIM), "float64"), "choices": ((n, N_CHOICES), "int32"),
-            "accuracy": ((n,), "float64"), "costs/flops": ((n,), "float64"),
-            "costs/bitops": ((n,), "float64"), "strategy": ((n,), "|S32"), "round": ((n,), "int32"),
-            "seed": ((n,), "int64"), "seconds": ((n,), "float64"), "time": ((n,), "float64"),
+            "encoded": ((n, DIM), "float64"),
+            "choices": ((n, N_CHOICES), "int32"),
+            "accuracy": ((n,), "float64"),
+            "costs/flops": ((n,), "float64"),
+            "costs/bitops": ((n,), "float64"),
+            "strategy": ((n,), "|S32"),
+            "round": ((n,), "int32"),
+            "seed": ((n,), "int64"),
+            "seconds": ((n,), "float64"),
+            "time": ((n,), "float64"),
         }
         for name, (shape, dtype) in expected.items():
-            assert (f[name].shape, f[name].dtype.str if name == "strategy" else str(f[name].dtype)) == (shape, dtype)
+            assert (
+                f[name].shape,
+                f[name].dtype.str if name == "strategy" else str(f[name].dtype),
+            ) == (shape, dtype)
             assert f[name].maxshape[0] is None
         assert f["strategy"][1] == b"random"
         np.testing.assert_array_equal(f["seed"][:n], np.arange(5))
@@ -129,8 +154,13 @@ def test_corrupt_file_is_refused_and_never_overwritten(store_path: Path, damage:
     else:
         corrupt_chunk(store_path)
     before = snapshot(store_path)
-    for attempt in (lambda: SampleStore.open(store_path), lambda: SampleStore.open_or_create(store_path, SPEC)):
-        with pytest.raises(UserError, match="not a readable seernet sample store.*untouched") as info:
+    for attempt in (
+        lambda: SampleStore.open(store_path),
+        lambda: SampleStore.open_or_create(store_path, SPEC),
+    ):
+        with pytest.raises(
+            UserError, match="not a readable seernet sample store.*untouched"
+        ) as info:
             attempt()
         assert "\n" not in str(info.value)
     assert snapshot(store_path) == before
@@ -140,9 +170,15 @@ def test_bad_rows_are_refused_and_nothing_written(store_path: Path) -> None:
     s = SampleStore.open(store_path)
     before = snapshot(store_path)
     bad = {
-        "dimensions": Sample(np.zeros(DIM + 1), [1] * N_CHOICES, 0.5, {"flops": 1, "bitops": 1}, "random"),
-        "raw choices": Sample(np.zeros(DIM), [1] * (N_CHOICES - 1), 0.5, {"flops": 1, "bitops": 1}, "random"),
-        "NaN": Sample(np.zeros(DIM), [1] * N_CHOICES, float("nan"), {"flops": 1, "bitops": 1}, "random"),
+        "dimensions": Sample(
+            np.zeros(DIM + 1), [1] * N_CHOICES, 0.5, {"flops": 1, "bitops": 1}, "random"
+        ),
+        "raw choices": Sample(
+            np.zeros(DIM), [1] * (N_CHOICES - 1), 0.5, {"flops": 1, "bitops": 1}, "random"
+        ),
+        "NaN": Sample(
+            np.zeros(DIM), [1] * N_CHOICES, float("nan"), {"flops": 1, "bitops": 1}, "random"
+        ),
     }
     for what, sample in bad.items():
         with pytest.raises(UserError, match=what):
@@ -214,7 +250,9 @@ def test_survives_kill_9_at_random_moments(tmp_path: Path) -> None:
     for _ in range(5):
         child = subprocess.Popen(
             [sys.executable, "-c", CHILD, str(path), str(Path(__file__).parent)],
-            stdout=subprocess.PIPE, env=env, text=True,
+            stdout=subprocess.PIPE,
+            env=env,
+            text=True,
         )
         assert child.stdout.readline().strip() == "ready"
         time.sleep(rng.uniform(0.02, 0.3))

@@ -10,8 +10,16 @@ from seernet.units import format_bytes, format_count, parse_budget, parse_budget
 
 @pytest.mark.parametrize(
     ("text", "kind", "value"),
-    [("150M", "count", 150e6), ("1.2G", "count", 1.2e9), ("800K", "count", 800e3), ("1234", "count", 1234.0),
-     ("2MB", "bytes", 2e6), ("500KB", "bytes", 5e5), ("3ms", "ms", 3.0), ("500us", "ms", 0.5)],
+    [
+        ("150M", "count", 150e6),
+        ("1.2G", "count", 1.2e9),
+        ("800K", "count", 800e3),
+        ("1234", "count", 1234.0),
+        ("2MB", "bytes", 2e6),
+        ("500KB", "bytes", 5e5),
+        ("3ms", "ms", 3.0),
+        ("500us", "ms", 0.5),
+    ],
 )
 def test_parse(text, kind, value):
     assert parse_budget(text, kind).value == pytest.approx(value)

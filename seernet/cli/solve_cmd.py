@@ -16,18 +16,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bitops", help="BitOPs budgets, e.g. 2G or 25%%")
     p.add_argument("--params", help="parameter budgets, e.g. 150K or 50%%")
     p.add_argument("--size", help="model size budgets in bytes, e.g. 100KB, 1.5MB or 30%%")
-    p.add_argument("--latency", help="latency budgets of the pruned float model from 'seernet profile-latency', "
-                   "e.g. 3ms, 800us or 60%% (quantization is only simulated, so bits do not change it)")  # fmt: skip
+    p.add_argument("--latency", help="latency budgets from the table 'seernet profile-latency' measured (torch: the pruned "
+                   "float model; --runtime onnxruntime: the QDQ model in ORT), e.g. 3ms, 800us or 60%%; "
+                   "bits do not change it in either runtime")  # fmt: skip
     p.add_argument("--pareto", type=int, help="K FLOPs budgets spread over the attainable range")
     p.add_argument("--bits", default="mixed",
                    help="'mixed' searches per-layer bits; N fixes every layer at N bits (default: %(default)s)")  # fmt: skip
     p.add_argument("--seed", type=int, default=0, help="default: %(default)s")
-    p.add_argument("--verify", action="store_true",
-                   help="measure each solved policy with the collect protocol and add it to samples.h5")
+    p.add_argument(
+        "--verify",
+        action="store_true",
+        help="measure each solved policy with the collect protocol and add it to samples.h5",
+    )
     p.add_argument("--refine", type=int, metavar="N",
                    help="per budget, up to N rounds of: measure the solved policy (collect protocol, added to "
                         "samples.h5), refit the predictor, solve again; returns the best measured policy")  # fmt: skip
-    p.add_argument("--device", default="auto", help="device for --verify and --refine: auto, cpu, cuda (default: %(default)s)")
+    p.add_argument(
+        "--device",
+        default="auto",
+        help="device for --verify and --refine: auto, cpu, cuda (default: %(default)s)",
+    )
     p.add_argument("--json", action="store_true", help="print machine-readable JSON only")
 
 
@@ -36,7 +44,11 @@ def _parse(args: argparse.Namespace):  # noqa: ANN202
     from seernet.solve import BUDGET_KINDS
     from seernet.units import parse_budget_list
 
-    given = {k: parse_budget_list(getattr(args, k), kind, f"--{k}") for k, kind in BUDGET_KINDS.items() if getattr(args, k)}
+    given = {
+        k: parse_budget_list(getattr(args, k), kind, f"--{k}")
+        for k, kind in BUDGET_KINDS.items()
+        if getattr(args, k)
+    }
     if args.pareto is not None and (args.pareto < 1 or given):
         raise UserError("--pareto K needs K >= 1 and no other budget flag")
     if args.refine is not None and args.refine < 1:
@@ -76,7 +88,9 @@ def run(args: argparse.Namespace) -> int:
     fixed, values = bits_mask(ctx, bits)
     bsets = resolve_budgets(ctx, given, args.pareto, mixed=bits is None)
     if args.refine:
-        return _refine(ctx, args, predictor, bsets, fixed, values, "mixed" if bits is None else f"{bits}-bit")
+        return _refine(
+            ctx, args, predictor, bsets, fixed, values, "mixed" if bits is None else f"{bits}-bit"
+        )
     docs = []
     for bset in bsets:
         res = solve_one(ctx, predictor, bset, fixed, values, args.seed)
@@ -117,7 +131,15 @@ def refine_rows(docs: list[dict]) -> tuple[list[str], list[list[str]]]:
     """Header and rows of the refine summary: the prediction made before each measurement."""
     from seernet.solve import format_cost
 
-    head = ["policy", "FLOPs", "BitOPs", "predicted val %", "measured val %", "within 2 std", "measured"]
+    head = [
+        "policy",
+        "FLOPs",
+        "BitOPs",
+        "predicted val %",
+        "measured val %",
+        "within 2 std",
+        "measured",
+    ]
     rows = []
     for d in docs:
         m, s, a = d["predicted"]["mean"], d["predicted"]["std"], d["measured"]["val_accuracy"]
@@ -144,7 +166,10 @@ def _verify(ws, args: argparse.Namespace, docs: list[dict]) -> None:  # noqa: AN
         head = ["policy", "predicted val %", "measured val %", "error"]
         if latency:
             head += ["predicted ms", "measured ms"]
-            table = [[*r, f"{d['costs']['latency']:.3f}", f"{d['verified_latency_ms']:.3f}"] for r, d in zip(table, docs, strict=True)]
+            table = [
+                [*r, f"{d['costs']['latency']:.3f}", f"{d['verified_latency_ms']:.3f}"]
+                for r, d in zip(table, docs, strict=True)
+            ]
         print(format_table(head, table))
 
 
@@ -158,7 +183,9 @@ def _verify_latency(ctx, docs: list[dict]) -> bool:  # noqa: ANN001
     if table is None:
         return False
     for doc in docs:
-        doc["verified_latency_ms"] = measured_latency_ms(ctx.model, ctx.space, Policy.from_json(doc["policy"]), table)
+        doc["verified_latency_ms"] = measured_latency_ms(
+            ctx.model, ctx.space, Policy.from_json(doc["policy"]), table
+        )
     return True
 
 
@@ -170,7 +197,10 @@ def render(ctx, doc: dict) -> str:  # noqa: ANN001
 
     policy = Policy.from_json(doc["policy"])
     groups = [[g.name, f"{policy.channels[g.name]}/{g.channels}"] for g in ctx.space.groups]
-    layers = [[r["layer"], f"{r['in']}->{r['out']}", f"{r['w_bits']}/{r['a_bits']}"] for r in ctx.costs.per_layer(policy)]
+    layers = [
+        [r["layer"], f"{r['in']}->{r['out']}", f"{r['w_bits']}/{r['a_bits']}"]
+        for r in ctx.costs.per_layer(policy)
+    ]
     costs = [[k, format_cost(k, doc["costs"][k]), format_cost(k, b), f"{100 * doc['costs'][k] / b:.1f}%"]
              for k, b in doc["budgets"].items()]  # fmt: skip
     if "latency" in doc["costs"] and "latency" not in doc["budgets"]:

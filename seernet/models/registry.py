@@ -38,5 +38,7 @@ def create_model(name: str, num_classes: int = 10, in_channels: int = 3) -> nn.M
     if name not in _MODELS:
         raise UserError(f"unknown model {name!r}; known models: {', '.join(sorted(_MODELS))}")
     if num_classes < 2 or in_channels < 1:
-        raise UserError(f"model needs num_classes >= 2 and in_channels >= 1, got {num_classes}, {in_channels}")
+        raise UserError(
+            f"model needs num_classes >= 2 and in_channels >= 1, got {num_classes}, {in_channels}"
+        )
     return _MODELS[name](num_classes=num_classes, in_channels=in_channels)

@@ -53,7 +53,9 @@ def test_seed_statistics_and_wins():
 def fake_ctx(tmp_path):
     space = SimpleNamespace(fingerprint="abc")
     ws = SimpleNamespace(path=lambda *parts: tmp_path.joinpath("ws", *parts))
-    costs = SimpleNamespace(of_policy=lambda p: {"flops": float(p.channels["g"])}, unpruned=lambda: {"flops": 8.0})
+    costs = SimpleNamespace(
+        of_policy=lambda p: {"flops": float(p.channels["g"])}, unpruned=lambda: {"flops": 8.0}
+    )
     return SimpleNamespace(space=space, ws=ws, costs=costs)
 
 
@@ -96,7 +98,10 @@ def test_run_arms_resumes_and_reruns_on_a_new_recipe(tmp_path, monkeypatch):
     res = bench.arm_results(ctx, arms[1], args, store)
     assert res["tests"] == [80.0, 81.0, 82.0]
     assert (
-        bench.arm_results(ctx, arms[0], SimpleNamespace(seeds=[0, 1, 2, 3], steps=5, distill=None), store) is None
+        bench.arm_results(
+            ctx, arms[0], SimpleNamespace(seeds=[0, 1, 2, 3], steps=5, distill=None), store
+        )
+        is None
     )
 
 

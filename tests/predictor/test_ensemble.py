@@ -77,7 +77,9 @@ def test_sklearn_contract(make_data):
 
 def test_single_member_has_zero_spread(make_data):
     X, y = make_data(50, seed=0)
-    _, std = MLPEnsemble(n_members=1, hidden=(16,), max_epochs=20).fit(X, y).predict(X, return_std=True)
+    _, std = (
+        MLPEnsemble(n_members=1, hidden=(16,), max_epochs=20).fit(X, y).predict(X, return_std=True)
+    )
     assert np.all(std < 1e-3)
 
 

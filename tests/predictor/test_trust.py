@@ -115,12 +115,17 @@ def test_predictions_never_exceed_the_cap(model, make_data):
 def test_cap_from_repeats_and_explicit_cap(make_data):
     X, y = make_data(120, seed=6)
     X = np.vstack([X, X[:3], X[:3]])
-    y = np.append(y, y[:3] + [0.1, -0.1, 0.0]).tolist() + (np.array(y[:3]) - [0.1, 0.1, 0.2]).tolist()
+    y = (
+        np.append(y, y[:3] + [0.1, -0.1, 0.0]).tolist()
+        + (np.array(y[:3]) - [0.1, 0.1, 0.2]).tolist()
+    )
     y = np.asarray(y)
     fitted = MLPEnsemble(**SMALL).fit(X, y)
     assert fitted.noise_source_ == "repeats"
     assert fitted.noise_std_ == pytest.approx(repeat_noise_std(X, y))
-    assert fitted.cap_source_ == "max(y)" and fitted.cap_ == pytest.approx(y.max() + fitted.noise_std_)
+    assert fitted.cap_source_ == "max(y)" and fitted.cap_ == pytest.approx(
+        y.max() + fitted.noise_std_
+    )
     given_cap = MLPEnsemble(**SMALL, cap=2.0).fit(X, y)
     assert given_cap.cap_ == 2.0 and np.all(given_cap.predict(np.ones((1, D))) <= 2.0)
     assert MLPEnsemble(**SMALL, cap=None).fit(X, y).cap_ is None
@@ -150,16 +155,28 @@ def test_spread_is_calibrated_on_held_out_points(make_data):
 def test_round_trip_keeps_the_new_state(tmp_path, base_data):
     signs = np.ones(D)
     signs[:5] = 0
-    fitted = MLPEnsemble(**CALIBRATED, monotone=signs, linear_skip=True, random_state=4).fit(*base_data)
+    fitted = MLPEnsemble(**CALIBRATED, monotone=signs, linear_skip=True, random_state=4).fit(
+        *base_data
+    )
     path = tmp_path / "predictor.pt"
     fitted.save(path, {"k": 1})
     loaded, _ = MLPEnsemble.load(path)
-    for name in ("cap_", "cap_source_", "cap_width_", "noise_std_", "noise_source_", "std_scale_", "calibration_coverage_"):
+    for name in (
+        "cap_",
+        "cap_source_",
+        "cap_width_",
+        "noise_std_",
+        "noise_source_",
+        "std_scale_",
+        "calibration_coverage_",
+    ):
         assert getattr(loaded, name) == getattr(fitted, name), name
     assert np.array_equal(loaded.monotone_signs_, signs)
     assert list(loaded.monotone) == list(signs)
     x = np.vstack([np.ones(D), base_data[0][:20]])
-    for a, b in zip(fitted.predict(x, return_std=True), loaded.predict(x, return_std=True), strict=True):
+    for a, b in zip(
+        fitted.predict(x, return_std=True), loaded.predict(x, return_std=True), strict=True
+    ):
         assert np.array_equal(a, b)
 
 
@@ -178,7 +195,10 @@ def test_files_of_the_old_format_are_refused(tmp_path, model):
 @pytest.mark.parametrize(
     ("params", "match"),
     [
-        ({"monotone": [1, 0]}, r"monotone must be True, False or one entry of -1, 0 or \+1 per input \(30\)"),
+        (
+            {"monotone": [1, 0]},
+            r"monotone must be True, False or one entry of -1, 0 or \+1 per input \(30\)",
+        ),
         ({"monotone": np.full(D, 2)}, "monotone must be"),
         ({"coverage": 1.5}, r"coverage must be in \(0, 1\) or None"),
         ({"cap": "high"}, "cap must be 'auto', a number or None"),

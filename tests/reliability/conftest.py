@@ -33,7 +33,9 @@ def snapshot(root: Path) -> dict[str, tuple[int, int, str]]:
 
 def collect_in_process(ws: Path, run_args: list[str], n: int, *extra: str) -> None:
     """Fill a workspace quickly (in this process: no interpreter start-up per call)."""
-    assert main(["collect", "--workdir", str(ws), *run_args, "--samples", str(n), *FAST, *extra]) == 0
+    assert (
+        main(["collect", "--workdir", str(ws), *run_args, "--samples", str(n), *FAST, *extra]) == 0
+    )
 
 
 @pytest.fixture(scope="session")

@@ -88,12 +88,18 @@ def scene(tmp_path: Path, fitted: Path, other_space: Path, run_args: list[str]) 
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
-def test_bad_input(case: Case, scene: dict[str, str], fitted: Path, cli, tree_snapshot, tmp_path: Path):
+def test_bad_input(
+    case: Case, scene: dict[str, str], fitted: Path, cli, tree_snapshot, tmp_path: Path
+):
     before = tree_snapshot(tmp_path), tree_snapshot(fitted)
     out = cli(*case.args.format(**scene).split())
     err = out.stderr.strip()
-    print(f"\n| {case.name} | `seernet {case.args}` | {err} | {out.returncode} |")  # the README table, with -s
+    print(
+        f"\n| {case.name} | `seernet {case.args}` | {err} | {out.returncode} |"
+    )  # the README table, with -s
     assert out.returncode == 2, (out.returncode, err)
     assert "Traceback" not in err and len(err.splitlines()) == 1, err
     assert case.needle in err, err
-    assert (tree_snapshot(tmp_path), tree_snapshot(fitted)) == before, "a bad input wrote or changed files"
+    assert (tree_snapshot(tmp_path), tree_snapshot(fitted)) == before, (
+        "a bad input wrote or changed files"
+    )

@@ -37,7 +37,9 @@ def _garbage_header(path: Path) -> None:
     path.write_bytes(bytes(data))
 
 
-@pytest.mark.parametrize("damage", [_truncate, _flip_chunk, _garbage_header], ids=["truncated", "flipped", "header"])
+@pytest.mark.parametrize(
+    "damage", [_truncate, _flip_chunk, _garbage_header], ids=["truncated", "flipped", "header"]
+)
 @pytest.mark.parametrize("command", ["collect", "fit-predictor"])
 def test_damaged_store_is_refused_and_left_alone(
     tmp_path: Path, good_workspace: Path, fast, cli, tree_snapshot, damage, command

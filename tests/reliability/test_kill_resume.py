@@ -58,16 +58,32 @@ def kill_group(proc: subprocess.Popen) -> list[int]:
 
 
 @pytest.mark.parametrize("backend", [[], ["--workers", "2"]], ids=["in-process", "2-processes"])
-def test_five_sigkills_then_resume(tmp_path: Path, run_args: list[str], fast: list[str], backend: list[str]):
+def test_five_sigkills_then_resume(
+    tmp_path: Path, run_args: list[str], fast: list[str], backend: list[str]
+):
     ws = tmp_path / "w"
-    base = [sys.executable, "-m", "seernet.cli.main", "collect", "--workdir", str(ws), *run_args, *fast, *backend]
+    base = [
+        sys.executable,
+        "-m",
+        "seernet.cli.main",
+        "collect",
+        "--workdir",
+        str(ws),
+        *run_args,
+        *fast,
+        *backend,
+    ]
     cmd = [*base, "--samples", str(UNREACHABLE)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     rng = random.Random(0)
     kept: list[bytes] = []
     for _ in range(KILLS):
         proc = subprocess.Popen(
-            cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True
+            cmd,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,
         )
         try:
             # Wait for one new sample (so every life makes progress), then kill at a random
@@ -84,7 +100,9 @@ def test_five_sigkills_then_resume(tmp_path: Path, run_args: list[str], fast: li
         assert len(set(rows)) == len(rows), "a sample was stored twice"
         kept = rows
     target = len(kept) + RESUME_EXTRA
-    out = subprocess.run([*base, "--samples", str(target)], capture_output=True, text=True, env=env, timeout=300)
+    out = subprocess.run(
+        [*base, "--samples", str(target)], capture_output=True, text=True, env=env, timeout=300
+    )
     assert out.returncode == 0, out.stderr
     final = stored(ws)
     assert final[: len(kept)] == kept and len(set(final)) == len(final) == target

@@ -71,8 +71,7 @@ def mlp() -> Toy:
     n = 3
     g = torch.Generator().manual_seed(0)
     members = [
-        (torch.randn(3 * n, 16, generator=g), torch.randn(16, 1, generator=g) / 4)
-        for _ in range(3)
+        (torch.randn(3 * n, 16, generator=g), torch.randn(16, 1, generator=g) / 4) for _ in range(3)
     ]
     macs = torch.tensor([4.0, 2.0, 3.0], dtype=torch.float64)
 

@@ -66,7 +66,9 @@ def test_budget_below_smallest_is_refused(ranking: GlobalRanking):
     smallest = float(cost(ranking.smallest[None])[0])
     with pytest.raises(BudgetTooSmall):
         ranking.keep_counts(AffineParams.identity(len(SIZES)), smallest - 1)
-    assert np.array_equal(ranking.keep_counts(AffineParams.identity(len(SIZES)), smallest), ranking.smallest)
+    assert np.array_equal(
+        ranking.keep_counts(AffineParams.identity(len(SIZES)), smallest), ranking.smallest
+    )
 
 
 def test_ranking_follows_the_affine_params(ranking: GlobalRanking):
@@ -90,7 +92,11 @@ def test_transform_keeps_the_order_inside_a_group(ranking: GlobalRanking):
 
 def toy_fitness(params: AffineParams) -> float:
     """Best when kappa of group 0 is high and group 3 low (alpha near 1)."""
-    return float(-(params.kappa[0] - 0.5) ** 2 - (params.kappa[3] + 0.5) ** 2 - 0.1 * ((params.alpha - 1) ** 2).sum())
+    return float(
+        -((params.kappa[0] - 0.5) ** 2)
+        - (params.kappa[3] + 0.5) ** 2
+        - 0.1 * ((params.alpha - 1) ** 2).sum()
+    )
 
 
 def test_evolution_is_deterministic_given_seed():
@@ -99,7 +105,9 @@ def test_evolution_is_deterministic_given_seed():
     b = aging_evolution(4, toy_fitness, cfg)
     assert [f for _, f in a.history] == [f for _, f in b.history]
     assert np.array_equal(a.best.kappa, b.best.kappa) and a.best_fitness == b.best_fitness
-    c = aging_evolution(4, toy_fitness, EvolutionConfig(population=6, sample=2, evaluations=40, seed=4))
+    c = aging_evolution(
+        4, toy_fitness, EvolutionConfig(population=6, sample=2, evaluations=40, seed=4)
+    )
     assert [f for _, f in a.history] != [f for _, f in c.history]
 
 
@@ -120,7 +128,9 @@ def test_evolution_reports_every_evaluation():
     assert all(b2 >= b1 for (_, b1), (_, b2) in zip(seen, seen[1:], strict=False))
 
 
-@pytest.mark.parametrize("kwargs", [{"population": 0}, {"sample": 9}, {"evaluations": 3}, {"alpha_min": 0}])
+@pytest.mark.parametrize(
+    "kwargs", [{"population": 0}, {"sample": 9}, {"evaluations": 3}, {"alpha_min": 0}]
+)
 def test_bad_config(kwargs):
     with pytest.raises(ValueError):
         EvolutionConfig(**kwargs)

@@ -58,16 +58,24 @@ def test_frozen_dims_count_in_the_minimum(mlp):
     lo_free = mlp.corner_costs(mlp.levels.lower)["bitops"]
     with pytest.raises(ValueError, match="smallest attainable"):
         barrier_ascent(
-            mlp.mean_std, mlp.costs, {"bitops": 2 * lo_free}, mlp.levels,
-            fixed=mlp.bits, fixed_values=np.ones(mlp.levels.dim),
+            mlp.mean_std,
+            mlp.costs,
+            {"bitops": 2 * lo_free},
+            mlp.levels,
+            fixed=mlp.bits,
+            fixed_values=np.ones(mlp.levels.dim),
         )
 
 
 def test_fixed_value_off_the_levels_is_rejected(mlp):
     with pytest.raises(ValueError, match="not on their levels"):
         barrier_ascent(
-            mlp.mean_std, mlp.costs, {"flops": 5.0}, mlp.levels,
-            fixed=mlp.bits, fixed_values=np.full(mlp.levels.dim, 0.5),
+            mlp.mean_std,
+            mlp.costs,
+            {"flops": 5.0},
+            mlp.levels,
+            fixed=mlp.bits,
+            fixed_values=np.full(mlp.levels.dim, 0.5),
         )
 
 
@@ -84,6 +92,7 @@ def test_barrier_is_finite_and_strictly_inside_near_the_minimum(mlp, eps):
             if x.requires_grad:  # a point where the barrier and its gradient are taken
                 inside.append(bool((y < budgets[name]).all()))
             return y
+
         return cost
 
     def mean_std(x):
