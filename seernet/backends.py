@@ -45,8 +45,9 @@ def measure_encoded(ctx: RunContext, protocol: Protocol, x: np.ndarray) -> tuple
     from seernet.evaluate import evaluate_policy
 
     return evaluate_policy(
-        ctx.model, ctx.space, ctx.space.decode(x), ctx.splits, protocol, ctx.device
-    )
+        ctx.model, ctx.space, ctx.space.decode(x), ctx.splits, protocol, ctx.device,
+        ctx.criterion(protocol.criterion),
+    )  # fmt: skip
 
 
 @lru_cache(maxsize=2)

@@ -370,9 +370,11 @@ def compress(
 ) -> dict[str, Any]:  # fmt: skip
     """Build, fine-tune, evaluate and export one policy; returns the metrics written to metrics.json."""
     clock = _Clock()
+    protocol = settings.protocol()
     model = build_compressed(
-        ctx.model, ctx.space, policy, ctx.splits, settings.protocol(), ctx.device
-    )
+        ctx.model, ctx.space, policy, ctx.splits, protocol, ctx.device,
+        ctx.criterion(protocol.criterion),
+    )  # fmt: skip
     clock.lap("build")
     acc = tune_and_evaluate(model, ctx.splits, settings, ctx.device, clock, teacher=ctx.model)
     out = ctx.ws.path("compressed", doc["name"])

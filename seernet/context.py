@@ -11,7 +11,7 @@ from torch import nn
 
 from seernet.base_model import build_model, load_splits
 from seernet.costs import CostModel
-from seernet.criteria import note_base_model, workspace_criterion
+from seernet.criteria import workspace_criterion
 from seernet.datasets import DataSplits
 from seernet.errors import UserError
 from seernet.models import create_model
@@ -43,9 +43,7 @@ class RunContext:
 
     @cached_property
     def model(self) -> nn.Module:
-        model = build_model(self.config, self.splits).to(self.device).eval()
-        note_base_model(model, self.ws)  # transitional, see seernet.criteria
-        return model
+        return build_model(self.config, self.splits).to(self.device).eval()
 
     @cached_property
     def space(self) -> PolicySpace:

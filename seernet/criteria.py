@@ -14,14 +14,11 @@ scores can never be used for another.
 
 from __future__ import annotations
 
-import weakref
 from typing import TYPE_CHECKING
 
 from seernet.errors import UserError
 
 if TYPE_CHECKING:
-    from torch import nn
-
     from seernet.prune import Criterion
     from seernet.workspace import Workspace
 
@@ -55,30 +52,13 @@ def workspace_criterion(ws: Workspace, name: str) -> Criterion:
     return make_criterion(name)
 
 
-# --- transitional ------------------------------------------------------------------------
-# ``seernet.compress`` and ``seernet.backends`` still hand ``build_compressed`` /
-# ``evaluate_policy`` only ``ctx.model``, not ``ctx.criterion(name)``. Until they pass the
-# criterion, the context notes which workspace its own base model came from (weakly, so
-# it dies with the model; never shared between workspaces) and a learned name is
-# resolved from that. Delete this once both call sites pass ``criterion=``.
-_WORKSPACE_OF_BASE: weakref.WeakKeyDictionary[nn.Module, Workspace] = weakref.WeakKeyDictionary()
-
-
-def note_base_model(model: nn.Module, ws: Workspace) -> None:
-    """Transitional: remember that ``model`` is ``ws``'s base model."""
-    _WORKSPACE_OF_BASE[model] = ws
-
-
-def criterion_for_base(model: nn.Module, name: str) -> Criterion:
-    """Transitional: ``name`` resolved for the workspace ``model`` is the base model of."""
+def builtin_criterion(name: str) -> Criterion:
+    """A criterion that needs no workspace; a learned name is refused with how to get it."""
     from seernet.prune import make_criterion
 
     check_name(name)
     if name in LEARNED:
-        ws = _WORKSPACE_OF_BASE.get(model)
-        if ws is None:
-            raise UserError(
-                f"criterion {name!r} is learned per workspace: pass criterion=ctx.criterion({name!r})"
-            )
-        return workspace_criterion(ws, name)
+        raise UserError(
+            f"criterion {name!r} is learned per workspace: pass criterion=ctx.criterion({name!r})"
+        )
     return make_criterion(name)

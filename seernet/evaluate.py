@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torch.optim.swa_utils import update_bn
 
-from seernet.criteria import criterion_for_base
+from seernet.criteria import builtin_criterion
 from seernet.datasets import DataSplits
 from seernet.loaders import batches
 from seernet.prune import Criterion, prune_model
@@ -71,11 +71,11 @@ def build_compressed(
 ) -> nn.Module:  # fmt: skip
     """Pruned, BN-adapted, quantized and calibrated model (before any fine-tuning).
 
-    ``criterion``: ``ctx.criterion(protocol.criterion)``; None resolves the protocol's name
-    (a learned one only for a context's base model, see ``seernet.criteria``).
+    ``criterion``: ``ctx.criterion(protocol.criterion)``; None resolves a built-in name
+    (a learned one needs its workspace, so it must be passed).
     """
     if criterion is None:
-        criterion = criterion_for_base(base, protocol.criterion)
+        criterion = builtin_criterion(protocol.criterion)
     model = prune_model(base, space, policy, criterion, protocol.seed).to(device)
     calib = batches(splits.train, protocol.batch_size, shuffle=True, seed=protocol.seed)
     adapt_batchnorm_(model, calib, device, protocol.bn_batches)

@@ -117,11 +117,11 @@ def test_dynamic_criterion_needs_scores_then_prunes_by_them(workspace: Path, cap
     expected = torch.sort(torch.argsort(first[root], stable=True)[-keep:]).values
     kept_weight = pruned.get_submodule(root).weight
     assert torch.equal(kept_weight, ctx.model.get_submodule(root).weight[expected])
-    # compress and parallel workers still pass only ctx.model: the name resolves for its workspace
-    from seernet.criteria import criterion_for_base
+    # without its workspace a learned criterion is refused, never guessed
+    from seernet.criteria import builtin_criterion
 
-    by_base = prune_model(ctx.model, space, policy, criterion_for_base(ctx.model, "dynamic"))
-    assert torch.equal(by_base.get_submodule(root).weight, kept_weight)
+    with pytest.raises(UserError, match="learned per workspace"):
+        builtin_criterion("dynamic")
     with pytest.raises(UserError, match="learned per workspace"):
         prune_model(ctx.model, space, policy, "dynamic")
     # and 'compress --criterion dynamic' prunes with this workspace's scores end to end
