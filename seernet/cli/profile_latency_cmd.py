@@ -11,32 +11,17 @@ HELP = ("time every prunable layer at the channel counts the policy space allows
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from seernet.cli.common import add_workdir_argument
+    from seernet.cli.common import add_setting, add_workdir_argument
     from seernet.latency_table import ProfileSettings
 
     d = ProfileSettings()
     add_workdir_argument(p)
-    p.add_argument(
-        "--batch-size",
-        type=int,
-        default=d.batch_size,
-        help="inputs per timed pass (default: %(default)s)",
-    )
+    add_setting(p, d, "batch_size", "inputs per timed pass")
     p.add_argument(
         "--threads", type=int, help="torch threads while timing (default: torch's current count)"
     )
-    p.add_argument(
-        "--repeats",
-        type=int,
-        default=d.repeats,
-        help="timed runs per table entry; the median is kept (default: %(default)s)",
-    )
-    p.add_argument(
-        "--warmup",
-        type=int,
-        default=d.warmup,
-        help="untimed runs before each entry (default: %(default)s)",
-    )
+    add_setting(p, d, "repeats", "timed runs per table entry; the median is kept")
+    add_setting(p, d, "warmup", "untimed runs before each entry")
     p.add_argument("--model-runs", type=int, default=d.model_runs,
                    help="timed runs of the whole model, for the overhead constant and the checks (default: %(default)s)")  # fmt: skip
     p.add_argument("--calibration", type=int, default=d.calibration,
