@@ -57,7 +57,7 @@ def measure(args: argparse.Namespace) -> None:
 
 
 def load(out: Path, arm: str) -> tuple[np.ndarray, np.ndarray]:
-    from seernet.store import SampleStore
+    from seernet.workspace.store import SampleStore
 
     store = SampleStore.open(out / arm / "samples.h5")
     return store.encoded, store.accuracy

@@ -25,8 +25,8 @@ import sys
 import time
 from pathlib import Path
 
-from seernet.store import SampleStore, row_key
 from seernet.tables import format_table
+from seernet.workspace.store import SampleStore, row_key
 
 CONFIGS = {
     "local, 1 process x 2 threads": ["--threads-per-worker", "2"],

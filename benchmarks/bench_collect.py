@@ -18,12 +18,12 @@ import numpy as np
 import torch
 
 from search.levels import Levels
-from seernet.context import RunContext, record_space
-from seernet.evaluate import Protocol, build_compressed, evaluate_policy
-from seernet.quant import quant_layers
-from seernet.space import SpaceChoices
+from seernet.compression.protocol import Protocol, build_compressed, evaluate_policy
+from seernet.compression.quant import quant_layers
+from seernet.space.policy import SpaceChoices
+from seernet.steps.context import RunContext, record_space
 from seernet.tables import format_table
-from seernet.workspace import Workspace
+from seernet.workspace.folder import Workspace
 
 
 def parse_args() -> argparse.Namespace:

@@ -29,11 +29,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from seernet.context import RunContext
-from seernet.latency_table import load_table, measured_latency_ms, predicted_latency_ms
-from seernet.space import Policy
+from seernet.latency.table import load_table, measured_latency_ms, predicted_latency_ms
+from seernet.space.policy import Policy
+from seernet.steps.context import RunContext
 from seernet.tables import format_table
-from seernet.workspace import Workspace
+from seernet.workspace.folder import Workspace
 
 POLICY_DIRS = (
     "benchmarks/out/ws-deploy/policies",
@@ -67,9 +67,9 @@ def load() -> str:
 def exact_form(ctx: RunContext, folder: Path, runs: int, out: Path) -> dict:
     """The exact QDQ form (float residual branches) of a compressed model, rebuilt from packed.bin:
     its ORT latency at batch 1 and 64 and its test accuracy and agreement with the simulation (cached)."""
-    from seernet.export import deployable, load_packed
-    from seernet.onnx_qdq import export_qdq
-    from seernet.ort_runtime import (
+    from seernet.compression.export import deployable, load_packed
+    from seernet.compression.onnx_qdq import export_qdq
+    from seernet.compression.ort_runtime import (
         float_onnx,
         ort_latency_table,
         predictions,

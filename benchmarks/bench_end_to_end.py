@@ -21,7 +21,7 @@ Cells (budgets) and the methods compared in each:
   ``mct-ft`` (MCT's bit allocation, activations 8-bit, put through seernet's fine-tuning;
   its first/last layers forced to 8 bits like every policy here, a little over the level).
 
-Every policy gets identical fine-tuning: ``seernet.compress`` with ``CompressSettings()``
+Every policy gets identical fine-tuning: ``seernet.steps.compress`` with ``CompressSettings()``
 defaults and ``seed`` = each of ``--seeds``, scored on the test set. Tables show mean +- std
 over seeds; a "win" is only a gap larger than the larger std. Latency is not re-measured
 here: each run's record keeps what ``compress`` measured (``latency``).
@@ -55,17 +55,17 @@ import torch
 from benchmarks.anchors.hawq import Sensitivity, hawq_policy, sensitivities
 from benchmarks.anchors.runs import RunStore, digest, mean_std, run_key, verdict
 from benchmarks.anchors.tp_global import tp_global_policy
-from seernet.compress import CompressSettings, compress
-from seernet.context import RunContext, record_space
+from seernet.compression.protocol import adapt_batchnorm_
+from seernet.compression.prune import prune_model
+from seernet.data.loaders import batches
 from seernet.device import resolve_device
 from seernet.errors import UserError
-from seernet.evaluate import adapt_batchnorm_
-from seernet.loaders import batches
-from seernet.prune import prune_model
-from seernet.solve import BudgetSet, bits_mask, load_predictor, solve_one, write_json
-from seernet.space import Policy, SpaceChoices
+from seernet.space.policy import Policy, SpaceChoices
+from seernet.steps.compress import CompressSettings, compress
+from seernet.steps.context import RunContext, record_space
+from seernet.steps.solve import BudgetSet, bits_mask, load_predictor, solve_one, write_json
 from seernet.tables import format_table
-from seernet.workspace import Workspace
+from seernet.workspace.folder import Workspace
 
 FRACTIONS = (0.3, 0.5, 0.7)
 BITOPS_FACTORS = {16: 4, 9: 3, 4: 2}  # K x FLOPs budget -> the uniform bit-width it equals
@@ -267,7 +267,7 @@ def refined_arm(
 ) -> list[Arm]:
     """``solve --refine N`` on ``--workdir`` (which it extends), done once per cell: the
     returned policy is cached under OUT/refined/, so a rerun fine-tunes the same policy."""
-    from seernet.refine import refine_all
+    from seernet.steps.refine import refine_all
 
     path = Path(args.out) / "refined" / f"{cell.name}-n{args.refine}.json"
     if not path.is_file():
@@ -637,7 +637,7 @@ def plot(rows: list[dict], base: float | None, path: Path) -> None:
 
 
 def report(ctx: RunContext, rows: list[dict], args: argparse.Namespace) -> None:
-    from seernet.train import accuracy
+    from seernet.data.train import accuracy
 
     full = ctx.costs.unpruned()
     base = accuracy(ctx.model, ctx.splits.test, ctx.device)

@@ -1,8 +1,8 @@
 """Uniform low-bit table: val accuracy of the unpruned model at W8A8 .. W2A2 after 0/20/250 QAT steps.
 
 The unpruned default model (ResNet-20 on Fashion-MNIST) is built as ``compress`` builds
-it (``seernet.evaluate.build_compressed``: adaptive BN, fake quantization, calibration,
-adaptive BN), then fine-tuned as ``compress`` fine-tunes (``seernet.compress.finetune``
+it (``seernet.compression.protocol.build_compressed``: adaptive BN, fake quantization, calibration,
+adaptive BN), then fine-tuned as ``compress`` fine-tunes (``seernet.steps.compress.finetune``
 with ``CompressSettings(steps=S)``: cosine schedule over S steps, seed 0, and whatever
 quantizer settings that code has as defaults). Every free layer gets the row's bits; the
 first conv and the classifier keep the space's fixed bits (8), as in every policy.
@@ -34,13 +34,13 @@ from pathlib import Path
 import torch
 
 import seernet
-from seernet.compress import CompressSettings, finetune
-from seernet.context import RunContext, record_space
-from seernet.evaluate import build_compressed
-from seernet.space import Policy, SpaceChoices
+from seernet.compression.protocol import build_compressed
+from seernet.data.train import accuracy
+from seernet.space.policy import Policy, SpaceChoices
+from seernet.steps.compress import CompressSettings, finetune
+from seernet.steps.context import RunContext, record_space
 from seernet.tables import format_table
-from seernet.train import accuracy
-from seernet.workspace import Workspace
+from seernet.workspace.folder import Workspace
 
 # Rows: (weight bits, activation bits, kept fraction of every channel group). The default
 # table is the unpruned uniform rows; the pruned (P50) ones serve the distillation comparison.
@@ -79,8 +79,9 @@ def parse_args() -> argparse.Namespace:
     return p.parse_args()
 
 
-MEASURED = ("seernet/quant.py", "seernet/evaluate.py", "seernet/compress.py", "seernet/train.py",
-            "seernet/prune.py", "seernet/loaders.py")  # fmt: skip
+MEASURED = ("seernet/compression/quant.py", "seernet/compression/protocol.py",
+            "seernet/steps/compress.py", "seernet/data/train.py",
+            "seernet/compression/prune.py", "seernet/data/loaders.py")  # fmt: skip
 
 
 def _git(root: Path, *args: str) -> str:

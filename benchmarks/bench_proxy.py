@@ -27,13 +27,13 @@ from scipy.stats import kendalltau, spearmanr
 
 from search.levels import Levels
 from search.sampler import random_warmup
-from seernet.compress import CompressSettings
-from seernet.context import RunContext, record_space
-from seernet.evaluate import Protocol, build_compressed, evaluate_policy, finetune_
-from seernet.space import SpaceChoices
+from seernet.compression.protocol import Protocol, build_compressed, evaluate_policy, finetune_
+from seernet.data.train import accuracy
+from seernet.space.policy import SpaceChoices
+from seernet.steps.compress import CompressSettings
+from seernet.steps.context import RunContext, record_space
 from seernet.tables import format_table
-from seernet.train import accuracy
-from seernet.workspace import Workspace
+from seernet.workspace.folder import Workspace
 
 
 def parse_args() -> argparse.Namespace:

@@ -30,13 +30,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from seernet.compress import CompressSettings, compress
-from seernet.context import RunContext
-from seernet.latency_table import load_table, measured_latency_ms, predicted_latency_ms
-from seernet.space import Policy
-from seernet.store import SampleStore
+from seernet.latency.table import load_table, measured_latency_ms, predicted_latency_ms
+from seernet.space.policy import Policy
+from seernet.steps.compress import CompressSettings, compress
+from seernet.steps.context import RunContext
 from seernet.tables import format_table
-from seernet.workspace import Workspace
+from seernet.workspace.folder import Workspace
+from seernet.workspace.store import SampleStore
 
 FRACTIONS = (0.3, 0.5, 0.7)
 REFERENCE = "50%-8bit-seernet"

@@ -25,9 +25,9 @@ from predictor.ensemble import MLPEnsemble
 from search.baselines import genetic_search, random_search
 from search.levels import Levels
 from search.solver import barrier_ascent
-from seernet.costs import CostModel
 from seernet.models import create_model
-from seernet.space import build_space
+from seernet.space.costs import CostModel
+from seernet.space.policy import build_space
 from seernet.tables import format_table
 from seernet.units import format_count
 
@@ -47,9 +47,9 @@ def parse_args() -> argparse.Namespace:
 
 def default_space(workdir: str):  # noqa: ANN201
     """The default workspace's space, costs and fitted predictor."""
-    from seernet.context import RunContext
-    from seernet.solve import load_predictor
-    from seernet.workspace import Workspace
+    from seernet.steps.context import RunContext
+    from seernet.steps.solve import load_predictor
+    from seernet.workspace.folder import Workspace
 
     ws = Workspace(workdir)
     ctx = RunContext(ws, ws.read(), torch.device("cpu"))

@@ -29,9 +29,9 @@ from pathlib import Path
 
 import numpy as np
 
-from seernet.fit import base_cap
-from seernet.store import SampleStore
+from seernet.steps.fit import base_cap
 from seernet.tables import format_table
+from seernet.workspace.store import SampleStore
 
 # (name, solve flags): 8-bit pruning only, and mixed precision at the BitOPs of uniform
 # 4-bit (solve's default for --bits mixed: 16 x FLOPs) and uniform 3-bit (9 x FLOPs). The
@@ -57,7 +57,7 @@ def run_budget(ws: Path, flags: list[str], seed: int, refine: int) -> dict:
 
 
 def base_accuracy(ws: Path) -> float | None:
-    """The measured base policy the predictor's cap stands on (``seernet.fit.base_cap``)."""
+    """The measured base policy the predictor's cap stands on (``seernet.steps.fit.base_cap``)."""
     with SampleStore.open(ws / "samples.h5") as store:
         cap = base_cap(store.encoded, store.accuracy, n_val=1)  # only its base is used
     return None if cap is None else cap.base

@@ -21,7 +21,7 @@ from seernet.errors import UserError
 
 _FLOAT = 4
 _HEADROOM = 0.8  # leave a fifth of what is free to the rest of the process and the OS
-EVAL_BATCH = 512  # the batch of seernet.train.accuracy (named in the refusal too)
+EVAL_BATCH = 512  # the batch of seernet.data.train.accuracy (named in the refusal too)
 
 
 @dataclass(frozen=True)

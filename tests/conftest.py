@@ -74,8 +74,8 @@ def run_args(tmp_path_factory: pytest.TempPathFactory, fake_fmnist: Path) -> lis
     """Workspace options for a ResNet-20 with random weights on the fake data."""
     import torch
 
-    from seernet.checkpoint import save_checkpoint
     from seernet.models import create_model
+    from seernet.workspace.checkpoint import save_checkpoint
 
     root = tmp_path_factory.mktemp("weights")
     torch.manual_seed(0)

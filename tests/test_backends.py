@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from seernet.backends import BackendConfig
 from seernet.cli.main import main
-from seernet.store import SampleStore, row_key
+from seernet.steps.backends import BackendConfig
+from seernet.workspace.store import SampleStore, row_key
 
 FAST = [
     "--finetune-steps",

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from seernet.checkpoint import save_checkpoint
 from seernet.cli.main import main
 from seernet.models import create_model
+from seernet.workspace.checkpoint import save_checkpoint
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:

@@ -39,10 +39,10 @@ def test_device_has_one_help_text_and_seed_one_phrasing():
 def test_defaults_come_from_the_settings_dataclasses():
     from search.legr import EvolutionConfig
     from search.sampler import SamplerConfig
-    from seernet.backends import BackendConfig
-    from seernet.dynamic_criterion import DynamicSettings
-    from seernet.evaluate import Protocol
-    from seernet.pretrain import PretrainSettings
+    from seernet.compression.dynamic_criterion import DynamicSettings
+    from seernet.compression.protocol import Protocol
+    from seernet.steps.backends import BackendConfig
+    from seernet.steps.pretrain import PretrainSettings
 
     subs = subparsers()
     expect = {
@@ -149,7 +149,7 @@ def test_collect_json_and_eta(json_runs):
 
 
 def test_eta_line_scales_with_workers():
-    from seernet.collect import eta_line
+    from seernet.steps.collect import eta_line
 
     assert eta_line(2.0, 30) == "measured 2.0 s per sample; 30 more to go: ETA 60 s"
     assert eta_line(185.0, 499, 4).endswith("ETA 6.4 h with 4 in parallel")

@@ -11,9 +11,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from seernet.costs import CostModel
 from seernet.models import create_model
-from seernet.space import Policy, PolicySpace, SpaceChoices, build_space
+from seernet.space.costs import CostModel
+from seernet.space.policy import Policy, PolicySpace, SpaceChoices, build_space
 
 
 @pytest.fixture(scope="module", params=["resnet20", "vgg_small"])

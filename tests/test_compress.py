@@ -13,12 +13,12 @@ import pytest
 import torch
 
 from seernet.cli import main as cli_main
-from seernet.compress import CompressSettings
-from seernet.context import RunContext, record_space
-from seernet.export import load_packed
-from seernet.space import SpaceChoices
-from seernet.train import distill_loss
-from seernet.workspace import Workspace
+from seernet.compression.export import load_packed
+from seernet.data.train import distill_loss
+from seernet.space.policy import SpaceChoices
+from seernet.steps.compress import CompressSettings
+from seernet.steps.context import RunContext, record_space
+from seernet.workspace.folder import Workspace
 
 STEPS = "3"
 
@@ -216,7 +216,7 @@ def test_failed_export_leaves_no_folder(workspace: Path, tmp_path: Path, monkeyp
     def fail(*args: object) -> None:
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr("seernet.compress.save_packed", fail)
+    monkeypatch.setattr("seernet.steps.compress.save_packed", fail)
     with pytest.raises(RuntimeError, match="disk full"):
         compress(workspace, path, "--steps", "0")
     assert not [p for p in _listing(workspace) if "broken" in p]
@@ -287,7 +287,7 @@ def test_compress_with_distillation_and_lsq_exports_exactly(workspace: Path):
 
 
 def test_quantizer_settings_are_validated():
-    from seernet.evaluate import Protocol
+    from seernet.compression.protocol import Protocol
 
     with pytest.raises(ValueError, match="weight_clip"):
         Protocol(weight_clip="percentile")

@@ -3,9 +3,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from seernet.datasets import load_dataset, split_indices
+from seernet.data.datasets import load_dataset, split_indices
+from seernet.data.loaders import batches
 from seernet.errors import UserError
-from seernet.loaders import batches
 
 
 def test_split_is_deterministic_and_disjoint():

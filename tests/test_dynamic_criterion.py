@@ -3,7 +3,7 @@
 import torch
 from torch import nn
 
-from seernet.dynamic_criterion import filter_scores
+from seernet.compression.dynamic_criterion import filter_scores
 
 
 def test_filter_scores_follow_the_documented_rule():

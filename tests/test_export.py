@@ -13,8 +13,7 @@ import pytest
 import torch
 from torch import nn
 
-from seernet.errors import UserError
-from seernet.export import (
+from seernet.compression.export import (
     MAGIC,
     deployable,
     export_onnx,
@@ -23,13 +22,14 @@ from seernet.export import (
     read_packed,
     save_packed,
 )
-from seernet.latency import latency_table, measure_latency
+from seernet.compression.packing import export_codes, unpack_codes
+from seernet.compression.prune import prune_model
+from seernet.compression.quant import calibrate_, quant_layers, quantize_, set_lsq_
+from seernet.data.train import sgd
+from seernet.errors import UserError
+from seernet.latency.timing import latency_table, measure_latency
 from seernet.models import create_model
-from seernet.prune import prune_model
-from seernet.quant import calibrate_, quant_layers, quantize_, set_lsq_
-from seernet.quant_export import export_codes, unpack_codes
-from seernet.space import build_space
-from seernet.train import sgd
+from seernet.space.policy import build_space
 
 # Runs in a fresh interpreter in which ``import seernet`` fails: the file must need torch only.
 

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from seernet.checkpoint import save_checkpoint
 from seernet.cli.main import main
 from seernet.models import create_model
+from seernet.workspace.checkpoint import save_checkpoint
 
 FAST = ["--finetune-steps", "0", "--bn-batches", "1", "--val-limit", "50", "--strategy", "random"]
 PROFILE = ["--repeats", "3", "--warmup", "1", "--model-runs", "5"]
@@ -21,8 +21,8 @@ PROFILE = ["--repeats", "3", "--warmup", "1", "--model-runs", "5"]
 def workspace(tmp_path_factory, fake_fmnist: Path) -> Path:
     """A ResNet-20 workspace (random weights) with 2 samples and a tiny predictor fitted on noise."""
     from predictor.ensemble import MLPEnsemble
-    from seernet.context import RunContext
-    from seernet.workspace import Workspace
+    from seernet.steps.context import RunContext
+    from seernet.workspace.folder import Workspace
 
     root = tmp_path_factory.mktemp("lap")
     torch.manual_seed(0)
@@ -86,12 +86,12 @@ def test_table_of_another_space_is_refused(workspace: Path, capsys):
 
 
 def test_dynamic_criterion_needs_scores_then_prunes_by_them(workspace: Path, capsys, tmp_path):
-    from seernet.context import RunContext
-    from seernet.criteria import workspace_criterion
-    from seernet.dynamic_criterion import SCORES_NAME
+    from seernet.compression.criteria import workspace_criterion
+    from seernet.compression.dynamic_criterion import SCORES_NAME
+    from seernet.compression.prune import prune_model
     from seernet.errors import UserError
-    from seernet.prune import prune_model
-    from seernet.workspace import Workspace
+    from seernet.steps.context import RunContext
+    from seernet.workspace.folder import Workspace
 
     fresh = Workspace(tmp_path / "empty")
     with pytest.raises(UserError, match="dynamic-scores"):
@@ -118,7 +118,7 @@ def test_dynamic_criterion_needs_scores_then_prunes_by_them(workspace: Path, cap
     kept_weight = pruned.get_submodule(root).weight
     assert torch.equal(kept_weight, ctx.model.get_submodule(root).weight[expected])
     # without its workspace a learned criterion is refused, never guessed
-    from seernet.criteria import builtin_criterion
+    from seernet.compression.criteria import builtin_criterion
 
     with pytest.raises(UserError, match="learned per workspace"):
         builtin_criterion("dynamic")

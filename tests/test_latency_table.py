@@ -7,9 +7,8 @@ import pytest
 import torch
 
 from search.levels import Levels
-from seernet.costs import COST_NAMES, CostModel
 from seernet.errors import UserError
-from seernet.latency_table import (
+from seernet.latency.table import (
     LatencyTable,
     LayerEntry,
     ProfileSettings,
@@ -19,7 +18,8 @@ from seernet.latency_table import (
     save_table,
 )
 from seernet.models import create_model
-from seernet.space import SpaceChoices, build_space
+from seernet.space.costs import COST_NAMES, CostModel
+from seernet.space.policy import SpaceChoices, build_space
 
 SHAPE = (1, 1, 28, 28)
 

@@ -39,15 +39,15 @@ def learned(tmp_path_factory, run_args) -> tuple[Path, dict]:
 
 
 def context(ws: Path):  # noqa: ANN201
-    from seernet.context import RunContext
-    from seernet.workspace import Workspace
+    from seernet.steps.context import RunContext
+    from seernet.workspace.folder import Workspace
 
     w = Workspace(ws)
     return RunContext(w, w.read(), torch.device("cpu"))
 
 
 def test_policies_meet_budgets_and_are_valid(learned):
-    from seernet.space import Policy
+    from seernet.space.policy import Policy
 
     ws, out = learned
     ctx = context(ws)
@@ -88,7 +88,7 @@ def test_compress_and_report_accept_a_legr_policy(learned):
 
 
 def test_reuse_does_not_relearn(learned, monkeypatch, capsys):
-    import seernet.legr
+    import seernet.steps.legr
 
     ws, out = learned
     before = (ws / "legr.json").read_text()
@@ -96,7 +96,7 @@ def test_reuse_does_not_relearn(learned, monkeypatch, capsys):
     def refuse(*a, **k):  # noqa: ANN002, ANN003, ANN202
         raise AssertionError("evaluated a policy although legr.json exists")
 
-    monkeypatch.setattr(seernet.legr, "evaluate_policy", refuse)
+    monkeypatch.setattr(seernet.steps.legr, "evaluate_policy", refuse)
     assert main(["legr", "--workdir", str(ws), "--flops", "40%", "--bits", "4"]) == 0
     text = capsys.readouterr().out
     assert "reused" in text and "4-bit" in text
@@ -108,7 +108,7 @@ def test_reuse_does_not_relearn(learned, monkeypatch, capsys):
 def test_legr_transform_orders_channels_as_the_group_norm(learned):
     # Why there is no '--criterion legr': with alpha > 0, LeGR's affine transform of the
     # normalized group norm keeps every group's channel order, so it pruned exactly as l2.
-    from seernet.legr import base_scores
+    from seernet.steps.legr import base_scores
 
     ws, out = learned
     ctx = context(ws)
@@ -120,8 +120,8 @@ def test_legr_transform_orders_channels_as_the_group_norm(learned):
 
 
 def test_criterion_legr_is_refused_with_a_pointer_to_l2(learned, capsys):
+    from seernet.compression.prune import prune_model
     from seernet.errors import UserError
-    from seernet.prune import prune_model
 
     ws, out = learned
     ctx = context(ws)

@@ -69,12 +69,12 @@ def images(tmp_path_factory) -> Path:
 
 @pytest.mark.parametrize("name", model_names())
 def test_model_collects_solves_and_compresses(name: str, images: Path, tmp_path: Path):
-    from seernet.checkpoint import save_checkpoint
-    from seernet.context import RunContext
     from seernet.models import create_model
-    from seernet.solve import BudgetSet, policy_document, solve_one, write_json
-    from seernet.store import SampleStore
-    from seernet.workspace import Workspace
+    from seernet.steps.context import RunContext
+    from seernet.steps.solve import BudgetSet, policy_document, solve_one, write_json
+    from seernet.workspace.checkpoint import save_checkpoint
+    from seernet.workspace.folder import Workspace
+    from seernet.workspace.store import SampleStore
 
     torch.manual_seed(0)
     save_checkpoint(tmp_path / "w.pt", create_model(name, 2, 3), {"model": name})

@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from seernet.checkpoint import load_weights, save_checkpoint
 from seernet.errors import UserError
 from seernet.models import create_model, model_names
+from seernet.workspace.checkpoint import load_weights, save_checkpoint
 
 
 @pytest.mark.parametrize("name", model_names())

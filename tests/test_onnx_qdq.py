@@ -10,12 +10,12 @@ import pytest
 import torch
 
 from seernet.cli.main import main
+from seernet.compression.onnx_qdq import export_qdq, fine_factor, qdq_module
+from seernet.compression.prune import prune_model
+from seernet.compression.quant import calibrate_, quant_layers, quantize_, weight_qrange
 from seernet.errors import UserError
 from seernet.models import create_model
-from seernet.onnx_qdq import export_qdq, fine_factor, qdq_module
-from seernet.prune import prune_model
-from seernet.quant import calibrate_, quant_layers, quantize_, weight_qrange
-from seernet.space import build_space
+from seernet.space.policy import build_space
 
 SHAPE = (1, 1, 28, 28)
 
@@ -113,7 +113,7 @@ def test_onnxruntime_fuses_integer_convs_and_agrees_with_the_simulation(
 
 
 def test_missing_onnxruntime_is_one_clear_line(monkeypatch, tmp_path: Path, capsys):
-    from seernet.ort_runtime import require_onnxruntime
+    from seernet.compression.ort_runtime import require_onnxruntime
 
     monkeypatch.setitem(
         sys.modules, "onnxruntime", None
@@ -139,7 +139,7 @@ def test_unknown_runtime_is_one_clear_line(tmp_path: Path, capsys):
 
 def test_ort_latency_table_states_threads_and_load(qdq_file: Path):
     pytest.importorskip("onnxruntime")
-    from seernet.ort_runtime import ort_latency_table
+    from seernet.compression.ort_runtime import ort_latency_table
 
     table = ort_latency_table({"qdq": qdq_file}, SHAPE, (1, 3), runs=2, threads=1)
     assert (

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from seernet.cli.main import main
-from seernet.store import SampleStore
+from seernet.workspace.store import SampleStore
 
 FAST = ["--finetune-steps", "0", "--bn-batches", "1", "--val-limit", "50", "--strategy", "random"]
 
@@ -84,10 +84,10 @@ def test_store_of_another_protocol_is_refused(tmp_path: Path, run_args, capsys):
 
 
 def test_evaluation_is_deterministic(tmp_path: Path, run_args):
-    from seernet.context import RunContext, record_space
-    from seernet.evaluate import Protocol, evaluate_policy
-    from seernet.space import SpaceChoices
-    from seernet.workspace import Workspace
+    from seernet.compression.protocol import Protocol, evaluate_policy
+    from seernet.space.policy import SpaceChoices
+    from seernet.steps.context import RunContext, record_space
+    from seernet.workspace.folder import Workspace
 
     ws = Workspace(tmp_path / "w")
     cfg = ws.open({"data_dir": run_args[1], "val_size": 100, "weights": run_args[5]})

@@ -11,7 +11,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import Tensor, nn
 
-from seernet.quant import (
+from seernet.compression.packing import (
+    dequantize_weight,
+    export_codes,
+    load_codes_,
+    pack_codes,
+    unpack_codes,
+)
+from seernet.compression.quant import (
     QuantConv2d,
     QuantLinear,
     best_act_range,
@@ -25,13 +32,6 @@ from seernet.quant import (
     quantize_,
     set_lsq_,
     weight_scale,
-)
-from seernet.quant_export import (
-    dequantize_weight,
-    export_codes,
-    load_codes_,
-    pack_codes,
-    unpack_codes,
 )
 
 

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from search.levels import Levels
 from seernet.errors import UserError
 from seernet.models import create_model
-from seernet.space import Policy, SpaceChoices, build_space
+from seernet.space.policy import Policy, SpaceChoices, build_space
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +98,7 @@ def test_uniform_policy_keeps_the_nearest_valid_count_everywhere(space):
 
 
 def test_anchor_ladder_starts_at_the_base_policy(space):
-    from seernet.collect import anchor_policies
+    from seernet.steps.collect import anchor_policies
 
     anchors = anchor_policies(space)
     assert anchors[0] == space.full_policy()

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from seernet.errors import UserError
-from seernet.store import Sample, SampleStore, StoreSpec
+from seernet.workspace.store import Sample, SampleStore, StoreSpec
 
 DIM, N_CHOICES, COSTS = 6, 4, ["flops", "bitops"]
 SPEC = StoreSpec(
@@ -230,7 +230,7 @@ CHILD = textwrap.dedent(
     import itertools, sys, time
     sys.path.insert(0, sys.argv[2])
     from test_store import SPEC, make_sample
-    from seernet.store import SampleStore
+    from seernet.workspace.store import SampleStore
 
     store = SampleStore.open_or_create(sys.argv[1], SPEC)
     print("ready", flush=True)

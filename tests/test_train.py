@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from seernet.evaluate import adapt_batchnorm_
-from seernet.train import cosine_lr, cosine_schedule, sgd, train_steps
+from seernet.compression.protocol import adapt_batchnorm_
+from seernet.data.train import cosine_lr, cosine_schedule, sgd, train_steps
 
 
 @pytest.mark.parametrize(("peak", "total"), [(0.01, 20), (0.05, 250), (0.0123, 7), (0.2, 1)])

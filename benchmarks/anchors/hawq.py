@@ -28,9 +28,9 @@ from torch import nn
 
 from search.bit_allocation import allocate
 from search.hessian import hutchinson_traces
-from seernet.costs import CostModel
-from seernet.quant import quant_layers, quantize_
-from seernet.space import Policy, PolicySpace
+from seernet.compression.quant import quant_layers, quantize_
+from seernet.space.costs import CostModel
+from seernet.space.policy import Policy, PolicySpace
 
 
 @dataclass

@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from seernet.compress import CompressSettings
-from seernet.space import Policy
+from seernet.space.policy import Policy
+from seernet.steps.compress import CompressSettings
 
 
 def digest(obj: Any) -> str:

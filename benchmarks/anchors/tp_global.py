@@ -18,8 +18,8 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
-from seernet.costs import CostModel
-from seernet.space import Policy, PolicySpace, classifier_name
+from seernet.space.costs import CostModel
+from seernet.space.policy import Policy, PolicySpace, classifier_name
 
 
 def kept_counts(model: nn.Module, space: PolicySpace, ratio: float) -> dict[str, int]:

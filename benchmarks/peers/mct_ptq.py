@@ -27,10 +27,10 @@ import model_compression_toolkit as mct
 import torch
 from mct_quantizers import PytorchQuantizationWrapper
 
-from seernet.base_model import build_model, load_splits
-from seernet.loaders import batches
-from seernet.train import accuracy
-from seernet.workspace import Workspace
+from seernet.data.loaders import batches
+from seernet.data.train import accuracy
+from seernet.models.base_model import build_model, load_splits
+from seernet.workspace.folder import Workspace
 
 
 def parse_args() -> argparse.Namespace:

@@ -12,17 +12,17 @@ SAMPLES = 500  # --samples: a CLI-only figure, no settings class owns it
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from search.sampler import ACQUISITIONS, STRATEGIES, SamplerConfig
-    from seernet.backends import BACKENDS, BackendConfig
     from seernet.cli.common import (
         add_json_argument,
         add_run_arguments,
         add_seed_argument,
         add_setting,
     )
-    from seernet.criteria import LEARNED
-    from seernet.evaluate import Protocol
-    from seernet.prune import BUILTIN_CRITERIA
-    from seernet.space import SpaceChoices
+    from seernet.compression.criteria import LEARNED
+    from seernet.compression.protocol import Protocol
+    from seernet.compression.prune import BUILTIN_CRITERIA
+    from seernet.space.policy import SpaceChoices
+    from seernet.steps.backends import BACKENDS, BackendConfig
 
     pr, sc, sa, be = Protocol(), SpaceChoices(), SamplerConfig(), BackendConfig()
     add_run_arguments(p)
@@ -73,7 +73,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def _choices(args: argparse.Namespace):  # noqa: ANN202
     from seernet.errors import UserError
-    from seernet.space import SpaceChoices
+    from seernet.space.policy import SpaceChoices
 
     try:
         bits = tuple(int(b) for b in args.bits_choices.split(","))
@@ -84,15 +84,15 @@ def _choices(args: argparse.Namespace):  # noqa: ANN202
 
 def run(args: argparse.Namespace) -> int:
     from search.sampler import SamplerConfig
-    from seernet.backends import BackendConfig
     from seernet.cli.common import make_settings, open_run, print_json
-    from seernet.collect import STORE_NAME, collect, store_spec
-    from seernet.context import RunContext, record_space
+    from seernet.compression.protocol import Protocol
     from seernet.device import resolve_device
     from seernet.errors import UserError
-    from seernet.evaluate import Protocol
     from seernet.memory import check_run_fits
-    from seernet.store import SampleStore
+    from seernet.steps.backends import BackendConfig
+    from seernet.steps.collect import STORE_NAME, collect, store_spec
+    from seernet.steps.context import RunContext, record_space
+    from seernet.workspace.store import SampleStore
 
     if args.samples < 1:
         raise UserError(f"--samples must be at least 1, got {args.samples}")

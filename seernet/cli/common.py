@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from seernet.workspace import RunConfig, Workspace
+from seernet.workspace.folder import RunConfig, Workspace
 
 DEFAULT_WORKDIR = "seernet-run"
 DEVICE_HELP = "auto (CUDA when present), cpu, cuda, cuda:N"
@@ -96,7 +96,7 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     Identity options default to None (not given), so a later command does not overwrite
     what the workspace recorded; the help shows ``RunConfig``'s value for a new workspace.
     """
-    from seernet.datasets import FASHION_MNIST_DIR
+    from seernet.data.datasets import FASHION_MNIST_DIR
 
     d = RunConfig()
     g = p.add_argument_group("run")
@@ -125,7 +125,7 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
 
 def open_run(args: argparse.Namespace) -> tuple[Workspace, RunConfig]:
     """Open (or create) the workspace from the parsed options."""
-    from seernet.datasets import dataset_names
+    from seernet.data.datasets import dataset_names
     from seernet.errors import UserError
     from seernet.models import model_names
 

@@ -10,7 +10,7 @@ HELP = ("build the compressed model of a policy file (prune, quantize, QAT fine-
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from seernet.compress import DEFAULT_STEPS, CompressSettings
+    from seernet.steps.compress import DEFAULT_STEPS, CompressSettings
 
     d = CompressSettings()
     p.add_argument(
@@ -65,13 +65,13 @@ def run(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
-    from seernet.compress import CompressSettings, compress, read_policy
-    from seernet.context import RunContext
+    from seernet.compression.prune import make_criterion
     from seernet.device import resolve_device
     from seernet.errors import UserError
     from seernet.memory import check_run_fits
-    from seernet.prune import make_criterion
-    from seernet.workspace import Workspace
+    from seernet.steps.compress import CompressSettings, compress, read_policy
+    from seernet.steps.context import RunContext
+    from seernet.workspace.folder import Workspace
 
     try:
         settings = CompressSettings(args.epochs, args.steps, args.lr, args.batch_size, seed=args.seed,
@@ -96,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
 
 def render(m: dict) -> str:
     """Human-readable summary of one compressed model's metrics."""
-    from seernet.solve import format_cost
+    from seernet.steps.solve import format_cost
     from seernet.tables import format_table
     from seernet.units import format_bytes
 

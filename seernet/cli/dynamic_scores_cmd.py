@@ -17,7 +17,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         add_seed_argument,
         add_setting,
     )
-    from seernet.dynamic_criterion import DynamicSettings
+    from seernet.compression.dynamic_criterion import DynamicSettings
 
     d = DynamicSettings()
     add_run_arguments(p)
@@ -32,10 +32,15 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from seernet.cli.common import make_settings, open_run, print_json
-    from seernet.context import RunContext
+    from seernet.compression.dynamic_criterion import (
+        DynamicSettings,
+        compute_scores,
+        save_scores,
+        scores_meta,
+    )
     from seernet.device import resolve_device
-    from seernet.dynamic_criterion import DynamicSettings, compute_scores, save_scores, scores_meta
     from seernet.errors import UserError
+    from seernet.steps.context import RunContext
 
     settings = make_settings(DynamicSettings, args.steps, args.batch_size, args.lr, args.seed)
     ws, config = open_run(args)

@@ -15,13 +15,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from seernet.base_model import build_model, load_splits
     from seernet.cli.common import open_run, print_json
+    from seernet.data.train import accuracy
     from seernet.device import resolve_device
     from seernet.memory import check_run_fits
-    from seernet.profile import count_macs_params
+    from seernet.models.base_model import build_model, load_splits
+    from seernet.space.mac_counter import count_macs_params
     from seernet.tables import format_table
-    from seernet.train import accuracy
     from seernet.units import format_count
 
     _, config = open_run(args)

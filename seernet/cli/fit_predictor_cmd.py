@@ -25,9 +25,9 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from seernet.cli.common import print_json
-    from seernet.context import RunContext
     from seernet.errors import UserError
-    from seernet.fit import (
+    from seernet.steps.context import RunContext
+    from seernet.steps.fit import (
         base_cap,
         cross_validate_samples,
         fit_and_save,
@@ -35,8 +35,8 @@ def run(args: argparse.Namespace) -> int:
         plot_cv,
         trust_lines,
     )
-    from seernet.solve import PREDICTOR_NAME
-    from seernet.workspace import Workspace
+    from seernet.steps.solve import PREDICTOR_NAME
+    from seernet.workspace.folder import Workspace
 
     if args.folds < 2:
         raise UserError(f"--folds must be at least 2, got {args.folds}")

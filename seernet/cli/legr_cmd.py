@@ -16,7 +16,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         add_seed_argument,
         add_setting,
     )
-    from seernet.evaluate import Protocol
+    from seernet.compression.protocol import Protocol
 
     ev, pr = EvolutionConfig(), Protocol()
     add_run_arguments(p)
@@ -50,9 +50,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def _settings(args: argparse.Namespace):  # noqa: ANN202 - LegrSettings and the parsed budgets
     from search.legr import EvolutionConfig
     from seernet.cli.common import make_settings
+    from seernet.compression.protocol import Protocol
     from seernet.errors import UserError
-    from seernet.evaluate import Protocol
-    from seernet.legr import FITNESS_CRITERION, LegrSettings
+    from seernet.steps.legr import FITNESS_CRITERION, LegrSettings
     from seernet.units import parse_budget, parse_budget_list
 
     budgets = parse_budget_list(args.flops, "count", "--flops") if args.flops else []
@@ -76,12 +76,19 @@ def run(args: argparse.Namespace) -> int:
     import json
 
     from seernet.cli.common import open_run
-    from seernet.context import RunContext, record_space
     from seernet.device import resolve_device
     from seernet.errors import UserError
-    from seernet.legr import LEGR_NAME, default_bits, learn, load, policy_documents, write_policies
-    from seernet.solve import write_json
-    from seernet.space import SpaceChoices
+    from seernet.space.policy import SpaceChoices
+    from seernet.steps.context import RunContext, record_space
+    from seernet.steps.legr import (
+        LEGR_NAME,
+        default_bits,
+        learn,
+        load,
+        policy_documents,
+        write_policies,
+    )
+    from seernet.steps.solve import write_json
 
     settings, budgets = _settings(args)  # malformed options fail before anything is written
     ws, config = open_run(args)
@@ -116,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
 def _check_budgets(ctx, budgets: list[float], bits: int) -> None:  # noqa: ANN001
     """Refuse unattainable budgets with the identity ranking (no evaluation needed)."""
     from search.legr import AffineParams
-    from seernet.legr import global_ranking, keep_for_budget
+    from seernet.steps.legr import global_ranking, keep_for_budget
 
     ranking = global_ranking(ctx, bits)
     for b in budgets:

@@ -15,7 +15,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         add_seed_argument,
         add_setting,
     )
-    from seernet.pretrain import PretrainSettings
+    from seernet.steps.pretrain import PretrainSettings
 
     d = PretrainSettings()
     add_run_arguments(p)
@@ -30,13 +30,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from seernet.base_model import build_model, load_splits
-    from seernet.checkpoint import save_checkpoint
     from seernet.cli.common import make_settings, open_run, print_json
     from seernet.device import resolve_device
     from seernet.memory import check_run_fits
-    from seernet.pretrain import PretrainSettings, pretrain
-    from seernet.profile import count_macs_params
+    from seernet.models.base_model import build_model, load_splits
+    from seernet.space.mac_counter import count_macs_params
+    from seernet.steps.pretrain import PretrainSettings, pretrain
+    from seernet.workspace.checkpoint import save_checkpoint
 
     settings = make_settings(
         PretrainSettings, args.epochs, args.batch_size, args.lr, seed=args.seed

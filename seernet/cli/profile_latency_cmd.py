@@ -12,7 +12,7 @@ HELP = ("time every prunable layer at the channel counts the policy space allows
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from seernet.cli.common import add_setting, add_workdir_argument
-    from seernet.latency_table import ProfileSettings
+    from seernet.latency.table import ProfileSettings
 
     d = ProfileSettings()
     add_workdir_argument(p)
@@ -44,11 +44,10 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from search.levels import Levels
-    from seernet.context import RunContext
-    from seernet.costs import CostModel
+    from seernet.compression.ort_runtime import check_runtime, require_onnxruntime
     from seernet.device import resolve_device
     from seernet.errors import UserError
-    from seernet.latency_table import (
+    from seernet.latency.table import (
         TABLE_NAME,
         ProfileSettings,
         at_top_bits,
@@ -58,8 +57,9 @@ def run(args: argparse.Namespace) -> int:
         save_table,
     )
     from seernet.models import create_model
-    from seernet.ort_runtime import check_runtime, require_onnxruntime
-    from seernet.workspace import Workspace
+    from seernet.space.costs import CostModel
+    from seernet.steps.context import RunContext
+    from seernet.workspace.folder import Workspace
 
     if check_runtime(args.runtime) == "onnxruntime":
         require_onnxruntime()  # one clear line before any work

@@ -16,8 +16,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from seernet.cli.common import print_json
-    from seernet.report import write_report, write_report_data
-    from seernet.workspace import Workspace
+    from seernet.steps.report import write_report, write_report_data
+    from seernet.workspace.folder import Workspace
 
     ws = Workspace(args.workdir)
     ws.read()  # a clear error when this is not a workspace

@@ -41,7 +41,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def _parse(args: argparse.Namespace):  # noqa: ANN202
     from seernet.errors import UserError
-    from seernet.solve import BUDGET_KINDS
+    from seernet.steps.solve import BUDGET_KINDS
     from seernet.units import parse_budget_list
 
     given = {
@@ -68,8 +68,8 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
-    from seernet.context import RunContext
-    from seernet.solve import (
+    from seernet.steps.context import RunContext
+    from seernet.steps.solve import (
         attach_latency,
         bits_mask,
         load_predictor,
@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
         solve_one,
         write_json,
     )
-    from seernet.workspace import Workspace
+    from seernet.workspace.folder import Workspace
 
     given, bits = _parse(args)
     ws = Workspace(args.workdir)
@@ -113,7 +113,7 @@ def _refine(ctx, args: argparse.Namespace, predictor, bsets, fixed, values, bits
     import json
 
     from seernet.device import resolve_device
-    from seernet.refine import refine_all
+    from seernet.steps.refine import refine_all
     from seernet.tables import format_table
 
     ctx.device = resolve_device(args.device)
@@ -129,7 +129,7 @@ def _refine(ctx, args: argparse.Namespace, predictor, bsets, fixed, values, bits
 
 def refine_rows(docs: list[dict]) -> tuple[list[str], list[list[str]]]:
     """Header and rows of the refine summary: the prediction made before each measurement."""
-    from seernet.solve import format_cost
+    from seernet.steps.solve import format_cost
 
     head = [
         "policy",
@@ -151,9 +151,9 @@ def refine_rows(docs: list[dict]) -> tuple[list[str], list[list[str]]]:
 
 def _verify(ws, args: argparse.Namespace, docs: list[dict]) -> None:  # noqa: ANN001
     """Measure every solved policy and print predicted +/- std next to measured."""
-    from seernet.context import RunContext
     from seernet.device import resolve_device
-    from seernet.solve import verify
+    from seernet.steps.context import RunContext
+    from seernet.steps.solve import verify
     from seernet.tables import format_table
 
     ctx = RunContext(ws, ws.read(), resolve_device(args.device))
@@ -175,9 +175,9 @@ def _verify(ws, args: argparse.Namespace, docs: list[dict]) -> None:  # noqa: AN
 
 def _verify_latency(ctx, docs: list[dict]) -> bool:  # noqa: ANN001
     """Measure each policy's pruned float model as the table was measured (when there is a table)."""
-    from seernet.latency_table import measured_latency_ms
-    from seernet.solve import attach_latency
-    from seernet.space import Policy
+    from seernet.latency.table import measured_latency_ms
+    from seernet.space.policy import Policy
+    from seernet.steps.solve import attach_latency
 
     table = attach_latency(ctx, required=False)
     if table is None:
@@ -191,8 +191,8 @@ def _verify_latency(ctx, docs: list[dict]) -> bool:  # noqa: ANN001
 
 def render(ctx, doc: dict) -> str:  # noqa: ANN001
     """Human-readable report of one solved policy."""
-    from seernet.solve import format_cost
-    from seernet.space import Policy
+    from seernet.space.policy import Policy
+    from seernet.steps.solve import format_cost
     from seernet.tables import format_table
 
     policy = Policy.from_json(doc["policy"])

@@ -9,8 +9,8 @@ import pytest
 
 import benchmarks.bench_end_to_end as bench
 from benchmarks.anchors.runs import RunStore, clear_win, mean_std, run_key, verdict
-from seernet.compress import CompressSettings
-from seernet.space import Policy
+from seernet.space.policy import Policy
+from seernet.steps.compress import CompressSettings
 
 IDENT = {"model": "resnet20", "space": "abc"}
 

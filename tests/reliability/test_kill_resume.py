@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from seernet.store import SampleStore, row_key
+from seernet.workspace.store import SampleStore, row_key
 
 # The killed runs ask for more samples than any machine measures before the last kill,
 # so every kill lands mid-run however fast the machine; the resume then asks for a few more.

@@ -1,0 +1,1 @@
+"""What is done to a model: prune, quantize, export, and measure one policy (``protocol``)."""

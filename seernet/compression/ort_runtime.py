@@ -1,0 +1,169 @@
+"""ONNX Runtime on the CPU: sessions, latency and predictions of exported models.
+
+Assumptions, stated once:
+- The CPU execution provider with every graph optimization on (that is what fuses
+  ``DequantizeLinear -> Conv -> QuantizeLinear`` into integer QLinearConv kernels),
+  ``threads`` intra-op threads (default 1) and one inter-op thread, sequential execution.
+- Latency is the median of ``runs`` timed ``run`` calls after ``warmup`` untimed ones, on
+  one fixed random input per batch size (a CNN's time does not depend on the values). The
+  thread count and the machine's 1-minute load average are recorded with every result:
+  timings on a shared machine mean little without them.
+- onnxruntime is an optional dependency (``pip install 'seernet[onnx]'``); code that needs it
+  calls ``require_onnxruntime`` and gets one clear UserError when it is missing.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import statistics
+import time
+import warnings
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from seernet.errors import UserError
+
+RUNTIMES = ("torch", "onnxruntime")
+DEFAULT_THREADS = 1
+INSTALL_HINT = "pip install 'seernet[onnx]' (or pip install onnxruntime)"
+
+
+def check_runtime(name: str) -> str:
+    """``name`` if it is a known runtime, else a one-line UserError listing the known ones."""
+    if name not in RUNTIMES:
+        raise UserError(f"unknown runtime {name!r}: choose one of {', '.join(RUNTIMES)}")
+    return name
+
+
+def require_onnxruntime():  # noqa: ANN201 - the onnxruntime module
+    """The onnxruntime module, or a one-line UserError saying how to install it."""
+    try:
+        import onnxruntime
+    except ImportError as exc:
+        raise UserError(f"onnxruntime is not installed: {INSTALL_HINT}") from exc
+    return onnxruntime
+
+
+def has_onnxruntime() -> bool:
+    """Whether onnxruntime (and onnx, which the exports need) can be imported."""
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def session(model: bytes | Path, threads: int = DEFAULT_THREADS):  # noqa: ANN201 - an InferenceSession
+    """A CPU InferenceSession of an ONNX file or serialized model, all graph optimizations on."""
+    ort = require_onnxruntime()
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.log_severity_level = 3  # warnings about serialising optimized graphs are not ours
+    source = str(model) if isinstance(model, Path) else model
+    return ort.InferenceSession(source, opts, providers=["CPUExecutionProvider"])
+
+
+def float_onnx(model: nn.Module, input_shape: tuple[int, ...]) -> bytes:
+    """A float model as serialized ONNX (opset 17, dynamic batch), for timing in ORT."""
+    import copy
+
+    model = copy.deepcopy(model).cpu().eval()
+    buf = io.BytesIO()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # the TorchScript-based exporter's deprecation notice
+        torch.onnx.export(model, (torch.zeros((2, *input_shape[1:])),), buf, dynamo=False, opset_version=17,
+                          input_names=["input"], output_names=["logits"],
+                          dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})  # fmt: skip
+    return buf.getvalue()
+
+
+def time_session(sess, x: np.ndarray, runs: int, warmup: int) -> list[float]:  # noqa: ANN001
+    """Milliseconds of each of ``runs`` timed runs of ``sess`` on ``x``."""
+    if runs < 1 or warmup < 0:
+        raise ValueError(f"need runs >= 1 and warmup >= 0, got {runs}, {warmup}")
+    feed = {sess.get_inputs()[0].name: x}
+    for _ in range(warmup):
+        sess.run(None, feed)
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        sess.run(None, feed)
+        times.append(1e3 * (time.perf_counter() - start))
+    return times
+
+
+def random_input(input_shape: tuple[int, ...], batch_size: int) -> np.ndarray:
+    """The fixed (seeded) random input of one batch size."""
+    return (
+        np.random.default_rng(0).standard_normal((batch_size, *input_shape[1:])).astype(np.float32)
+    )
+
+
+def session_latency(
+    sess, input_shape: tuple[int, ...], batch_size: int, runs: int = 20, warmup: int = 3
+) -> dict:  # noqa: ANN001
+    """Median, min and max milliseconds of one run at ``batch_size``."""
+    times = time_session(sess, random_input(input_shape, batch_size), runs, warmup)
+    return {
+        "median_ms": statistics.median(times),
+        "min_ms": min(times),
+        "max_ms": max(times),
+        "runs": runs,
+    }
+
+
+def load_average() -> float | None:
+    """The machine's 1-minute load average (None where the OS does not say)."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return None
+
+
+def ort_latency_table(
+    models: Mapping[str, bytes | Path], input_shape: tuple[int, ...], batch_sizes: Iterable[int] = (1, 64),
+    runs: int = 20, threads: int = DEFAULT_THREADS,
+) -> dict[str, Any]:  # fmt: skip
+    """ORT CPU latency of every named ONNX model at every batch size, with threads and load."""
+    batch_sizes = list(batch_sizes)
+    load_before = load_average()
+    table = {name: {str(b): session_latency(session(m, threads), input_shape, b, runs) for b in batch_sizes}
+             for name, m in models.items()}  # fmt: skip
+    return {"runtime": "onnxruntime", "version": require_onnxruntime().__version__, "device": "cpu",
+            "threads": threads, "batch_sizes": batch_sizes, "models": table,
+            "load_average_1min": {"before": load_before, "after": load_average()}}  # fmt: skip
+
+
+def predictions(sess, data: Dataset, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:  # noqa: ANN001
+    """(top-1 class, label) of every item of ``data`` through an ORT session."""
+    from seernet.data.loaders import batches
+
+    name = sess.get_inputs()[0].name
+    preds, labels = [], []
+    for x, y in batches(data, batch_size):
+        preds.append(sess.run(None, {name: x.numpy()})[0].argmax(1))
+        labels.append(y.numpy())
+    return np.concatenate(preds), np.concatenate(labels)
+
+
+@torch.no_grad()
+def torch_predictions(
+    model: nn.Module, data: Dataset, device: torch.device, batch_size: int = 256
+) -> np.ndarray:
+    """Top-1 class of every item of ``data`` through a torch model (eval mode)."""
+    from seernet.data.loaders import batches
+
+    model.eval()
+    return np.concatenate(
+        [model(x.to(device)).argmax(1).cpu().numpy() for x, _ in batches(data, batch_size)]
+    )

@@ -1,0 +1,128 @@
+"""LAP timings in ONNX Runtime: single layers and whole models in their QDQ form.
+
+What is measured, stated once:
+- Every bit-width of a policy space (2..8) runs on the same ORT kernels: a b-bit layer keeps
+  its codes inside int8/uint8 (``seernet.compression.onnx_qdq``), so ORT's integer kernels do the same
+  work at 2 and at 8 bits. What changes the kernel is quantized vs float, so a layer is timed
+  twice per grid point: as QDQ (8-bit weights and input) and as a float layer.
+- A layer is timed as it runs inside the model: a conv whose output the model quantizes again
+  (its output goes, after BN and ReLU, only into the next layer's input quantizer) is timed
+  with that output quantizer, which lets ORT fuse it into one integer QLinearConv; a conv whose
+  output stays float (it feeds a residual add or the logits) is timed without, as ORT then
+  runs it: a float conv on the dequantized input. Which layers are which is read from the
+  QDQ graph of the unpruned model, exported with the table's ``qdq_residuals`` (with "int8",
+  as ``seernet compress`` exports by default, residual-branch convs are integer ones too).
+- Weights and activation scales are random (calibrated on random inputs): they do not change
+  ORT's kernels or their time.
+"""
+
+from __future__ import annotations
+
+import copy
+import statistics
+
+import torch
+from torch import nn
+
+from seernet.compression.onnx_qdq import QuantizeInput, consumers, export_qdq, requantized
+from seernet.compression.ort_runtime import float_onnx, random_input, session, time_session
+from seernet.compression.quant import calibrate_, quantize_
+from seernet.space.policy import Policy, PolicySpace
+
+
+class OutputQuant(nn.Module):
+    """The next layer's 8-bit unsigned input quantizer, appended to a timed block (QDQ in ONNX)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return QuantizeInput.apply(x, 0.05, 0, 255, False)
+
+
+def _qdq_bytes(model: nn.Module, x: torch.Tensor, residuals: str = "float") -> bytes:
+    """A fake-quant model as serialized QDQ ONNX (through a temporary file: export_qdq writes files)."""
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "m.qdq.onnx"
+        calibration = torch.randn((8, *x.shape[1:]), generator=torch.Generator().manual_seed(0))
+        export_qdq(model, x, path, residuals, calibration)
+        return path.read_bytes()
+
+
+def quantized_model(
+    model: nn.Module, space: PolicySpace, policy: Policy, seed: int = 0
+) -> nn.Module:
+    """``model`` pruned and fake-quantized as ``policy`` says, calibrated on random inputs (eval mode)."""
+    from seernet.compression.prune import prune_model
+
+    pruned = prune_model(model, space, policy, "l1")  # shapes, not which channels, set the latency
+    quantize_(pruned, policy.bits)
+    gen = torch.Generator().manual_seed(seed)
+    calibrate_(pruned, [torch.randn((8, *space.input_shape[1:]), generator=gen)])
+    return pruned.eval()
+
+
+def requantized_layers(model: nn.Module, space: PolicySpace, residuals: str = "int8") -> set[str]:
+    """Layers whose output the model's QDQ form quantizes again (ORT runs them as QLinearConv)."""
+    import onnx
+
+    qmodel = quantized_model(model, space, space.full_policy())
+    graph = onnx.load_from_string(
+        _qdq_bytes(qmodel, torch.zeros(space.input_shape), residuals)
+    ).graph
+    names = [ly.name for ly in space.quant_layers]
+    users = consumers(graph)
+    out = set()
+    for n in graph.node:
+        if n.op_type in ("Conv", "Gemm") and requantized(n, users):
+            # The exporter names nodes by module scope ("/layers/layers.0/conv1/Conv"): the longest
+            # layer name the scope ends with is the layer.
+            scope = "." + n.name.rsplit("/", 1)[0].replace("/", ".")
+            found = [name for name in names if scope.endswith("." + name)]
+            if found:
+                out.add(max(found, key=len))
+    return out
+
+
+def block_ms(
+    block: nn.Module, x: torch.Tensor, quantized: bool, requantize: bool, repeats: int, warmup: int, threads: int
+) -> float:  # fmt: skip
+    """Median ms in ORT of one layer block (from ``seernet.latency.table``), QDQ or float."""
+    block = copy.deepcopy(block).eval()
+    if not quantized:
+        data = float_onnx(block, tuple(x.shape))
+    else:
+        first = "0" if isinstance(block, nn.Sequential) else ""
+        if first:
+            quantize_(block, {first: (8, 8)})
+        else:  # a bare Linear: wrap it so it has a name to quantize
+            block = quantize_(nn.Sequential(block), {"0": (8, 8)})
+        calibrate_(block, [x])
+        if requantize:
+            block = nn.Sequential(*block, OutputQuant())
+        data = _qdq_bytes(block.eval(), x)
+    times = time_session(session(data, threads), x.numpy(), repeats, warmup)
+    return statistics.median(times)
+
+
+def model_ms(
+    model: nn.Module, space: PolicySpace, policy: Policy, batch_size: int, runs: int, warmup: int, threads: int,
+    residuals: str = "int8",
+) -> float:  # fmt: skip
+    """Median ms in ORT of ``policy``'s pruned model in QDQ form (``residuals`` as in export_qdq) at ``batch_size``."""
+    qmodel = quantized_model(model, space, policy)
+    data = _qdq_bytes(qmodel, torch.zeros((2, *space.input_shape[1:])), residuals)
+    return statistics.median(
+        time_session(
+            session(data, threads), random_input(space.input_shape, batch_size), runs, warmup
+        )
+    )
+
+
+def float_model_ms(model: nn.Module, input_shape: tuple[int, ...], batch_size: int, runs: int, warmup: int,
+                   threads: int) -> float:  # fmt: skip
+    """Median ms in ORT of a float model at ``batch_size``."""
+    data = float_onnx(model, input_shape)
+    return statistics.median(
+        time_session(session(data, threads), random_input(input_shape, batch_size), runs, warmup)
+    )

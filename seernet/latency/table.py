@@ -1,0 +1,455 @@
+"""LAP's latency lookup table: every prunable layer timed at the channel counts a policy allows.
+
+What is measured, stated once:
+- Each conv/linear layer of the space is rebuilt alone at every (input channels, output
+  channels) pair its groups' keep levels allow, with the kernel, stride, padding and input
+  size it has in the model (taken once with forward hooks). A conv entry times
+  ``Conv2d -> BatchNorm2d -> ReLU`` (the ResNet/VGG/MobileNet pattern); a linear entry the
+  Linear alone. Depthwise convs have one axis (in = out channels).
+- Runtime ``torch`` (the default): float models only. Low bit-widths are simulated with fake
+  quantization, which runs float kernels, so the table and every prediction are the latency
+  of the *pruned float* model; bit-widths do not change it.
+- Runtime ``onnxruntime``: the model as it is deployed, its QDQ export run by ONNX Runtime on
+  the CPU (``seernet.latency.ort``). Each entry is the layer in QDQ form on ORT's integer
+  kernels; every bit-width of the space (2..8) runs on those same kernels, so the table does
+  not depend on bits. The same layers as float convs are timed too (``float_layers``): the
+  kernel a float layer would run on. A layer timed alone in ORT pays for converting its input
+  to integers and its output back, which inside an integer model it does not; the whole-model
+  fit below absorbs that, and it is made on 8-bit models (``at_top_bits``): below 8 bits the
+  QDQ form adds small requantization ops that the table does not model.
+- Each entry is the median of ``repeats`` timed passes after ``warmup`` ones, at
+  ``batch_size`` inputs and ``threads`` torch threads, on ``device``.
+- Measured noise can make a larger layer look faster; the table the cost model uses is the
+  monotone envelope (each entry = the largest at or below its channel counts), so the
+  latency cost is non-decreasing in every coordinate, as the solver requires. Raw medians
+  are kept next to it.
+- Whatever the layers do not cover (residual adds, pooling, Python dispatch, timing
+  overhead) is one constant, and layers timed alone are not exactly as fast as inside the
+  model, so the prediction is ``scale * sum(layers) + overhead_ms``: ``scale`` is fitted by
+  least squares on ``calibration`` whole pruned models measured at profile time, through
+  the unpruned model's point, so the prediction of the unpruned model equals its
+  measurement exactly. (A constant alone over-predicted small models by ~25%.)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from seernet.errors import UserError
+from seernet.latency.timing import measure_latency, threads, time_forward
+from seernet.space.policy import Layer, Policy, PolicySpace
+
+TABLE_NAME = "latency.json"
+_FLAT_SLOPE = 1e-3  # scale of an ORT table whose whole-model fit found no slope
+FORMAT = 1
+
+
+@dataclass
+class LayerEntry:
+    """One layer's grid: medians in ms over ``c_in`` x ``c_out`` (ascending channel counts)."""
+
+    c_in: list[int]
+    c_out: list[int]
+    ms: list[list[float]]  # monotone envelope, used by the cost model
+    raw_ms: list[list[float]]  # the medians as measured
+
+
+@dataclass
+class LatencyTable:
+    """Per-layer latency grids of one policy space on one device, plus a whole-model constant."""
+
+    space_fingerprint: str
+    model: str
+    device: str  # human description, e.g. "cpu: AMD EPYC 7B13"
+    device_type: str  # "cpu" or "cuda"
+    torch_version: str
+    threads: int
+    batch_size: int
+    repeats: int
+    warmup: int
+    layers: dict[str, LayerEntry]
+    full_model_ms: float
+    overhead_ms: float
+    scale: float = 1.0  # multiplies the sum of layer entries (fitted on whole models)
+    seconds: float = 0.0
+    checks: dict[str, dict[str, float]] = field(default_factory=dict)
+    format: int = FORMAT
+    runtime: str = "torch"  # or "onnxruntime": the QDQ model in ORT
+    runtime_version: str = ""
+    kernels: str = "float (fake quantization is simulated in float)"  # what the entries time
+    # onnxruntime: the same layers on float kernels, and the QDQ form timed ("int8" or "float" residuals)
+    float_layers: dict[str, LayerEntry] = field(default_factory=dict)
+    qdq_residuals: str = ""
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, obj: dict) -> LatencyTable:
+        obj = dict(obj)
+        obj["layers"] = {k: LayerEntry(**v) for k, v in obj["layers"].items()}
+        obj["float_layers"] = {k: LayerEntry(**v) for k, v in obj.get("float_layers", {}).items()}
+        return cls(**obj)
+
+    def full_layers_ms(self) -> float:
+        """Sum of every layer's entry at full size (the top-right grid corner)."""
+        return float(sum(e.ms[-1][-1] for e in self.layers.values()))
+
+
+def save_table(path: Path, table: LatencyTable) -> None:
+    """Atomic JSON write."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(table.to_json(), indent=1) + "\n")
+    os.replace(tmp, path)
+
+
+def load_table(path: Path, space: PolicySpace) -> LatencyTable:
+    """The table at ``path``, refused (UserError) when missing, corrupt or of another space."""
+    if not path.is_file():
+        raise UserError(
+            f"no latency table {path}: run 'seernet profile-latency --workdir {path.parent}' first"
+        )
+    try:
+        table = LatencyTable.from_json(json.loads(path.read_text()))
+    except (json.JSONDecodeError, TypeError, KeyError, AttributeError) as exc:
+        raise UserError(
+            f"{path} is not a readable latency table ({exc}); rerun 'seernet profile-latency'"
+        ) from exc
+    if table.format != FORMAT:
+        raise UserError(
+            f"{path} has table format {table.format}, this seernet reads {FORMAT}: rerun 'seernet profile-latency'"
+        )
+    if table.space_fingerprint != space.fingerprint:
+        raise UserError(
+            f"{path} was profiled for policy space {table.space_fingerprint}, this workspace's is "
+            f"{space.fingerprint}: rerun 'seernet profile-latency'"
+        )
+    missing = [ly.name for ly in space.quant_layers if ly.name not in table.layers]
+    if missing:
+        raise UserError(f"{path} lacks layers {missing[:3]}: rerun 'seernet profile-latency'")
+    return table
+
+
+# --- the grid ----------------------------------------------------------------------------
+def axis_values(full: int, terms: tuple[tuple[int, float], ...], space: PolicySpace) -> list[int]:
+    """Channel counts one side of a layer can take, ascending.
+
+    One coupled group (the usual case): exactly its keep levels, scaled by the coupling.
+    Several groups (concatenations): as many evenly spaced counts between the smallest and
+    the full count as the largest group has levels -- interpolation covers the rest.
+    """
+    if not terms:
+        return [full]
+    removable = [(space.groups[g], coef) for g, coef in terms]
+    if len(removable) == 1:
+        g, coef = removable[0]
+        return sorted({round(full - coef * (g.channels - k)) for k in g.keep})
+    low = round(full - sum(coef * (g.channels - g.keep[0]) for g, coef in removable))
+    n = max(len(g.keep) for g, _ in removable)
+    return sorted({round(v) for v in np.linspace(low, full, n)})
+
+
+def layer_grid(layer: Layer, space: PolicySpace) -> tuple[list[int], list[int]]:
+    """(input counts, output counts) to time; depthwise convs get a single input axis point."""
+    c_out = axis_values(layer.c_out, layer.out_terms, space)
+    c_in = [layer.c_in] if layer.depthwise else axis_values(layer.c_in, layer.in_terms, space)
+    return c_in, c_out
+
+
+def input_shapes(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, tuple[int, ...]]:
+    """Per-sample input shape of every conv/linear module (one forward pass with hooks)."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    hooks = []
+
+    def hook(name: str):  # noqa: ANN202 - returns a forward hook (which must return None)
+        def record(mod: nn.Module, inp: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
+            shapes.setdefault(name, tuple(inp[0].shape[1:]))
+
+        return record
+
+    for name, m in model.named_modules():
+        if isinstance(m, nn.Conv2d | nn.Linear):
+            hooks.append(m.register_forward_hook(hook(name)))
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(input_shape, device=next(model.parameters()).device))
+    finally:
+        for h in hooks:
+            h.remove()
+    return shapes
+
+
+def _block(m: nn.Module, c_in: int, c_out: int, depthwise: bool) -> nn.Module:
+    """A fresh layer like ``m`` with other channel counts (plus BN and ReLU for a conv)."""
+    if isinstance(m, nn.Linear):
+        return nn.Linear(c_in, c_out, bias=m.bias is not None)
+    groups = c_out if depthwise else m.groups
+    conv = nn.Conv2d(c_in if not depthwise else c_out, c_out, m.kernel_size, m.stride, m.padding, m.dilation,
+                     groups=groups, bias=m.bias is not None)  # fmt: skip
+    return nn.Sequential(conv, nn.BatchNorm2d(c_out), nn.ReLU())
+
+
+def _signature(m: nn.Module, shape: tuple[int, ...], depthwise: bool) -> tuple:
+    """What a timing depends on besides channel counts (equal layers are timed once)."""
+    if isinstance(m, nn.Linear):
+        return ("linear", m.bias is not None)
+    return ("conv", m.kernel_size, m.stride, m.padding, m.dilation, m.groups if not depthwise else "dw",
+            m.bias is not None, shape[1:])  # fmt: skip
+
+
+def device_description(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda: {torch.cuda.get_device_name(device)}"
+    name = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"cpu: {name}"
+
+
+@dataclass(frozen=True)
+class ProfileSettings:
+    """How the table is measured; defaults keep ResNet-20 on 28x28 to seconds on a CPU."""
+
+    batch_size: int = 1
+    threads: int | None = None  # None: torch's current count
+    repeats: int = 25  # layer timings are tens of microseconds: medians need many runs
+    warmup: int = 5
+    model_runs: int = 100  # whole-model timings behind the overhead constant
+    calibration: int = 6  # random pruned whole models the layer-sum scale is fitted on
+    runtime: str = "torch"  # or "onnxruntime" (seernet.compression.ort_runtime.RUNTIMES)
+    qdq_residuals: str = (
+        "int8"  # onnxruntime: the QDQ form timed, as 'seernet compress --qdq-residuals'
+    )
+
+    def __post_init__(self) -> None:
+        from seernet.compression.ort_runtime import RUNTIMES
+
+        if self.runtime not in RUNTIMES:
+            raise ValueError(
+                f"unknown runtime {self.runtime!r}: choose one of {', '.join(RUNTIMES)}"
+            )
+        if self.qdq_residuals not in ("int8", "float"):
+            raise ValueError(f"qdq residuals must be int8 or float, got {self.qdq_residuals!r}")
+        # A first, cold pass (allocation, kernel selection) can take many times a warm one.
+        if (
+            self.batch_size < 1
+            or self.repeats < 1
+            or self.warmup < 1
+            or self.model_runs < 1
+            or self.calibration < 0
+        ):
+            raise ValueError(
+                "need batch size >= 1, repeats >= 1, warmup >= 1, model runs >= 1 and calibration >= 0"
+            )
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"threads must be >= 1, got {self.threads}")
+
+
+def _monotone(raw: np.ndarray) -> np.ndarray:
+    """Largest entry at or below each (c_in, c_out): cumulative max along both axes."""
+    return np.maximum.accumulate(np.maximum.accumulate(raw, axis=0), axis=1)
+
+
+def profile(
+    model: nn.Module, space: PolicySpace, model_name: str, settings: ProfileSettings, device: torch.device,
+    bar=None,  # noqa: ANN001 - a tqdm bar, updated once per timed grid point
+) -> LatencyTable:  # fmt: skip
+    """Measure the table of ``space`` (model = its architecture; weights do not matter)."""
+    start = time.perf_counter()
+    model = model.to(device).eval()
+    ort = settings.runtime == "onnxruntime"
+    if ort and device.type != "cpu":
+        raise UserError("--runtime onnxruntime times ONNX Runtime's CPU kernels: use --device cpu")
+    with threads(settings.threads) as n_threads:
+        n_threads = (
+            (settings.threads or 1) if ort else n_threads
+        )  # ORT: intra-op threads, 1 unless asked
+        layers = _grid(model, space, settings, device, n_threads, bar, quantized=ort)
+        float_layers = (
+            _grid(model, space, settings, device, n_threads, bar, quantized=False) if ort else {}
+        )
+        full = whole_model_ms(model, space, space.full_policy(), settings.batch_size, settings.model_runs,
+                              settings.warmup, device, settings.runtime, n_threads, settings.qdq_residuals)  # fmt: skip
+    table = LatencyTable(
+        space.fingerprint, model_name, device_description(device), device.type, torch.__version__, n_threads,
+        settings.batch_size, settings.repeats, settings.warmup, layers, full, 0.0, runtime=settings.runtime,
+        float_layers=float_layers, qdq_residuals=settings.qdq_residuals if ort else "",
+    )  # fmt: skip
+    if ort:
+        from seernet.compression.ort_runtime import require_onnxruntime
+
+        table.runtime_version = require_onnxruntime().__version__
+        table.kernels = ("QDQ on ORT's integer kernels, the same at every bit-width 2..8 "
+                         "(b-bit codes in int8/uint8); float_layers: the float kernels")  # fmt: skip
+    with threads(settings.threads):
+        calibrate_(table, model, space, settings, device)
+    table.seconds = time.perf_counter() - start
+    return table
+
+
+def _grid(
+    model: nn.Module, space: PolicySpace, settings: ProfileSettings, device: torch.device, n_threads: int,
+    bar, quantized: bool,  # noqa: ANN001 - a tqdm bar or None
+) -> dict[str, LayerEntry]:  # fmt: skip
+    """Every layer's grid: torch float blocks, or ORT blocks (QDQ when ``quantized``, else float)."""
+    ort = settings.runtime == "onnxruntime"
+    if ort:
+        from seernet.latency.ort import block_ms, requantized_layers
+
+        requantized = requantized_layers(model, space, settings.qdq_residuals)
+    shapes = input_shapes(model, space.input_shape)
+    cache: dict[tuple, float] = {}
+    layers: dict[str, LayerEntry] = {}
+    gen = torch.Generator().manual_seed(0)
+    for ly in space.quant_layers:
+        m = model.get_submodule(ly.name)
+        sig = (_signature(m, shapes[ly.name], ly.depthwise), ort and ly.name in requantized)
+        c_in, c_out = layer_grid(ly, space)
+        raw = np.zeros((len(c_in), len(c_out)))
+        for i, ci in enumerate(c_in):
+            for j, co in enumerate(c_out):
+                key = (sig, ci, co)
+                if key not in cache:
+                    block = _block(m, ci, co, ly.depthwise).to(device).eval()
+                    x_in = co if ly.depthwise else ci
+                    x = torch.randn(
+                        (settings.batch_size, x_in, *shapes[ly.name][1:]), generator=gen
+                    ).to(device)
+                    if ort:
+                        cache[key] = block_ms(
+                            block,
+                            x,
+                            quantized,
+                            sig[1],
+                            settings.repeats,
+                            settings.warmup,
+                            n_threads,
+                        )
+                    else:
+                        cache[key] = statistics.median(
+                            time_forward(block, x, settings.repeats, settings.warmup)
+                        )
+                raw[i, j] = cache[key]
+                if bar is not None:
+                    bar.update(1)
+        layers[ly.name] = LayerEntry(c_in, c_out, _monotone(raw).tolist(), raw.tolist())
+    return layers
+
+
+def whole_model_ms(
+    model: nn.Module, space: PolicySpace, policy: Policy, batch_size: int, runs: int, warmup: int,
+    device: torch.device | str, runtime: str = "torch", n_threads: int | None = None, residuals: str = "int8",
+) -> float:  # fmt: skip
+    """Measured median ms of ``policy``'s pruned model: float in torch, or its QDQ form in ORT."""
+    from seernet.compression.prune import prune_model
+
+    if runtime == "onnxruntime":
+        from seernet.latency.ort import model_ms
+
+        return float(
+            model_ms(model, space, policy, batch_size, runs, warmup, n_threads or 1, residuals)
+        )
+    pruned = prune_model(model, space, policy, "l1")  # shapes, not which channels, set the latency
+    return float(
+        measure_latency(pruned, space.input_shape, batch_size, runs, warmup, device)["median_ms"]
+    )
+
+
+def calibrate_(table: LatencyTable, model: nn.Module, space: PolicySpace, settings: ProfileSettings,
+               device: torch.device) -> None:  # fmt: skip
+    """Fit ``scale`` (and so ``overhead_ms``) on whole pruned models, anchored at the unpruned one."""
+    from seernet.space.costs import CostModel
+
+    table.scale, table.overhead_ms = 1.0, table.full_model_ms - table.full_layers_ms()
+    rng = np.random.default_rng(0)
+    # Random level indices, each policy around its own overall size, so small and large models are both seen.
+    sizes = [len(v) for v in space.levels()]
+    sums, measured = [], []
+    costs = CostModel(space, latency=table)
+    for k in range(settings.calibration):
+        u = np.clip(
+            (k + rng.random()) / max(settings.calibration, 1)
+            + 0.25 * (rng.random(len(sizes)) - 0.5),
+            0,
+            1,
+        )
+        x = np.array(
+            [lv[min(int(q * n), n - 1)] for q, n, lv in zip(u, sizes, space.levels(), strict=True)]
+        )
+        policy = space.decode(at_top_bits(x, space) if table.runtime == "onnxruntime" else x)
+        sums.append(float(costs.layer_latency(torch.as_tensor(space.encode(policy))[None]).sum()))
+        measured.append(whole_model_ms(model, space, policy, settings.batch_size, settings.model_runs,
+                                       settings.warmup, device, table.runtime, table.threads,
+                                       table.qdq_residuals or "float"))  # fmt: skip
+    ds = np.array(sums) - table.full_layers_ms()
+    dy = np.array(measured) - table.full_model_ms
+    slope = float((ds * dy).sum() / (ds * ds).sum()) if (ds * ds).sum() > 0 else 1.0
+    if slope <= 0 and table.runtime == "onnxruntime":
+        # Smaller models measured no faster (ORT at small batches is per-op overhead); the layers
+        # alone, timed with their integer conversions, overstate them: keep them only as a
+        # (tiny) slope, so the cost stays non-decreasing and predicts about the unpruned time.
+        slope = _FLAT_SLOPE
+    if slope > 0:  # a noisy fit must not make latency fall as channels are added
+        table.scale = slope
+        table.overhead_ms = table.full_model_ms - slope * table.full_layers_ms()
+
+
+def at_top_bits(x: np.ndarray, space: PolicySpace) -> np.ndarray:
+    """Encoded policy ``x`` with every bit-width at the space's highest choice (8 bits).
+
+    An ORT table is fitted and checked on 8-bit models: at b < 8 bits the QDQ form adds a
+    Clip and a requantization per input (``seernet.compression.onnx_qdq``), elementwise ops that the layer
+    grid does not time, so low-bit models run somewhat slower than the table predicts.
+    """
+    x = np.array(x, dtype=float)
+    x[space.n_groups :] = 1.0  # the top of each bit axis (levels span 0..1)
+    return x
+
+
+def grid_points(space: PolicySpace) -> int:
+    """Timed grid points before de-duplication (an upper bound for a progress bar)."""
+    return sum(len(a) * len(b) for a, b in (layer_grid(ly, space) for ly in space.quant_layers))
+
+
+# --- queries (for solve --verify and benchmarks) -----------------------------------------
+def predicted_latency_ms(space: PolicySpace, table: LatencyTable, policy: Policy) -> float:
+    """Latency of ``policy``'s pruned model predicted from the table, in ms (float, or QDQ in ORT: ``table.runtime``)."""
+    from seernet.space.costs import CostModel
+
+    return CostModel(space, latency=table).of_policy(policy)["latency"]
+
+
+def measured_latency_ms(
+    model: nn.Module, space: PolicySpace, policy: Policy, table: LatencyTable | None = None, runs: int = 30,
+) -> float:  # fmt: skip
+    """Measured median ms of ``policy``'s pruned model as the table was measured: batch, threads,
+    device and runtime (float in torch, or the QDQ model in ORT).
+
+    Without a table: the float model, batch 1 on the CPU with torch's current threads.
+    """
+    batch, n_threads, device = (
+        (table.batch_size, table.threads, table.device_type) if table else (1, None, "cpu")
+    )
+    warmup = table.warmup if table else 3
+    runtime = table.runtime if table else "torch"
+    with threads(n_threads if runtime == "torch" else None):
+        residuals = (table.qdq_residuals or "float") if table else "float"
+        return whole_model_ms(
+            model, space, policy, batch, runs, warmup, device, runtime, n_threads, residuals
+        )

@@ -1,0 +1,211 @@
+"""Analytic, differentiable cost model of a policy: FLOPs (MACs), BitOPs, parameters, size.
+
+Assumptions, stated once:
+- One multiply-accumulate counts as one FLOP (the compression literature's convention);
+  only Conv2d and Linear layers are counted, like ``seernet.space.mac_counter``.
+- BitOPs of a layer = its MACs x weight bits x input-activation bits.
+- Parameters are all learnable tensors (conv/linear weights and biases, BatchNorm affine).
+- Size in bytes: conv/linear weights at their bit-width, plus fp32 (4 bytes) for biases,
+  BatchNorm parameters, other parameters and one weight scale per output channel.
+
+Every function takes encoded policies ``x`` of shape (N, D) and is evaluated on the
+relaxed box: the space's codec (``PolicySpace.relaxed_channels``/``relaxed_bits``) turns
+``x`` into continuous kept channels and bit-widths; at valid choices they are exact integers.
+
+Latency (ms) is a cost only when a measured table is given (``seernet.latency.table``):
+each layer's entry is interpolated bilinearly in its (input, output) channel counts and
+the table's whole-model constant is added. It is exact at the table's grid points,
+continuous and non-decreasing between them, and is the latency of the pruned *float*
+model (bit-widths do not enter). It is not in ``COST_NAMES``, the sample store's schema.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from seernet.space.policy import Policy, PolicySpace
+
+if TYPE_CHECKING:
+    from seernet.latency.table import LatencyTable
+
+COST_NAMES = ("flops", "bitops", "params", "size")
+_F = torch.float64
+
+
+def _coupling(space: PolicySpace, side: str) -> torch.Tensor:
+    """(layers, groups) matrix: channels a layer loses per channel a group loses."""
+    m = torch.zeros(len(space.layers), space.n_groups, dtype=_F)
+    for i, ly in enumerate(space.layers):
+        for g, coef in getattr(ly, f"{side}_terms"):
+            m[i, g] += coef
+    return m
+
+
+class CostModel:
+    """Costs of a policy space, total and per layer, as torch functions of ``x``."""
+
+    def __init__(self, space: PolicySpace, latency: LatencyTable | None = None) -> None:
+        self.space = space
+        self.latency_table = latency
+        ly = space.layers
+        vec = lambda f: torch.tensor([f(layer) for layer in ly], dtype=_F)  # noqa: E731
+        self.full_in, self.full_out = vec(lambda a: a.c_in), vec(lambda a: a.c_out)
+        self.a_in, self.a_out = _coupling(space, "in"), _coupling(space, "out")
+        self.group_full = torch.tensor([g.channels for g in space.groups], dtype=_F)
+        kinds = [a.kind for a in ly]
+        self.is_conv_lin = torch.tensor([k in ("conv", "linear") for k in kinds])
+        self.is_bn = torch.tensor([k == "bn" and a.bias for k, a in zip(kinds, ly, strict=True)])
+        self.depthwise = torch.tensor([a.depthwise for a in ly])
+        self.kernel = vec(lambda a: a.kernel / (a.conv_groups if a.kind == "conv" else 1))
+        self.spatial = vec(lambda a: a.spatial)
+        self.has_bias = vec(lambda a: float(a.bias and a.kind in ("conv", "linear")))
+        self.other = float(sum(a.other_params for a in ly))
+        self._bit_index = self._quant_positions()
+        if latency is not None:
+            self._latency_grids(latency)
+
+    # --- relaxed raw values (decoded by the space's codec) ------------------------------
+    def kept_channels(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, groups) kept channels, continuous on the relaxed box."""
+        return self.space.relaxed_channels(x)
+
+    def layer_channels(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N, layers) input and output channels of every layer."""
+        removed = self.group_full - self.kept_channels(x)
+        return self.full_in - removed @ self.a_in.T, self.full_out - removed @ self.a_out.T
+
+    def _quant_positions(self) -> torch.Tensor:
+        """Per layer, 1 + its index among the quantized layers; 0 (fixed bits) for the rest."""
+        pos = {ly.name: i for i, ly in enumerate(self.space.quant_layers)}
+        return torch.tensor(
+            [1 + pos[ly.name] if ly.name in pos else 0 for ly in self.space.layers],
+            dtype=torch.long,
+        )
+
+    def layer_bits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N, layers) weight and activation bits (continuous on the relaxed box).
+
+        Layers that are not quantized (BatchNorm, ...) read ``fixed_bits``; no cost uses them.
+        """
+        wq, aq = self.space.relaxed_bits(x)
+        fixed = torch.full((wq.shape[0], 1), float(self.space.choices.fixed_bits), dtype=_F)
+        w, a = torch.cat([fixed, wq], dim=1), torch.cat([fixed, aq], dim=1)
+        return w[:, self._bit_index], a[:, self._bit_index]
+
+    # --- per-layer and total costs -----------------------------------------------------
+    def layer_macs(self, x: torch.Tensor) -> torch.Tensor:
+        c_in, c_out = self.layer_channels(x)
+        per_position = torch.where(self.depthwise, c_out, c_out * c_in) * self.kernel
+        return torch.where(self.is_conv_lin, per_position * self.spatial, torch.zeros_like(c_out))
+
+    def layer_weights(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, layers) conv/linear weight elements (no biases)."""
+        c_in, c_out = self.layer_channels(x)
+        w = torch.where(self.depthwise, c_out, c_out * c_in) * self.kernel
+        return torch.where(self.is_conv_lin, w, torch.zeros_like(w))
+
+    def layer_fp32_params(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, layers) parameters kept in fp32: biases and BatchNorm affine."""
+        _, c_out = self.layer_channels(x)
+        return c_out * self.has_bias + torch.where(self.is_bn, 2 * c_out, torch.zeros_like(c_out))
+
+    def flops(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layer_macs(x).sum(1)
+
+    def bitops(self, x: torch.Tensor) -> torch.Tensor:
+        wb, ab = self.layer_bits(x)
+        return (self.layer_macs(x) * wb * ab).sum(1)
+
+    def params(self, x: torch.Tensor) -> torch.Tensor:
+        return (self.layer_weights(x) + self.layer_fp32_params(x)).sum(1) + self.other
+
+    def size(self, x: torch.Tensor) -> torch.Tensor:
+        wb, _ = self.layer_bits(x)
+        _, c_out = self.layer_channels(x)
+        scales = torch.where(self.is_conv_lin, c_out, torch.zeros_like(c_out))
+        fp32 = self.layer_fp32_params(x) + scales
+        return (self.layer_weights(x) * wb / 8.0 + 4.0 * fp32).sum(1) + 4.0 * self.other
+
+    # --- latency from a measured table -------------------------------------------------
+    def _latency_grids(self, table: LatencyTable) -> None:
+        """Pad every layer's grid to one (M, G) tensor (edge values repeated, so still sorted)."""
+        names = [ly.name for ly in self.space.layers]
+        entries = [(names.index(ly.name), table.layers[ly.name]) for ly in self.space.quant_layers]
+        gi = max(2, *(len(e.c_in) for _, e in entries))
+        go = max(2, *(len(e.c_out) for _, e in entries))
+        pad = lambda v, n: list(v) + [v[-1]] * (n - len(v))  # noqa: E731
+        self._lat_idx = torch.tensor([i for i, _ in entries])
+        self._lat_in = torch.tensor([pad(e.c_in, gi) for _, e in entries], dtype=_F)
+        self._lat_out = torch.tensor([pad(e.c_out, go) for _, e in entries], dtype=_F)
+        self._lat_n = torch.tensor([[len(e.c_in), len(e.c_out)] for _, e in entries])
+        ms = [pad([pad(row, go) for row in e.ms], gi) for _, e in entries]
+        self._lat_ms = torch.tensor(ms, dtype=_F).reshape(len(entries), gi * go)
+        self._lat_overhead = float(table.overhead_ms)
+        self._lat_scale = float(table.scale)
+
+    @staticmethod
+    def _segment(
+        grid: torch.Tensor, n: torch.Tensor, c: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cell index (N, M) left of ``c`` on each layer's grid and the position ``t`` in [0, 1] within it."""
+        c = torch.clamp(c, min=grid[:, 0], max=grid.gather(1, (n - 1)[:, None])[:, 0])
+        idx = torch.searchsorted(grid, c.detach().T.contiguous(), right=True).T - 1
+        idx = torch.minimum(
+            idx.clamp(min=0), (n - 2).clamp(min=0)
+        )  # the last point ends the last cell
+        g0, g1 = grid.gather(1, idx.T).T, grid.gather(1, idx.T + 1).T
+        width = g1 - g0
+        t = torch.where(width > 0, (c - g0) / torch.where(width > 0, width, 1.0), 0.0)
+        return idx, t
+
+    def layer_latency(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, conv/linear layers) interpolated latency in ms of every profiled layer."""
+        if self.latency_table is None:
+            raise ValueError("this cost model has no latency table")
+        c_in, c_out = self.layer_channels(x)
+        i, ti = self._segment(self._lat_in, self._lat_n[:, 0], c_in[:, self._lat_idx])
+        j, tj = self._segment(self._lat_out, self._lat_n[:, 1], c_out[:, self._lat_idx])
+        go = self._lat_out.shape[1]
+        at = lambda a, b: self._lat_ms.gather(1, (a * go + b).T).T  # noqa: E731
+        return ((1 - ti) * (1 - tj) * at(i, j) + ti * (1 - tj) * at(i + 1, j)
+                + (1 - ti) * tj * at(i, j + 1) + ti * tj * at(i + 1, j + 1))  # fmt: skip
+
+    def latency(self, x: torch.Tensor) -> torch.Tensor:
+        """Predicted ms (the table's runtime: torch float or ORT QDQ): scaled layer sum + a constant."""
+        return self._lat_scale * self.layer_latency(x).sum(1) + self._lat_overhead
+
+    def functions(self) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
+        """Cost name -> differentiable function of (N, D) encoded policies."""
+        fns = {"flops": self.flops, "bitops": self.bitops, "params": self.params, "size": self.size}
+        if self.latency_table is not None:
+            fns["latency"] = self.latency
+        return fns
+
+    # --- convenience on raw policies ---------------------------------------------------
+    def of_policy(self, policy: Policy) -> dict[str, float]:
+        """Exact costs of a valid policy."""
+        x = torch.as_tensor(self.space.encode(policy))[None]
+        return {k: float(np.round(f(x).item(), 6)) for k, f in self.functions().items()}
+
+    def unpruned(self) -> dict[str, float]:
+        """Costs of the unpruned model at the highest bit-width choice."""
+        return self.of_policy(self.space.full_policy())
+
+    def per_layer(self, policy: Policy) -> list[dict[str, float | str]]:
+        """Per conv/linear layer: channels, bits, MACs, BitOPs (for tables and reports)."""
+        x = torch.as_tensor(self.space.encode(policy))[None]
+        c_in, c_out = self.layer_channels(x)
+        wb, ab = self.layer_bits(x)
+        macs = self.layer_macs(x)
+        rows = []
+        for i, ly in enumerate(self.space.layers):
+            if ly.kind in ("conv", "linear"):
+                m = float(macs[0, i])
+                rows.append({"layer": ly.name, "in": round(float(c_in[0, i])), "out": round(float(c_out[0, i])),
+                             "w_bits": round(float(wb[0, i])), "a_bits": round(float(ab[0, i])),
+                             "flops": m, "bitops": m * float(wb[0, i] * ab[0, i])})  # fmt: skip
+        return rows

@@ -1,0 +1,215 @@
+"""``solve``: budgets in user units -> one policy per budget, via barrier ascent on the predictor."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from search.levels import Levels
+from search.solver import SolveResult, barrier_ascent
+from seernet.errors import UserError
+from seernet.steps.context import RunContext
+from seernet.units import Budget, format_bytes, format_count, format_ms
+
+PREDICTOR_NAME = "predictor.pt"
+# latency (ms) is a budget only with a measured table (``seernet profile-latency``)
+BUDGET_KINDS = {
+    "flops": "count",
+    "bitops": "count",
+    "params": "count",
+    "size": "bytes",
+    "latency": "ms",
+}
+MIXED_BITOPS_FACTOR = 16  # BitOPs of uniform 4-bit weights and activations
+
+
+def format_cost(name: str, value: float) -> str:
+    kind = BUDGET_KINDS.get(name)
+    return (
+        format_bytes(value)
+        if kind == "bytes"
+        else format_ms(value)
+        if kind == "ms"
+        else format_count(value)
+    )
+
+
+def attach_latency(ctx: RunContext, required: bool):  # noqa: ANN201 - a LatencyTable or None
+    """Give ``ctx.costs`` the workspace's latency table.
+
+    ``required`` (a latency budget was given): a missing or foreign table is a UserError.
+    Otherwise the table is used when valid (for the predicted-latency column), else ignored.
+    """
+    from seernet.latency.table import TABLE_NAME, load_table
+    from seernet.space.costs import CostModel
+
+    path = ctx.ws.path(TABLE_NAME)
+    if not required and not path.is_file():
+        return None
+    try:
+        table = load_table(path, ctx.space)
+    except UserError:
+        if required:
+            raise
+        return None
+    ctx.__dict__["costs"] = CostModel(
+        ctx.space, latency=table
+    )  # replaces the cached, table-less model
+    return table
+
+
+def load_predictor(ctx: RunContext):  # noqa: ANN201 - an MLPEnsemble
+    """The workspace's predictor, refused if it was fitted for another space."""
+    from predictor.ensemble import MLPEnsemble
+
+    path = ctx.ws.path(PREDICTOR_NAME)
+    if not path.is_file():
+        raise UserError(f"no predictor in {ctx.ws.root}: run 'seernet fit-predictor' first")
+    try:
+        model, meta = MLPEnsemble.load(path)
+    except (ValueError, KeyError, RuntimeError, OSError) as exc:
+        raise UserError(
+            f"{path} is not a readable seernet predictor ({exc}); rerun 'seernet fit-predictor'"
+        ) from exc
+    if meta.get("space_fingerprint") != ctx.space.fingerprint:
+        raise UserError(
+            f"{path} was fitted for policy space {meta.get('space_fingerprint')}, this workspace's is "
+            f"{ctx.space.fingerprint}: rerun 'seernet fit-predictor'"
+        )
+    return model
+
+
+@dataclass
+class BudgetSet:
+    """One solve: absolute budget per cost name, and a name for its policy file."""
+
+    budgets: dict[str, float]
+    name: str
+    derived: dict[str, str]  # cost name -> how it was derived (printed as a note)
+
+
+def resolve_budgets(
+    ctx: RunContext, given: dict[str, list[Budget]], pareto: int | None, mixed: bool
+) -> list[BudgetSet]:
+    """Broadcast per-flag lists into budget sets; add the mixed-precision BitOPs default."""
+    full = ctx.costs.unpruned()
+    if pareto:
+        lo = ctx.costs.flops(torch.as_tensor(Levels(ctx.space.levels()).lower)[None]).item()
+        given = {
+            "flops": [
+                Budget(f"pareto{i}", value=v)
+                for i, v in enumerate(np.linspace(lo * 1.05, full["flops"] * 0.95, pareto))
+            ]
+        }
+    lengths = {len(v) for v in given.values()}
+    if not given:
+        raise UserError(
+            "give at least one budget: --flops, --bitops, --params, --size, --latency or --pareto K"
+        )
+    if len(lengths - {1}) > 1:
+        raise UserError("budget lists must have equal lengths (or one value that applies to all)")
+    n = max(lengths)
+    sets = []
+    for i in range(n):
+        budgets = {k: v[i if len(v) > 1 else 0].resolve(full[k]) for k, v in given.items()}
+        derived = {}
+        if mixed and "flops" in budgets and "bitops" not in budgets and "size" not in budgets:
+            budgets["bitops"] = budgets["flops"] * MIXED_BITOPS_FACTOR
+            derived["bitops"] = f"FLOPs budget x {MIXED_BITOPS_FACTOR} (as costly as uniform 4-bit)"
+        name = "_".join(f"{k}-{format_cost(k, b)}" for k, b in budgets.items() if k not in derived)
+        sets.append(BudgetSet(budgets, name + ("_mixed" if mixed else ""), derived))
+    return sets
+
+
+def bits_mask(ctx: RunContext, bits: int | None) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Freeze every bit-width coordinate at ``bits`` (``--bits N``); None = search them."""
+    if bits is None:
+        return None, None
+    try:
+        return ctx.space.bits_mask(bits)
+    except ValueError as exc:
+        raise UserError(f"--bits {exc}") from exc
+
+
+def check_attainable(ctx: RunContext, budgets: dict[str, float], fixed, values) -> None:  # noqa: ANN001
+    """A budget below the smallest model the space allows is a clear user error."""
+    lower = Levels(ctx.space.levels()).lower
+    if fixed is not None:
+        lower = np.where(fixed, values, lower)
+    x = torch.as_tensor(lower)[None]
+    for k, b in budgets.items():
+        smallest = ctx.costs.functions()[k](x).item()
+        if smallest > b:
+            raise UserError(
+                f"{k} budget {format_cost(k, b)} is below the smallest model this space allows "
+                f"({format_cost(k, smallest)}); raise the budget"
+            )
+
+
+def solve_one(
+    ctx: RunContext, predictor, bset: BudgetSet, fixed, values, seed: int = 0
+) -> SolveResult:  # noqa: ANN001
+    """Barrier ascent on the predictor under ``bset``'s budgets."""
+    check_attainable(ctx, bset.budgets, fixed, values)
+    fns = ctx.costs.functions()
+    costs = {k: fns[k] for k in bset.budgets}
+    return barrier_ascent(
+        predictor.mean_std_torch, costs, bset.budgets, Levels(ctx.space.levels()),
+        fixed=fixed, fixed_values=values, seed=seed,
+    )  # fmt: skip
+
+
+def policy_document(ctx: RunContext, bset: BudgetSet, res: SolveResult, bits_mode: str) -> dict:
+    """Everything about one solved policy, as written to ``policies/<name>.json``."""
+    policy = ctx.space.decode(res.x)
+    return {
+        "name": bset.name, "model": ctx.config.model, "space_fingerprint": ctx.space.fingerprint,
+        "bits_mode": bits_mode, "budgets": bset.budgets, "derived_budgets": bset.derived,
+        "costs": ctx.costs.of_policy(policy), "unpruned": ctx.costs.unpruned(),
+        "predicted": {"mean": res.mean, "std": res.std}, "solve_seconds": res.seconds, "note": res.note,
+        "policy": policy.to_json(), "encoded": [float(v) for v in ctx.space.encode(policy)],
+        **({"latency_table": latency_settings(ctx.costs.latency_table)} if ctx.costs.latency_table else {}),
+    }  # fmt: skip
+
+
+def latency_settings(table) -> dict:  # noqa: ANN001 - a LatencyTable
+    """Where and how the predicted latency was measured (it means nothing without this)."""
+    settings = {"device": table.device, "threads": table.threads, "batch_size": table.batch_size,
+                "runtime": table.runtime, "kernels": table.kernels}  # fmt: skip
+    if table.runtime == "onnxruntime":
+        settings["qdq_residuals"] = table.qdq_residuals
+    return settings
+
+
+def write_json(path: Path, obj: dict) -> None:
+    """Atomic JSON write."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(obj, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def verify(
+    ctx: RunContext, docs: list[dict], seed: int = 0
+) -> list[tuple[str, float, float, float]]:
+    """Measure solved policies with the store's protocol; append each (strategy ``verify``)."""
+    from seernet.compression.protocol import Protocol
+    from seernet.steps.collect import STORE_NAME, Measurer
+    from seernet.workspace.store import SampleStore
+
+    store = SampleStore.open(ctx.ws.path(STORE_NAME), fingerprint=ctx.space.fingerprint)
+    protocol = Protocol(**store.spec.protocol)
+    measurer = Measurer(ctx, store, protocol, allow_duplicate=True)
+    rows = []
+    try:
+        for doc in docs:
+            acc = measurer.measure(np.asarray(doc["encoded"]), "verify", 0)
+            rows.append((doc["name"], doc["predicted"]["mean"], doc["predicted"]["std"], acc))
+    finally:
+        store.close()
+    return rows
