@@ -63,8 +63,9 @@ from seernet.errors import UserError
 from seernet.space.policy import Policy, SpaceChoices
 from seernet.steps.compress import CompressSettings, compress
 from seernet.steps.context import RunContext, record_space
-from seernet.steps.solve import BudgetSet, bits_mask, load_predictor, solve_one, write_json
+from seernet.steps.solve import BudgetSet, bits_mask, load_predictor, solve_one
 from seernet.tables import format_table
+from seernet.workspace.artifacts import write_json
 from seernet.workspace.folder import Workspace
 
 FRACTIONS = (0.3, 0.5, 0.7)

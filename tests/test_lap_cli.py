@@ -87,10 +87,10 @@ def test_table_of_another_space_is_refused(workspace: Path, capsys):
 
 def test_dynamic_criterion_needs_scores_then_prunes_by_them(workspace: Path, capsys, tmp_path):
     from seernet.compression.criteria import workspace_criterion
-    from seernet.compression.dynamic_criterion import SCORES_NAME
     from seernet.compression.prune import prune_model
     from seernet.errors import UserError
     from seernet.steps.context import RunContext
+    from seernet.workspace.artifacts import SCORES_NAME
     from seernet.workspace.folder import Workspace
 
     fresh = Workspace(tmp_path / "empty")

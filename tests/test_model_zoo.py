@@ -71,7 +71,8 @@ def images(tmp_path_factory) -> Path:
 def test_model_collects_solves_and_compresses(name: str, images: Path, tmp_path: Path):
     from seernet.models import create_model
     from seernet.steps.context import RunContext
-    from seernet.steps.solve import BudgetSet, policy_document, solve_one, write_json
+    from seernet.steps.solve import BudgetSet, policy_document, solve_one
+    from seernet.workspace.artifacts import write_json
     from seernet.workspace.checkpoint import save_checkpoint
     from seernet.workspace.folder import Workspace
     from seernet.workspace.store import SampleStore

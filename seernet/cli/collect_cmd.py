@@ -90,8 +90,9 @@ def run(args: argparse.Namespace) -> int:
     from seernet.errors import UserError
     from seernet.memory import check_run_fits
     from seernet.steps.backends import BackendConfig
-    from seernet.steps.collect import STORE_NAME, collect, store_spec
+    from seernet.steps.collect import collect, store_spec
     from seernet.steps.context import RunContext, record_space
+    from seernet.workspace.artifacts import STORE_NAME
     from seernet.workspace.store import SampleStore
 
     if args.samples < 1:

@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
         plot_cv,
         trust_lines,
     )
-    from seernet.steps.solve import PREDICTOR_NAME
+    from seernet.workspace.artifacts import PREDICTOR_NAME
     from seernet.workspace.folder import Workspace
 
     if args.folds < 2:

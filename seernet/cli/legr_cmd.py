@@ -81,14 +81,13 @@ def run(args: argparse.Namespace) -> int:
     from seernet.space.policy import SpaceChoices
     from seernet.steps.context import RunContext, record_space
     from seernet.steps.legr import (
-        LEGR_NAME,
         default_bits,
         learn,
         load,
         policy_documents,
         write_policies,
     )
-    from seernet.steps.solve import write_json
+    from seernet.workspace.artifacts import LEGR_NAME, write_json
 
     settings, budgets = _settings(args)  # malformed options fail before anything is written
     ws, config = open_run(args)

@@ -48,7 +48,6 @@ def run(args: argparse.Namespace) -> int:
     from seernet.device import resolve_device
     from seernet.errors import UserError
     from seernet.latency.table import (
-        TABLE_NAME,
         ProfileSettings,
         at_top_bits,
         grid_points,
@@ -59,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
     from seernet.models import create_model
     from seernet.space.costs import CostModel
     from seernet.steps.context import RunContext
+    from seernet.workspace.artifacts import TABLE_NAME
     from seernet.workspace.folder import Workspace
 
     if check_runtime(args.runtime) == "onnxruntime":

@@ -76,8 +76,8 @@ def run(args: argparse.Namespace) -> int:
         policy_document,
         resolve_budgets,
         solve_one,
-        write_json,
     )
+    from seernet.workspace.artifacts import write_json
     from seernet.workspace.folder import Workspace
 
     given, bits = _parse(args)

@@ -30,9 +30,9 @@ from torch import nn
 
 from seernet.compression.prune import Criterion
 from seernet.errors import UserError
+from seernet.workspace.artifacts import SCORES_NAME
 from seernet.workspace.folder import Workspace
 
-SCORES_NAME = "dynamic_scores.pt"
 CRITERION = "dynamic"
 
 

@@ -34,7 +34,6 @@ What is measured, stated once:
 from __future__ import annotations
 
 import json
-import os
 import platform
 import statistics
 import time
@@ -48,8 +47,8 @@ from torch import nn
 from seernet.errors import UserError
 from seernet.latency.timing import measure_latency, threads, time_forward
 from seernet.space.policy import Layer, Policy, PolicySpace
+from seernet.workspace.artifacts import write_json
 
-TABLE_NAME = "latency.json"
 _FLAT_SLOPE = 1e-3  # scale of an ORT table whose whole-model fit found no slope
 FORMAT = 1
 
@@ -107,11 +106,8 @@ class LatencyTable:
 
 
 def save_table(path: Path, table: LatencyTable) -> None:
-    """Atomic JSON write."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(table.to_json(), indent=1) + "\n")
-    os.replace(tmp, path)
+    """Write the table as JSON, atomically."""
+    write_json(path, table.to_json(), indent=1)
 
 
 def load_table(path: Path, space: PolicySpace) -> LatencyTable:

@@ -25,7 +25,6 @@ from seernet.steps.backends import BackendConfig
 from seernet.steps.context import RunContext
 from seernet.workspace.store import Sample, SampleStore, StoreSpec
 
-STORE_NAME = "samples.h5"
 # The warm-up's anchors: uniform keep fractions x uniform bit-widths (snapped to the
 # space's choices). The first is the unpruned highest-bit policy, the predictor's cap.
 ANCHOR_KEEPS = (1.0, 0.75, 0.5)

@@ -47,7 +47,7 @@ from seernet.errors import UserError
 from seernet.latency.timing import latency_table
 from seernet.space.policy import Policy, PolicySpace
 from seernet.steps.context import RunContext
-from seernet.steps.solve import write_json
+from seernet.workspace.artifacts import write_json
 
 DEFAULT_STEPS = (
     250  # ~0.6 epoch of Fashion-MNIST: about 2 of compress's ~3 minutes on 2 busy CPU cores

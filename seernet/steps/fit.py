@@ -12,11 +12,11 @@ from sklearn.exceptions import ConvergenceWarning
 
 from seernet.errors import UserError
 from seernet.steps.context import RunContext
+from seernet.workspace.artifacts import STORE_NAME
 
 
 def load_samples(ctx: RunContext) -> tuple[np.ndarray, np.ndarray, int]:
     """Encoded policies, accuracies (every strategy) and val images per accuracy of the store."""
-    from seernet.steps.collect import STORE_NAME
     from seernet.workspace.store import SampleStore
 
     with SampleStore.open(ctx.ws.path(STORE_NAME), fingerprint=ctx.space.fingerprint) as store:

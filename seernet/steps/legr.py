@@ -38,9 +38,9 @@ from seernet.space.graph import named_groups
 from seernet.space.policy import Policy, PolicySpace
 from seernet.steps.context import RunContext
 from seernet.units import format_count
+from seernet.workspace.artifacts import LEGR_NAME, write_json
 from seernet.workspace.folder import Workspace
 
-LEGR_NAME = "legr.json"
 FITNESS_CRITERION = "l2"  # within a group, LeGR's order is the combined L2 norm's order
 
 
@@ -228,7 +228,6 @@ def policy_documents(
 
 def write_policies(ctx: RunContext, docs: list[dict]) -> list[Path]:
     """Write every document to ``policies/<name>.json`` as ``solve`` does."""
-    from seernet.steps.solve import write_json
 
     paths = []
     for doc in docs:

@@ -22,7 +22,8 @@ import numpy as np
 
 from search.solver import SolveResult
 from seernet.steps.context import RunContext
-from seernet.steps.solve import PREDICTOR_NAME, BudgetSet, policy_document, solve_one, write_json
+from seernet.steps.solve import BudgetSet, policy_document, solve_one
+from seernet.workspace.artifacts import PREDICTOR_NAME, STORE_NAME, write_json
 from seernet.workspace.store import SampleStore
 
 REFINE_STRATEGY = "refine"
@@ -129,7 +130,7 @@ def refine_all(
     ``predictor.pt``, so later ``solve`` calls see what refining measured.
     """
     from seernet.compression.protocol import Protocol
-    from seernet.steps.collect import STORE_NAME, Measurer
+    from seernet.steps.collect import Measurer
 
     store = SampleStore.open(ctx.ws.path(STORE_NAME), fingerprint=ctx.space.fingerprint)
     measurer = Measurer(ctx, store, Protocol(**store.spec.protocol))

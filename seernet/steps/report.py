@@ -15,6 +15,7 @@ import numpy as np
 
 from seernet.tables import format_table
 from seernet.units import format_count
+from seernet.workspace.artifacts import STORE_NAME
 from seernet.workspace.folder import Workspace
 
 
@@ -30,7 +31,6 @@ def _read_json_files(paths: list[Path]) -> list[dict]:
 
 def gather(ws: Workspace) -> dict:
     """Samples, solved policies and compressed models of a workspace."""
-    from seernet.steps.collect import STORE_NAME
     from seernet.workspace.store import SampleStore
 
     out: dict = {

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -15,8 +12,8 @@ from search.solver import SolveResult, barrier_ascent
 from seernet.errors import UserError
 from seernet.steps.context import RunContext
 from seernet.units import Budget, format_bytes, format_count, format_ms
+from seernet.workspace.artifacts import PREDICTOR_NAME, STORE_NAME, TABLE_NAME
 
-PREDICTOR_NAME = "predictor.pt"
 # latency (ms) is a budget only with a measured table (``seernet profile-latency``)
 BUDGET_KINDS = {
     "flops": "count",
@@ -45,7 +42,7 @@ def attach_latency(ctx: RunContext, required: bool):  # noqa: ANN201 - a Latency
     ``required`` (a latency budget was given): a missing or foreign table is a UserError.
     Otherwise the table is used when valid (for the predicted-latency column), else ignored.
     """
-    from seernet.latency.table import TABLE_NAME, load_table
+    from seernet.latency.table import load_table
     from seernet.space.costs import CostModel
 
     path = ctx.ws.path(TABLE_NAME)
@@ -186,20 +183,12 @@ def latency_settings(table) -> dict:  # noqa: ANN001 - a LatencyTable
     return settings
 
 
-def write_json(path: Path, obj: dict) -> None:
-    """Atomic JSON write."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    os.replace(tmp, path)
-
-
 def verify(
     ctx: RunContext, docs: list[dict], seed: int = 0
 ) -> list[tuple[str, float, float, float]]:
     """Measure solved policies with the store's protocol; append each (strategy ``verify``)."""
     from seernet.compression.protocol import Protocol
-    from seernet.steps.collect import STORE_NAME, Measurer
+    from seernet.steps.collect import Measurer
     from seernet.workspace.store import SampleStore
 
     store = SampleStore.open(ctx.ws.path(STORE_NAME), fingerprint=ctx.space.fingerprint)

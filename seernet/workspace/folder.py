@@ -8,14 +8,13 @@ another run instead of silently mixing them.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from seernet.errors import UserError
+from seernet.workspace.artifacts import CONFIG_NAME, write_json
 
-CONFIG_NAME = "seernet.json"
 REPO_DATA = Path(__file__).resolve().parents[2] / "data"
 DEFAULT_MODEL, DEFAULT_DATASET = "resnet20", "fashion-mnist"
 DEFAULT_WEIGHTS = REPO_DATA / "resnet20_fmnist.pt"
@@ -73,9 +72,7 @@ class Workspace:
     def write(self, config: RunConfig) -> None:
         """Write ``seernet.json`` atomically."""
         self.root.mkdir(parents=True, exist_ok=True)
-        tmp = self.config_path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(asdict(config), indent=2, sort_keys=True) + "\n")
-        os.replace(tmp, self.config_path)
+        write_json(self.config_path, asdict(config), sort_keys=True)
 
     def open(self, requested: dict[str, Any]) -> RunConfig:
         """Create the workspace from ``requested`` settings, or check them against it.
