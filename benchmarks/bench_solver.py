@@ -27,7 +27,7 @@ from search.levels import Levels
 from search.solver import barrier_ascent
 from seernet.models import create_model
 from seernet.space.costs import CostModel
-from seernet.space.policy import build_space
+from seernet.space.graph import build_space
 from seernet.tables import format_table
 from seernet.units import format_count
 

@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 
 from seernet.models import create_model
 from seernet.space.costs import CostModel
-from seernet.space.policy import Policy, PolicySpace, SpaceChoices, build_space
+from seernet.space.graph import build_space
+from seernet.space.policy import Policy, PolicySpace, SpaceChoices
 
 
 @pytest.fixture(scope="module", params=["resnet20", "vgg_small"])

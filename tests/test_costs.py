@@ -10,8 +10,8 @@ from search.levels import Levels
 from seernet.compression.prune import prune_model
 from seernet.models import create_model
 from seernet.space.costs import CostModel
+from seernet.space.graph import build_space
 from seernet.space.mac_counter import count_macs_params
-from seernet.space.policy import build_space
 
 ARCHS = {  # small inputs keep the suite fast; the counts are exact at any size
     "resnet20": ((1, 1, 28, 28), 8),

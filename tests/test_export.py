@@ -29,7 +29,7 @@ from seernet.data.train import sgd
 from seernet.errors import UserError
 from seernet.latency.timing import latency_table, measure_latency
 from seernet.models import create_model
-from seernet.space.policy import build_space
+from seernet.space.graph import build_space
 
 # Runs in a fresh interpreter in which ``import seernet`` fails: the file must need torch only.
 

@@ -19,7 +19,8 @@ from seernet.latency.table import (
 )
 from seernet.models import create_model
 from seernet.space.costs import COST_NAMES, CostModel
-from seernet.space.policy import SpaceChoices, build_space
+from seernet.space.graph import build_space
+from seernet.space.policy import SpaceChoices
 
 SHAPE = (1, 1, 28, 28)
 

@@ -15,7 +15,7 @@ from seernet.compression.prune import prune_model
 from seernet.compression.quant import calibrate_, quant_layers, quantize_, weight_qrange
 from seernet.errors import UserError
 from seernet.models import create_model
-from seernet.space.policy import build_space
+from seernet.space.graph import build_space
 
 SHAPE = (1, 1, 28, 28)
 

@@ -8,7 +8,8 @@ from hypothesis import strategies as st
 from search.levels import Levels
 from seernet.errors import UserError
 from seernet.models import create_model
-from seernet.space.policy import Policy, SpaceChoices, build_space
+from seernet.space.graph import build_space
+from seernet.space.policy import Policy, SpaceChoices
 
 
 @pytest.fixture(scope="module")

@@ -236,7 +236,8 @@ def _skeleton(meta: dict[str, Any]) -> nn.Module:
     """The pruned, fake-quantized architecture described by ``meta`` (weights to be filled)."""
     from seernet.compression.prune import prune_model
     from seernet.models import create_model
-    from seernet.space.policy import Policy, SpaceChoices, build_space
+    from seernet.space.graph import build_space
+    from seernet.space.policy import Policy, SpaceChoices
 
     arch = create_model(meta["model"], meta["num_classes"], meta["in_channels"])
     choices = SpaceChoices(

@@ -46,6 +46,7 @@ from torch import nn
 
 from seernet.errors import UserError
 from seernet.latency.timing import measure_latency, threads, time_forward
+from seernet.space.costs import CostModel
 from seernet.space.policy import Layer, Policy, PolicySpace
 from seernet.workspace.artifacts import write_json
 
@@ -370,8 +371,6 @@ def whole_model_ms(
 def calibrate_(table: LatencyTable, model: nn.Module, space: PolicySpace, settings: ProfileSettings,
                device: torch.device) -> None:  # fmt: skip
     """Fit ``scale`` (and so ``overhead_ms``) on whole pruned models, anchored at the unpruned one."""
-    from seernet.space.costs import CostModel
-
     table.scale, table.overhead_ms = 1.0, table.full_model_ms - table.full_layers_ms()
     rng = np.random.default_rng(0)
     # Random level indices, each policy around its own overall size, so small and large models are both seen.
@@ -426,8 +425,6 @@ def grid_points(space: PolicySpace) -> int:
 # --- queries (for solve --verify and benchmarks) -----------------------------------------
 def predicted_latency_ms(space: PolicySpace, table: LatencyTable, policy: Policy) -> float:
     """Latency of ``policy``'s pruned model predicted from the table, in ms (float, or QDQ in ORT: ``table.runtime``)."""
-    from seernet.space.costs import CostModel
-
     return CostModel(space, latency=table).of_policy(policy)["latency"]
 
 

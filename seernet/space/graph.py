@@ -1,4 +1,5 @@
-"""Tracing a model: channel groups from Torch-Pruning, layer shapes from forward hooks."""
+"""Tracing a model into its policy space (``build_space``): channel groups from Torch-Pruning,
+layer shapes from forward hooks."""
 
 from __future__ import annotations
 
@@ -8,7 +9,14 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
-from seernet.space.policy import ChannelGroup, Layer, SpaceChoices, classifier_name, unsupported
+from seernet.space.policy import (
+    ChannelGroup,
+    Layer,
+    PolicySpace,
+    SpaceChoices,
+    classifier_name,
+    unsupported,
+)
 
 Terms = dict[str, dict[str, list[tuple[int, float]]]]
 _KINDS = ((nn.Conv2d, "conv"), (nn.Linear, "linear"), (nn.BatchNorm2d, "bn"))
@@ -146,3 +154,15 @@ def _conv_or_linear(
         spatial=positions, depthwise=depthwise, conv_groups=1 if depthwise else m.groups,
         bias=m.bias is not None, in_terms=tuple(t["in"]), out_terms=tuple(t["out"]), fixed_bits=name in fixed,
     )  # fmt: skip
+
+
+def build_space(
+    model: nn.Module, input_shape: tuple[int, ...], choices: SpaceChoices | None = None
+) -> PolicySpace:
+    """Derive the policy space of ``model`` for inputs of ``input_shape`` (batch 1)."""
+    choices = choices or SpaceChoices()
+    model = model.eval()
+    example = torch.zeros(input_shape, device=next(model.parameters()).device)
+    groups, terms = trace_groups(model, example, choices, ignored=[classifier_name(model)])
+    layers = trace_layers(model, example, terms)
+    return PolicySpace(groups, layers, choices, input_shape)

@@ -322,22 +322,8 @@ def classifier_name(model: nn.Module) -> str:
     return names[-1]
 
 
-def build_space(
-    model: nn.Module, input_shape: tuple[int, ...], choices: SpaceChoices | None = None
-) -> PolicySpace:
-    """Derive the policy space of ``model`` for inputs of ``input_shape`` (batch 1)."""
-    from seernet.space.graph import trace_groups, trace_layers  # space_graph imports this module
-
-    choices = choices or SpaceChoices()
-    model = model.eval()
-    example = torch.zeros(input_shape, device=next(model.parameters()).device)
-    groups, terms = trace_groups(model, example, choices, ignored=[classifier_name(model)])
-    layers = trace_layers(model, example, terms)
-    return PolicySpace(groups, layers, choices, input_shape)
-
-
 def unsupported(msg: str) -> UserError:
     return UserError(f"model not supported by the policy space: {msg}")
 
 
-__all__ = ["ChannelGroup", "Layer", "Policy", "PolicySpace", "SpaceChoices", "build_space"]
+__all__ = ["ChannelGroup", "Layer", "Policy", "PolicySpace", "SpaceChoices"]

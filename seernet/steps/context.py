@@ -15,7 +15,8 @@ from seernet.errors import UserError
 from seernet.models import create_model
 from seernet.models.base_model import build_model, load_splits
 from seernet.space.costs import CostModel
-from seernet.space.policy import PolicySpace, SpaceChoices, build_space
+from seernet.space.graph import build_space
+from seernet.space.policy import PolicySpace, SpaceChoices
 from seernet.workspace.folder import RunConfig, Workspace
 
 if TYPE_CHECKING:

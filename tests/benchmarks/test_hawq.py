@@ -9,7 +9,7 @@ import torch
 from benchmarks.anchors.hawq import Sensitivity, hawq_policy, perturbations, sensitivities
 from seernet.models import create_model
 from seernet.space.costs import CostModel
-from seernet.space.policy import build_space
+from seernet.space.graph import build_space
 
 
 @pytest.fixture(scope="module")

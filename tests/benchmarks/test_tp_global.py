@@ -8,7 +8,7 @@ import torch
 from benchmarks.anchors.tp_global import kept_counts, snapped, tp_global_policy
 from seernet.models import create_model
 from seernet.space.costs import CostModel
-from seernet.space.policy import build_space
+from seernet.space.graph import build_space
 
 
 @pytest.fixture(scope="module")
