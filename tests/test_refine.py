@@ -17,8 +17,6 @@ from seernet.workspace import Workspace
 class Monotone:
     """A predictor: accuracy rises with every coordinate; a fixed std and noise."""
 
-    noise_std_ = 0.5
-
     def mean_std_torch(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         mean = 50.0 + 40.0 * x.mean(dim=-1)
         return mean, torch.full_like(mean, 1.0)
