@@ -15,7 +15,7 @@ from seernet.workspace import Workspace
 
 
 class Monotone:
-    """A predictor: accuracy rises with every coordinate; a fixed std and noise."""
+    """A predictor: accuracy rises with every coordinate, with a fixed std."""
 
     def mean_std_torch(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         mean = 50.0 + 40.0 * x.mean(dim=-1)
