@@ -282,8 +282,10 @@ def refined_arm(
     returned policy is cached under OUT/refined/, so a rerun fine-tunes the same policy."""
     from seernet.refine import refine_all
 
-    # v2: anchored at the global ranking, trust region (refine.py); v1 files are the old loop's
-    path = Path(args.out) / "refined" / f"{cell.name}-n{args.refine}-v2.json"
+    # v2: anchored at the global ranking, trust region (refine.py); v1 files are the old loop's.
+    # The budgets are in the name: a mixed cell's BitOPs follow the best pruning baseline.
+    tag = digest({k: round(v) for k, v in solve_budgets.items()})[:8]
+    path = Path(args.out) / "refined" / f"{cell.name}-n{args.refine}-v2-{tag}.json"
     if not path.is_file():
         src = Workspace(args.workdir)
         wctx = RunContext(src, src.read(), torch.device("cpu"))
