@@ -5,15 +5,16 @@ Cells (budgets) and the methods compared in each:
 - ``P%-8bit`` (P = 30, 50, 70% of the base FLOPs), every layer 8-bit, only pruning differs:
   ``seernet`` (solve at --bits 8), ``uniform`` (largest common keep fraction on the levels),
   ``tp-global`` (Torch-Pruning's MetaPruner, global_pruning=True, group-norm importance,
-  ratio bisected; ``anchors/tp_global.py``).
+  ratio bisected; ``seernet/compression/global_ranking.py``).
 - ``P%-mixed-Kx``: FLOPs P% and BitOPs = K x that FLOPs budget, K = 16, 9, 4 (uniform 4-,
   3-, 2-bit equivalents). ``seernet`` solves both budgets (pruning and bits). The two
   bit-allocation baselines take the channel counts of the *best pruning baseline* at P%
   8-bit (uniform or tp-global, by mean test accuracy once measured; tp-global until then),
   so they differ only in bits: ``uniform-bits`` puts every free layer at the equivalent
   b-bit, ``hawq`` allocates by HAWQ-V3 (Hessian-trace sensitivity, ILP; ``anchors/hawq.py``;
-  a = w per layer) under the BitOPs of ``uniform-bits``. First conv and classifier stay
-  8-bit in every policy, so these two exceed K x FLOPs slightly (shown); seernet does not.
+  a = w per layer). First conv and classifier stay 8-bit in every policy, so uniform-bits
+  exceeds K x FLOPs by 3-10% (shown as "over"); ``hawq`` and ``seernet`` get exactly the
+  BitOPs of ``uniform-bits`` (and the cell's FLOPs), so all three spend the same.
 - ``size-Bbit`` (B = 4, 3, 2): weight memory of the unpruned model at uniform B-bit (first
   and last layer 8-bit). ``seernet`` (solve --size, bits mixed), ``uniform-bits`` (weights
   B-bit) and ``hawq``, both with 8-bit activations (they cost no weight memory), ``mct-ptq``
@@ -54,7 +55,7 @@ import torch
 
 from benchmarks.anchors.hawq import Sensitivity, hawq_policy, sensitivities
 from benchmarks.anchors.runs import RunStore, digest, mean_std, run_key, verdict
-from benchmarks.anchors.tp_global import tp_global_policy
+from seernet.compression.global_ranking import global_ranking_policy
 from seernet.compression.protocol import adapt_batchnorm_
 from seernet.compression.prune import prune_model
 from seernet.data.loaders import batches
@@ -246,39 +247,54 @@ def uniform_policy(ctx: RunContext, budget: float, bits: int) -> Policy:
 
 
 def seernet_arm(
-    ctx: RunContext, predictor, cell: Cell, budgets: dict[str, float], args: argparse.Namespace
-) -> list[Arm]:  # noqa: ANN001
-    """seernet's policy for ``budgets`` (bits fixed at 8 in 8-bit cells, searched otherwise):
-    solved on the predictor, or with ``--refine N`` the best measured of ``solve --refine N``;
-    none (said why) when the space cannot meet them."""
+    ctx: RunContext,
+    predictor,  # noqa: ANN001
+    cell: Cell,
+    budgets: dict[str, float],
+    args: argparse.Namespace,
+    solve_budgets: dict[str, float] | None = None,
+) -> list[Arm]:
+    """seernet's policy for ``solve_budgets`` (default ``budgets``, the cell's own; bits
+    fixed at 8 in 8-bit cells, searched otherwise): solved on the predictor, or with
+    ``--refine N`` the answer of ``solve --refine N``; none (said why) when the space cannot
+    meet them."""
+    sb = solve_budgets or budgets
     if args.refine:
-        return refined_arm(ctx, cell, budgets, args)
+        return refined_arm(ctx, cell, budgets, sb, args)
     fixed, values = bits_mask(ctx, 8 if cell.mode == "8bit" else None)
     try:
-        res = solve_one(ctx, predictor, BudgetSet(budgets, cell.name, {}), fixed, values)
+        res = solve_one(ctx, predictor, BudgetSet(sb, cell.name, {}), fixed, values)
     except UserError as exc:
         print(f"seernet arm of {cell.name} skipped: {exc}")
         return []
-    info = {"predicted": {"mean": res.mean, "std": res.std}, "solve_seconds": res.seconds}
+    info = {"predicted": {"mean": res.mean, "std": res.std}, "solve_seconds": res.seconds,
+            "solve_budgets": sb}  # fmt: skip
     return [Arm(cell, "seernet", ctx.space.decode(res.x), budgets, info)]
 
 
 def refined_arm(
-    ctx: RunContext, cell: Cell, budgets: dict[str, float], args: argparse.Namespace
+    ctx: RunContext,
+    cell: Cell,
+    budgets: dict[str, float],
+    solve_budgets: dict[str, float],
+    args: argparse.Namespace,
 ) -> list[Arm]:
     """``solve --refine N`` on ``--workdir`` (which it extends), done once per cell: the
     returned policy is cached under OUT/refined/, so a rerun fine-tunes the same policy."""
     from seernet.steps.refine import refine_all
 
-    path = Path(args.out) / "refined" / f"{cell.name}-n{args.refine}.json"
+    # v2: anchored at the global ranking, trust region (refine.py); v1 files are the old loop's.
+    # The budgets are in the name: a mixed cell's BitOPs follow the best pruning baseline.
+    tag = digest({k: round(v) for k, v in solve_budgets.items()})[:8]
+    path = Path(args.out) / "refined" / f"{cell.name}-n{args.refine}-v2-{tag}.json"
     if not path.is_file():
         src = Workspace(args.workdir)
         wctx = RunContext(src, src.read(), torch.device("cpu"))
         fixed, values = bits_mask(wctx, 8 if cell.mode == "8bit" else None)
         bits_mode = "8-bit" if cell.mode == "8bit" else "mixed"
         try:
-            (doc,) = refine_all(wctx, load_predictor(wctx), [BudgetSet(budgets, cell.name, {})], fixed, values,
-                                bits_mode, args.refine)  # fmt: skip
+            (doc,) = refine_all(wctx, load_predictor(wctx), [BudgetSet(solve_budgets, cell.name, {})], fixed,
+                                values, bits_mode, args.refine)  # fmt: skip
         except UserError as exc:
             print(f"seernet arm of {cell.name} skipped: {exc}")
             return []
@@ -287,7 +303,12 @@ def refined_arm(
     m = doc["measured"]
     info = {
         "predicted": doc["predicted"],
-        "refine": {"val_accuracy": m["val_accuracy"], "evaluations": m["evaluations"]},
+        "refine": {
+            "val_accuracy": m["val_accuracy"],
+            "evaluations": m["evaluations"],
+            "source": m.get("source"),
+        },
+        "solve_budgets": solve_budgets,
     }
     return [Arm(cell, "seernet", Policy.from_json(doc["policy"]), budgets, info)]
 
@@ -381,7 +402,7 @@ def best_pruning(
     budget = frac * ctx.costs.unpruned()["flops"]
     cands = {
         "uniform": uniform_policy(ctx, budget, 8),
-        "tp-global": tp_global_policy(ctx.model, ctx.space, ctx.costs, budget)[0],
+        "tp-global": global_ranking_policy(ctx.model, ctx.space, ctx.costs, {"flops": budget})[0],
     }
     scores = {}
     for method, pol in cands.items():
@@ -410,38 +431,28 @@ def plan(
             if want("uniform"):
                 arms.append(Arm(cell, "uniform", uniform_policy(ctx, budget, 8), b))
             if want("tp-global"):
-                pol, ratio = tp_global_policy(ctx.model, ctx.space, ctx.costs, budget)
+                pol, ratio = global_ranking_policy(ctx.model, ctx.space, ctx.costs, b)
                 arms.append(Arm(cell, "tp-global", pol, b, {"tp_pruning_ratio": ratio}))
             if want("seernet") and predictor is not None:
                 arms += seernet_arm(ctx, predictor, cell, b, args)
     elif mode == "mixed":
         for frac in args.fractions:
-            ref, channels = (
-                best_pruning(ctx, store, args, frac)
-                if want("uniform-bits") or want("hawq")
-                else (None, None)
-            )
+            ref, channels = best_pruning(ctx, store, args, frac)
             for k in args.factors:
                 cell, budget = Cell("mixed", frac, k), frac * full["flops"]
                 b = {"flops": budget, "bitops": k * budget}
                 info = {"pruning_from": ref}
-                ub = (
-                    Policy(channels, ctx.space.full_policy(BITOPS_FACTORS[k]).bits)
-                    if channels
-                    else None
-                )
+                ub = Policy(channels, ctx.space.full_policy(BITOPS_FACTORS[k]).bits)
+                # every method of the cell spends what uniform-bits spends: only the allocation differs
+                eq = {"flops": budget, "bitops": ctx.costs.of_policy(ub)["bitops"]}
                 if want("uniform-bits"):
                     arms.append(Arm(cell, "uniform-bits", ub, b, info))
-                if want("hawq"):  # as many BitOPs as uniform-bits: only the allocation differs
-                    hb = {"flops": budget, "bitops": ctx.costs.of_policy(ub)["bitops"]}
-                    pol = hawq_policy(
-                        ctx.space, ctx.costs, channels, hawq_sensitivity(ctx, args, channels), hb
-                    )
-                    arms.append(
-                        Arm(cell, "hawq", pol, b, {**info, "hawq_bitops_budget": hb["bitops"]})
-                    )
+                if want("hawq"):
+                    sens = hawq_sensitivity(ctx, args, channels)
+                    pol = hawq_policy(ctx.space, ctx.costs, channels, sens, eq)
+                    arms.append(Arm(cell, "hawq", pol, b, {**info, "bitops_budget": eq["bitops"]}))
                 if want("seernet") and predictor is not None:
-                    arms += seernet_arm(ctx, predictor, cell, b, args)
+                    arms += seernet_arm(ctx, predictor, cell, b, args, solve_budgets=eq)
     else:
         levels = {
             bits: mct_policy(ctx, {ly.name: bits for ly in ctx.space.free_layers})

@@ -75,6 +75,16 @@ class Levels:
             out[:, d] = v[np.clip(i, 0, v.size - 1)]
         return out.reshape(x.shape)
 
+    def window(self, center: np.ndarray, radius: int) -> Levels:
+        """The levels within ``radius`` steps of ``center``'s level, per dimension: a trust
+        region around a measured policy (``center`` is one of its own points)."""
+        if radius < 0:
+            raise ValueError(f"radius must be >= 0, got {radius}")
+        idx = self.to_index(np.asarray(center, dtype=np.float64).reshape(self.dim))
+        return Levels(
+            [v[max(0, i - radius) : i + radius + 1] for v, i in zip(self.values, idx, strict=True)]
+        )
+
     def random(self, n: int, rng: np.random.Generator) -> np.ndarray:
         """``n`` policies drawn uniformly over each dimension's levels, shape (n, D)."""
         idx = np.stack([rng.integers(0, v.size, size=n) for v in self.values], axis=1)

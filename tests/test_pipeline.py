@@ -156,7 +156,15 @@ def test_solve_refine_returns_the_best_measured_policy(fitted: Path, tmp_path: P
     # Measured now unless the solver's first answer was already stored (then nothing is).
     first_known = np.asarray(m["candidates"][0]["encoded"]).tobytes() in before
     assert m["evaluations"] >= 1 or first_known
-    assert m["val_accuracy"] == max(c["measured"] for c in m["candidates"])
+    # The answer is measured; nothing measured beats it by more than the noise margin.
+    assert m["val_accuracy"] in [c["measured"] for c in m["candidates"]]
+    assert max(c["measured"] for c in m["candidates"]) <= m["val_accuracy"] + m["margin"]
+    assert {c["source"] for c in m["candidates"]} <= {
+        "store",
+        "global-ranking",
+        "trust-region",
+        "solve",
+    }
     assert doc["encoded"] in [c["encoded"] for c in m["candidates"]]
     assert doc["costs"]["flops"] <= doc["budgets"]["flops"]
     with SampleStore.open(ws / "samples.h5") as store:

@@ -27,10 +27,16 @@ def digest(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
 
 
+# Settings that change only how the exports are written and timed, never the fine-tuned
+# model or its accuracy: runs made before they existed stay valid.
+EXPORT_ONLY = frozenset({"ort_threads", "qdq_residuals"})
+
+
 def run_key(settings: CompressSettings, policy: Policy | dict, identity: dict) -> str:
     """Key of one run: fine-tuning recipe + policy + what model, space and data it is about."""
     pol = policy.to_json() if isinstance(policy, Policy) else policy
-    return digest({"settings": asdict(settings), "policy": pol, "identity": identity})
+    recipe = {k: v for k, v in asdict(settings).items() if k not in EXPORT_ONLY}
+    return digest({"settings": recipe, "policy": pol, "identity": identity})
 
 
 class RunStore:

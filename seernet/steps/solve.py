@@ -149,14 +149,21 @@ def check_attainable(ctx: RunContext, budgets: dict[str, float], fixed, values) 
 
 
 def solve_one(
-    ctx: RunContext, predictor, bset: BudgetSet, fixed, values, seed: int = 0
+    ctx: RunContext,
+    predictor,
+    bset: BudgetSet,
+    fixed,
+    values,
+    seed: int = 0,
+    levels: Levels | None = None,
 ) -> SolveResult:  # noqa: ANN001
-    """Barrier ascent on the predictor under ``bset``'s budgets."""
+    """Barrier ascent on the predictor under ``bset``'s budgets, over ``levels`` (default:
+    the whole space; ``solve --refine`` passes a trust region around a measured policy)."""
     check_attainable(ctx, bset.budgets, fixed, values)
     fns = ctx.costs.functions()
     costs = {k: fns[k] for k in bset.budgets}
     return barrier_ascent(
-        predictor.mean_std_torch, costs, bset.budgets, Levels(ctx.space.levels()),
+        predictor.mean_std_torch, costs, bset.budgets, levels or Levels(ctx.space.levels()),
         fixed=fixed, fixed_values=values, seed=seed,
     )  # fmt: skip
 

@@ -31,6 +31,10 @@ def test_run_key_changes_with_recipe_policy_and_identity_only():
         run_key(CompressSettings(seed=0), policy(), {**IDENT, "space": "xyz"}),
     ]
     assert len({k, *others}) == 1 + len(others)
+    # how exports are written and timed does not change the fine-tuned model
+    assert k == run_key(
+        CompressSettings(seed=0, ort_threads=2, qdq_residuals="float"), policy(), IDENT
+    )
 
 
 def test_store_round_trip(tmp_path):

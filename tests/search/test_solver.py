@@ -167,3 +167,27 @@ def test_thread_setting_is_restored(mlp):
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+@settings(max_examples=50, deadline=None)
+@given(data=st.data(), radius=st.integers(0, 3))
+def test_window_keeps_the_center_and_only_its_neighbours(data, radius):
+    sizes = data.draw(st.lists(st.integers(1, 7), min_size=1, max_size=6))
+    levels = Levels([np.linspace(0.1, 1.0, n) for n in sizes])
+    idx = np.array([data.draw(st.integers(0, n - 1)) for n in sizes])
+    center = levels.from_index(idx)
+    win = levels.window(center, radius)
+    for d in range(len(sizes)):
+        want = levels.values[d][max(0, idx[d] - radius) : idx[d] + radius + 1]
+        np.testing.assert_array_equal(win.values[d], want)
+        assert center[d] in win.values[d]
+
+
+def test_a_solve_inside_a_window_stays_inside_it(mlp):
+    center = mlp.levels.from_index(mlp.levels.sizes // 2)
+    budgets = {"flops": mlp.corner_costs(center)["flops"]}
+    win = mlp.levels.window(center, 1)
+    r = barrier_ascent(mlp.mean_std, mlp.costs, budgets, win, steps=40)
+    mlp.check(r, budgets)
+    steps = np.abs(mlp.levels.to_index(r.x) - mlp.levels.to_index(center))
+    assert steps.max() <= 1

@@ -1,11 +1,11 @@
-"""Torch-Pruning's global pruning mapped to valid seernet policies within FLOPs budgets."""
+"""Torch-Pruning's global ranking mapped to valid seernet policies within budgets."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from benchmarks.anchors.tp_global import kept_counts, snapped, tp_global_policy
+from seernet.compression.global_ranking import global_ranking_policy, kept_counts, snapped
 from seernet.models import create_model
 from seernet.space.costs import CostModel
 from seernet.space.graph import build_space
@@ -23,7 +23,7 @@ def setup():
 def test_policy_is_valid_and_within_budget(setup, frac):
     model, space, costs = setup
     budget = frac * costs.unpruned()["flops"]
-    policy, ratio = tp_global_policy(model, space, costs, budget)
+    policy, ratio = global_ranking_policy(model, space, costs, {"flops": budget})
     space.validate(policy)  # raises on a count that is not an allowed level
     assert costs.of_policy(policy)["flops"] <= budget
     assert 0.0 < ratio <= space.choices.max_prune
@@ -46,4 +46,18 @@ def test_counts_shrink_with_the_ratio_and_snap_up(setup):
 def test_budget_below_the_space_is_an_error(setup):
     model, space, costs = setup
     with pytest.raises(ValueError, match="cannot reach"):
-        tp_global_policy(model, space, costs, 0.01 * costs.unpruned()["flops"])
+        global_ranking_policy(model, space, costs, {"flops": 0.01 * costs.unpruned()["flops"]})
+
+
+@pytest.mark.parametrize("bits", [4, 3])
+def test_every_budget_holds_at_lower_bits(setup, bits):
+    """FLOPs and BitOPs together: the ratio is bisected until both hold."""
+    model, space, costs = setup
+    full = costs.unpruned()
+    budgets = {"flops": 0.5 * full["flops"], "bitops": 0.5 * full["flops"] * bits * bits}
+    policy, _ = global_ranking_policy(model, space, costs, budgets, bits=bits)
+    spent = costs.of_policy(policy)
+    # the fixed 8-bit first and last layers make BitOPs the binding budget here
+    assert spent["bitops"] <= budgets["bitops"] and spent["flops"] <= budgets["flops"]
+    assert spent["bitops"] > 0.85 * budgets["bitops"]
+    assert all(policy.bits[ly.name] == (bits, bits) for ly in space.free_layers)

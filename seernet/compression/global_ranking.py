@@ -1,18 +1,21 @@
-"""Torch-Pruning's own global pruning, as a user of that tool would run it, mapped to a policy.
+"""Torch-Pruning's global ranking as a policy: the allocation a user of that tool would get.
 
 ``tp.pruner.MetaPruner(global_pruning=True)`` with Torch-Pruning's group-norm importance
 (``GroupMagnitudeImportance(p=2)``: L2 norm over every coupled parameter of a group,
 mean-normalised per group, then ranked across all groups) removes the ``pruning_ratio``
 fraction of channels with the lowest global scores, no layer losing more than the space's
-``max_prune``. Only the kept *counts* carry over to seernet: each group's count is snapped
-up to the nearest allowed level and ``compress`` picks the channels with its own criterion,
-like every other method here. The ratio is bisected so that the snapped policy's FLOPs
-(seernet's cost model) are the largest that fit the budget.
+``max_prune``. Only the kept *counts* become a policy: each group's count is snapped up to
+the nearest allowed level, and ``compress`` picks the channels with its own criterion.
+
+Two users: the ``tp-global`` baseline of ``benchmarks/bench_end_to_end.py`` (FLOPs budget,
+8 bits), and ``solve --refine``, which measures this allocation first so that the policy it
+returns is never worse, by measurement, than the one a Torch-Pruning user already has.
 """
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 
 import torch
 import torch_pruning as tp
@@ -48,25 +51,28 @@ def snapped(space: PolicySpace, kept: dict[str, int], bits: int) -> Policy:
     return Policy(channels, space.full_policy(bits).bits)
 
 
-def tp_global_policy(
+def global_ranking_policy(
     model: nn.Module,
     space: PolicySpace,
     costs: CostModel,
-    flops: float,
+    budgets: Mapping[str, float],
     bits: int = 8,
     iters: int = 24,
 ) -> tuple[Policy, float]:
-    """The policy of the smallest global ratio whose snapped FLOPs fit ``flops``, and that ratio."""
+    """The policy (every free layer at ``bits``) of the smallest global ratio whose snapped
+    policy meets every budget, and that ratio; ValueError when even ``max_prune`` does not."""
 
     def fits(ratio: float) -> bool:
-        return (
-            costs.of_policy(snapped(space, kept_counts(model, space, ratio), bits))["flops"]
-            <= flops
-        )
+        policy = snapped(space, kept_counts(model, space, ratio), bits)
+        spent = costs.of_policy(policy)
+        return all(spent[k] <= b for k, b in budgets.items())
 
     lo, hi = 0.0, space.choices.max_prune
     if not fits(hi):
-        raise ValueError(f"Torch-Pruning cannot reach {flops:.0f} FLOPs within max_prune {hi}")
+        wanted = ", ".join(f"{k} {b:.0f}" for k, b in budgets.items())
+        raise ValueError(
+            f"Torch-Pruning cannot reach {wanted} at {bits} bits within max_prune {hi}"
+        )
     if fits(lo):
         hi = lo
     for _ in range(iters):  # invariant: fits(hi), not fits(lo)

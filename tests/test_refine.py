@@ -1,0 +1,97 @@
+"""``solve --refine``'s loop on a stand-in store and predictor: what is measured, in which
+order, and which candidate is the answer (no model is trained here)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from seernet.space.policy import SpaceChoices
+from seernet.steps.context import RunContext, record_space
+from seernet.steps.refine import Candidate, Refined, refine_budget
+from seernet.steps.solve import BudgetSet
+from seernet.workspace.folder import Workspace
+
+
+class Monotone:
+    """A predictor: accuracy rises with every coordinate, with a fixed std."""
+
+    def mean_std_torch(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mean = 50.0 + 40.0 * x.mean(dim=-1)
+        return mean, torch.full_like(mean, 1.0)
+
+
+class Store:
+    """The two things refine reads from a SampleStore, kept in memory."""
+
+    def __init__(self, X: np.ndarray, y: np.ndarray) -> None:
+        self.encoded, self.accuracy = X, y
+
+    def __len__(self) -> int:
+        return len(self.accuracy)
+
+
+@pytest.fixture(scope="module")
+def ctx(tmp_path_factory) -> RunContext:
+    ws = Workspace(tmp_path_factory.mktemp("w"))
+    c = RunContext(ws, ws.open({}), torch.device("cpu"))
+    record_space(c, SpaceChoices())
+    return c
+
+
+def run(ctx, store, truth, n, starts):  # noqa: ANN001, ANN201
+    def measure(x: np.ndarray) -> float:
+        acc = truth(x)
+        store.encoded = np.vstack([store.encoded, x[None]])
+        store.accuracy = np.append(store.accuracy, acc)
+        return acc
+
+    bset = BudgetSet({"flops": 0.5 * ctx.costs.unpruned()["flops"]}, "b", {})
+    fixed, values = ctx.space.bits_mask(8)
+    return refine_budget(ctx, Monotone(), bset, fixed, values, n, measure, store,
+                         lambda X, y: Monotone(), starts=starts)  # fmt: skip
+
+
+def test_anchor_first_then_trust_region_within_one_level(ctx):
+    from seernet.compression.global_ranking import global_ranking_policy
+
+    bset = {"flops": 0.5 * ctx.costs.unpruned()["flops"]}
+    anchor = ctx.space.encode(global_ranking_policy(ctx.model, ctx.space, ctx.costs, bset)[0])
+    store = Store(np.empty((0, ctx.space.dim)), np.empty(0))
+    out = run(ctx, store, lambda x: 80.0, 3, [anchor])
+    assert [c.source for c in out.candidates][0] == "global-ranking"
+    np.testing.assert_array_equal(out.candidates[0].x, anchor)
+    assert out.evaluations == len(store.accuracy) <= 3
+    levels = ctx.space.levels()
+    for c in out.candidates[1:]:
+        steps = [abs(int(np.argmin(np.abs(np.asarray(lv) - a))) - int(np.argmin(np.abs(np.asarray(lv) - b))))
+                 for lv, a, b in zip(levels, c.x, anchor, strict=True)]  # fmt: skip
+        assert max(steps) <= 1
+        assert ctx.costs.of_policy(ctx.space.decode(c.x))["flops"] <= bset["flops"]
+    # every measurement is the same (80): the anchor stays the answer
+    assert out.best is out.candidates[0]
+
+
+def test_the_best_stored_sample_within_budget_is_a_candidate(ctx):
+    full = ctx.space.encode(ctx.space.full_policy(8))
+    small = ctx.space.encode(ctx.space.uniform_policy(0.25, 8))
+    store = Store(np.stack([full, small]), np.array([92.0, 70.0]))  # full is over the budget
+    out = run(ctx, store, lambda x: 60.0, 1, [])
+    assert out.candidates[0].source == "store" and not out.candidates[0].new
+    np.testing.assert_array_equal(out.candidates[0].x, small)
+    assert out.best.measured == 70.0
+
+
+def test_a_candidate_replaces_the_incumbent_only_beyond_the_margin():
+    x = np.zeros(2)
+    mk = lambda acc: Candidate(x, 0.0, 1.0, acc, True)  # noqa: E731
+    assert Refined([mk(80.0), mk(80.4)], margin=0.5).best.measured == 80.0
+    assert Refined([mk(80.0), mk(80.6)], margin=0.5).best.measured == 80.6
+    assert Refined([mk(80.0), mk(80.6), mk(81.0)], margin=0.5).best.measured == 80.6
+
+
+def test_refine_needs_one_evaluation(ctx):
+    store = Store(np.empty((0, ctx.space.dim)), np.empty(0))
+    with pytest.raises(ValueError, match="at least 1"):
+        run(ctx, store, lambda x: 80.0, 0, [])
