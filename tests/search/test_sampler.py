@@ -136,6 +136,29 @@ def test_warmup_returns_what_exists_when_grid_is_small() -> None:
     assert len(x) == 4 and len({tuple(r) for r in x.tolist()}) == 4
 
 
+def _weighted_sum(idx: np.ndarray) -> int:
+    """One number that changes when any index of any row changes (or rows swap)."""
+    return int((idx * np.arange(1, idx.size + 1).reshape(idx.shape)).sum())
+
+
+def test_warmup_draws_are_pinned() -> None:
+    # collect's warm-up feeds stored samples and benchmarks: a refactor of the stratified
+    # sampler must reproduce its draws exactly for a given seed.
+    idx = LEVELS.to_index(random_warmup(LEVELS, 40, np.random.default_rng(7)))
+    assert idx[[2, 9, 17, 39]].tolist() == [
+        [0, 2, 0, 0, 0, 0],
+        [4, 3, 5, 4, 0, 3],
+        [0, 0, 3, 0, 2, 0],
+        [4, 5, 2, 1, 4, 5],
+    ]
+    assert _weighted_sum(idx) == 79586
+    uneven = Levels([[0.25, 0.5, 0.75, 1.0], [0.0, 1.0], np.linspace(0, 1, 9), [0.5]])
+    x = random_warmup(uneven, 30, np.random.default_rng(11), cost=lambda x: x.sum(1))
+    idx = uneven.to_index(x)
+    assert idx[[0, 1, 2, 29]].tolist() == [[3, 1, 3, 0], [2, 0, 1, 0], [1, 1, 5, 0], [3, 1, 1, 0]]
+    assert _weighted_sum(idx) == 10387
+
+
 # ---------------------------------------------------------------------- acquisitions
 
 
