@@ -18,20 +18,15 @@ from torch import Tensor
 from search.deap_setup import Genome, seeded_python_random
 from search.levels import Levels
 from search.repair import CostFn, LevelGrid, MeanStdFn, Problem, repair
+from search.sampler import scaled_indices
 from search.solver import SolveResult, corner_shortcut, make_problem, result, torch_threads
 
 
-def scaled_random_indices(
-    grid: LevelGrid, n: int, gen: torch.Generator, spread: float = 0.5
-) -> Tensor:
-    """``n`` random index rows, each spread (+-``spread``/2 of the range) around its own
-    uniform scale, so sizes from the smallest policy to the largest are about equally
-    common and tight budgets still get hits (positions outside [0, 1] clip to the ends)."""
-    scale = torch.rand(n, 1, generator=gen, dtype=torch.float64) * (1 + spread) - spread / 2
-    u = torch.rand(n, grid.dim, generator=gen, dtype=torch.float64) - 0.5
-    pos = (scale + spread * u).clamp(0.0, 1.0)
-    span = (grid.hi_idx - grid.lo_idx + 1).to(torch.float64)
-    return torch.minimum(grid.lo_idx + torch.floor(pos * span).long(), grid.hi_idx)
+def _random_indices(grid: LevelGrid, n: int, rng: np.random.Generator) -> Tensor:
+    """``n`` stratified random index rows within the grid's window (frozen dims stay put),
+    spread over model size so tight budgets still get feasible draws."""
+    lo, hi = grid.lo_idx.numpy(), grid.hi_idx.numpy()
+    return torch.from_numpy(scaled_indices(lo, hi, n, rng))
 
 
 def random_search(
@@ -54,19 +49,21 @@ def random_search(
         early = corner_shortcut(problem, started)
         if early is not None:
             return early
-        best, found = _best_random(problem, n, batch, torch.Generator().manual_seed(seed))
+        best, found = _best_random(problem, n, batch, np.random.default_rng(seed))
         note = f"{found} of {n} samples met the budgets"
         if found == 0:
             note += "; returned the smallest policy"
         return result(problem, best, started, note)
 
 
-def _best_random(problem: Problem, n: int, batch: int, gen: torch.Generator) -> tuple[Tensor, int]:
+def _best_random(
+    problem: Problem, n: int, batch: int, rng: np.random.Generator
+) -> tuple[Tensor, int]:
     """The best feasible index row among ``n`` scaled random draws, and how many were feasible."""
     best, best_obj, found = problem.grid.lo_idx, -float("inf"), 0
     with torch.no_grad():
         for start in range(0, n, batch):
-            idx = scaled_random_indices(problem.grid, min(batch, n - start), gen)
+            idx = _random_indices(problem.grid, min(batch, n - start), rng)
             idx = idx[problem.feasible(idx)]
             found += idx.shape[0]
             if idx.shape[0] == 0:
@@ -161,7 +158,7 @@ def _evolve(problem: Problem, cfg: dict, seed: int, deadline: float | None) -> l
     """The generational loop with elitism; returns the best genome."""
     grid = problem.grid
     low, up = grid.lo_idx.tolist(), grid.hi_idx.tolist()
-    init = scaled_random_indices(grid, cfg["pop"], torch.Generator().manual_seed(seed))
+    init = _random_indices(grid, cfg["pop"], np.random.default_rng(seed))
     pop = [Genome(row) for row in init.tolist()]
     _evaluate(problem, pop)
     for _ in range(cfg["gens"]):

@@ -44,15 +44,28 @@ def _seed(seed: int, *stream: int) -> int:
 # ---------------------------------------------------------------- random, stratified
 
 
-def _scaled_indices(sizes: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
-    """Level indices around a per-policy scale s spread evenly over (0, 1), shape (n, D)."""
+def scaled_indices(lo: np.ndarray, hi: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """``n`` level-index rows within ``[lo, hi]`` per coordinate, each around its own scale
+    s, with the n scales spread evenly over (0, 1); shape (n, D).
+
+    The one stratified random sampler of ``search``: collect's warm-up, the active
+    sampler's initial population and the solver baselines all draw with it. A window
+    narrower than a dimension's levels (``lo == hi`` for a frozen one) is respected.
+    """
+    lo = np.asarray(lo, dtype=np.int64)
+    span = np.asarray(hi, dtype=np.int64) - lo + 1
     # Uniform draws per coordinate give nearly all policies a middling size (the sum
     # concentrates). Instead each coordinate's quantile is Beta(2s, 2(1 - s)), with mean
     # s: s = 1/2 gives uniform random policies, s near 0 or 1 the smallest and largest.
     scale = (rng.permutation(n) + rng.random(n)) / max(n, 1)
-    a = np.broadcast_to(np.maximum(2.0 * scale, 1e-3)[:, None], (n, sizes.size))
-    b = np.broadcast_to(np.maximum(2.0 * (1.0 - scale), 1e-3)[:, None], (n, sizes.size))
-    return np.minimum((rng.beta(a, b) * sizes).astype(np.int64), sizes - 1)
+    a = np.broadcast_to(np.maximum(2.0 * scale, 1e-3)[:, None], (n, span.size))
+    b = np.broadcast_to(np.maximum(2.0 * (1.0 - scale), 1e-3)[:, None], (n, span.size))
+    return lo + np.minimum((rng.beta(a, b) * span).astype(np.int64), span - 1)
+
+
+def _grid_indices(levels: Levels, n: int, rng: np.random.Generator) -> np.ndarray:
+    """``scaled_indices`` over every level of every dimension."""
+    return scaled_indices(np.zeros(levels.dim, dtype=np.int64), levels.sizes - 1, n, rng)
 
 
 def _pick_over_cost(c: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -77,15 +90,14 @@ def random_warmup(
 ) -> np.ndarray:
     """``n`` distinct random policies spread over model size (over ``cost`` when given)."""
     _check_window(cost, cost_window)
-    sizes = levels.sizes
     taken = _index_set(levels, exclude)
     pool: list[tuple[int, ...]] = []
     for _ in range(20):  # a few redraws reach n unless the grid (or window) is nearly full
-        for row in map(tuple, _scaled_indices(sizes, max(8 * n, 256), rng).tolist()):
+        for row in map(tuple, _grid_indices(levels, max(8 * n, 256), rng).tolist()):
             if row not in taken:
                 taken.add(row)
                 pool.append(row)
-        idx = np.array(pool, dtype=np.int64).reshape(-1, sizes.size)
+        idx = np.array(pool, dtype=np.int64).reshape(-1, levels.dim)
         x = levels.from_index(idx)
         c = None if cost is None else np.asarray(cost(x), dtype=np.float64)
         if c is not None and cost_window is not None:
@@ -178,7 +190,7 @@ def propose_batch(
     predictor.fit(np.asarray(X_seen, dtype=np.float64), np.asarray(y_seen, dtype=np.float64))
     score = acquisition_objective(acquisition, predictor, levels, cost, cost_window)
     rng = np.random.default_rng(_seed(seed, 1))
-    init = _scaled_indices(levels.sizes, 4 * config.population, rng)
+    init = _grid_indices(levels, 4 * config.population, rng)
     if cost is not None and cost_window is not None:  # start from the policies in the window
         gap = window_violation(
             np.asarray(cost(levels.from_index(init)), dtype=np.float64), cost_window

@@ -6,10 +6,10 @@ import random
 
 import numpy as np
 import pytest
-import torch
 
-from search.baselines import genetic_search, random_search, scaled_random_indices
+from search.baselines import genetic_search, random_search
 from search.repair import LevelGrid
+from search.sampler import scaled_indices
 from search.solver import barrier_ascent
 
 FAST_GA = {"population": 24, "generations": 15}
@@ -90,8 +90,19 @@ def test_corners_behave_like_the_solver(mlp):
 
 
 def test_scaled_sampling_reaches_the_smallest_policy(mlp):
+    # The baselines draw with the sampler's stratified sampler, inside the grid's window.
     grid = LevelGrid(mlp.levels)
-    idx = scaled_random_indices(grid, 2000, torch.Generator().manual_seed(0))
-    assert (idx >= 0).all() and (idx <= grid.hi_idx).all()
-    assert (idx == 0).all(dim=1).sum() > 20  # tight budgets still get samples
-    assert (idx == grid.hi_idx).all(dim=1).sum() > 20
+    lo, hi = grid.lo_idx.numpy(), grid.hi_idx.numpy()
+    idx = scaled_indices(lo, hi, 2000, np.random.default_rng(0))
+    assert (idx >= 0).all() and (idx <= hi).all()
+    assert (idx == 0).all(axis=1).sum() > 20  # tight budgets still get samples
+    assert (idx == hi).all(axis=1).sum() > 20
+
+
+def test_scaled_sampling_keeps_frozen_dims(mlp):
+    grid = LevelGrid(mlp.levels, mlp.bits, np.full(mlp.levels.dim, 2 / 3))
+    lo, hi = grid.lo_idx.numpy(), grid.hi_idx.numpy()
+    idx = scaled_indices(lo, hi, 500, np.random.default_rng(1))
+    assert (idx[:, mlp.bits] == 2).all()
+    assert (idx[:, ~mlp.bits] >= lo[~mlp.bits]).all() and (idx <= hi).all()
+    assert len(np.unique(idx[:, ~mlp.bits], axis=0)) > 20
