@@ -11,9 +11,19 @@ import pytest
 
 from seernet.cli.main import build_parser, main
 
-# Commands whose options come from seernet.cli.common (solve, compress and profile-latency
-# still declare --device/--seed themselves; see the follow-up in issue #13).
-SHARED = ("pretrain", "evaluate", "collect", "fit-predictor", "report", "dynamic-scores", "legr")
+# Commands whose options come from seernet.cli.common: every command.
+SHARED = (
+    "pretrain",
+    "evaluate",
+    "collect",
+    "fit-predictor",
+    "report",
+    "dynamic-scores",
+    "legr",
+    "solve",
+    "compress",
+    "profile-latency",
+)
 
 
 def subparsers() -> dict[str, argparse.ArgumentParser]:
@@ -27,11 +37,15 @@ def option(p: argparse.ArgumentParser, flag: str) -> argparse.Action | None:
 
 
 def test_device_has_one_help_text_and_seed_one_phrasing():
+    from seernet.cli.common import DEVICE_HELP
+
     subs = subparsers()
-    devices = {option(subs[c], "--device").help for c in SHARED if option(subs[c], "--device")}
-    assert len(devices) == 1 and "cuda:N" in devices.pop()
+    helps = [option(subs[c], "--device").help for c in SHARED if option(subs[c], "--device")]
+    # One text; a command may lead it with what runs on the device (solve: --verify/--refine).
+    devices = {h[h.index(DEVICE_HELP) :] for h in helps if DEVICE_HELP in h}
+    assert len(helps) == 8 and len(devices) == 1 and "cuda:N" in devices.pop()
     seeds = [option(subs[c], "--seed").help for c in SHARED if option(subs[c], "--seed")]
-    assert len(seeds) == 5 and all(
+    assert len(seeds) == 7 and all(
         h.startswith("seed of ") and h.endswith("(default: %(default)s)") for h in seeds
     )
 
@@ -41,7 +55,9 @@ def test_defaults_come_from_the_settings_dataclasses():
     from search.sampler import SamplerConfig
     from seernet.compression.dynamic_criterion import DynamicSettings
     from seernet.compression.protocol import Protocol
+    from seernet.latency.table import ProfileSettings
     from seernet.steps.backends import BackendConfig
+    from seernet.steps.compress import CompressSettings
     from seernet.steps.pretrain import PretrainSettings
 
     subs = subparsers()
@@ -57,6 +73,13 @@ def test_defaults_come_from_the_settings_dataclasses():
         ("legr", "--evaluations"): EvolutionConfig().evaluations,
         ("pretrain", "--lr"): PretrainSettings().lr,
         ("dynamic-scores", "--steps"): DynamicSettings().steps,
+        ("compress", "--lr"): CompressSettings().lr,
+        ("compress", "--seed"): CompressSettings().seed,
+        ("compress", "--latency-runs"): CompressSettings().latency_runs,
+        ("compress", "--distill"): CompressSettings().distill,
+        ("compress", "--lsq"): CompressSettings().lsq,
+        ("profile-latency", "--model-runs"): ProfileSettings().model_runs,
+        ("profile-latency", "--runtime"): ProfileSettings().runtime,
     }
     for (cmd, flag), value in expect.items():
         assert option(subs[cmd], flag).default == value, (cmd, flag)

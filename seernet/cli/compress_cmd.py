@@ -10,87 +10,88 @@ HELP = ("build the compressed model of a policy file (prune, quantize, QAT fine-
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from seernet.cli.common import (
+        add_device_argument,
+        add_json_argument,
+        add_seed_argument,
+        add_setting,
+        add_workdir_argument,
+    )
     from seernet.steps.compress import DEFAULT_STEPS, CompressSettings
 
     d = CompressSettings()
     p.add_argument(
         "policy", help="policy file written by 'seernet solve' (WORKDIR/policies/<name>.json)"
     )
-    from seernet.cli.common import add_workdir_argument
-
     add_workdir_argument(p)
-    p.add_argument(
-        "--epochs", type=float, help="QAT fine-tuning epochs, fractions allowed (default: --steps)"
+    add_setting(
+        p, d, "epochs", "QAT fine-tuning epochs, fractions allowed", type=float, shown="--steps"
     )
-    p.add_argument("--steps", type=int, help=f"QAT fine-tuning steps (default: {DEFAULT_STEPS})")
-    p.add_argument(
-        "--lr",
-        type=float,
-        default=d.lr,
-        help="peak learning rate of the cosine schedule (default: %(default)s)",
+    add_setting(p, d, "steps", "QAT fine-tuning steps", type=int, shown=str(DEFAULT_STEPS))
+    add_setting(p, d, "lr", "peak learning rate of the cosine schedule")
+    add_setting(p, d, "batch_size", "images per fine-tuning step")
+    add_seed_argument(p, d.seed, "the adaptive-BN and fine-tuning batches")
+    add_setting(p, d, "criterion", "channel importance used to prune; use the one 'collect' used")
+    add_setting(
+        p,
+        d,
+        "distill",
+        "weight in 0..1 of the KL to the float base model's softened logits in the fine-tuning "
+        "loss, the rest label cross-entropy; 0 turns distillation off",
     )
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help="default: %(default)s")
-    p.add_argument("--seed", type=int, default=d.seed, help="default: %(default)s")
-    p.add_argument("--criterion", default=d.criterion,
-                   help="channel importance used to prune; use the one 'collect' used (default: %(default)s)")  # fmt: skip
-    p.add_argument("--distill", type=float, default=d.distill,
-                   help="weight in 0..1 of the KL to the float base model's softened logits in the fine-tuning "
-                        "loss, the rest label cross-entropy; 0 turns distillation off (default: %(default)s)")  # fmt: skip
-    p.add_argument(
-        "--temperature",
-        type=float,
-        default=d.temperature,
-        help="temperature softening both logits in the distillation term (default: %(default)s)",
+    add_setting(p, d, "temperature", "temperature softening both logits in the distillation term")
+    add_setting(p, d, "lsq", "learn the weight and activation step sizes while fine-tuning (LSQ)")
+    add_setting(p, d, "latency_runs", "timed runs per latency figure")
+    add_setting(p, d, "ort_threads", "ONNX Runtime intra-op threads for its latency figures")
+    add_setting(
+        p,
+        d,
+        "qdq_residuals",
+        "int8: model.qdq.onnx also quantizes residual-branch conv outputs at 8 bits, so ONNX "
+        "Runtime runs every conv on integer kernels (faster; an approximation, its top-1 agreement "
+        "with the simulation is reported); float: the exact form, those convs run in float",
     )
-    p.add_argument("--lsq", action=argparse.BooleanOptionalAction, default=d.lsq,
-                   help="learn the weight and activation step sizes while fine-tuning (LSQ) (default: %(default)s)")  # fmt: skip
-    p.add_argument(
-        "--latency-runs",
-        type=int,
-        default=d.latency_runs,
-        help="timed runs per latency figure (default: %(default)s)",
-    )
-    p.add_argument("--ort-threads", type=int, default=d.ort_threads,
-                   help="ONNX Runtime intra-op threads for its latency figures (default: %(default)s)")  # fmt: skip
-    p.add_argument("--qdq-residuals", default=d.qdq_residuals,
-                   help="int8: model.qdq.onnx also quantizes residual-branch conv outputs at 8 bits, so ONNX "
-                        "Runtime runs every conv on integer kernels (faster; an approximation, its top-1 agreement "
-                        "with the simulation is reported); float: the exact form, those convs run in float "
-                        "(default: %(default)s)")  # fmt: skip
-    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
-    p.add_argument("--json", action="store_true", help="print metrics.json only")
+    add_device_argument(p)
+    add_json_argument(p, "print metrics.json only (progress on stderr)")
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
     from pathlib import Path
 
-    from seernet.compression.prune import make_criterion
+    from seernet.cli.common import make_settings, print_json
     from seernet.device import resolve_device
-    from seernet.errors import UserError
     from seernet.memory import check_run_fits
     from seernet.steps.compress import CompressSettings, compress, read_policy
     from seernet.steps.context import RunContext
     from seernet.workspace.folder import Workspace
 
-    try:
-        settings = CompressSettings(args.epochs, args.steps, args.lr, args.batch_size, seed=args.seed,
-                                    criterion=args.criterion, latency_runs=args.latency_runs, lsq=args.lsq,
-                                    distill=args.distill, temperature=args.temperature,
-                                    ort_threads=args.ort_threads, qdq_residuals=args.qdq_residuals)  # fmt: skip
-    except ValueError as exc:
-        raise UserError(str(exc)) from exc
+    settings = make_settings(
+        CompressSettings,
+        args.epochs,
+        args.steps,
+        args.lr,
+        args.batch_size,
+        seed=args.seed,
+        criterion=args.criterion,
+        latency_runs=args.latency_runs,
+        lsq=args.lsq,
+        distill=args.distill,
+        temperature=args.temperature,
+        ort_threads=args.ort_threads,
+        qdq_residuals=args.qdq_residuals,
+    )
     ws = Workspace(args.workdir)
     ctx = RunContext(ws, ws.read(), resolve_device(args.device))
-    make_criterion(
-        args.criterion
-    )  # after the context: it registers the workspace's learned criteria
+    ctx.criterion(args.criterion)  # an unknown name or missing learned scores fail before any work
     path = Path(args.policy)
     doc, policy = read_policy(path, ctx.space)
     # The unpruned base model bounds the compressed one: refuse a batch it could not train on.
     check_run_fits(ctx.model, ctx.space.input_shape, ctx.device, train_batch=settings.batch_size)
     metrics = compress(ctx, doc, policy, settings, source=path)
-    print(json.dumps(metrics, indent=2) if args.json else render(metrics))
+    if args.json:
+        print_json(metrics)
+    else:
+        print(render(metrics))
     return 0
 
 

@@ -11,7 +11,7 @@ HELP = ("time every prunable layer at the channel counts the policy space allows
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from seernet.cli.common import add_setting, add_workdir_argument
+    from seernet.cli.common import add_device_argument, add_setting, add_workdir_argument
     from seernet.latency.table import ProfileSettings
 
     d = ProfileSettings()
@@ -22,21 +22,30 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     add_setting(p, d, "repeats", "timed runs per table entry; the median is kept")
     add_setting(p, d, "warmup", "untimed runs before each entry")
-    p.add_argument("--model-runs", type=int, default=d.model_runs,
-                   help="timed runs of the whole model, for the overhead constant and the checks (default: %(default)s)")  # fmt: skip
-    p.add_argument("--calibration", type=int, default=d.calibration,
-                   help="random pruned whole models the scale of the layer sum is fitted on (default: %(default)s)")  # fmt: skip
-    p.add_argument(
-        "--device",
-        default="auto",
-        help="auto (CUDA when present), cpu, cuda, cuda:N (default: %(default)s)",
+    add_setting(
+        p,
+        d,
+        "model_runs",
+        "timed runs of the whole model, for the overhead constant and the checks",
     )
-    p.add_argument("--runtime", default=d.runtime,
-                   help="torch (float model in PyTorch) or onnxruntime (the QDQ export in ONNX Runtime, CPU; "
-                        "--threads then sets ORT's intra-op threads, default 1) (default: %(default)s)")  # fmt: skip
-    p.add_argument("--qdq-residuals", default=d.qdq_residuals,
-                   help="onnxruntime: the QDQ form to time, as 'seernet compress --qdq-residuals' writes it: int8 "
-                        "(residual-branch convs on integer kernels too) or float (default: %(default)s)")  # fmt: skip
+    add_setting(
+        p, d, "calibration", "random pruned whole models the scale of the layer sum is fitted on"
+    )
+    add_device_argument(p, "where the timings run (--runtime onnxruntime: the CPU when auto)")
+    add_setting(
+        p,
+        d,
+        "runtime",
+        "torch (float model in PyTorch) or onnxruntime (the QDQ export in ONNX Runtime, CPU; "
+        "--threads then sets ORT's intra-op threads, default 1)",
+    )
+    add_setting(
+        p,
+        d,
+        "qdq_residuals",
+        "onnxruntime: the QDQ form to time, as 'seernet compress --qdq-residuals' writes it: int8 "
+        "(residual-branch convs on integer kernels too) or float",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -44,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from search.levels import Levels
+    from seernet.cli.common import make_settings
     from seernet.compression.ort_runtime import check_runtime, require_onnxruntime
     from seernet.device import resolve_device
     from seernet.errors import UserError
@@ -63,19 +73,17 @@ def run(args: argparse.Namespace) -> int:
 
     if check_runtime(args.runtime) == "onnxruntime":
         require_onnxruntime()  # one clear line before any work
-    try:
-        settings = ProfileSettings(
-            args.batch_size,
-            args.threads,
-            args.repeats,
-            args.warmup,
-            args.model_runs,
-            args.calibration,
-            args.runtime,
-            args.qdq_residuals,
-        )
-    except ValueError as exc:
-        raise UserError(str(exc)) from exc
+    settings = make_settings(
+        ProfileSettings,
+        args.batch_size,
+        args.threads,
+        args.repeats,
+        args.warmup,
+        args.model_runs,
+        args.calibration,
+        args.runtime,
+        args.qdq_residuals,
+    )
     device = resolve_device(
         "cpu" if args.runtime == "onnxruntime" and args.device == "auto" else args.device
     )

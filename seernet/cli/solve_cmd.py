@@ -9,7 +9,12 @@ HELP = ("find the policy with the highest predicted accuracy under each budget "
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from seernet.cli.common import add_workdir_argument
+    from seernet.cli.common import (
+        add_device_argument,
+        add_json_argument,
+        add_seed_argument,
+        add_workdir_argument,
+    )
 
     add_workdir_argument(p)
     p.add_argument("--flops", help="FLOPs (MACs) budgets, e.g. 150M or 10M,15M,20M or 50%%")
@@ -22,7 +27,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pareto", type=int, help="K FLOPs budgets spread over the attainable range")
     p.add_argument("--bits", default="mixed",
                    help="'mixed' searches per-layer bits; N fixes every layer at N bits (default: %(default)s)")  # fmt: skip
-    p.add_argument("--seed", type=int, default=0, help="default: %(default)s")
+    add_seed_argument(
+        p, what="the solver's random starts and the measurements of --verify/--refine"
+    )
     p.add_argument(
         "--verify",
         action="store_true",
@@ -31,12 +38,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--refine", type=int, metavar="N",
                    help="per budget, up to N rounds of: measure the solved policy (collect protocol, added to "
                         "samples.h5), refit the predictor, solve again; returns the best measured policy")  # fmt: skip
-    p.add_argument(
-        "--device",
-        default="auto",
-        help="device for --verify and --refine: auto, cpu, cuda (default: %(default)s)",
-    )
-    p.add_argument("--json", action="store_true", help="print machine-readable JSON only")
+    add_device_argument(p, "where --verify and --refine measure")
+    add_json_argument(p)
 
 
 def _parse(args: argparse.Namespace):  # noqa: ANN202
