@@ -141,10 +141,14 @@ def json_runs(tmp_path_factory, fake_fmnist: Path) -> dict[str, tuple[str, str]]
         "collect": ["collect", "--workdir", ws, "--samples", "12", *fast],
         "fit-predictor": ["fit-predictor", "--workdir", ws, "--folds", "2"],
         "dynamic-scores": ["dynamic-scores", "--workdir", ws, "--steps", "1", "--batch-size", "8"],
+        "solve": ["solve", "--workdir", ws, "--flops", "50%"],
+        "compress": ["--workdir", ws, "--steps", "2", "--latency-runs", "2"],
         "report": ["report", "--workdir", ws],
     }
     out = {}
     for name, argv in commands.items():
+        if name == "compress":  # the policy file solve just wrote
+            argv = ["compress", json.loads(out["solve"][0])[0]["path"], *argv]
         stdout, stderr = io.StringIO(), io.StringIO()
         with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
             code = main([*argv, "--json"])
@@ -154,14 +158,22 @@ def json_runs(tmp_path_factory, fake_fmnist: Path) -> dict[str, tuple[str, str]]
 
 
 @pytest.mark.parametrize(
-    "command", ["pretrain", "collect", "fit-predictor", "dynamic-scores", "report"]
+    "command", ["pretrain", "collect", "fit-predictor", "dynamic-scores", "compress", "report"]
 )
 def test_json_prints_json_only(json_runs, command):
     stdout, _ = json_runs[command]
     doc = json.loads(stdout)  # the whole of stdout is one JSON document
     key = {"pretrain": "test_accuracy", "collect": "accuracy", "fit-predictor": "cv", "dynamic-scores": "channels",
-           "report": "rows"}[command]  # fmt: skip
+           "compress": "accuracy", "report": "rows"}[command]  # fmt: skip
     assert key in doc
+
+
+def test_compress_json_is_its_metrics_and_progress_goes_to_stderr(json_runs):
+    stdout, stderr = json_runs["compress"]
+    doc = json.loads(stdout)
+    assert doc == json.loads((Path(doc["folder"]) / "metrics.json").read_text())
+    assert doc["finetune_steps"] == 2
+    assert "QAT fine-tune" in stderr and "val accuracy" in stderr  # progress and notes
 
 
 def test_collect_json_and_eta(json_runs):

@@ -19,6 +19,7 @@ import json
 import os
 import re
 import shutil
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -240,8 +241,9 @@ def finetune(
                     "val_accuracy": accuracy(model, splits.val, device),
                 }
             )
-            bar.write(
-                f"epoch {done / per_epoch:.2f}/{total / per_epoch:.2f}: val accuracy {history[-1]['val_accuracy']:.2f}%"
+            bar.write(  # on stderr with the bar, so stdout holds only the result (--json)
+                f"epoch {done / per_epoch:.2f}/{total / per_epoch:.2f}: val accuracy {history[-1]['val_accuracy']:.2f}%",
+                file=sys.stderr,
             )
     set_lsq_(model, False)
     model.eval()
