@@ -95,3 +95,14 @@ def test_refine_needs_one_evaluation(ctx):
     store = Store(np.empty((0, ctx.space.dim)), np.empty(0))
     with pytest.raises(ValueError, match="at least 1"):
         run(ctx, store, lambda x: 80.0, 0, [])
+
+
+def test_anchor_activations_rise_only_where_no_budget_counts_them(ctx):
+    from seernet.steps.refine import widest_activations
+
+    four = ctx.space.full_policy(4)
+    size = {"size": ctx.costs.of_policy(four)["size"]}
+    raised = widest_activations(ctx, four, size)
+    assert all(raised.bits[ly.name] == (4, 8) for ly in ctx.space.free_layers)
+    bitops = {"bitops": ctx.costs.of_policy(four)["bitops"]}
+    assert widest_activations(ctx, four, bitops) == four

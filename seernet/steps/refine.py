@@ -31,6 +31,7 @@ import torch
 
 from search.levels import Levels
 from search.solver import SolveResult
+from seernet.space.policy import Policy
 from seernet.steps.context import RunContext
 from seernet.steps.solve import BudgetSet, policy_document, solve_one
 from seernet.workspace.artifacts import PREDICTOR_NAME, STORE_NAME, write_json
@@ -128,11 +129,22 @@ def anchors(ctx: RunContext, predictor: object, bset: BudgetSet, fixed, values) 
             policy, _ = global_ranking_policy(ctx.model, ctx.space, ctx.costs, bset.budgets, bits)
         except ValueError:  # these bits cannot meet the budgets within max_prune
             continue
-        x = ctx.space.encode(policy)
+        x = ctx.space.encode(widest_activations(ctx, policy, bset.budgets))
         if fits(ctx, x[None], bset.budgets, fixed, values)[0]:
             found.append(x)
     found.sort(key=lambda x: -predict(predictor, x)[0])
     return found[:ANCHORS]
+
+
+def widest_activations(ctx: RunContext, policy: Policy, budgets: dict[str, float]) -> Policy:
+    """``policy`` with every free layer's activations at the highest bit-width, if every budget
+    still holds (a size or parameter budget does not count activation bits), else unchanged."""
+    top = max(ctx.space.choices.bits)
+    free = {ly.name for ly in ctx.space.free_layers}
+    bits = {n: (w, top) if n in free else (w, a) for n, (w, a) in policy.bits.items()}
+    raised = Policy(policy.channels, bits)
+    spent = ctx.costs.of_policy(raised)
+    return raised if all(spent[k] <= b for k, b in budgets.items()) else policy
 
 
 def refine_budget(
