@@ -106,3 +106,11 @@ def test_anchor_activations_rise_only_where_no_budget_counts_them(ctx):
     assert all(raised.bits[ly.name] == (4, 8) for ly in ctx.space.free_layers)
     bitops = {"bitops": ctx.costs.of_policy(four)["bitops"]}
     assert widest_activations(ctx, four, bitops) == four
+
+
+def test_a_stored_anchor_is_listed_once(ctx):
+    anchor = ctx.space.encode(ctx.space.uniform_policy(0.25, 8))
+    store = Store(anchor[None], np.array([75.0]))
+    out = run(ctx, store, lambda x: 60.0, 1, [anchor])
+    xs = [c.x.tobytes() for c in out.candidates]
+    assert len(xs) == len(set(xs)) and out.candidates[0].source == "store"

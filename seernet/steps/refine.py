@@ -4,8 +4,9 @@ Per budget, up to ``N`` measurements with the store's collect protocol, each app
 ``samples.h5`` (strategy ``refine``) and followed by a refit of the predictor:
 
 1. **Known points.** The best policy the store already measured within the budgets.
-2. **Anchors.** Torch-Pruning's global ranking (``seernet.compression.global_ranking``) at each uniform
-   bit-width the budgets allow; the ``ANCHORS`` the predictor rates highest are measured.
+2. **Anchors.** Torch-Pruning's global ranking (``seernet.compression.global_ranking``) at
+   each uniform bit-width the budgets allow; the ``ANCHORS`` the predictor rates highest are
+   measured.
    A 200-sample predictor is least reliable exactly where its solver lands (at the edge of
    the data, where it can promise the most), so the search starts from the allocation a
    user of Torch-Pruning already gets, and must beat it *by measurement*.
@@ -172,6 +173,8 @@ def refine_budget(
     def consider(x: np.ndarray, source: str) -> bool:
         """Measure ``x`` unless stored; refit after a new measurement; False if it was known."""
         x = ctx.space.encode(ctx.space.decode(x))
+        if any(np.array_equal(c.x, x) for c in out.candidates):  # e.g. the stored best is an anchor
+            return False
         mean, std = predict(out.predictor, x)
         known = stored_accuracy(store, x)
         if known is not None:
