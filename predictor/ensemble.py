@@ -21,6 +21,7 @@ from predictor.calibration import (
     resolve_signs,
     soft_cap,
 )
+from predictor.device import resolve_device
 from predictor.stacked_mlp import StackedMLP
 from predictor.training import TrainConfig, member_splits, train_members
 
@@ -137,7 +138,7 @@ class MLPEnsemble(RegressorMixin, BaseEstimator):
         signs = resolve_signs(self.monotone, X.shape[1])
         gen = torch.Generator().manual_seed(_seed(self.random_state))
         self._set_scalers(X, y)
-        device = _resolve_device(self.device)
+        device = resolve_device(self.device)
         xs = torch.as_tensor((X - self.x_mean_) / self.x_std_, dtype=torch.float32, device=device)
         ys = torch.as_tensor((y - self.y_mean_) / self.y_std_, dtype=torch.float32, device=device)
         net = StackedMLP(
@@ -339,10 +340,3 @@ def _seed(random_state: int | None) -> int:
     if random_state is None:
         return int(torch.randint(0, 2**62, ()).item())
     return int(random_state)
-
-
-def _resolve_device(device: str) -> torch.device:
-    """'auto' picks CUDA when available; anything else is passed to torch.device."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
