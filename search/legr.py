@@ -114,8 +114,12 @@ class GlobalRanking:
 
     def _floor(self, counts: np.ndarray) -> np.ndarray:
         """Largest allowed count <= ``counts`` per group, never below the smallest."""
-        return np.array([a[max(int(np.searchsorted(a, c, side="right")) - 1, 0)]
-                         for a, c in zip(self.allowed, counts, strict=True)])  # fmt: skip
+        return np.array(
+            [
+                a[max(int(np.searchsorted(a, c, side="right")) - 1, 0)]
+                for a, c in zip(self.allowed, counts, strict=True)
+            ]
+        )
 
     def keep_counts(self, params: AffineParams, budget: float) -> np.ndarray:
         """Kept channels per group from the thresholded ranking, on allowed counts, cost <= budget."""
@@ -264,5 +268,12 @@ def aging_evolution(
     )
 
 
-__all__ = ["AffineParams", "BudgetTooSmall", "EvolutionConfig", "EvolutionResult", "GlobalRanking",
-           "aging_evolution", "normalize_scores"]  # fmt: skip
+__all__ = [
+    "AffineParams",
+    "BudgetTooSmall",
+    "EvolutionConfig",
+    "EvolutionResult",
+    "GlobalRanking",
+    "aging_evolution",
+    "normalize_scores",
+]

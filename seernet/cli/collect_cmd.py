@@ -44,14 +44,37 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_seed_argument(p, sa.seed, "the sampler and the evaluation protocol")
     add_json_argument(p, "print the store's summary as JSON only (progress and ETA stay on stderr)")
     g = p.add_argument_group("where evaluations run (results do not depend on it)")
-    add_setting(g, be, "backend", "local: this machine; ray: one Ray task per policy, needs pip install 'seernet[ray]'",
-                choices=BACKENDS)  # fmt: skip
-    add_setting(g, be, "workers", "parallel evaluations: local processes or Ray tasks in flight", type=int,
-                shown="1 = in this process; Ray: the cluster's CPUs / --cpus-per-task")  # fmt: skip
-    add_setting(g, be, "threads_per_worker", "torch threads per evaluation", type=int,
-                shown="1 in worker processes, torch's default in-process")  # fmt: skip
-    add_setting(g, be, "address", "Ray cluster to join, e.g. ray://head:10001 or auto", type=str,
-                shown="start a private local one")  # fmt: skip
+    add_setting(
+        g,
+        be,
+        "backend",
+        "local: this machine; ray: one Ray task per policy, needs pip install 'seernet[ray]'",
+        choices=BACKENDS,
+    )
+    add_setting(
+        g,
+        be,
+        "workers",
+        "parallel evaluations: local processes or Ray tasks in flight",
+        type=int,
+        shown="1 = in this process; Ray: the cluster's CPUs / --cpus-per-task",
+    )
+    add_setting(
+        g,
+        be,
+        "threads_per_worker",
+        "torch threads per evaluation",
+        type=int,
+        shown="1 in worker processes, torch's default in-process",
+    )
+    add_setting(
+        g,
+        be,
+        "address",
+        "Ray cluster to join, e.g. ray://head:10001 or auto",
+        type=str,
+        shown="start a private local one",
+    )
     add_setting(g, be, "cpus_per_task", "Ray CPUs per evaluation task")
     add_setting(g, be, "gpus_per_task", "Ray GPUs per evaluation task")
     add_setting(g, be, "max_retries", "Ray retries of a task whose worker died")
@@ -59,8 +82,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_setting(g, pr, "finetune_steps", "QAT steps per policy")
     add_setting(g, pr, "bn_batches", "adaptive-BN batches")
     add_setting(g, pr, "val_limit", "score on the first N val images", type=int, shown="all")
-    add_setting(g, pr, "criterion", f"channel importance: {', '.join([*BUILTIN_CRITERIA, *LEARNED])} "
-                "(dynamic needs 'seernet dynamic-scores'; 'legr' was removed, it pruned as l2)")  # fmt: skip
+    add_setting(
+        g,
+        pr,
+        "criterion",
+        f"channel importance: {', '.join([*BUILTIN_CRITERIA, *LEARNED])} "
+        "(dynamic needs 'seernet dynamic-scores'; 'legr' was removed, it pruned as l2)",
+    )
     g = p.add_argument_group("policy space (fixed on the first collect)")
     add_setting(g, sc, "max_prune", "largest pruning ratio per group")
     add_setting(g, sc, "prune_step", "pruning ratio step")
@@ -97,13 +125,32 @@ def run(args: argparse.Namespace) -> int:
 
     if args.samples < 1:
         raise UserError(f"--samples must be at least 1, got {args.samples}")
-    backend = BackendConfig(args.backend, args.workers, args.threads_per_worker, args.address,
-                            args.cpus_per_task, args.gpus_per_task, args.max_retries)  # fmt: skip
+    backend = BackendConfig(
+        args.backend,
+        args.workers,
+        args.threads_per_worker,
+        args.address,
+        args.cpus_per_task,
+        args.gpus_per_task,
+        args.max_retries,
+    )
     backend.check_available()  # before the workspace is created: a missing Ray writes nothing
-    protocol = make_settings(Protocol, args.bn_batches, args.finetune_steps, val_limit=args.val_limit,
-                             criterion=args.criterion, seed=args.seed)  # fmt: skip
-    sampler = make_settings(SamplerConfig, strategy=args.strategy, acquisition=args.acquisition,
-                            batch_size=args.batch_size, warmup_fraction=args.warmup_fraction, seed=args.seed)  # fmt: skip
+    protocol = make_settings(
+        Protocol,
+        args.bn_batches,
+        args.finetune_steps,
+        val_limit=args.val_limit,
+        criterion=args.criterion,
+        seed=args.seed,
+    )
+    sampler = make_settings(
+        SamplerConfig,
+        strategy=args.strategy,
+        acquisition=args.acquisition,
+        batch_size=args.batch_size,
+        warmup_fraction=args.warmup_fraction,
+        seed=args.seed,
+    )
     fresh = not Path(args.workdir).exists()
     try:
         ws, config = open_run(args)
@@ -114,8 +161,10 @@ def run(args: argparse.Namespace) -> int:
         if not config.space:
             record_space(ctx, _choices(args))
         elif ctx.space.choices != _choices(args):
-            raise UserError(f"this workspace's policy space was fixed as {ctx.space.choices} on the first collect; "
-                            "drop the space options or use another --workdir")  # fmt: skip
+            raise UserError(
+                f"this workspace's policy space was fixed as {ctx.space.choices} on the first collect; "
+                "drop the space options or use another --workdir"
+            )
         # Load the weights now, and refuse a batch that cannot fit: both before any store exists.
         check_run_fits(ctx.model, ctx.space.input_shape, ctx.device, protocol.batch_size)
         store = SampleStore.open_or_create(ws.path(STORE_NAME), store_spec(ctx, protocol))

@@ -117,9 +117,12 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--split-seed", type=int, help=f"seed of the train/val split (default: {d.split_seed})"
     )
-    g.add_argument("--image-size", type=int,
-                   help="imagefolder: square side images are resized to (default: their own size when they all "
-                        "share one, else 224)")  # fmt: skip
+    g.add_argument(
+        "--image-size",
+        type=int,
+        help="imagefolder: square side images are resized to (default: their own size when they all "
+        "share one, else 224)",
+    )
     add_device_argument(g)
 
 

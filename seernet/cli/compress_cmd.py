@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-HELP = ("build the compressed model of a policy file (prune, quantize, QAT fine-tune), report val/test "
-        "accuracy, costs and CPU latency (torch, and ONNX Runtime when installed), and export it to "
-        "WORKDIR/compressed/<name>/ (TorchScript, ONNX, QDQ ONNX for ONNX Runtime's integer kernels, packed codes)")  # fmt: skip
+HELP = (
+    "build the compressed model of a policy file (prune, quantize, QAT fine-tune), report val/test "
+    "accuracy, costs and CPU latency (torch, and ONNX Runtime when installed), and export it to "
+    "WORKDIR/compressed/<name>/ (TorchScript, ONNX, QDQ ONNX for ONNX Runtime's integer kernels, packed codes)"
+)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -106,8 +108,15 @@ def render(m: dict) -> str:
         [when, acc[k]["val"], acc[k]["test"]]
         for when, k in (("before QAT", "before_finetune"), ("after QAT", "after_finetune"))
     ]
-    costs = [[k, format_cost(k, v), format_cost(k, m["unpruned"][k]), f"{100 * v / m['unpruned'][k]:.1f}%"]
-             for k, v in m["costs"].items()]  # fmt: skip
+    costs = [
+        [
+            k,
+            format_cost(k, v),
+            format_cost(k, m["unpruned"][k]),
+            f"{100 * v / m['unpruned'][k]:.1f}%",
+        ]
+        for k, v in m["costs"].items()
+    ]
     files = [[name, n, format_bytes(n)] for name, n in m["files"].items()]
     files.append(
         ["(base model, float32)", m["base_float_bytes"], format_bytes(m["base_float_bytes"])]
@@ -117,19 +126,26 @@ def render(m: dict) -> str:
         [name, *(v[str(b)]["median_ms"] for b in lat["batch_sizes"])]
         for name, v in lat["models"].items()
     ]
-    return "\n".join([
-        f"== {m['name']}: {m['finetune_steps']} QAT steps on {m['device']} ==",
-        format_table(["", "val %", "test %"], accs), "",
-        format_table(["cost", "compressed", "unpruned", "ratio"], costs), "",
-        format_table(["file", "bytes", ""], files), "",
-        format_table(["CPU latency, median ms", *(f"batch {b}" for b in lat["batch_sizes"])], times),
-        f"(CPU, {lat['threads']} thread(s), median of {m['settings']['latency_runs']} runs)",
-        *_render_ort(m.get("onnxruntime")),
-        *(f"note: {n}" for n in m["notes"]),
-        f"export check: max |diff| TorchScript {m['export_check']['torchscript_max_abs_diff']:.2g}, "
-        f"packed {m['export_check']['packed_max_abs_diff']:.2g}",
-        f"wrote {m['folder']} in {m['seconds']['total']:.0f} s",
-    ])  # fmt: skip
+    return "\n".join(
+        [
+            f"== {m['name']}: {m['finetune_steps']} QAT steps on {m['device']} ==",
+            format_table(["", "val %", "test %"], accs),
+            "",
+            format_table(["cost", "compressed", "unpruned", "ratio"], costs),
+            "",
+            format_table(["file", "bytes", ""], files),
+            "",
+            format_table(
+                ["CPU latency, median ms", *(f"batch {b}" for b in lat["batch_sizes"])], times
+            ),
+            f"(CPU, {lat['threads']} thread(s), median of {m['settings']['latency_runs']} runs)",
+            *_render_ort(m.get("onnxruntime")),
+            *(f"note: {n}" for n in m["notes"]),
+            f"export check: max |diff| TorchScript {m['export_check']['torchscript_max_abs_diff']:.2g}, "
+            f"packed {m['export_check']['packed_max_abs_diff']:.2g}",
+            f"wrote {m['folder']} in {m['seconds']['total']:.0f} s",
+        ]
+    )
 
 
 def _render_ort(ort: dict | None) -> list[str]:
@@ -140,9 +156,17 @@ def _render_ort(ort: dict | None) -> list[str]:
         return []
     lat = ort["latency"]
     base = lat["models"]["base (float)"]
-    rows = [[name, *(f"{v[str(b)]['median_ms']:.3f}" for b in lat["batch_sizes"]),
-             *(f"{base[str(b)]['median_ms'] / v[str(b)]['median_ms']:.2f}x" for b in lat["batch_sizes"])]
-            for name, v in lat["models"].items()]  # fmt: skip
+    rows = [
+        [
+            name,
+            *(f"{v[str(b)]['median_ms']:.3f}" for b in lat["batch_sizes"]),
+            *(
+                f"{base[str(b)]['median_ms'] / v[str(b)]['median_ms']:.2f}x"
+                for b in lat["batch_sizes"]
+            ),
+        ]
+        for name, v in lat["models"].items()
+    ]
     load = lat["load_average_1min"]
     return [
         "",
@@ -153,7 +177,7 @@ def _render_ort(ort: dict | None) -> list[str]:
                 *(f"speed-up b{b}" for b in lat["batch_sizes"]),
             ],
             rows,
-        ),  # fmt: skip
+        ),
         f"(onnxruntime {lat['version']}, {lat['threads']} intra-op thread(s), median of {lat['models']['base (float)']['1']['runs']} runs, "
         f"1-min load average {load['before']} before, {load['after']} after)",
         f"QDQ model in ORT ({ort.get('qdq_residuals', 'float')} residual branches): test accuracy {ort['test_accuracy']:.2f}% (simulation {ort['simulation_test_accuracy']:.2f}%), "

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 
-HELP = ("score every channel by how its filter changes in a short seeded fine-tune (LAP's dynamic "
-        "filter selection): s = m/mean(m) + d/mean(d) per layer with m = mean|W_after|, "
-        "d = mean|W_after - W_before|, averaged over a group's coupled layers; lowest pruned first. "
-        "Writes WORKDIR/dynamic_scores.pt, used by --criterion dynamic")  # fmt: skip
+HELP = (
+    "score every channel by how its filter changes in a short seeded fine-tune (LAP's dynamic "
+    "filter selection): s = m/mean(m) + d/mean(d) per layer with m = mean|W_after|, "
+    "d = mean|W_after - W_before|, averaged over a group's coupled layers; lowest pruned first. "
+    "Writes WORKDIR/dynamic_scores.pt, used by --criterion dynamic"
+)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -54,9 +56,18 @@ def run(args: argparse.Namespace) -> int:
     path = save_scores(ws, scores, scores_meta(ctx, settings))
     channels = sum(len(v) for v in scores.values())
     if args.json:
-        print_json({"channels": channels, "groups": len(scores), "steps": settings.steps, "seed": settings.seed,
-                    "path": str(path)})  # fmt: skip
+        print_json(
+            {
+                "channels": channels,
+                "groups": len(scores),
+                "steps": settings.steps,
+                "seed": settings.seed,
+                "path": str(path),
+            }
+        )
         return 0
-    print(f"scored {channels} channels in {len(scores)} groups "
-          f"({settings.steps} steps, seed {settings.seed}); wrote {path}")  # fmt: skip
+    print(
+        f"scored {channels} channels in {len(scores)} groups "
+        f"({settings.steps} steps, seed {settings.seed}); wrote {path}"
+    )
     return 0

@@ -32,14 +32,26 @@ def run(args: argparse.Namespace) -> int:
     check_run_fits(model, shape, device, train_batch=None)
     macs, params = count_macs_params(model, shape)
     result = {
-        "model": config.model, "dataset": config.dataset, "weights": config.weights,
+        "model": config.model,
+        "dataset": config.dataset,
+        "weights": config.weights,
         "val_accuracy": accuracy(model, splits.val, device),
-        "test_accuracy": accuracy(model, splits.test, device), "flops": macs, "params": params,
-    }  # fmt: skip
+        "test_accuracy": accuracy(model, splits.test, device),
+        "flops": macs,
+        "params": params,
+    }
     if args.json:
         print_json(result)
         return 0
-    rows = [[config.model, config.dataset, f"{result['val_accuracy']:.2f}", f"{result['test_accuracy']:.2f}",
-             format_count(macs), format_count(params)]]  # fmt: skip
+    rows = [
+        [
+            config.model,
+            config.dataset,
+            f"{result['val_accuracy']:.2f}",
+            f"{result['test_accuracy']:.2f}",
+            format_count(macs),
+            format_count(params),
+        ]
+    ]
     print(format_table(["model", "dataset", "val %", "test %", "FLOPs (MACs)", "params"], rows))
     return 0

@@ -58,11 +58,24 @@ def run(args: argparse.Namespace) -> int:
     plot_cv(y, cv.oof_mean, cv.oof_std, plot)
     seconds = time.perf_counter() - start
     if args.json:
-        scores = {name: {"rmse": s.rmse, "kendall_tau": s.kendall_tau, "spearman_rho": s.spearman_rho}
-                  for name, s in cv.scores.items()}  # fmt: skip
-        print_json({"samples": len(y), "dimensions": int(X.shape[1]), "folds": args.folds, "seed": args.seed,
-                    "cv": scores, "calibration": list(cv.calibration or []), "trust": trust,
-                    "predictor": str(ws.path(PREDICTOR_NAME)), "plot": str(plot), "seconds": seconds})  # fmt: skip
+        scores = {
+            name: {"rmse": s.rmse, "kendall_tau": s.kendall_tau, "spearman_rho": s.spearman_rho}
+            for name, s in cv.scores.items()
+        }
+        print_json(
+            {
+                "samples": len(y),
+                "dimensions": int(X.shape[1]),
+                "folds": args.folds,
+                "seed": args.seed,
+                "cv": scores,
+                "calibration": list(cv.calibration or []),
+                "trust": trust,
+                "predictor": str(ws.path(PREDICTOR_NAME)),
+                "plot": str(plot),
+                "seconds": seconds,
+            }
+        )
         return 0
     print(f"saved {ws.path(PREDICTOR_NAME)} and {plot} ({seconds:.1f} s)")
     return 0

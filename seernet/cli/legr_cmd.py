@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-HELP = ("LeGR: learn one global filter ranking by evolution, then prune to every FLOPs (MACs) budget "
-        "(policies in solve's format, for 'seernet compress')")  # fmt: skip
+HELP = (
+    "LeGR: learn one global filter ranking by evolution, then prune to every FLOPs (MACs) budget "
+    "(policies in solve's format, for 'seernet compress')"
+)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -62,8 +64,14 @@ def _settings(args: argparse.Namespace):  # noqa: ANN202 - LegrSettings and the 
     evolution = make_settings(
         EvolutionConfig, args.population, args.sample, args.evaluations, seed=args.seed
     )
-    protocol = make_settings(Protocol, args.bn_batches, args.finetune_steps, val_limit=args.val_limit,
-                             criterion=FITNESS_CRITERION, seed=args.seed)  # fmt: skip
+    protocol = make_settings(
+        Protocol,
+        args.bn_batches,
+        args.finetune_steps,
+        val_limit=args.val_limit,
+        criterion=FITNESS_CRITERION,
+        seed=args.seed,
+    )
     return LegrSettings(
         target.fraction if target.fraction is not None else target.value,
         args.bits,
@@ -140,14 +148,23 @@ def render(ctx, learned: dict, docs: list[dict], status: str) -> str:  # noqa: A
         f"fitness (val %, pruned to {format_count(learned['target_flops'])} FLOPs): best {learned['best_fitness']:.2f}, "
         f"plain global L2 ranking {learned['identity_fitness']:.2f}; {learned['evaluations']} evaluations "
         f"({learned['measured_policies']} distinct policies measured) in {learned['seconds']:.1f} s",
-    ]  # fmt: skip
+    ]
     rows = []
     for d in docs:
         c = d["costs"]
         kept = sum(d["policy"]["channels"].values())
         total = sum(g.channels for g in ctx.space.groups)
-        rows.append([format_count(d["budgets"]["flops"]), format_count(c["flops"]), f"{100 * c['flops'] / full['flops']:.1f}%",
-                     format_count(c["params"]), f"{kept}/{total}", d["bits_mode"], d["path"]])  # fmt: skip
+        rows.append(
+            [
+                format_count(d["budgets"]["flops"]),
+                format_count(c["flops"]),
+                f"{100 * c['flops'] / full['flops']:.1f}%",
+                format_count(c["params"]),
+                f"{kept}/{total}",
+                d["bits_mode"],
+                d["path"],
+            ]
+        )
     if rows:
         lines.append(
             format_table(

@@ -52,13 +52,20 @@ def run(args: argparse.Namespace) -> int:
     macs, params = count_macs_params(model.cpu(), shape)
     out = Path(args.out) if args.out else ws.path("base.pt")
     meta = {
-        "model": config.model, "dataset": config.dataset, "num_classes": splits.num_classes,
-        "in_channels": splits.in_channels, "image_size": splits.image_size,
-        "settings": vars(settings) if hasattr(settings, "__dict__") else {}, "split_seed": config.split_seed,
-        "val_size": config.val_size, "test_accuracy": result["test_accuracy"],
-        "val_accuracy": result["val_accuracy"][-1], "macs": macs, "params": params,
+        "model": config.model,
+        "dataset": config.dataset,
+        "num_classes": splits.num_classes,
+        "in_channels": splits.in_channels,
+        "image_size": splits.image_size,
+        "settings": vars(settings) if hasattr(settings, "__dict__") else {},
+        "split_seed": config.split_seed,
+        "val_size": config.val_size,
+        "test_accuracy": result["test_accuracy"],
+        "val_accuracy": result["val_accuracy"][-1],
+        "macs": macs,
+        "params": params,
         "train_seconds": round(result["seconds"], 1),
-    }  # fmt: skip
+    }
     save_checkpoint(out, model, meta)
     config.weights = str(out.resolve())
     ws.write(config)
@@ -66,7 +73,9 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print_json(meta)
         return 0
-    print(f"{config.model} on {config.dataset}: val accuracy {meta['val_accuracy']:.2f}%, "
-          f"{meta['macs']:,} MACs, {meta['params']:,} parameters, {meta['file_bytes']:,} bytes")  # fmt: skip
+    print(
+        f"{config.model} on {config.dataset}: val accuracy {meta['val_accuracy']:.2f}%, "
+        f"{meta['macs']:,} MACs, {meta['params']:,} parameters, {meta['file_bytes']:,} bytes"
+    )
     print(f"test accuracy {result['test_accuracy']:.2f}%  ({result['seconds']:.0f} s); saved {out}")
     return 0

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 
-HELP = ("time every prunable layer at the channel counts the policy space allows (median of repeated "
-        "runs) and store WORKDIR/latency.json, so 'seernet solve --latency 3ms' works; with --runtime torch "
-        "latency is of the pruned float model (quantization is only simulated), with --runtime onnxruntime "
-        "of the QDQ model on ONNX Runtime's integer CPU kernels (the same kernels at every bit-width 2..8)")  # fmt: skip
+HELP = (
+    "time every prunable layer at the channel counts the policy space allows (median of repeated "
+    "runs) and store WORKDIR/latency.json, so 'seernet solve --latency 3ms' works; with --runtime torch "
+    "latency is of the pruned float model (quantization is only simulated), with --runtime onnxruntime "
+    "of the QDQ model on ONNX Runtime's integer CPU kernels (the same kernels at every bit-width 2..8)"
+)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -104,8 +106,10 @@ def run(args: argparse.Namespace) -> int:
         measured = measured_latency_ms(arch, space, policy, table, runs=settings.model_runs)
         table.checks[name] = {"predicted_ms": predicted, "measured_ms": measured}
     if table.checks["smallest"]["predicted_ms"] <= 0:
-        raise UserError("the timings are too noisy (the smallest model is predicted to take no time): "
-                        "rerun with more --repeats and --warmup on a quieter machine")  # fmt: skip
+        raise UserError(
+            "the timings are too noisy (the smallest model is predicted to take no time): "
+            "rerun with more --repeats and --warmup on a quieter machine"
+        )
     save_table(ws.path(TABLE_NAME), table)
     print(render(table, ws.path(TABLE_NAME)))
     return 0
@@ -115,8 +119,15 @@ def render(table, path) -> str:  # noqa: ANN001
     """Summary of a freshly profiled table."""
     from seernet.tables import format_table
 
-    rows = [[name, f"{c['predicted_ms']:.3f}", f"{c['measured_ms']:.3f}", f"{100 * (c['predicted_ms'] / c['measured_ms'] - 1):+.1f}%"]
-            for name, c in table.checks.items()]  # fmt: skip
+    rows = [
+        [
+            name,
+            f"{c['predicted_ms']:.3f}",
+            f"{c['measured_ms']:.3f}",
+            f"{100 * (c['predicted_ms'] / c['measured_ms'] - 1):+.1f}%",
+        ]
+        for name, c in table.checks.items()
+    ]
     rows.insert(
         0,
         [
@@ -131,11 +142,20 @@ def render(table, path) -> str:  # noqa: ANN001
         if table.runtime == "onnxruntime"
         else f"torch {table.torch_version}"
     )
-    return "\n".join([
-        f"device {table.device}, {runtime}, {table.threads} thread(s), batch {table.batch_size}",
-        f"{len(table.layers)} layers, median of {table.repeats} runs per entry; "
-        f"prediction = {table.scale:.3f} x sum of layers {table.overhead_ms:+.3f} ms; profiled in {table.seconds:.1f} s",
-        format_table(["model (QDQ in ORT)" if table.runtime == "onnxruntime" else "model (float)",
-                      "predicted ms", "measured ms", "error"], rows),  # fmt: skip
-        f"wrote {path}",
-    ])  # fmt: skip
+    return "\n".join(
+        [
+            f"device {table.device}, {runtime}, {table.threads} thread(s), batch {table.batch_size}",
+            f"{len(table.layers)} layers, median of {table.repeats} runs per entry; "
+            f"prediction = {table.scale:.3f} x sum of layers {table.overhead_ms:+.3f} ms; profiled in {table.seconds:.1f} s",
+            format_table(
+                [
+                    "model (QDQ in ORT)" if table.runtime == "onnxruntime" else "model (float)",
+                    "predicted ms",
+                    "measured ms",
+                    "error",
+                ],
+                rows,
+            ),
+            f"wrote {path}",
+        ]
+    )

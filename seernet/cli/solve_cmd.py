@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-HELP = ("find the policy with the highest predicted accuracy under each budget "
-        "(FLOPs = MACs; BitOPs = MACs x weight bits x activation bits)")  # fmt: skip
+HELP = (
+    "find the policy with the highest predicted accuracy under each budget "
+    "(FLOPs = MACs; BitOPs = MACs x weight bits x activation bits)"
+)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -21,12 +23,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bitops", help="BitOPs budgets, e.g. 2G or 25%%")
     p.add_argument("--params", help="parameter budgets, e.g. 150K or 50%%")
     p.add_argument("--size", help="model size budgets in bytes, e.g. 100KB, 1.5MB or 30%%")
-    p.add_argument("--latency", help="latency budgets from the table 'seernet profile-latency' measured (torch: the pruned "
-                   "float model; --runtime onnxruntime: the QDQ model in ORT), e.g. 3ms, 800us or 60%%; "
-                   "bits do not change it in either runtime")  # fmt: skip
+    p.add_argument(
+        "--latency",
+        help="latency budgets from the table 'seernet profile-latency' measured (torch: the pruned "
+        "float model; --runtime onnxruntime: the QDQ model in ORT), e.g. 3ms, 800us or 60%%; "
+        "bits do not change it in either runtime",
+    )
     p.add_argument("--pareto", type=int, help="K FLOPs budgets spread over the attainable range")
-    p.add_argument("--bits", default="mixed",
-                   help="'mixed' searches per-layer bits; N fixes every layer at N bits (default: %(default)s)")  # fmt: skip
+    p.add_argument(
+        "--bits",
+        default="mixed",
+        help="'mixed' searches per-layer bits; N fixes every layer at N bits (default: %(default)s)",
+    )
     add_seed_argument(
         p, what="the solver's random starts and the measurements of --verify/--refine"
     )
@@ -35,9 +43,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="measure each solved policy with the collect protocol and add it to samples.h5",
     )
-    p.add_argument("--refine", type=int, metavar="N",
-                   help="per budget, up to N rounds of: measure the solved policy (collect protocol, added to "
-                        "samples.h5), refit the predictor, solve again; returns the best measured policy")  # fmt: skip
+    p.add_argument(
+        "--refine",
+        type=int,
+        metavar="N",
+        help="per budget, up to N rounds of: measure the solved policy (collect protocol, added to "
+        "samples.h5), refit the predictor, solve again; returns the best measured policy",
+    )
     add_device_argument(p, "where --verify and --refine measure")
     add_json_argument(p)
 
@@ -146,9 +158,17 @@ def refine_rows(docs: list[dict]) -> tuple[list[str], list[list[str]]]:
     rows = []
     for d in docs:
         m, s, a = d["predicted"]["mean"], d["predicted"]["std"], d["measured"]["val_accuracy"]
-        rows.append([d["name"], format_cost("flops", d["costs"]["flops"]), format_cost("bitops", d["costs"]["bitops"]),
-                     f"{m:.2f} +/- {s:.2f}", f"{a:.2f}", "yes" if abs(a - m) <= 2 * s else "no",
-                     f"{d['measured']['evaluations']} new, best of {len(d['measured']['candidates'])}"])  # fmt: skip
+        rows.append(
+            [
+                d["name"],
+                format_cost("flops", d["costs"]["flops"]),
+                format_cost("bitops", d["costs"]["bitops"]),
+                f"{m:.2f} +/- {s:.2f}",
+                f"{a:.2f}",
+                "yes" if abs(a - m) <= 2 * s else "no",
+                f"{d['measured']['evaluations']} new, best of {len(d['measured']['candidates'])}",
+            ]
+        )
     return head, rows
 
 
@@ -204,30 +224,44 @@ def render(ctx, doc: dict) -> str:  # noqa: ANN001
         [r["layer"], f"{r['in']}->{r['out']}", f"{r['w_bits']}/{r['a_bits']}"]
         for r in ctx.costs.per_layer(policy)
     ]
-    costs = [[k, format_cost(k, doc["costs"][k]), format_cost(k, b), f"{100 * doc['costs'][k] / b:.1f}%"]
-             for k, b in doc["budgets"].items()]  # fmt: skip
+    costs = [
+        [k, format_cost(k, doc["costs"][k]), format_cost(k, b), f"{100 * doc['costs'][k] / b:.1f}%"]
+        for k, b in doc["budgets"].items()
+    ]
     if "latency" in doc["costs"] and "latency" not in doc["budgets"]:
         costs.append(["latency", format_cost("latency", doc["costs"]["latency"]), "-", "-"])
     if "latency" in doc["costs"]:
         lt = doc["latency_table"]
-        notes = [f"note: latency is predicted from latency.json ({lt['device']}, {lt['threads']} thread(s), "
-                 f"batch {lt['batch_size']}) for the pruned float model"]  # fmt: skip
+        notes = [
+            f"note: latency is predicted from latency.json ({lt['device']}, {lt['threads']} thread(s), "
+            f"batch {lt['batch_size']}) for the pruned float model"
+        ]
     else:
         notes = []
     notes += [f"note: {k} budget = {why}" for k, why in doc["derived_budgets"].items()]
     notes += [f"note: {doc['note']}"] if doc["note"] else []
     pred = doc["predicted"]
     if "measured" in doc:
-        verdict = (f"measured val accuracy {doc['measured']['val_accuracy']:.2f}% (predicted "
-                   f"{pred['mean']:.2f} +/- {pred['std']:.2f}% before measuring)")  # fmt: skip
+        verdict = (
+            f"measured val accuracy {doc['measured']['val_accuracy']:.2f}% (predicted "
+            f"{pred['mean']:.2f} +/- {pred['std']:.2f}% before measuring)"
+        )
     else:
-        verdict = (f"predicted accuracy {pred['mean']:.2f} +/- {pred['std']:.2f}% (a prediction, not a "
-                   f"measurement: --refine N measures it)")  # fmt: skip
-    return "\n".join([
-        f"== {doc['name']} ({doc['bits_mode']}) ==",
-        format_table(["channel group", "kept/total"], groups), "",
-        format_table(["layer", "channels", "w/a bits"], layers), "",
-        format_table(["cost", "policy", "budget", "used"], costs), *notes,
-        f"{verdict}   solved in {doc['solve_seconds']:.2f} s",
-        f"wrote {doc['path']}", "",
-    ])  # fmt: skip
+        verdict = (
+            f"predicted accuracy {pred['mean']:.2f} +/- {pred['std']:.2f}% (a prediction, not a "
+            f"measurement: --refine N measures it)"
+        )
+    return "\n".join(
+        [
+            f"== {doc['name']} ({doc['bits_mode']}) ==",
+            format_table(["channel group", "kept/total"], groups),
+            "",
+            format_table(["layer", "channels", "w/a bits"], layers),
+            "",
+            format_table(["cost", "policy", "budget", "used"], costs),
+            *notes,
+            f"{verdict}   solved in {doc['solve_seconds']:.2f} s",
+            f"wrote {doc['path']}",
+            "",
+        ]
+    )

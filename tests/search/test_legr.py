@@ -122,8 +122,12 @@ def test_evolution_improves_a_toy_fitness():
 
 def test_evolution_reports_every_evaluation():
     seen = []
-    aging_evolution(4, toy_fitness, EvolutionConfig(population=2, sample=1, evaluations=5),
-                    on_evaluation=lambda i, f, best: seen.append((i, best)))  # fmt: skip
+    aging_evolution(
+        4,
+        toy_fitness,
+        EvolutionConfig(population=2, sample=1, evaluations=5),
+        on_evaluation=lambda i, f, best: seen.append((i, best)),
+    )
     assert [i for i, _ in seen] == [1, 2, 3, 4, 5]
     assert all(b2 >= b1 for (_, b1), (_, b2) in zip(seen, seen[1:], strict=False))
 
