@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from predictor import MLPEnsemble, cross_validate
-from predictor.crossval import ENSEMBLE
+from predictor.crossval import ENSEMBLE, cross_validate
+from predictor.ensemble import MLPEnsemble
 
 # (name, samples file, accuracy file, README baselines: ridge/GP/RF Kendall tau and RMSE)
 REFERENCE_SETS = [

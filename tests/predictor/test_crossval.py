@@ -12,8 +12,8 @@ from sklearn.model_selection import KFold, cross_val_predict
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from predictor import MLPEnsemble, cross_validate
-from predictor.crossval import ENSEMBLE, default_models
+from predictor.crossval import ENSEMBLE, cross_validate, default_models
+from predictor.ensemble import MLPEnsemble
 
 
 def _fast_models() -> dict:

@@ -9,7 +9,8 @@ from sklearn.base import clone, is_regressor
 from sklearn.exceptions import NotFittedError
 from sklearn.model_selection import cross_val_score
 
-from predictor import MLPEnsemble, kendall_tau
+from predictor.ensemble import MLPEnsemble
+from predictor.metrics import kendall_tau
 
 # Small and short so that each fit takes well under a second on one core; the spread's
 # calibration (three more fits) is tested in test_trust.py.

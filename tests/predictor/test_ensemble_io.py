@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from predictor import MLPEnsemble
+from predictor.ensemble import MLPEnsemble
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from predictor import calibration, kendall_tau, rmse, spearman_rho
+from predictor.metrics import calibration, kendall_tau, rmse, spearman_rho
 
 
 def test_rmse():

@@ -11,8 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from predictor import MLPEnsemble, calibration
 from predictor.calibration import repeat_noise_std
+from predictor.ensemble import MLPEnsemble
+from predictor.metrics import calibration
 
 SMALL = {"hidden": (32, 32), "max_epochs": 150, "n_members": 4, "coverage": None}
 CALIBRATED = {**SMALL, "coverage": 0.95}
