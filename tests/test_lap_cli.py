@@ -17,6 +17,25 @@ FAST = ["--finetune-steps", "0", "--bn-batches", "1", "--val-limit", "50", "--st
 PROFILE = ["--repeats", "3", "--warmup", "1", "--model-runs", "5"]
 
 
+def params_ms(model: torch.nn.Module, x: torch.Tensor, runs: int, warmup: int) -> list[float]:
+    """Stand-in torch timings: runs the model once, then "takes" 1 ms per 100K parameters.
+
+    These tests are about the plumbing (table -> cost model -> budgets). Real timings on a
+    loaded 2-core machine sometimes made the smallest model's fitted prediction <= 0, and
+    profile-latency rightly refused the table; timing quality is bench territory.
+    """
+    model(x)
+    return [0.01 + 1e-5 * sum(p.numel() for p in model.parameters())] * runs
+
+
+@pytest.fixture(scope="module", autouse=True)
+def deterministic_timings():
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("seernet.latency.table.time_forward", params_ms)
+        mp.setattr("seernet.latency.timing.time_forward", params_ms)
+        yield
+
+
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory, fake_fmnist: Path) -> Path:
     """A ResNet-20 workspace (random weights) with 2 samples and a tiny predictor fitted on noise."""
@@ -49,8 +68,15 @@ def solve(ws: Path, capsys, *flags: str) -> tuple[int, str]:
 def test_profile_then_solve_under_a_latency_budget(workspace: Path, capsys):
     code, err = solve(workspace, capsys, "--latency", "1ms")
     assert code == 2 and "profile-latency" in err and len(err.splitlines()) == 1  # no table yet
-    assert main(["profile-latency", "--workdir", str(workspace), *PROFILE]) == 0
+    capsys.readouterr()
+    assert main(["profile-latency", "--workdir", str(workspace), *PROFILE, "--json"]) == 0
+    said = json.loads(capsys.readouterr().out)  # stdout holds the JSON document only
+    assert said["path"] == str(workspace / "latency.json") and set(said["checks"]) == {
+        "smallest",
+        "half",
+    }
     table = json.loads((workspace / "latency.json").read_text())
+    assert said["full_model_ms"] == table["full_model_ms"]
     assert {"device", "torch_version", "threads", "batch_size", "space_fingerprint"} <= set(table)
     full = table["full_model_ms"]
     code, out = solve(workspace, capsys, "--latency", "80%", "--json")

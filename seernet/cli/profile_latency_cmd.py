@@ -13,7 +13,12 @@ HELP = (
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from seernet.cli.common import add_device_argument, add_setting, add_workdir_argument
+    from seernet.cli.common import (
+        add_device_argument,
+        add_json_argument,
+        add_setting,
+        add_workdir_argument,
+    )
     from seernet.latency.table import ProfileSettings
 
     d = ProfileSettings()
@@ -34,6 +39,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         p, d, "calibration", "random pruned whole models the scale of the layer sum is fitted on"
     )
     add_device_argument(p, "where the timings run (--runtime onnxruntime: the CPU when auto)")
+    add_json_argument(
+        p, "print a summary of the profiled table as JSON (and nothing else on stdout)"
+    )
     add_setting(
         p,
         d,
@@ -111,8 +119,20 @@ def run(args: argparse.Namespace) -> int:
             "rerun with more --repeats and --warmup on a quieter machine"
         )
     save_table(ws.path(TABLE_NAME), table)
-    print(render(table, ws.path(TABLE_NAME)))
+    if args.json:
+        from seernet.cli.common import print_json
+
+        print_json(summary(table, ws.path(TABLE_NAME)))
+    else:
+        print(render(table, ws.path(TABLE_NAME)))
     return 0
+
+
+def summary(table, path) -> dict:  # noqa: ANN001
+    """``--json``: where the table went, how it was measured, and how well it predicts."""
+    keys = ("device", "runtime", "threads", "batch_size", "repeats", "full_model_ms", "scale",
+            "overhead_ms", "checks", "seconds")  # fmt: skip
+    return {"path": str(path), "layers": len(table.layers), **{k: getattr(table, k) for k in keys}}
 
 
 def render(table, path) -> str:  # noqa: ANN001
