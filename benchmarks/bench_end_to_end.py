@@ -22,6 +22,14 @@ Cells (budgets) and the methods compared in each:
   ``mct-ft`` (MCT's bit allocation, activations 8-bit, put through seernet's fine-tuning;
   its first/last layers forced to 8 bits like every policy here, a little over the level).
 
+``seernet`` is the plain solve on ``--workdir``'s predictor, or with ``--refine N`` the answer
+of ``solve --refine N`` there (store, global-ranking anchors, trust region: it may return a
+baseline's own policy, and then shares that policy's runs).
+
+Two processes must not refine at once (the store takes one writer; the second skips its
+seernet arm, and a rerun fills it in) nor fine-tune the same run (the second fails on the
+shared output folder; the first's record stands).
+
 Every policy gets identical fine-tuning: ``seernet.steps.compress`` with ``CompressSettings()``
 defaults and ``seed`` = each of ``--seeds``, scored on the test set. Tables show mean +- std
 over seeds; a "win" is only a gap larger than the larger std. Latency is not re-measured
