@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,7 @@ from predictor.calibration import (
     resolve_signs,
     soft_cap,
 )
-from predictor.device import resolve_device
+from predictor.device import resolve_device, torch_threads
 from predictor.stacked_mlp import StackedMLP
 from predictor.training import TrainConfig, member_splits, train_members
 
@@ -160,7 +159,9 @@ class MLPEnsemble(RegressorMixin, BaseEstimator):
             batch_size=self.batch_size,
             huber_delta=self.huber_delta,
         )
-        with _torch_threads(self.n_threads if device.type == "cpu" else None):
+        # The matmuls here are small; on a busy machine more threads than free cores made a
+        # fit 40x slower (OpenMP threads spinning against each other), one thread never does.
+        with torch_threads(self.n_threads if device.type == "cpu" else None):
             self.n_epochs_ = train_members(net, xs, ys, splits, cfg, gen)
             self.members_ = net.eval().requires_grad_(False)
             with torch.no_grad():
@@ -317,22 +318,6 @@ class MLPEnsemble(RegressorMixin, BaseEstimator):
 
     def _device(self) -> torch.device:
         return self.members_.weights[0].device
-
-
-@contextmanager
-def _torch_threads(n: int | None) -> Iterator[None]:
-    """Temporarily set torch's CPU thread count (None: leave it alone).
-
-    The matmuls here are small; on a busy machine more threads than free cores made a
-    fit 40x slower (OpenMP threads spinning against each other), one thread never does.
-    """
-    before = torch.get_num_threads()
-    if n is not None:
-        torch.set_num_threads(int(n))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _seed(random_state: int | None) -> int:

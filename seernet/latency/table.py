@@ -44,8 +44,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from predictor.device import torch_threads as threads
 from seernet.errors import UserError
-from seernet.latency.timing import measure_latency, threads, time_forward
+from seernet.latency.timing import measure_latency, time_forward
 from seernet.space.costs import CostModel
 from seernet.space.policy import Layer, Policy, PolicySpace
 from seernet.workspace.artifacts import write_json

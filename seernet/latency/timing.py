@@ -3,7 +3,7 @@
 Assumptions, stated once:
 - On the CPU by default (CUDA when asked, synchronising around every timed pass), in eval
   mode under ``torch.no_grad``, with the thread count torch has when called
-  (``OMP_NUM_THREADS``, or ``threads(n)``); that count is recorded with every result,
+  (``OMP_NUM_THREADS``, or ``predictor.device.torch_threads(n)``); that count is recorded with every result,
   since latency on a shared or differently threaded machine is not comparable.
 - One fixed random input per batch size; CNN latency does not depend on the values.
 - The median over runs, in milliseconds, resists the odd run slowed by other processes.
@@ -14,23 +14,10 @@ from __future__ import annotations
 import copy
 import statistics
 import time
-from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Iterable, Mapping
 
 import torch
 from torch import nn
-
-
-@contextmanager
-def threads(n: int | None) -> Iterator[int]:
-    """Run the block with ``n`` torch threads (None: leave as is); yields the count in use."""
-    before = torch.get_num_threads()
-    if n is not None:
-        torch.set_num_threads(n)
-    try:
-        yield torch.get_num_threads()
-    finally:
-        torch.set_num_threads(before)
 
 
 @torch.no_grad()
