@@ -50,7 +50,7 @@ def forward_ms(model: torch.nn.Module, x: torch.Tensor, repeats: int) -> float:
     return 1000 * statistics.median(times)
 
 
-def overhead(ctx: RunContext, policy, batch: int, repeats: int) -> tuple[float, float]:  # noqa: ANN001
+def overhead(ctx: RunContext, policy, batch: int, repeats: int) -> tuple[float, float]:
     """(fake-quant ms, float ms) for the same pruned model."""
     model = build_compressed(
         ctx.model, ctx.space, policy, ctx.splits, Protocol(), ctx.device

@@ -220,7 +220,7 @@ def identity(ctx: RunContext) -> dict:
             "weights": weights, "space": ctx.space.fingerprint}  # fmt: skip
 
 
-def seernet_predictor(ctx: RunContext, workdir: Path):  # noqa: ANN201 - an MLPEnsemble or None
+def seernet_predictor(ctx: RunContext, workdir: Path):  # an MLPEnsemble or None
     """The predictor of ``workdir`` if it is there and made for this bench's space, else None (says why)."""
     src = Workspace(workdir)
     missing = [
@@ -256,7 +256,7 @@ def uniform_policy(ctx: RunContext, budget: float, bits: int) -> Policy:
 
 def seernet_arm(
     ctx: RunContext,
-    predictor,  # noqa: ANN001
+    predictor,
     cell: Cell,
     budgets: dict[str, float],
     args: argparse.Namespace,
@@ -427,7 +427,7 @@ def best_pruning(
 
 def plan(
     ctx: RunContext, args: argparse.Namespace, store: RunStore, predictor, mode: str
-) -> list[Arm]:  # noqa: ANN001
+) -> list[Arm]:
     """Every arm of one mode (the mixed mode reads the 8-bit results for its pruning)."""
     full = ctx.costs.unpruned()
     want = lambda m: m in args.methods  # noqa: E731
@@ -533,7 +533,7 @@ def run_arms(ctx: RunContext, arms: list[Arm], args: argparse.Namespace, store: 
         doc = {**policy_doc(ctx, arm), "name": name}
         try:
             m = compress(ctx, doc, arm.policy, st)
-        except Exception as exc:  # noqa: BLE001 - one failed run must not stop a night of others
+        except Exception as exc:  # one failed run must not stop a night of others
             print(f"FAILED {name}: {type(exc).__name__}: {exc}", flush=True)
             failed += 1
             continue

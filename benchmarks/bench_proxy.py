@@ -80,7 +80,7 @@ def policies(ctx: RunContext, n: int, seed: int) -> np.ndarray:
 
 def long_finetune(
     ctx: RunContext, policy, epochs: float, seed: int, lsq: bool
-) -> tuple[float, float]:  # noqa: ANN001
+) -> tuple[float, float]:
     """Val accuracy after ``epochs`` of QAT from the protocol's starting point."""
     start = time.perf_counter()
     protocol = Protocol(seed=seed, lsq=lsq)

@@ -45,7 +45,7 @@ def parse_args() -> argparse.Namespace:
     return p.parse_args()
 
 
-def default_space(workdir: str):  # noqa: ANN201
+def default_space(workdir: str):
     """The default workspace's space, costs and fitted predictor."""
     from seernet.steps.context import RunContext
     from seernet.steps.solve import load_predictor
@@ -56,7 +56,7 @@ def default_space(workdir: str):  # noqa: ANN201
     return ctx.space, ctx.costs, load_predictor(ctx)
 
 
-def mobilenet_space(seed: int = 0):  # noqa: ANN201
+def mobilenet_space(seed: int = 0):
     """MobileNetV2 at 224x224 with a predictor fitted to a synthetic accuracy surface."""
     space = build_space(create_model("mobilenet_v2", 1000, 3), (1, 3, 224, 224))
     costs = CostModel(space)
@@ -74,7 +74,7 @@ def mobilenet_space(seed: int = 0):  # noqa: ANN201
     return space, costs, MLPEnsemble(random_state=seed).fit(X, y)
 
 
-def compare(name: str, space, costs, predictor, n_budgets: int, ga_factor: float) -> list[list]:  # noqa: ANN001
+def compare(name: str, space, costs, predictor, n_budgets: int, ga_factor: float) -> list[list]:
     levels = Levels(space.levels())
     full = costs.unpruned()["flops"]
     fns = costs.functions()

@@ -62,7 +62,7 @@ def allocate(
 
 def _solve(
     s: np.ndarray, costs: Mapping[str, np.ndarray], budgets: Mapping[str, float], margin: float
-):  # noqa: ANN202
+):
     """``scipy.optimize.milp`` on the program above, each budget lowered by ``margin`` (relative)."""
     n_layers, n_choices = s.shape
     allowed = np.isfinite(s)

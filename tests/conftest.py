@@ -64,7 +64,7 @@ def _run_onnx(path: Path, x: np.ndarray) -> np.ndarray:
 
 
 @pytest.fixture
-def run_onnx():  # noqa: ANN201 - returns the helper
+def run_onnx():  # returns the helper
     """Outputs of an ONNX file, as a function of (path, x)."""
     return _run_onnx
 
@@ -84,7 +84,7 @@ def run_args(tmp_path_factory: pytest.TempPathFactory, fake_fmnist: Path) -> lis
 
 
 @pytest.fixture
-def make_image_folder():  # noqa: ANN201 - returns the helper
+def make_image_folder():  # returns the helper
     """A function writing train/ and val/ with two classes of random PNGs cycling through sizes (w, h)."""
 
     def make(root: Path, sizes: list[tuple[int, int]], per_class: int = 3) -> Path:

@@ -58,7 +58,7 @@ def test_ray_missing_says_how_to_install(tmp_path: Path, run_args, capsys, monke
 
     real_import = builtins.__import__
 
-    def no_ray(name, *args, **kwargs):  # noqa: ANN001, ANN202
+    def no_ray(name, *args, **kwargs):
         if name == "ray" or name.startswith("ray."):
             raise ImportError("No module named 'ray'")
         return real_import(name, *args, **kwargs)
@@ -74,7 +74,7 @@ def test_ray_missing_says_how_to_install(tmp_path: Path, run_args, capsys, monke
 
 
 @pytest.fixture
-def ray_cluster():  # noqa: ANN201
+def ray_cluster():
     ray = pytest.importorskip(
         "ray", reason="Ray is not installed (pip install 'seernet[ray]'); CI installs it"
     )
@@ -107,11 +107,11 @@ def test_ray_task_whose_worker_dies_is_retried_and_recorded_once(
     marker = tmp_path / "killed-once"
     real = BackendConfig.evaluator
 
-    def evaluator(self, ctx, protocol):  # noqa: ANN001, ANN202
+    def evaluator(self, ctx, protocol):
         fn = real(self, ctx, protocol)
         flag = str(marker)
 
-        def dies_once(x):  # noqa: ANN001, ANN202 - a closure, so Ray ships it by value
+        def dies_once(x):  # a closure, so Ray ships it by value
             try:  # the first task to get here kills its own worker process
                 os.close(os.open(flag, os.O_CREAT | os.O_EXCL))
             except FileExistsError:
@@ -158,8 +158,8 @@ def test_backend_options_are_validated():
 
 
 def test_ray_retries_are_bounded(tmp_path: Path, run_args, ray_cluster, monkeypatch, capsys):
-    def evaluator(self, ctx, protocol):  # noqa: ANN001, ANN202
-        def always_dies(x):  # noqa: ANN001, ANN202
+    def evaluator(self, ctx, protocol):
+        def always_dies(x):
             os.kill(os.getpid(), signal.SIGKILL)
 
         return always_dies

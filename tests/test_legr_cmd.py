@@ -38,7 +38,7 @@ def learned(tmp_path_factory, run_args) -> tuple[Path, dict]:
     return ws, json.loads(capture[0])
 
 
-def context(ws: Path):  # noqa: ANN201
+def context(ws: Path):
     from seernet.steps.context import RunContext
     from seernet.workspace.folder import Workspace
 
@@ -93,7 +93,7 @@ def test_reuse_does_not_relearn(learned, monkeypatch, capsys):
     ws, out = learned
     before = (ws / "legr.json").read_text()
 
-    def refuse(*a, **k):  # noqa: ANN002, ANN003, ANN202
+    def refuse(*a, **k):
         raise AssertionError("evaluated a policy although legr.json exists")
 
     monkeypatch.setattr(seernet.steps.legr, "evaluate_policy", refuse)

@@ -40,7 +40,7 @@ def ctx(tmp_path_factory) -> RunContext:
     return c
 
 
-def run(ctx, store, truth, n, starts):  # noqa: ANN001, ANN201
+def run(ctx, store, truth, n, starts):
     def measure(x: np.ndarray) -> float:
         acc = truth(x)
         store.encoded = np.vstack([store.encoded, x[None]])

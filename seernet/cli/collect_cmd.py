@@ -99,7 +99,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _choices(args: argparse.Namespace):  # noqa: ANN202
+def _choices(args: argparse.Namespace):
     from seernet.errors import UserError
     from seernet.space.policy import SpaceChoices
 
@@ -191,7 +191,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def summary_json(store) -> dict:  # noqa: ANN001
+def summary_json(store) -> dict:
     """The numbers of ``summary``: min, mean and max of accuracy, every cost and seconds per sample."""
     columns = {"accuracy": store.accuracy, **store.costs, "seconds": store.seconds}
     stats = {
@@ -201,7 +201,7 @@ def summary_json(store) -> dict:  # noqa: ANN001
     return {"samples": len(store), "path": str(store.path), **stats}
 
 
-def summary(store) -> str:  # noqa: ANN001
+def summary(store) -> str:
     """Accuracy range, cost ranges and seconds per sample of everything in the store."""
     from seernet.tables import format_table
     from seernet.units import format_bytes, format_count

@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     X, y, n_val = load_samples(ctx)
     start = time.perf_counter()
     cv = cross_validate_samples(X, y, args.folds, args.seed)
-    say = (lambda *a: None) if args.json else print  # noqa: E731 - --json: stdout is the JSON document
+    say = (lambda *a: None) if args.json else print  # --json: stdout is the JSON document
     say(
         f"{len(y)} samples, {X.shape[1]} dimensions, {args.folds}-fold cross-validation (same folds for every model):"
     )

@@ -49,7 +49,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_setting(g, pr, "val_limit", "score on the first N val images", type=int, shown="all")
 
 
-def _settings(args: argparse.Namespace):  # noqa: ANN202 - LegrSettings and the parsed budgets
+def _settings(args: argparse.Namespace):  # LegrSettings and the parsed budgets
     from search.legr import EvolutionConfig
     from seernet.cli.common import make_settings
     from seernet.compression.protocol import Protocol
@@ -127,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_budgets(ctx, budgets: list[float], bits: int) -> None:  # noqa: ANN001
+def _check_budgets(ctx, budgets: list[float], bits: int) -> None:
     """Refuse unattainable budgets with the identity ranking (no evaluation needed)."""
     from search.legr import AffineParams
     from seernet.steps.legr import global_ranking, keep_for_budget
@@ -137,7 +137,7 @@ def _check_budgets(ctx, budgets: list[float], bits: int) -> None:  # noqa: ANN00
         keep_for_budget(ranking, AffineParams.identity(ranking.n_groups), b)
 
 
-def render(ctx, learned: dict, docs: list[dict], status: str) -> str:  # noqa: ANN001
+def render(ctx, learned: dict, docs: list[dict], status: str) -> str:
     """The search's outcome and one table row per policy."""
     from seernet.tables import format_table
     from seernet.units import format_count

@@ -128,14 +128,14 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def summary(table, path) -> dict:  # noqa: ANN001
+def summary(table, path) -> dict:
     """``--json``: where the table went, how it was measured, and how well it predicts."""
     keys = ("device", "runtime", "threads", "batch_size", "repeats", "full_model_ms", "scale",
             "overhead_ms", "checks", "seconds")  # fmt: skip
     return {"path": str(path), "layers": len(table.layers), **{k: getattr(table, k) for k in keys}}
 
 
-def render(table, path) -> str:  # noqa: ANN001
+def render(table, path) -> str:
     """Summary of a freshly profiled table."""
     from seernet.tables import format_table
 

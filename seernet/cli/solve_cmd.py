@@ -54,7 +54,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_json_argument(p)
 
 
-def _parse(args: argparse.Namespace):  # noqa: ANN202
+def _parse(args: argparse.Namespace):
     from seernet.errors import UserError
     from seernet.steps.solve import BUDGET_KINDS
     from seernet.units import parse_budget_list
@@ -123,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _refine(ctx, args: argparse.Namespace, predictor, bsets, fixed, values, bits_mode: str) -> int:  # noqa: ANN001
+def _refine(ctx, args: argparse.Namespace, predictor, bsets, fixed, values, bits_mode: str) -> int:
     """``--refine N``: the best measured policy per budget; prints predicted next to measured."""
     import json
 
@@ -172,7 +172,7 @@ def refine_rows(docs: list[dict]) -> tuple[list[str], list[list[str]]]:
     return head, rows
 
 
-def _verify(ws, args: argparse.Namespace, docs: list[dict]) -> None:  # noqa: ANN001
+def _verify(ws, args: argparse.Namespace, docs: list[dict]) -> None:
     """Measure every solved policy and print predicted +/- std next to measured."""
     from seernet.device import resolve_device
     from seernet.steps.context import RunContext
@@ -196,7 +196,7 @@ def _verify(ws, args: argparse.Namespace, docs: list[dict]) -> None:  # noqa: AN
         print(format_table(head, table))
 
 
-def _verify_latency(ctx, docs: list[dict]) -> bool:  # noqa: ANN001
+def _verify_latency(ctx, docs: list[dict]) -> bool:
     """Measure each policy's pruned float model as the table was measured (when there is a table)."""
     from seernet.latency.table import measured_latency_ms
     from seernet.space.policy import Policy
@@ -212,7 +212,7 @@ def _verify_latency(ctx, docs: list[dict]) -> bool:  # noqa: ANN001
     return True
 
 
-def render(ctx, doc: dict) -> str:  # noqa: ANN001
+def render(ctx, doc: dict) -> str:
     """Human-readable report of one solved policy."""
     from seernet.space.policy import Policy
     from seernet.steps.solve import format_cost

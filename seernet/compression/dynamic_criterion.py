@@ -92,7 +92,7 @@ def group_scores(
     return out
 
 
-def compute_scores(ctx, settings: DynamicSettings, bar=None) -> dict[str, torch.Tensor]:  # noqa: ANN001
+def compute_scores(ctx, settings: DynamicSettings, bar=None) -> dict[str, torch.Tensor]:
     """Fine-tune a copy of the workspace's base model and score every group's channels."""
     from seernet.data.loaders import batches
     from seernet.data.train import cosine_schedule, sgd, train_steps
@@ -121,7 +121,7 @@ def save_scores(ws: Workspace, scores: dict[str, torch.Tensor], meta: dict[str, 
     return path
 
 
-def scores_meta(ctx, settings: DynamicSettings) -> dict[str, str]:  # noqa: ANN001
+def scores_meta(ctx, settings: DynamicSettings) -> dict[str, str]:
     """Identity of a score file: model, weights, space, and how it was computed."""
     return {"model": ctx.config.model, "weights": str(ctx.config.weights), "space": ctx.space.fingerprint,
             "settings": str(asdict(settings))}  # fmt: skip
@@ -145,7 +145,7 @@ def make(ws: Workspace) -> Criterion:
     ):
         raise UserError(f"{path} was computed for other base weights: {todo}")
 
-    def criterion(group, name: str) -> torch.Tensor:  # noqa: ANN001
+    def criterion(group, name: str) -> torch.Tensor:
         if name not in groups or len(groups[name]) != len(group[0].idxs):
             raise UserError(
                 f"{path} has no scores for channel group {name!r} of this model: {todo}"

@@ -56,12 +56,12 @@ class QuantizeInput(torch.autograd.Function):
     """Per-tensor input quantization: computed as seernet simulates it, exported as Q -> Clip -> DQ."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, scale: float, lo: int, hi: int, signed: bool) -> Tensor:  # noqa: ANN001
+    def forward(ctx, x: Tensor, scale: float, lo: int, hi: int, signed: bool) -> Tensor:
         s = torch.tensor(scale, dtype=torch.float32)
         return x.mul(s.reciprocal()).round().clamp(lo, hi).mul(s)
 
     @staticmethod
-    def symbolic(g, x, scale: float, lo: int, hi: int, signed: bool):  # noqa: ANN001, ANN205
+    def symbolic(g, x, scale: float, lo: int, hi: int, signed: bool):
         dtype = torch.int8 if signed else torch.uint8
         const = lambda v, t: g.op("Constant", value_t=torch.tensor(v, dtype=t))  # noqa: E731
         q = g.op("QuantizeLinear", x, const(scale, torch.float32), const(0, dtype))
@@ -95,11 +95,11 @@ class _DequantizeWeight(torch.autograd.Function):
     """Per-output-channel weight ``codes x scale``, exported as DequantizeLinear on int8 codes."""
 
     @staticmethod
-    def forward(ctx, codes: Tensor, scale: Tensor) -> Tensor:  # noqa: ANN001
+    def forward(ctx, codes: Tensor, scale: Tensor) -> Tensor:
         return codes.float() * scale.reshape(-1, *([1] * (codes.dim() - 1)))
 
     @staticmethod
-    def symbolic(g, codes, scale):  # noqa: ANN001, ANN205
+    def symbolic(g, codes, scale):
         n = codes.type().sizes()[0]
         zero = g.op("Constant", value_t=torch.zeros(n, dtype=torch.int8))
         return g.op("DequantizeLinear", codes, scale, zero, axis_i=0)
@@ -204,7 +204,7 @@ def export_qdq(
 class GraphConstants:
     """Constant tensors of a graph by value name (initializers and Constant nodes), editable."""
 
-    def __init__(self, graph) -> None:  # noqa: ANN001 - an onnx.GraphProto
+    def __init__(self, graph) -> None:  # an onnx.GraphProto
         from onnx import numpy_helper
 
         self.graph = graph
@@ -233,11 +233,11 @@ class GraphConstants:
         return name
 
 
-def producers_of(graph) -> dict[str, object]:  # noqa: ANN001
+def producers_of(graph) -> dict[str, object]:
     return {o: n for n in graph.node for o in n.output}
 
 
-def consumers(graph) -> dict[str, list]:  # noqa: ANN001
+def consumers(graph) -> dict[str, list]:
     users: dict[str, list] = {}
     for n in graph.node:
         for i in n.input:
@@ -245,7 +245,7 @@ def consumers(graph) -> dict[str, list]:  # noqa: ANN001
     return users
 
 
-def weight_dequantizer(node, producers: dict, consts: GraphConstants):  # noqa: ANN001, ANN202
+def weight_dequantizer(node, producers: dict, consts: GraphConstants):
     """The DequantizeLinear node feeding ``node``'s weight from constant codes, or None."""
     dq = producers.get(node.input[1]) if len(node.input) > 1 else None
     if dq is None or dq.op_type != "DequantizeLinear" or consts.get(dq.input[0]) is None:
@@ -253,7 +253,7 @@ def weight_dequantizer(node, producers: dict, consts: GraphConstants):  # noqa: 
     return dq
 
 
-def fold_batchnorm_(graph) -> int:  # noqa: ANN001 - an onnx.ModelProto
+def fold_batchnorm_(graph) -> int:  # an onnx.ModelProto
     """Fold each BatchNormalization that alone consumes a QDQ-weight Conv into it; returns the count."""
     g = graph.graph
     consts, producers, users = GraphConstants(g), producers_of(g), consumers(g)
@@ -289,7 +289,7 @@ def fold_batchnorm_(graph) -> int:  # noqa: ANN001 - an onnx.ModelProto
     return len(folded)
 
 
-def quantize_biases_(graph) -> int:  # noqa: ANN001 - an onnx.ModelProto
+def quantize_biases_(graph) -> int:  # an onnx.ModelProto
     """Store float biases of Conv/Gemm layers with quantized input and weight as int32 DQ; returns the count."""
     g = graph.graph
     consts, producers, users = GraphConstants(g), producers_of(g), consumers(g)
@@ -325,7 +325,7 @@ def quantize_biases_(graph) -> int:  # noqa: ANN001 - an onnx.ModelProto
     return done
 
 
-def requantized(node, users: dict[str, list]) -> bool:  # noqa: ANN001 - an onnx.NodeProto
+def requantized(node, users: dict[str, list]) -> bool:  # an onnx.NodeProto
     """Whether ``node``'s output goes (through at most a Relu) only into QuantizeLinear nodes:
     the pattern ORT fuses into one integer op."""
     nxt = users.get(node.output[0], [])
@@ -334,7 +334,7 @@ def requantized(node, users: dict[str, list]) -> bool:  # noqa: ANN001 - an onnx
     return bool(nxt) and all(u.op_type == "QuantizeLinear" for u in nxt)
 
 
-def _rename_uses(g, old: str, new: str) -> None:  # noqa: ANN001
+def _rename_uses(g, old: str, new: str) -> None:
     for n in g.node:
         for k, name in enumerate(n.input):
             if name == old:
@@ -352,7 +352,7 @@ def _rename_uses(g, old: str, new: str) -> None:  # noqa: ANN001
                         n.input[k] = old
 
 
-def _drop_unused(g) -> None:  # noqa: ANN001
+def _drop_unused(g) -> None:
     """Remove initializers and Constant nodes nothing reads any more."""
     used = {i for n in g.node for i in n.input} | {o.name for o in g.output}
     for t in [t for t in g.initializer if t.name not in used]:

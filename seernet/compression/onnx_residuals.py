@@ -27,7 +27,7 @@ RESIDUAL_MODES = ("int8", "float")
 _SAMPLES = 2**16  # values per tensor for the clip search, as in calibrate_
 
 
-def residual_branches(graph) -> list:  # noqa: ANN001 - an onnx.GraphProto
+def residual_branches(graph) -> list:  # an onnx.GraphProto
     """QDQ-weight convs whose float output goes only into Add nodes."""
     users, consts, producers = (
         consumers(graph),
@@ -43,7 +43,7 @@ def residual_branches(graph) -> list:  # noqa: ANN001 - an onnx.GraphProto
     return out
 
 
-def _values(model, names: list[str], calibration: np.ndarray) -> list[np.ndarray]:  # noqa: ANN001
+def _values(model, names: list[str], calibration: np.ndarray) -> list[np.ndarray]:
     """The float values of graph tensors ``names`` on ``calibration`` inputs (ORT, no graph rewrites)."""
     import onnx
 
@@ -65,7 +65,7 @@ def _values(model, names: list[str], calibration: np.ndarray) -> list[np.ndarray
     return sess.run(names, {sess.get_inputs()[0].name: calibration.astype(np.float32)})
 
 
-def quantize_residual_branches_(model, calibration: np.ndarray, seed: int = 0) -> int:  # noqa: ANN001
+def quantize_residual_branches_(model, calibration: np.ndarray, seed: int = 0) -> int:
     """Quantize every residual-branch conv output at 8 bits (clip calibrated); returns the count."""
     from onnx import helper
 

@@ -42,7 +42,7 @@ def check_runtime(name: str) -> str:
     return name
 
 
-def require_onnxruntime():  # noqa: ANN201 - the onnxruntime module
+def require_onnxruntime():  # the onnxruntime module
     """The onnxruntime module, or a one-line UserError saying how to install it."""
     try:
         import onnxruntime
@@ -61,7 +61,7 @@ def has_onnxruntime() -> bool:
     return True
 
 
-def session(model: bytes | Path, threads: int = DEFAULT_THREADS):  # noqa: ANN201 - an InferenceSession
+def session(model: bytes | Path, threads: int = DEFAULT_THREADS):  # an InferenceSession
     """A CPU InferenceSession of an ONNX file or serialized model, all graph optimizations on."""
     ort = require_onnxruntime()
     opts = ort.SessionOptions()
@@ -87,7 +87,7 @@ def float_onnx(model: nn.Module, input_shape: tuple[int, ...]) -> bytes:
     return buf.getvalue()
 
 
-def time_session(sess, x: np.ndarray, runs: int, warmup: int) -> list[float]:  # noqa: ANN001
+def time_session(sess, x: np.ndarray, runs: int, warmup: int) -> list[float]:
     """Milliseconds of each of ``runs`` timed runs of ``sess`` on ``x``."""
     if runs < 1 or warmup < 0:
         raise ValueError(f"need runs >= 1 and warmup >= 0, got {runs}, {warmup}")
@@ -111,7 +111,7 @@ def random_input(input_shape: tuple[int, ...], batch_size: int) -> np.ndarray:
 
 def session_latency(
     sess, input_shape: tuple[int, ...], batch_size: int, runs: int = 20, warmup: int = 3
-) -> dict:  # noqa: ANN001
+) -> dict:
     """Median, min and max milliseconds of one run at ``batch_size``."""
     times = time_session(sess, random_input(input_shape, batch_size), runs, warmup)
     return {
@@ -144,7 +144,7 @@ def ort_latency_table(
             "load_average_1min": {"before": load_before, "after": load_average()}}  # fmt: skip
 
 
-def predictions(sess, data: Dataset, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:  # noqa: ANN001
+def predictions(sess, data: Dataset, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
     """(top-1 class, label) of every item of ``data`` through an ORT session."""
     from seernet.data.loaders import batches
 

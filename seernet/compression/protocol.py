@@ -59,7 +59,7 @@ class Protocol:
 
 
 @torch.no_grad()
-def adapt_batchnorm_(model: nn.Module, data, device: torch.device, n_batches: int) -> None:  # noqa: ANN001
+def adapt_batchnorm_(model: nn.Module, data, device: torch.device, n_batches: int) -> None:
     """Re-estimate BatchNorm running statistics on ``n_batches`` (exact average: torch's ``update_bn``)."""
     update_bn(islice(data, n_batches), model, device)
     model.eval()
@@ -86,7 +86,7 @@ def build_compressed(
 
 
 def finetune_(
-    model: nn.Module, splits: DataSplits, steps: int, protocol: Protocol, device: torch.device, bar=None,  # noqa: ANN001
+    model: nn.Module, splits: DataSplits, steps: int, protocol: Protocol, device: torch.device, bar=None,
 ) -> None:  # fmt: skip
     """Quantization-aware fine-tuning for ``steps`` SGD steps on a cosine schedule (seeded).
 

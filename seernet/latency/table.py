@@ -170,7 +170,7 @@ def input_shapes(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, tu
     shapes: dict[str, tuple[int, ...]] = {}
     hooks = []
 
-    def hook(name: str):  # noqa: ANN202 - returns a forward hook (which must return None)
+    def hook(name: str):  # returns a forward hook (which must return None)
         def record(mod: nn.Module, inp: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
             shapes.setdefault(name, tuple(inp[0].shape[1:]))
 
@@ -266,7 +266,7 @@ def _monotone(raw: np.ndarray) -> np.ndarray:
 
 def profile(
     model: nn.Module, space: PolicySpace, model_name: str, settings: ProfileSettings, device: torch.device,
-    bar=None,  # noqa: ANN001 - a tqdm bar, updated once per timed grid point
+    bar=None,  # a tqdm bar, updated once per timed grid point
 ) -> LatencyTable:  # fmt: skip
     """Measure the table of ``space`` (model = its architecture; weights do not matter)."""
     start = time.perf_counter()
@@ -303,7 +303,7 @@ def profile(
 
 def _grid(
     model: nn.Module, space: PolicySpace, settings: ProfileSettings, device: torch.device, n_threads: int,
-    bar, quantized: bool,  # noqa: ANN001 - a tqdm bar or None
+    bar, quantized: bool,  # a tqdm bar or None
 ) -> dict[str, LayerEntry]:  # fmt: skip
     """Every layer's grid: torch float blocks, or ORT blocks (QDQ when ``quantized``, else float)."""
     ort = settings.runtime == "onnxruntime"

@@ -29,7 +29,7 @@ def _adapt_first_conv(model: nn.Module, in_channels: int) -> None:
             return
 
 
-def _builder(name: str):  # noqa: ANN202 - returns a registered builder
+def _builder(name: str):  # returns a registered builder
     def build(num_classes: int = 10, in_channels: int = 3) -> nn.Module:
         import torchvision
 

@@ -28,7 +28,7 @@ def dependency_graph(model: nn.Module, example: torch.Tensor) -> tp.DependencyGr
         return tp.DependencyGraph().build_dependency(model, example_inputs=example)
 
 
-def prunable_groups(dg: tp.DependencyGraph, model: nn.Module, ignored: list[str]):  # noqa: ANN201
+def prunable_groups(dg: tp.DependencyGraph, model: nn.Module, ignored: list[str]):
     """Torch-Pruning's channel groups, rooted at conv/linear output channels."""
     ignored_modules = [model.get_submodule(n) for n in ignored]
     return dg.get_all_groups(
@@ -36,7 +36,7 @@ def prunable_groups(dg: tp.DependencyGraph, model: nn.Module, ignored: list[str]
     )
 
 
-def named_groups(model: nn.Module, input_shape: tuple[int, ...]):  # noqa: ANN201
+def named_groups(model: nn.Module, input_shape: tuple[int, ...]):
     """The model's dependency graph, and its prunable groups (classifier outputs kept) with
     their policy names. Groups come lazily: a caller that prunes sees them re-derived."""
     names = {m: n for n, m in model.named_modules()}
@@ -84,7 +84,7 @@ def _shapes_by_hooks(model: nn.Module, example: torch.Tensor) -> tuple[list[str]
     for name, m in model.named_modules():
         if isinstance(m, nn.Conv2d | nn.Linear):
 
-            def hook(mod, inp, out, name=name):  # noqa: ANN001, ANN202
+            def hook(mod, inp, out, name=name):
                 if name not in spatial:
                     order.append(name)
                     spatial[name] = (

@@ -17,7 +17,7 @@ def conv_linear_macs(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str
     counts: dict[str, int] = {}
     hooks = []
 
-    def hook(name: str):  # noqa: ANN202 - returns a forward hook
+    def hook(name: str):  # returns a forward hook
         def count(
             module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor
         ) -> None:

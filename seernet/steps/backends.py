@@ -155,7 +155,7 @@ class ProcessBackend:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
 
-def import_ray():  # noqa: ANN201 - returns the ray module
+def import_ray():  # returns the ray module
     """``ray``, or a UserError that says how to install it."""
     try:
         import ray

@@ -127,7 +127,7 @@ def eta_line(seconds: float, remaining: int, workers: int = 1) -> str:
             f"ETA {format_duration(eta)}{parallel}")  # fmt: skip
 
 
-def make_predictor_factory(members: int = 5):  # noqa: ANN201 - returns a factory
+def make_predictor_factory(members: int = 5):  # returns a factory
     """Predictor factory for the active sampler: the MLP ensemble with a given seed.
 
     Uncalibrated (``coverage=None``): the sampler ranks policies by the members'
@@ -138,7 +138,7 @@ def make_predictor_factory(members: int = 5):  # noqa: ANN201 - returns a factor
     return lambda seed: MLPEnsemble(n_members=members, random_state=seed, coverage=None)
 
 
-def numpy_cost(ctx: RunContext, name: str = "flops"):  # noqa: ANN201 - returns a function
+def numpy_cost(ctx: RunContext, name: str = "flops"):  # returns a function
     """The analytic cost as a numpy function of (N, D) encoded policies."""
     fn = ctx.costs.functions()[name]
     return lambda x: fn(

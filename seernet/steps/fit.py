@@ -63,7 +63,7 @@ def val_images(ctx: RunContext, protocol: dict) -> int:
     return min(limit or ctx.config.val_size, ctx.config.val_size)
 
 
-def make_predictor(X: np.ndarray, y: np.ndarray, seed: int, n_val: int):  # noqa: ANN201 - MLPEnsemble
+def make_predictor(X: np.ndarray, y: np.ndarray, seed: int, n_val: int):  # MLPEnsemble
     """The workspace's predictor fitted on (X, y): what fit-predictor saves and solve --refine refits."""
     from predictor.ensemble import MLPEnsemble
 
@@ -71,7 +71,7 @@ def make_predictor(X: np.ndarray, y: np.ndarray, seed: int, n_val: int):  # noqa
     return MLPEnsemble(random_state=seed, cap="auto" if cap is None else cap.value).fit(X, y)
 
 
-def cross_validate_samples(X: np.ndarray, y: np.ndarray, folds: int, seed: int):  # noqa: ANN201 - CVResult
+def cross_validate_samples(X: np.ndarray, y: np.ndarray, folds: int, seed: int):  # CVResult
     """k-fold CV of the ensemble and the ridge / GP / random-forest baselines on the same folds."""
     from predictor.crossval import cross_validate
 
@@ -90,7 +90,7 @@ def cross_validate_samples(X: np.ndarray, y: np.ndarray, folds: int, seed: int):
 
 def fit_and_save(
     ctx: RunContext, X: np.ndarray, y: np.ndarray, n_val: int, cv, seed: int, path: Path
-):  # noqa: ANN001, ANN201
+):
     """Fit the ensemble on every sample, save it atomically with its metadata, and return it.
 
     The saved metadata carries the cross-validated scores, including the out-of-fold
@@ -111,7 +111,7 @@ def fit_and_save(
     return model
 
 
-def trust_lines(model, cv, cap: Cap | None = None) -> list[str]:  # noqa: ANN001 - MLPEnsemble, CVResult
+def trust_lines(model, cv, cap: Cap | None = None) -> list[str]:  # MLPEnsemble, CVResult
     """What the saved predictor promises: out-of-fold coverage of its spread, and its cap."""
     lines = []
     if cv.calibration is not None:

@@ -44,7 +44,7 @@ from seernet.workspace.folder import Workspace
 FITNESS_CRITERION = "l2"  # within a group, LeGR's order is the combined L2 norm's order
 
 
-def group_importance():  # noqa: ANN201 - a Torch-Pruning importance
+def group_importance():  # a Torch-Pruning importance
     """Combined squared L2 norm per channel over a group's coupled members."""
     import torch_pruning as tp
 

@@ -99,7 +99,7 @@ def predict(predictor: object, x: np.ndarray) -> tuple[float, float]:
     return float(mean.reshape(-1)[0]), float(std.reshape(-1)[0])
 
 
-def fits(ctx: RunContext, X: np.ndarray, budgets: dict[str, float], fixed, values) -> np.ndarray:  # noqa: ANN001
+def fits(ctx: RunContext, X: np.ndarray, budgets: dict[str, float], fixed, values) -> np.ndarray:
     """Which rows of ``X`` meet every budget and agree with the frozen coordinates."""
     fns = ctx.costs.functions()
     xt = torch.as_tensor(np.asarray(X, dtype=np.float64))
@@ -111,7 +111,7 @@ def fits(ctx: RunContext, X: np.ndarray, budgets: dict[str, float], fixed, value
     return ok
 
 
-def best_stored(ctx: RunContext, store: SampleStore, bset: BudgetSet, fixed, values) -> int | None:  # noqa: ANN001
+def best_stored(ctx: RunContext, store: SampleStore, bset: BudgetSet, fixed, values) -> int | None:
     """Row of the most accurate stored sample within the budgets (None: no such sample)."""
     if not len(store):
         return None
@@ -119,7 +119,7 @@ def best_stored(ctx: RunContext, store: SampleStore, bset: BudgetSet, fixed, val
     return int(np.flatnonzero(ok)[store.accuracy[ok].argmax()]) if ok.any() else None
 
 
-def anchors(ctx: RunContext, predictor: object, bset: BudgetSet, fixed, values) -> list[np.ndarray]:  # noqa: ANN001
+def anchors(ctx: RunContext, predictor: object, bset: BudgetSet, fixed, values) -> list[np.ndarray]:
     """Torch-Pruning's global-ranking policy at every uniform bit-width that meets the budgets
     (and the frozen bits), the best predicted first, at most ``ANCHORS``."""
     from seernet.compression.global_ranking import global_ranking_policy

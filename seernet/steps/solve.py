@@ -36,7 +36,7 @@ def format_cost(name: str, value: float) -> str:
     )
 
 
-def attach_latency(ctx: RunContext, required: bool):  # noqa: ANN201 - a LatencyTable or None
+def attach_latency(ctx: RunContext, required: bool):  # a LatencyTable or None
     """Give ``ctx.costs`` the workspace's latency table.
 
     ``required`` (a latency budget was given): a missing or foreign table is a UserError.
@@ -60,7 +60,7 @@ def attach_latency(ctx: RunContext, required: bool):  # noqa: ANN201 - a Latency
     return table
 
 
-def load_predictor(ctx: RunContext):  # noqa: ANN201 - an MLPEnsemble
+def load_predictor(ctx: RunContext):  # an MLPEnsemble
     """The workspace's predictor, refused if it was fitted for another space."""
     from predictor.ensemble import MLPEnsemble
 
@@ -133,7 +133,7 @@ def bits_mask(ctx: RunContext, bits: int | None) -> tuple[np.ndarray | None, np.
         raise UserError(f"--bits {exc}") from exc
 
 
-def check_attainable(ctx: RunContext, budgets: dict[str, float], fixed, values) -> None:  # noqa: ANN001
+def check_attainable(ctx: RunContext, budgets: dict[str, float], fixed, values) -> None:
     """A budget below the smallest model the space allows is a clear user error."""
     lower = Levels(ctx.space.levels()).lower
     if fixed is not None:
@@ -156,7 +156,7 @@ def solve_one(
     values,
     seed: int = 0,
     levels: Levels | None = None,
-) -> SolveResult:  # noqa: ANN001
+) -> SolveResult:
     """Barrier ascent on the predictor under ``bset``'s budgets, over ``levels`` (default:
     the whole space; ``solve --refine`` passes a trust region around a measured policy)."""
     check_attainable(ctx, bset.budgets, fixed, values)
@@ -181,7 +181,7 @@ def policy_document(ctx: RunContext, bset: BudgetSet, res: SolveResult, bits_mod
     }  # fmt: skip
 
 
-def latency_settings(table) -> dict:  # noqa: ANN001 - a LatencyTable
+def latency_settings(table) -> dict:  # a LatencyTable
     """Where and how the predicted latency was measured (it means nothing without this)."""
     settings = {"device": table.device, "threads": table.threads, "batch_size": table.batch_size,
                 "runtime": table.runtime, "kernels": table.kernels}  # fmt: skip

@@ -45,15 +45,15 @@ def fast() -> list[str]:
 
 
 @pytest.fixture(scope="session")
-def cli():  # noqa: ANN201 - returns the helper
+def cli():  # returns the helper
     return run_cli
 
 
 @pytest.fixture(scope="session")
-def tree_snapshot():  # noqa: ANN201 - returns the helper
+def tree_snapshot():  # returns the helper
     return snapshot
 
 
 @pytest.fixture(scope="session")
-def fill():  # noqa: ANN201 - returns the helper
+def fill():  # returns the helper
     return collect_in_process
