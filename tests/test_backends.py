@@ -25,6 +25,10 @@ FAST = [
 ]
 
 
+# collect with random policies on two Ray workers (the retry tests vary --max-retries)
+RAY_TWO_WORKERS = ("--strategy", "random", "--backend", "ray", "--workers", "2")
+
+
 def collect(ws: Path, run_args: list[str], n: int, *extra: str) -> int:
     return main(["collect", "--workdir", str(ws), *run_args, "--samples", str(n), *FAST, *extra])
 
@@ -84,20 +88,7 @@ def ray_cluster():
 
 
 def test_ray_equals_local(tmp_path: Path, run_args, local_random, ray_cluster):
-    assert (
-        collect(
-            tmp_path / "w",
-            run_args,
-            4,
-            "--strategy",
-            "random",
-            "--backend",
-            "ray",
-            "--workers",
-            "2",
-        )
-        == 0
-    )
+    assert collect(tmp_path / "w", run_args, 4, *RAY_TWO_WORKERS) == 0
     assert samples(tmp_path / "w") == local_random
 
 
@@ -122,22 +113,7 @@ def test_ray_task_whose_worker_dies_is_retried_and_recorded_once(
 
     monkeypatch.setattr(BackendConfig, "evaluator", evaluator)
     ws = tmp_path / "w"
-    assert (
-        collect(
-            ws,
-            run_args,
-            4,
-            "--strategy",
-            "random",
-            "--backend",
-            "ray",
-            "--workers",
-            "2",
-            "--max-retries",
-            "2",
-        )
-        == 0
-    )
+    assert collect(ws, run_args, 4, *RAY_TWO_WORKERS, "--max-retries", "2") == 0
     assert marker.exists()  # a worker really died
     assert samples(ws) == local_random  # all four, each once, same accuracies
 
@@ -166,19 +142,7 @@ def test_ray_retries_are_bounded(tmp_path: Path, run_args, ray_cluster, monkeypa
 
     monkeypatch.setattr(BackendConfig, "evaluator", evaluator)
     ws = tmp_path / "w"
-    code = collect(
-        ws,
-        run_args,
-        2,
-        "--strategy",
-        "random",
-        "--backend",
-        "ray",
-        "--workers",
-        "2",
-        "--max-retries",
-        "1",
-    )
+    code = collect(ws, run_args, 2, *RAY_TWO_WORKERS, "--max-retries", "1")
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and "Ray gave up on an evaluation" in err[-1] and "--max-retries" in err[-1]
     assert len(samples(ws)) == 0  # the store exists, readable, with nothing half-written
