@@ -144,8 +144,7 @@ def widest_activations(ctx: RunContext, policy: Policy, budgets: dict[str, float
     free = {ly.name for ly in ctx.space.free_layers}
     bits = {n: (w, top) if n in free else (w, a) for n, (w, a) in policy.bits.items()}
     raised = Policy(policy.channels, bits)
-    spent = ctx.costs.of_policy(raised)
-    return raised if all(spent[k] <= b for k, b in budgets.items()) else policy
+    return raised if fits(ctx, ctx.space.encode(raised)[None], budgets, None, None)[0] else policy
 
 
 def refine_budget(
