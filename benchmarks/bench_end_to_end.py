@@ -11,7 +11,7 @@ Cells (budgets) and the methods compared in each:
   bit-allocation baselines take the channel counts of the *best pruning baseline* at P%
   8-bit (uniform or tp-global, by mean test accuracy once measured; tp-global until then),
   so they differ only in bits: ``uniform-bits`` puts every free layer at the equivalent
-  b-bit, ``hawq`` allocates by HAWQ-V3 (Hessian-trace sensitivity, ILP; ``anchors/hawq.py``;
+  b-bit, ``hawq`` allocates by HAWQ-V3 (Hessian-trace sensitivity, ILP; ``seernet/compression/hawq.py``;
   a = w per layer). First conv and classifier stay 8-bit in every policy, so uniform-bits
   exceeds K x FLOPs by 3-10% (shown as "over"); ``hawq`` and ``seernet`` get exactly the
   BitOPs of ``uniform-bits`` (and the cell's FLOPs), so all three spend the same.
@@ -23,8 +23,8 @@ Cells (budgets) and the methods compared in each:
   its first/last layers forced to 8 bits like every policy here, a little over the level).
 
 ``seernet`` is the plain solve on ``--workdir``'s predictor, or with ``--refine N`` the answer
-of ``solve --refine N`` there (store, global-ranking anchors, trust region: it may return a
-baseline's own policy, and then shares that policy's runs).
+of ``solve --refine N`` there (store, global-ranking and HAWQ anchors, trust region: it may
+return a baseline's own policy, and then shares that policy's runs).
 
 Two processes must not refine at once (the store takes one writer; the second skips its
 seernet arm, and a rerun fills it in) nor fine-tune the same run (the second fails on the
@@ -55,18 +55,20 @@ import json
 import shutil
 import subprocess
 from dataclasses import asdict, dataclass, field
-from itertools import islice
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from benchmarks.anchors.hawq import Sensitivity, hawq_policy, sensitivities
 from benchmarks.anchors.runs import RunStore, digest, mean_std, run_key, verdict
 from seernet.compression.global_ranking import global_ranking_policy
-from seernet.compression.protocol import adapt_batchnorm_
-from seernet.compression.prune import prune_model
-from seernet.data.loaders import batches
+from seernet.compression.hawq import (
+    HESSIAN_BATCHES,
+    PROBES,
+    Sensitivity,
+    hawq_policy,
+    pruned_sensitivity,
+)
 from seernet.device import resolve_device
 from seernet.errors import UserError
 from seernet.space.policy import Policy, SpaceChoices
@@ -154,11 +156,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--steps", type=int, help="QAT steps per model (default: compress's own; for smoke runs)"
     )
-    p.add_argument("--probes", type=int, default=64, help="HAWQ: Hessian-vector products per batch")
+    p.add_argument(
+        "--probes", type=int, default=PROBES, help="HAWQ: Hessian-vector products per batch"
+    )
     p.add_argument(
         "--hessian-batches",
         type=int,
-        default=4,
+        default=HESSIAN_BATCHES,
         help="HAWQ: training batches of 128 for the traces",
     )
     p.add_argument(
@@ -292,9 +296,12 @@ def refined_arm(
     from seernet.steps.refine import refine_all
 
     # v2: anchored at the global ranking, trust region (refine.py); v1 files are the old loop's.
+    # v3: HAWQ's allocation is an anchor too; it exists only under a BitOPs or size budget,
+    # so an 8-bit cell's refine is unchanged and keeps its v2 answer.
     # The budgets are in the name: a mixed cell's BitOPs follow the best pruning baseline.
+    version = "v2" if cell.mode == "8bit" else "v3"
     tag = digest({k: round(v) for k, v in solve_budgets.items()})[:8]
-    path = Path(args.out) / "refined" / f"{cell.name}-n{args.refine}-v2-{tag}.json"
+    path = Path(args.out) / "refined" / f"{cell.name}-n{args.refine}-{version}-{tag}.json"
     if not path.is_file():
         src = Workspace(args.workdir)
         wctx = RunContext(src, src.read(), torch.device("cpu"))
@@ -338,18 +345,8 @@ def hawq_sensitivity(
     if path.is_file():
         return Sensitivity(**json.loads(path.read_text()))
     print(f"HAWQ: Hessian traces, {args.hessian_batches} x {args.probes} HVPs ...", flush=True)
-    policy = Policy(channels, ctx.space.full_policy().bits)
-    model = prune_model(ctx.model, ctx.space, policy)
-    adapt_batchnorm_(
-        model, batches(ctx.splits.train, 128, shuffle=True, seed=0), torch.device("cpu"), 8
-    )
-    data = list(islice(batches(ctx.splits.train, 128, shuffle=True, seed=1), args.hessian_batches))
-    sens = sensitivities(
-        model,
-        [ly.name for ly in ctx.space.free_layers],
-        data,
-        list(ctx.space.choices.bits),
-        args.probes,
+    sens = pruned_sensitivity(
+        ctx.model, ctx.space, ctx.splits.train, channels, args.probes, args.hessian_batches
     )
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(sens.to_json(), indent=2))

@@ -59,7 +59,7 @@ def test_anchor_first_then_trust_region_within_one_level(ctx):
     bset = {"flops": 0.5 * ctx.costs.unpruned()["flops"]}
     anchor = ctx.space.encode(global_ranking_policy(ctx.model, ctx.space, ctx.costs, bset)[0])
     store = Store(np.empty((0, ctx.space.dim)), np.empty(0))
-    out = run(ctx, store, lambda x: 80.0, 3, [anchor])
+    out = run(ctx, store, lambda x: 80.0, 3, [(anchor, "global-ranking")])
     assert [c.source for c in out.candidates][0] == "global-ranking"
     np.testing.assert_array_equal(out.candidates[0].x, anchor)
     assert out.evaluations == len(store.accuracy) <= 3
@@ -111,6 +111,56 @@ def test_anchor_activations_rise_only_where_no_budget_counts_them(ctx):
 def test_a_stored_anchor_is_listed_once(ctx):
     anchor = ctx.space.encode(ctx.space.uniform_policy(0.25, 8))
     store = Store(anchor[None], np.array([75.0]))
-    out = run(ctx, store, lambda x: 60.0, 1, [anchor])
+    out = run(ctx, store, lambda x: 60.0, 1, [(anchor, "global-ranking")])
     xs = [c.x.tobytes() for c in out.candidates]
     assert len(xs) == len(set(xs)) and out.candidates[0].source == "store"
+
+
+@pytest.fixture
+def cheap_hessian(monkeypatch):
+    """HAWQ's sensitivities from one batch and one probe (the default takes about a minute)."""
+    import seernet.compression.hawq as hawq
+
+    calls = []
+    real = hawq.pruned_sensitivity
+
+    def one_probe(model, space, train, channels, probes=1, n_batches=1):
+        calls.append(channels)
+        return real(model, space, train, channels, 1, 1)
+
+    monkeypatch.setattr(hawq, "pruned_sensitivity", one_probe)
+    return calls
+
+
+def test_hawq_anchor_only_under_one_bitops_or_size_budget(ctx, cheap_hessian):
+    from seernet.steps.refine import hawq_anchor
+
+    flops = 0.5 * ctx.costs.unpruned()["flops"]
+    assert (
+        hawq_anchor(ctx, {"flops": flops}, {}) is None
+    )  # bits are not budgeted: nothing to allocate
+    assert hawq_anchor(ctx, {"flops": flops, "latency_ms": 1.0}, {}) is None
+    assert cheap_hessian == []  # refused before any Hessian is taken
+
+
+def test_hawq_anchor_allocates_bits_on_the_global_rankings_channels(ctx, cheap_hessian):
+    from seernet.compression.global_ranking import global_ranking_policy
+    from seernet.steps.refine import anchors, hawq_anchor
+
+    flops = 0.5 * ctx.costs.unpruned()["flops"]
+    channels = global_ranking_policy(ctx.model, ctx.space, ctx.costs, {"flops": flops})[0].channels
+    cache: dict = {}
+    for k in (16, 9):
+        budgets = {"flops": flops, "bitops": k * flops}
+        pol = ctx.space.decode(hawq_anchor(ctx, budgets, cache))
+        assert pol.channels == channels
+        spent = ctx.costs.of_policy(pol)
+        assert spent["flops"] <= flops and spent["bitops"] <= k * flops * (1 + 1e-9)
+    assert len(cheap_hessian) == 1 and len(cache) == 1  # one Hessian for both BitOPs levels
+    budgets = {"flops": flops, "bitops": 9 * flops}
+    found = anchors(ctx, Monotone(), BudgetSet(budgets, "b", {}), None, None, cache)
+    assert [s for _, s in found][-1] == "hawq" and len(cheap_hessian) == 1
+    fixed, values = ctx.space.bits_mask(8)  # frozen at 8 bits: HAWQ's mixed policy does not fit
+    assert "hawq" not in [
+        s for _, s in anchors(ctx, Monotone(), BudgetSet(budgets, "b", {}), fixed, values, cache)
+    ]

@@ -7,9 +7,13 @@ Per budget, up to ``N`` measurements with the store's collect protocol, each app
 2. **Anchors.** Torch-Pruning's global ranking (``seernet.compression.global_ranking``) at
    each uniform bit-width the budgets allow; the ``ANCHORS`` the predictor rates highest are
    measured.
+   Under a BitOPs or weight-size budget, also HAWQ-V3's allocation
+   (``seernet.compression.hawq``: Hessian-trace sensitivity, ILP) on the global ranking's
+   channels at the FLOPs budget.
    A 200-sample predictor is least reliable exactly where its solver lands (at the edge of
-   the data, where it can promise the most), so the search starts from the allocation a
-   user of Torch-Pruning already gets, and must beat it *by measurement*.
+   the data, where it can promise the most), so the search starts from the allocations a
+   user of Torch-Pruning or of a sensitivity + ILP method already gets, and must beat them
+   *by measurement*.
 3. **Trust region.** The solver runs again on the refitted predictor, each coordinate
    allowed to move at most ``TRUST_RADIUS`` levels from the incumbent (the best measured
    policy so far); the result is measured. A round that returns a policy the store already
@@ -119,9 +123,17 @@ def best_stored(ctx: RunContext, store: SampleStore, bset: BudgetSet, fixed, val
     return int(np.flatnonzero(ok)[store.accuracy[ok].argmax()]) if ok.any() else None
 
 
-def anchors(ctx: RunContext, predictor: object, bset: BudgetSet, fixed, values) -> list[np.ndarray]:
-    """Torch-Pruning's global-ranking policy at every uniform bit-width that meets the budgets
-    (and the frozen bits), the best predicted first, at most ``ANCHORS``."""
+def anchors(
+    ctx: RunContext,
+    predictor: object,
+    bset: BudgetSet,
+    fixed,
+    values,
+    sens_cache: dict | None = None,
+) -> list[tuple[np.ndarray, str]]:
+    """(policy, source) to measure: Torch-Pruning's global-ranking policy at every uniform
+    bit-width that meets the budgets (and the frozen bits), the best predicted ``ANCHORS``
+    of them, then HAWQ's allocation where the budgets allow one (``hawq_anchor``)."""
     from seernet.compression.global_ranking import global_ranking_policy
 
     found = []
@@ -134,7 +146,41 @@ def anchors(ctx: RunContext, predictor: object, bset: BudgetSet, fixed, values) 
         if fits(ctx, x[None], bset.budgets, fixed, values)[0]:
             found.append(x)
     found.sort(key=lambda x: -predict(predictor, x)[0])
-    return found[:ANCHORS]
+    out = [(x, "global-ranking") for x in found[:ANCHORS]]
+    hawq = hawq_anchor(ctx, bset.budgets, {} if sens_cache is None else sens_cache)
+    if hawq is not None and fits(ctx, hawq[None], bset.budgets, fixed, values)[0]:
+        out.append((hawq, "hawq"))
+    return out
+
+
+def hawq_anchor(ctx: RunContext, budgets: dict[str, float], sens_cache: dict) -> np.ndarray | None:
+    """HAWQ-V3's policy for these budgets, or None where it has none to give: it needs
+    exactly one BitOPs or size budget besides FLOPs / parameter budgets (which fix the
+    channels, by the global ranking at 8 bits), and an ILP that fits.
+
+    ``sens_cache`` maps channel counts to their sensitivities: budgets that share a FLOPs
+    level share the Hessian traces (about a minute each on two CPU cores)."""
+    from seernet.compression.global_ranking import global_ranking_policy
+    from seernet.compression.hawq import hawq_policy, pruned_sensitivity
+
+    bit_kinds = [k for k in budgets if k in ("bitops", "size")]
+    if len(bit_kinds) != 1 or not set(budgets) <= {"flops", "params", *bit_kinds}:
+        return None
+    pruning = {k: b for k, b in budgets.items() if k in ("flops", "params")}
+    try:
+        channels = (
+            global_ranking_policy(ctx.model, ctx.space, ctx.costs, pruning)[0].channels
+            if pruning
+            else ctx.space.full_policy().channels
+        )
+        key = tuple(sorted(channels.items()))
+        if key not in sens_cache:
+            sens_cache[key] = pruned_sensitivity(ctx.model, ctx.space, ctx.splits.train, channels)
+        return ctx.space.encode(
+            hawq_policy(ctx.space, ctx.costs, channels, sens_cache[key], budgets)
+        )
+    except ValueError:  # the channel counts or the ILP cannot meet the budgets
+        return None
 
 
 def widest_activations(ctx: RunContext, policy: Policy, budgets: dict[str, float]) -> Policy:
@@ -158,12 +204,13 @@ def refine_budget(
     store: SampleStore,
     fit: Fit,
     seed: int = 0,
-    starts: list[np.ndarray] | None = None,
+    starts: list[tuple[np.ndarray, str]] | None = None,
     margin: float = MARGIN,
 ) -> Refined:
     """Known points, anchors, then trust-region rounds: up to ``n_evals`` measurements.
 
-    ``starts``: the anchors to measure first (default: ``anchors(...)``; tests pass their own).
+    ``starts``: the (policy, source) anchors to measure first (default: ``anchors(...)``;
+    tests pass their own).
     """
     if n_evals < 1:
         raise ValueError(f"--refine needs at least 1 evaluation per budget, got {n_evals}")
@@ -188,10 +235,10 @@ def refine_budget(
         consider(store.encoded[row], "store")
     if starts is None:
         starts = anchors(ctx, predictor, bset, fixed, values)
-    for x in starts:
+    for x, source in starts:
         if out.evaluations >= n_evals:
             break
-        consider(x, "global-ranking")
+        consider(x, source)
     grid = Levels(ctx.space.levels())
     while out.evaluations < n_evals:
         if out.candidates:
@@ -245,12 +292,14 @@ def refine_all(
 
     store = SampleStore.open(ctx.ws.path(STORE_NAME), fingerprint=ctx.space.fingerprint)
     measurer = Measurer(ctx, store, Protocol(**store.spec.protocol))
-    docs = []
+    docs, sens_cache = [], {}
     try:
         for bset in bsets:
             started = time.perf_counter()
+            starts = anchors(ctx, predictor, bset, fixed, values, sens_cache)
             out = refine_budget(ctx, predictor, bset, fixed, values, n_evals,
-                                lambda x: measurer.measure(x, REFINE_STRATEGY, 0), store, fit_predictor(ctx, store, seed), seed)  # fmt: skip
+                                lambda x: measurer.measure(x, REFINE_STRATEGY, 0), store,
+                                fit_predictor(ctx, store, seed), seed, starts)  # fmt: skip
             predictor = out.predictor
             doc = refined_document(ctx, bset, out, bits_mode, time.perf_counter() - started)
             path = ctx.ws.path("policies", f"{bset.name}.json")

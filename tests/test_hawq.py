@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks.anchors.hawq import Sensitivity, hawq_policy, perturbations, sensitivities
+from seernet.compression.hawq import Sensitivity, hawq_policy, perturbations, sensitivities
 from seernet.models import create_model
 from seernet.space.costs import CostModel
 from seernet.space.graph import build_space

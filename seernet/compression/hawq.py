@@ -13,6 +13,10 @@ mode, cross-entropy on training batches. Activations: under a BitOPs budget ever
 gets one precision for weights and input activations (a = w, HAWQ-V3's own setting);
 under a weight-size budget activations stay at 8 bits (they cost no weight memory,
 as in MCT's default). First conv and classifier keep ``fixed_bits`` like every policy.
+
+Two users: the ``hawq`` baseline of ``benchmarks/bench_end_to_end.py``, and ``solve
+--refine``, which measures this allocation as an anchor under a BitOPs or size budget, so
+the policy it returns is never worse, by measurement, than a sensitivity + ILP allocation.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
+from itertools import islice
 
 import numpy as np
 import torch
@@ -28,9 +33,17 @@ from torch import nn
 
 from search.bit_allocation import allocate
 from search.hessian import hutchinson_traces
+from seernet.compression.protocol import adapt_batchnorm_
+from seernet.compression.prune import prune_model
 from seernet.compression.quant import quant_layers, quantize_
+from seernet.data.loaders import batches
 from seernet.space.costs import CostModel
 from seernet.space.policy import Policy, PolicySpace
+
+HESSIAN_BATCHES = 4  # training batches of HESSIAN_BATCH_SIZE images the traces average over
+HESSIAN_BATCH_SIZE = 128
+PROBES = 64  # Hessian-vector products per batch (256 in all: HAWQ-V3 uses a few hundred)
+BN_BATCHES = 8  # BatchNorm re-estimation after pruning, as the collect protocol does
 
 
 @dataclass
@@ -88,6 +101,28 @@ def sensitivities(
         layers=list(layers), bits=list(bits), trace=est.mean.tolist(), trace_stderr=est.stderr.tolist(),
         n_weights=[p.numel() for p in params], perturbation=perturbations(model, layers, bits), hvps=est.samples,
     )  # fmt: skip
+
+
+def pruned_sensitivity(
+    model: nn.Module,
+    space: PolicySpace,
+    train,
+    channels: dict[str, int],
+    probes: int = PROBES,
+    n_batches: int = HESSIAN_BATCHES,
+) -> Sensitivity:
+    """Sensitivities of ``model`` pruned to ``channels``, BatchNorm re-estimated on ``train``:
+    the model as it will be quantized. Seeded (BN batches seed 0, Hessian batches seed 1)."""
+    pruned = prune_model(model, space, Policy(channels, space.full_policy().bits))
+    adapt_batchnorm_(
+        pruned,
+        batches(train, HESSIAN_BATCH_SIZE, shuffle=True, seed=0),
+        torch.device("cpu"),
+        BN_BATCHES,
+    )
+    data = list(islice(batches(train, HESSIAN_BATCH_SIZE, shuffle=True, seed=1), n_batches))
+    layers = [ly.name for ly in space.free_layers]
+    return sensitivities(pruned, layers, data, list(space.choices.bits), probes)
 
 
 def _layer_costs(
