@@ -27,6 +27,7 @@ user reads is therefore a measurement, shown next to what the predictor promised
 from __future__ import annotations
 
 import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -161,7 +162,7 @@ def hawq_anchor(ctx: RunContext, budgets: dict[str, float], sens_cache: dict) ->
     ``sens_cache`` maps channel counts to their sensitivities: budgets that share a FLOPs
     level share the Hessian traces (about a minute each on two CPU cores)."""
     from seernet.compression.global_ranking import global_ranking_policy
-    from seernet.compression.hawq import hawq_policy, pruned_sensitivity
+    from seernet.compression.hawq import HESSIAN_BATCHES, PROBES, hawq_policy, pruned_sensitivity
 
     bit_kinds = [k for k in budgets if k in ("bitops", "size")]
     if len(bit_kinds) != 1 or not set(budgets) <= {"flops", "params", *bit_kinds}:
@@ -174,7 +175,9 @@ def hawq_anchor(ctx: RunContext, budgets: dict[str, float], sens_cache: dict) ->
             else ctx.space.full_policy().channels
         )
         key = tuple(sorted(channels.items()))
-        if key not in sens_cache:
+        if key not in sens_cache:  # a minute or two of silence otherwise
+            print(f"refine: HAWQ anchor, Hessian traces ({HESSIAN_BATCHES} batches x {PROBES} probes) ...",
+                  file=sys.stderr, flush=True)  # fmt: skip
             sens_cache[key] = pruned_sensitivity(ctx.model, ctx.space, ctx.splits.train, channels)
         return ctx.space.encode(
             hawq_policy(ctx.space, ctx.costs, channels, sens_cache[key], budgets)
