@@ -136,10 +136,10 @@ def test_hawq_anchor_only_under_one_bitops_or_size_budget(ctx, cheap_hessian):
     from seernet.steps.refine import hawq_anchor
 
     flops = 0.5 * ctx.costs.unpruned()["flops"]
-    assert (
-        hawq_anchor(ctx, {"flops": flops}, {}) is None
-    )  # bits are not budgeted: nothing to allocate
-    assert hawq_anchor(ctx, {"flops": flops, "latency_ms": 1.0}, {}) is None
+    # bits are not budgeted (nothing to allocate), or a latency budget HAWQ does not model
+    assert hawq_anchor(ctx, {"flops": flops}, {}) is None
+    assert hawq_anchor(ctx, {"flops": flops, "latency": 1.0}, {}) is None
+    assert hawq_anchor(ctx, {"bitops": 1e9, "size": 1e6}, {}) is None  # two bit budgets
     assert cheap_hessian == []  # refused before any Hessian is taken
 
 

@@ -9,7 +9,8 @@ the nearest allowed level, and ``compress`` picks the channels with its own crit
 
 Two users: the ``tp-global`` baseline of ``benchmarks/bench_end_to_end.py`` (FLOPs budget,
 8 bits), and ``solve --refine``, which measures this allocation first so that the policy it
-returns is never worse, by measurement, than the one a Torch-Pruning user already has.
+returns is, by measurement, never more than refine's noise margin below the one a
+Torch-Pruning user already has.
 """
 
 from __future__ import annotations

@@ -16,7 +16,8 @@ as in MCT's default). First conv and classifier keep ``fixed_bits`` like every p
 
 Two users: the ``hawq`` baseline of ``benchmarks/bench_end_to_end.py``, and ``solve
 --refine``, which measures this allocation as an anchor under a BitOPs or size budget, so
-the policy it returns is never worse, by measurement, than a sensitivity + ILP allocation.
+the policy it returns is, by measurement, never more than refine's noise margin below a
+sensitivity + ILP allocation.
 """
 
 from __future__ import annotations
