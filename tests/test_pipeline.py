@@ -142,8 +142,17 @@ def test_solve_verify_compress_report(fitted: Path, capsys):
     assert re.search(rf"\| {verified:.2f} +\|", (fitted / "report" / "summary.md").read_text())
 
 
-def test_solve_refine_returns_the_best_measured_policy(fitted: Path, tmp_path: Path, capsys):
+def test_solve_refine_returns_the_best_measured_policy(
+    fitted: Path, tmp_path: Path, capsys, monkeypatch
+):
     import shutil
+
+    import seernet.compression.hawq as hawq
+
+    # --bits mixed adds a BitOPs budget, so refine may make a HAWQ anchor: one Hessian probe
+    # on one batch instead of the default 256 (minutes here); tests/test_refine.py covers it.
+    real = hawq.pruned_sensitivity
+    monkeypatch.setattr(hawq, "pruned_sensitivity", lambda m, sp, tr, ch: real(m, sp, tr, ch, 1, 1))
 
     ws = tmp_path / "w"  # a copy: other tests' solves and verifies must not decide what is stored
     shutil.copytree(fitted, ws)
@@ -162,6 +171,7 @@ def test_solve_refine_returns_the_best_measured_policy(fitted: Path, tmp_path: P
     assert {c["source"] for c in m["candidates"]} <= {
         "store",
         "global-ranking",
+        "hawq",
         "trust-region",
         "solve",
     }

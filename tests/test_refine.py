@@ -116,6 +116,19 @@ def test_a_stored_anchor_is_listed_once(ctx):
     assert len(xs) == len(set(xs)) and out.candidates[0].source == "store"
 
 
+def test_an_anchor_is_made_only_when_a_measurement_is_left(ctx):
+    made = []
+
+    def starts():  # HAWQ's anchor costs a Hessian: it must not be made for nothing
+        for frac in (0.25, 0.5):
+            made.append(frac)
+            yield ctx.space.encode(ctx.space.uniform_policy(frac, 8)), "global-ranking"
+
+    store = Store(np.empty((0, ctx.space.dim)), np.empty(0))
+    out = run(ctx, store, lambda x: 70.0, 1, starts())
+    assert made == [0.25] and out.evaluations == 1
+
+
 @pytest.fixture
 def cheap_hessian(monkeypatch):
     """HAWQ's sensitivities from one batch and one probe (the default takes about a minute)."""
@@ -158,7 +171,7 @@ def test_hawq_anchor_allocates_bits_on_the_global_rankings_channels(ctx, cheap_h
         assert spent["flops"] <= flops and spent["bitops"] <= k * flops * (1 + 1e-9)
     assert len(cheap_hessian) == 1 and len(cache) == 1  # one Hessian for both BitOPs levels
     budgets = {"flops": flops, "bitops": 9 * flops}
-    found = anchors(ctx, Monotone(), BudgetSet(budgets, "b", {}), None, None, cache)
+    found = list(anchors(ctx, Monotone(), BudgetSet(budgets, "b", {}), None, None, cache))
     assert [s for _, s in found][-1] == "hawq" and len(cheap_hessian) == 1
     fixed, values = ctx.space.bits_mask(8)  # frozen at 8 bits: HAWQ's mixed policy does not fit
     assert "hawq" not in [

@@ -29,7 +29,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -131,10 +131,12 @@ def anchors(
     fixed,
     values,
     sens_cache: dict | None = None,
-) -> list[tuple[np.ndarray, str]]:
+) -> Iterator[tuple[np.ndarray, str]]:
     """(policy, source) to measure: Torch-Pruning's global-ranking policy at every uniform
     bit-width that meets the budgets (and the frozen bits), the best predicted ``ANCHORS``
-    of them, then HAWQ's allocation where the budgets allow one (``hawq_anchor``)."""
+    of them, then HAWQ's allocation where the budgets allow one (``hawq_anchor``).
+
+    A generator, so HAWQ's Hessian is only taken when refine has a measurement left for it."""
     from seernet.compression.global_ranking import global_ranking_policy
 
     found = []
@@ -147,11 +149,11 @@ def anchors(
         if fits(ctx, x[None], bset.budgets, fixed, values)[0]:
             found.append(x)
     found.sort(key=lambda x: -predict(predictor, x)[0])
-    out = [(x, "global-ranking") for x in found[:ANCHORS]]
+    for x in found[:ANCHORS]:
+        yield x, "global-ranking"
     hawq = hawq_anchor(ctx, bset.budgets, {} if sens_cache is None else sens_cache)
     if hawq is not None and fits(ctx, hawq[None], bset.budgets, fixed, values)[0]:
-        out.append((hawq, "hawq"))
-    return out
+        yield hawq, "hawq"
 
 
 def hawq_anchor(ctx: RunContext, budgets: dict[str, float], sens_cache: dict) -> np.ndarray | None:
@@ -207,7 +209,7 @@ def refine_budget(
     store: SampleStore,
     fit: Fit,
     seed: int = 0,
-    starts: list[tuple[np.ndarray, str]] | None = None,
+    starts: Iterable[tuple[np.ndarray, str]] | None = None,
     margin: float = MARGIN,
 ) -> Refined:
     """Known points, anchors, then trust-region rounds: up to ``n_evals`` measurements.
@@ -236,12 +238,12 @@ def refine_budget(
     row = best_stored(ctx, store, bset, fixed, values)
     if row is not None:
         consider(store.encoded[row], "store")
-    if starts is None:
-        starts = anchors(ctx, predictor, bset, fixed, values)
-    for x, source in starts:
-        if out.evaluations >= n_evals:
+    pending = iter(anchors(ctx, predictor, bset, fixed, values) if starts is None else starts)
+    while out.evaluations < n_evals:  # an anchor is made only if a measurement is left for it
+        nxt = next(pending, None)
+        if nxt is None:
             break
-        consider(x, source)
+        consider(*nxt)
     grid = Levels(ctx.space.levels())
     while out.evaluations < n_evals:
         if out.candidates:
