@@ -161,8 +161,9 @@ def hawq_anchor(ctx: RunContext, budgets: dict[str, float], sens_cache: dict) ->
     exactly one BitOPs or size budget besides FLOPs / parameter budgets (which fix the
     channels, by the global ranking at 8 bits), and an ILP that fits.
 
-    ``sens_cache`` maps channel counts to their sensitivities: budgets that share a FLOPs
-    level share the Hessian traces (about a minute each on two CPU cores)."""
+    ``sens_cache`` maps the FLOPs / parameter budgets to their channel counts and
+    sensitivities: budgets that share a FLOPs level share the global ranking's bisection and
+    the Hessian traces (about a minute each on two CPU cores)."""
     from seernet.compression.global_ranking import global_ranking_policy
     from seernet.compression.hawq import HESSIAN_BATCHES, PROBES, hawq_policy, pruned_sensitivity
 
@@ -170,20 +171,21 @@ def hawq_anchor(ctx: RunContext, budgets: dict[str, float], sens_cache: dict) ->
     if len(bit_kinds) != 1 or not set(budgets) <= {"flops", "params", *bit_kinds}:
         return None
     pruning = {k: b for k, b in budgets.items() if k in ("flops", "params")}
+    key = tuple(sorted(pruning.items()))
     try:
-        channels = (
-            global_ranking_policy(ctx.model, ctx.space, ctx.costs, pruning)[0].channels
-            if pruning
-            else ctx.space.full_policy().channels
-        )
-        key = tuple(sorted(channels.items()))
-        if key not in sens_cache:  # a minute or two of silence otherwise
+        if key not in sens_cache:
+            channels = (
+                global_ranking_policy(ctx.model, ctx.space, ctx.costs, pruning)[0].channels
+                if pruning
+                else ctx.space.full_policy().channels
+            )
+            # a minute or two without output otherwise
             print(f"refine: HAWQ anchor, Hessian traces ({HESSIAN_BATCHES} batches x {PROBES} probes) ...",
                   file=sys.stderr, flush=True)  # fmt: skip
-            sens_cache[key] = pruned_sensitivity(ctx.model, ctx.space, ctx.splits.train, channels)
-        return ctx.space.encode(
-            hawq_policy(ctx.space, ctx.costs, channels, sens_cache[key], budgets)
-        )
+            sens = pruned_sensitivity(ctx.model, ctx.space, ctx.splits.train, channels)
+            sens_cache[key] = channels, sens
+        channels, sens = sens_cache[key]
+        return ctx.space.encode(hawq_policy(ctx.space, ctx.costs, channels, sens, budgets))
     except ValueError:  # the channel counts or the ILP cannot meet the budgets
         return None
 
