@@ -104,3 +104,20 @@ def make_image_folder():  # returns the helper
         return root
 
     return make
+
+
+@pytest.fixture
+def cheap_hessian(monkeypatch):
+    """HAWQ's sensitivities from one batch and one probe (the default 256 HVPs take minutes);
+    the list records the channel counts of every Hessian taken."""
+    import seernet.compression.hawq as hawq
+
+    calls = []
+    real = hawq.pruned_sensitivity
+
+    def one_probe(model, space, train, channels, probes=1, n_batches=1):
+        calls.append(channels)
+        return real(model, space, train, channels, 1, 1)
+
+    monkeypatch.setattr(hawq, "pruned_sensitivity", one_probe)
+    return calls

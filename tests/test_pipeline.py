@@ -142,17 +142,12 @@ def test_solve_verify_compress_report(fitted: Path, capsys):
     assert re.search(rf"\| {verified:.2f} +\|", (fitted / "report" / "summary.md").read_text())
 
 
+# --bits mixed adds a BitOPs budget, so refine may make a HAWQ anchor: cheap_hessian keeps its
+# Hessian to one probe (minutes otherwise); tests/test_refine.py covers the anchor itself.
 def test_solve_refine_returns_the_best_measured_policy(
-    fitted: Path, tmp_path: Path, capsys, monkeypatch
+    fitted: Path, tmp_path: Path, capsys, cheap_hessian
 ):
     import shutil
-
-    import seernet.compression.hawq as hawq
-
-    # --bits mixed adds a BitOPs budget, so refine may make a HAWQ anchor: one Hessian probe
-    # on one batch instead of the default 256 (minutes here); tests/test_refine.py covers it.
-    real = hawq.pruned_sensitivity
-    monkeypatch.setattr(hawq, "pruned_sensitivity", lambda m, sp, tr, ch: real(m, sp, tr, ch, 1, 1))
 
     ws = tmp_path / "w"  # a copy: other tests' solves and verifies must not decide what is stored
     shutil.copytree(fitted, ws)

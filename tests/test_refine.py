@@ -129,22 +129,6 @@ def test_an_anchor_is_made_only_when_a_measurement_is_left(ctx):
     assert made == [0.25] and out.evaluations == 1
 
 
-@pytest.fixture
-def cheap_hessian(monkeypatch):
-    """HAWQ's sensitivities from one batch and one probe (the default takes about a minute)."""
-    import seernet.compression.hawq as hawq
-
-    calls = []
-    real = hawq.pruned_sensitivity
-
-    def one_probe(model, space, train, channels, probes=1, n_batches=1):
-        calls.append(channels)
-        return real(model, space, train, channels, 1, 1)
-
-    monkeypatch.setattr(hawq, "pruned_sensitivity", one_probe)
-    return calls
-
-
 def test_hawq_anchor_only_under_one_bitops_or_size_budget(ctx, cheap_hessian):
     from seernet.steps.refine import hawq_anchor
 
