@@ -1,8 +1,13 @@
 """Acquisition functions: how much the sampler wants to measure a policy next.
 
-Both take a fitted predictor with an sklearn-style ``predict(X, return_std=True)``
-returning ``(mean, std)``. Larger is more wanted. A cost window turns either one into
-an objective that prefers every policy inside the window over every policy outside.
+``ACQUISITIONS`` names every criterion the sampler offers. Two of them score any policy
+and are maximized by the genetic search (``EVOLVED``); "landing" instead proposes the
+solver's own answers and their neighbours (``search.landing``).
+
+The evolved ones take a fitted predictor with an sklearn-style ``predict(X,
+return_std=True)`` returning ``(mean, std)``. Larger is more wanted. A cost window turns
+either one into an objective that prefers every policy inside the window over every
+policy outside.
 """
 
 from __future__ import annotations
@@ -14,7 +19,8 @@ import numpy as np
 
 from search.levels import Levels
 
-ACQUISITIONS = ("disagreement", "sensitivity")
+ACQUISITIONS = ("landing", "disagreement", "sensitivity")
+EVOLVED = ("disagreement", "sensitivity")  # the ones the genetic search maximizes
 OUTSIDE = -1e9  # objective offset for policies outside the cost window
 
 CostFn = Callable[[np.ndarray], np.ndarray]
@@ -70,8 +76,8 @@ def acquisition_objective(
     window: tuple[float, float] | None = None,
 ) -> Callable[[np.ndarray], np.ndarray]:
     """The GA's objective on (N, D) level indices: the acquisition, sunk outside the window."""
-    if name not in ACQUISITIONS:
-        raise ValueError(f"acquisition must be one of {ACQUISITIONS}, got {name!r}")
+    if name not in EVOLVED:
+        raise ValueError(f"an evolved acquisition must be one of {EVOLVED}, got {name!r}")
 
     def objective(idx: np.ndarray) -> np.ndarray:
         x = levels.from_index(idx)

@@ -3,9 +3,15 @@
 The warm-up measures the caller's *anchors* first (seernet passes the unpruned
 highest-bit policy and a ladder of uniform policies, so the simple answers are always
 known points), then random policies stratified over model size. After it, every round fits the predictor on
-all samples so far, evolves a population of policies (``search.evolve``) towards the
-highest acquisition -- ensemble disagreement, or SeerNet's counterfactual sensitivity
--- and measures a batch of distinct, mutually distant, never-measured policies.
+all samples so far and picks a batch of distinct, mutually distant, never-measured
+policies by one acquisition:
+
+- "landing" (the default when the caller passes the solver's cost functions): solve on
+  the round's predictor at budgets across the range and measure the answers and their
+  near neighbours, where the predictor is least sure first (``search.landing``); if
+  they are all measured already, the "disagreement" search fills the batch.
+- "disagreement" or "sensitivity" (SeerNet's counterfactual criterion): evolve a
+  population of policies (``search.evolve``) towards the most uncertain policy anywhere.
 
 Everything is deterministic given ``seed``: each round draws its random numbers from
 ``(seed, round)``, so a run resumed from its stored samples makes the same choices as
@@ -15,8 +21,8 @@ one that was never interrupted.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -30,9 +36,12 @@ from search.acquisition import (
     window_violation,
 )
 from search.evolve import EvolveConfig, evolve
+from search.landing import Landing, LandingConfig, SolverCosts, check_solver_costs, solve_landing
 from search.levels import Levels
 
 STRATEGIES = ("active", "random")
+# "auto": "landing" when run_active gets solver costs, else "disagreement".
+ACQUISITION_CHOICES = ("auto", *ACQUISITIONS)
 MakePredictor = Callable[[int], Predictor]
 
 
@@ -125,8 +134,11 @@ class Proposal:
     X: np.ndarray  # (B, D) encoded policies, distinct and never measured before
     acquisition: np.ndarray  # (B,) their acquisition values
     mean_std: float  # mean predicted std over the batch
-    mean_std_population: float  # mean predicted std over the GA's final population
+    mean_std_population: float  # mean predicted std over the pool picked from (GA or landing)
     predictor: Predictor = field(repr=False)  # the predictor fitted for this round
+    source: str = "disagreement"  # the acquisition that chose the batch
+    n_fallback: int = 0  # of the batch, how many the "disagreement" search added to a landing
+    landing: Landing | None = field(default=None, repr=False)  # the solves, for "landing"
 
 
 def _index_set(levels: Levels, x: np.ndarray | None) -> set[tuple[int, ...]]:
@@ -136,12 +148,18 @@ def _index_set(levels: Levels, x: np.ndarray | None) -> set[tuple[int, ...]]:
 
 
 def _pick_diverse(
-    genomes: np.ndarray, scores: np.ndarray, taken: set, k: int, min_distance: float
+    genomes: np.ndarray,
+    scores: np.ndarray,
+    taken: set,
+    k: int,
+    min_distance: float,
+    chosen: Sequence[int] = (),
 ) -> list[int]:
-    """Greedily the best-scoring new rows, ``min_distance`` L1 level steps apart if possible."""
+    """Greedily the best-scoring new rows, ``min_distance`` L1 level steps apart if possible,
+    added to the rows already ``chosen``."""
     order = [i for i in np.argsort(-scores, kind="stable").tolist() if scores[i] > OUTSIDE]
     order = [i for i in order if tuple(genomes[i].tolist()) not in taken]
-    chosen: list[int] = []
+    chosen = list(chosen)
     # Halve the spacing until the batch fills: spread out first, then merely distinct.
     for dist in _halvings(min_distance):
         for i in order:
@@ -180,40 +198,140 @@ def propose_batch(
     cost_window: tuple[float, float] | None = None,
     spacing: float = 0.6,
     evolve_config: EvolveConfig | None = None,
+    solver_costs: SolverCosts | None = None,
+    bit_dims: Sequence[int] | np.ndarray = (),
+    landing_config: LandingConfig | None = None,
 ) -> Proposal:
-    """Fit the predictor on the samples and evolve a batch of new policies it is unsure of."""
-    if acquisition not in ACQUISITIONS:
-        raise ValueError(f"acquisition must be one of {ACQUISITIONS}, got {acquisition!r}")
+    """Fit the predictor on the samples and pick a batch of new policies by ``acquisition``.
+
+    "landing" needs ``solver_costs`` (torch cost functions, see ``search.landing``) and a
+    predictor with a differentiable ``mean_std_torch``; ``bit_dims`` are the coordinates
+    its "bits at the highest" solves freeze at their top level.
+    """
+    _check_acquisition(acquisition, solver_costs)
     _check_window(cost, cost_window)
-    config = evolve_config or EvolveConfig()
     predictor = make_predictor(_seed(seed, 0))
+    if acquisition == "landing" and not callable(getattr(predictor, "mean_std_torch", None)):
+        raise ValueError(
+            "acquisition 'landing' solves on the predictor: it needs a predictor with a "
+            "differentiable mean_std_torch(x) -> (mean, std)"
+        )
     predictor.fit(np.asarray(X_seen, dtype=np.float64), np.asarray(y_seen, dtype=np.float64))
-    score = acquisition_objective(acquisition, predictor, levels, cost, cost_window)
+    X_seen = np.asarray(X_seen, dtype=np.float64).reshape(-1, levels.dim)
+    ga = {"cost": cost, "window": cost_window, "spacing": spacing, "config": evolve_config}
+    if acquisition != "landing":
+        x, acq, pop_std = _evolve_batch(
+            levels, predictor, X_seen, batch_size, seed, acquisition, **ga
+        )
+        return Proposal(x, acq, _mean_std(predictor, x), pop_std, predictor, acquisition)
+    landing = solve_landing(
+        predictor.mean_std_torch, solver_costs, levels, bit_dims,
+        landing_config or LandingConfig(), np.random.default_rng(_seed(seed, 3)),
+        lambda i: _seed(seed, 4, i),
+    )  # fmt: skip
+    x, pool_std = _pick_landing(
+        levels, predictor, landing, X_seen, batch_size, batch_spacing(levels, spacing), cost,
+        cost_window,
+    )  # fmt: skip
+    n_fallback = 0
+    if len(x) < batch_size:  # every answer and neighbour measured: the GA fills the batch
+        seen = np.concatenate([X_seen, x])
+        extra, _, _ = _evolve_batch(
+            levels, predictor, seen, batch_size - len(x), seed, "disagreement", **ga
+        )
+        x, n_fallback = np.concatenate([x, extra]), len(extra)
+    acq = disagreement(predictor, x) if len(x) else np.zeros(0)
+    mean_std = float(acq.mean()) if len(x) else float("nan")
+    return Proposal(x, acq, mean_std, pool_std, predictor, "landing", n_fallback, landing)
+
+
+def _evolve_batch(
+    levels: Levels,
+    predictor: Predictor,
+    X_seen: np.ndarray,
+    k: int,
+    seed: int,
+    acquisition: str,
+    *,
+    cost: CostFn | None,
+    window: tuple[float, float] | None,
+    spacing: float,
+    config: EvolveConfig | None,
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """``k`` new policies evolved towards ``acquisition``: (policies, their scores, the mean
+    std over the final population)."""
+    config = config or EvolveConfig()
+    score = acquisition_objective(acquisition, predictor, levels, cost, window)
     rng = np.random.default_rng(_seed(seed, 1))
     init = _grid_indices(levels, 4 * config.population, rng)
-    if cost is not None and cost_window is not None:  # start from the policies in the window
-        gap = window_violation(
-            np.asarray(cost(levels.from_index(init)), dtype=np.float64), cost_window
-        )
+    if cost is not None and window is not None:  # start from the policies in the window
+        gap = window_violation(np.asarray(cost(levels.from_index(init)), dtype=np.float64), window)
         init = init[np.argsort(gap, kind="stable")]
     result = evolve(levels.sizes, score, init[: config.population], _seed(seed, 2), config)
     taken = _index_set(levels, X_seen)
-    chosen = _pick_diverse(
-        result.genomes, result.scores, taken, batch_size, batch_spacing(levels, spacing)
-    )
+    chosen = _pick_diverse(result.genomes, result.scores, taken, k, batch_spacing(levels, spacing))
     x = levels.from_index(result.genomes[chosen])
-    if len(chosen) < batch_size:  # the search saw too few: top up with random new policies
+    if len(chosen) < k:  # the search saw too few: top up with random new policies
         extra = random_warmup(
-            levels,
-            batch_size - len(chosen),
-            rng,
-            cost,
-            cost_window,
-            exclude=np.concatenate([np.asarray(X_seen).reshape(-1, levels.dim), x]),
+            levels, k - len(chosen), rng, cost, window, exclude=np.concatenate([X_seen, x])
         )
         x = np.concatenate([x, extra])
     pop_std = _mean_std(predictor, levels.from_index(result.population))
-    return Proposal(x, score(levels.to_index(x)), _mean_std(predictor, x), pop_std, predictor)
+    return x, score(levels.to_index(x)), pop_std
+
+
+def _pick_landing(
+    levels: Levels,
+    predictor: Predictor,
+    landing: Landing,
+    X_seen: np.ndarray,
+    k: int,
+    min_distance: float,
+    cost: CostFn | None,
+    window: tuple[float, float] | None,
+) -> tuple[np.ndarray, float]:
+    """Up to ``k`` new, distinct policies of a landing: answers first, the most uncertain
+    first, then neighbours spread out; and the mean std over the new candidates."""
+    pool = np.concatenate([landing.answers, landing.neighbours])
+    is_answer = np.arange(len(pool)) < len(landing.answers)
+    std = disagreement(predictor, pool)
+    inside = np.ones(len(pool), dtype=bool)
+    if cost is not None and window is not None:
+        inside = window_violation(np.asarray(cost(pool), dtype=np.float64), window) == 0
+    idx = levels.to_index(pool)
+    seen = _index_set(levels, X_seen)
+    rows = []
+    for i in np.lexsort((-std, ~is_answer)).tolist():  # answers first, each by std, descending
+        key = tuple(idx[i].tolist())
+        if inside[i] and key not in seen:
+            seen.add(key)
+            rows.append(i)
+    rows = np.array(rows, dtype=np.int64)
+    answers = np.flatnonzero(is_answer[rows])[:k].tolist()
+    chosen = _pick_diverse(idx[rows], std[rows], set(), k, min_distance, chosen=answers)
+    pool_std = float(std[rows].mean()) if len(rows) else float("nan")
+    return pool[rows[chosen]].reshape(-1, levels.dim), pool_std
+
+
+def _check_acquisition(name: str, solver_costs: SolverCosts | None) -> None:
+    if name not in ACQUISITIONS:
+        raise ValueError(f"acquisition must be one of {ACQUISITIONS}, got {name!r}")
+    if name == "landing":
+        if solver_costs is None:
+            raise ValueError(
+                "acquisition 'landing' measures where the solver lands and needs the solver's "
+                "cost functions: pass solver_costs={'flops': ..., 'bitops': ...}, or choose "
+                "'disagreement' or 'sensitivity'"
+            )
+        check_solver_costs(solver_costs)
+
+
+def resolve_acquisition(name: str, solver_costs: SolverCosts | None) -> str:
+    """The acquisition a run uses: "auto" is "landing" with solver costs, else "disagreement"."""
+    if name == "auto":
+        name = "landing" if solver_costs is not None else "disagreement"
+    _check_acquisition(name, solver_costs)
+    return name
 
 
 def _mean_std(predictor: Predictor, x: np.ndarray) -> float:
@@ -225,10 +343,15 @@ def _mean_std(predictor: Predictor, x: np.ndarray) -> float:
 
 @dataclass(frozen=True)
 class SamplerConfig:
-    """How ``run_active`` samples; ``seed`` fixes every random choice."""
+    """How ``run_active`` samples; ``seed`` fixes every random choice.
+
+    ``acquisition`` "auto" is "landing" when ``run_active`` gets the solver's cost
+    functions and "disagreement" otherwise; ``landing`` sets how "landing" solves
+    (budgets per round, the solver's ``risk``, the BitOPs factors).
+    """
 
     strategy: str = "active"
-    acquisition: str = "disagreement"
+    acquisition: str = "auto"
     batch_size: int = 16
     warmup_fraction: float = 0.2
     # Batch members at least this fraction of the mean L1 distance between two random
@@ -238,12 +361,15 @@ class SamplerConfig:
     eval_chunk: int = 1  # policies per evaluate call; 1 = store every sample as it lands
     seed: int = 0
     evolve: EvolveConfig = field(default_factory=EvolveConfig)
+    landing: LandingConfig = field(default_factory=LandingConfig)
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
             raise ValueError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
-        if self.acquisition not in ACQUISITIONS:
-            raise ValueError(f"acquisition must be one of {ACQUISITIONS}, got {self.acquisition!r}")
+        if self.acquisition not in ACQUISITION_CHOICES:
+            raise ValueError(
+                f"acquisition must be one of {ACQUISITION_CHOICES}, got {self.acquisition!r}"
+            )
         if self.batch_size < 1 or self.eval_chunk < 1:
             raise ValueError("batch_size and eval_chunk must be >= 1")
         if not 0.0 < self.warmup_fraction <= 1.0:
@@ -263,7 +389,11 @@ class RoundInfo:
     n_measured: int  # samples measured before this round's new ones
     n_new: int  # policies this round will measure
     mean_std: float  # mean predicted std over the batch (nan for random rounds)
-    mean_std_population: float  # mean predicted std over the GA population (nan for random)
+    # mean predicted std over the pool the batch was picked from: the GA's population,
+    # or the landing's new candidates (nan for random rounds)
+    mean_std_population: float
+    acquisition: str = ""  # what chose an active batch; "" for warm-up and random rounds
+    n_fallback: int = 0  # of a "landing" batch, how many the "disagreement" GA added
 
 
 @dataclass
@@ -335,6 +465,14 @@ def _first_round(
     return np.concatenate([snapped, random_warmup(levels, n_random, rng, cost, window, exclude)])
 
 
+@dataclass(frozen=True)
+class _Solver:
+    """What the "landing" acquisition gets from ``run_active``'s caller."""
+
+    costs: SolverCosts | None
+    bit_dims: Sequence[int] | np.ndarray
+
+
 def _plan(
     r: int,
     levels: Levels,
@@ -346,14 +484,15 @@ def _plan(
     cost: CostFn | None,
     config: SamplerConfig,
     anchors: np.ndarray | None = None,
-) -> tuple[np.ndarray, str, float, float]:
+    solver: _Solver = _Solver(None, ()),
+) -> tuple[np.ndarray, str, Proposal | None]:
     """Round ``r``'s full proposal, recomputed from the samples of earlier rounds only."""
     before = rounds < r
     if r == 0 or config.strategy == "random":
         rng = np.random.default_rng(_seed(config.seed, r, 0))
         first = anchors if r == 0 else None
         x = _first_round(levels, X[before], n_target, first, rng, cost, config.cost_window)
-        return x, ("random" if config.strategy == "random" else "warmup"), np.nan, np.nan
+        return x, ("random" if config.strategy == "random" else "warmup"), None
     p = propose_batch(
         levels,
         X[before],
@@ -361,13 +500,16 @@ def _plan(
         make_predictor,
         n_target,
         _seed(config.seed, r),
-        acquisition=config.acquisition,
+        acquisition=resolve_acquisition(config.acquisition, solver.costs),
         cost=cost,
         cost_window=config.cost_window,
         spacing=config.spacing,
         evolve_config=config.evolve,
+        solver_costs=solver.costs,
+        bit_dims=solver.bit_dims,
+        landing_config=config.landing,
     )
-    return p.X, "active", p.mean_std, p.mean_std_population
+    return p.X, "active", p
 
 
 def run_active(
@@ -384,15 +526,24 @@ def run_active(
     on_sample: OnSample | None = None,
     on_round: OnRound | None = None,
     anchors: np.ndarray | None = None,
+    solver_costs: SolverCosts | None = None,
+    bit_dims: Sequence[int] | np.ndarray = (),
 ) -> SamplingResult:
     """Measure policies round by round until ``n_samples`` exist, resuming from ``X, y, rounds``.
 
     ``anchors`` (K, D): policies the warm-up measures before any random one (snapped to
     the levels, in the given order, skipped when already measured). A store resumed
     past its warm-up does not measure anchors it lacks.
+
+    ``solver_costs`` ({"flops": fn, "bitops": fn}, torch functions of float64 (N, D)
+    encoded policies, non-decreasing in every coordinate; "bitops" optional) turn on the
+    "landing" acquisition; ``bit_dims`` are the bit-width coordinates, frozen at their
+    top level (the highest bit-width) in its "bits at the highest" solves.
     """
     config = config or SamplerConfig()
     _check_window(cost, config.cost_window)
+    resolve_acquisition(config.acquisition, solver_costs)  # a misconfiguration fails first
+    solver = _Solver(solver_costs, bit_dims)
     X, y, rounds = _prior(levels, X, y, rounds)
     taken = _index_set(levels, X)
     history: list[RoundInfo] = []
@@ -404,8 +555,8 @@ def run_active(
         if missing <= 0:
             r += 1
             continue
-        proposal, strategy, mean_std, pop_std = _plan(
-            r, levels, X, y, rounds, target, make_predictor, cost, config, anchors
+        proposal, strategy, p = _plan(
+            r, levels, X, y, rounds, target, make_predictor, cost, config, anchors, solver
         )
         fresh = [
             i for i, row in enumerate(levels.to_index(proposal).tolist()) if tuple(row) not in taken
@@ -418,7 +569,12 @@ def run_active(
                 stacklevel=2,
             )
             return SamplingResult(X, y, rounds, history, complete=False)
-        info = RoundInfo(r, strategy, len(X), len(new), mean_std, pop_std)
+        info = RoundInfo(r, strategy, len(X), len(new), np.nan, np.nan)
+        if p is not None:
+            info = replace(
+                info, mean_std=p.mean_std, mean_std_population=p.mean_std_population,
+                acquisition=p.source, n_fallback=p.n_fallback,
+            )  # fmt: skip
         history.append(info)
         if on_round is not None:
             on_round(info)
