@@ -1,11 +1,14 @@
 """What the predictor may promise: monotone directions, an accuracy cap, a calibrated spread.
 
 Assumptions, stated once:
-- Inputs are encoded so that a larger value keeps more (channels, bits); the best policy
-  is the corner with every increasing input at its maximum and every decreasing input
-  at its minimum (the all-ones row for seernet's codec).
+- Directions are given, never guessed: the caller says per input whether the target
+  rises (+1), falls (-1) or may do either (0) with it; without directions nothing is
+  assumed. With directions the best policy is the corner with every increasing input
+  at its maximum and every decreasing input at its minimum (the all-ones row for
+  seernet's codec, whose space passes +1 for every input).
 - No policy is more accurate than that corner. Its measured accuracy, plus a margin for
-  measurement noise, caps every prediction.
+  measurement noise, caps every prediction; without directions there is no known best
+  corner and the best measured accuracy does.
 - The ensemble's spread is right up to one factor, which held-out residuals fix.
 """
 
@@ -16,21 +19,28 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-Monotone = bool | Sequence[int] | np.ndarray
+Monotone = bool | Sequence[int] | np.ndarray | None
 
 
 def resolve_signs(monotone: Monotone, n_features: int) -> np.ndarray | None:
-    """The per-input directions (+1 increasing, -1 decreasing, 0 free), or None for no constraint."""
+    """The per-input directions (+1 increasing, -1 decreasing, 0 free), or None for no constraint.
+
+    None or False: no constraint. True: +1 for every input (kept for files and callers
+    from before directions were explicit). An array: one sign per input, as
+    scikit-learn's ``monotonic_cst``; all zeros is the same as None.
+    """
+    if monotone is None:
+        return None
     if isinstance(monotone, bool | np.bool_):
         return np.ones(n_features) if monotone else None
     signs = np.asarray(monotone, dtype=np.float64)
     if signs.shape != (n_features,) or not np.isin(signs, (-1.0, 0.0, 1.0)).all():
         got = np.unique(signs).tolist() if signs.size <= 1000 else "too many values"
         raise ValueError(
-            f"monotone must be True, False or one entry of -1, 0 or +1 per input ({n_features}), "
-            f"got {signs.size} entries with values {got}"
+            f"monotone must be None, True, False or one entry of -1, 0 or +1 per input "
+            f"({n_features}), got {signs.size} entries with values {got}"
         )
-    return signs
+    return signs if signs.any() else None
 
 
 def best_corner_rows(X: np.ndarray, signs: np.ndarray | None) -> np.ndarray:
@@ -38,11 +48,12 @@ def best_corner_rows(X: np.ndarray, signs: np.ndarray | None) -> np.ndarray:
 
     For seernet's codec that is the all-ones row (the unpruned highest-bit policy) when it
     was measured. By monotonicity no other row can be truly better. Without directions
-    (``monotone=False``) every input is taken as increasing, as the codec encodes it.
+    (``signs`` None) no row is known to be best: the mask is all False.
     """
-    s = np.ones(X.shape[1]) if signs is None else signs
-    best = np.where(s > 0, X.max(axis=0), X.min(axis=0))
-    on = s != 0
+    if signs is None:
+        return np.zeros(X.shape[0], dtype=bool)
+    best = np.where(signs > 0, X.max(axis=0), X.min(axis=0))
+    on = signs != 0
     return np.all(X[:, on] == best[on], axis=1)
 
 

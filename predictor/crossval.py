@@ -24,13 +24,19 @@ ENSEMBLE = "mlp-ensemble"
 MIN_SAMPLES = 10
 
 
-def default_models(n_features: int, seed: int = 0) -> dict[str, Any]:
-    """The MLP ensemble and the three baselines, each behind a per-fold StandardScaler."""
+def default_models(
+    n_features: int, seed: int = 0, ensemble: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """The MLP ensemble and the three baselines, each behind a per-fold StandardScaler.
+
+    ``ensemble`` holds extra MLPEnsemble parameters (e.g. ``monotone`` signs: the
+    scaler's positive scale keeps every input's direction).
+    """
     # The RBF starts at sqrt(D), the typical distance between standardised points:
     # from sklearn's default of 1.0 the optimiser can stall with all signal as noise.
     kernel = ConstantKernel() * RBF(length_scale=np.sqrt(n_features)) + WhiteKernel()
     models = {
-        ENSEMBLE: MLPEnsemble(random_state=seed),
+        ENSEMBLE: MLPEnsemble(random_state=seed, **(ensemble or {})),
         "ridge": RidgeCV(alphas=np.logspace(-3, 3, 13)),
         "gp": GaussianProcessRegressor(kernel, normalize_y=True, random_state=seed),
         "random-forest": RandomForestRegressor(random_state=seed),
@@ -110,11 +116,24 @@ def format_table(head: list[str], rows: list[list[str]]) -> str:
 
 
 def cross_validate(
-    X: Any, y: Any, k: int = 5, seed: int = 0, models: Mapping[str, Any] | None = None
+    X: Any,
+    y: Any,
+    k: int = 5,
+    seed: int = 0,
+    models: Mapping[str, Any] | None = None,
+    ensemble: Mapping[str, Any] | None = None,
 ) -> CVResult:
-    """Fit every model on the same ``KFold(k, shuffle=True, random_state=seed)`` folds."""
+    """Fit every model on the same ``KFold(k, shuffle=True, random_state=seed)`` folds.
+
+    Without ``models``, the default ones, the ensemble built with the extra parameters
+    in ``ensemble`` (e.g. ``{"monotone": signs}``; see ``default_models``).
+    """
     X, y = _validate(X, y, k)
-    models = default_models(X.shape[1], seed) if models is None else dict(models)
+    if models is None:
+        models = default_models(X.shape[1], seed, ensemble)
+    elif ensemble is not None:
+        raise ValueError("pass either models or ensemble parameters, not both.")
+    models = dict(models)
     folds = list(KFold(k, shuffle=True, random_state=seed).split(X))
     scores = {name: _score_model(est, X, y, folds) for name, est in models.items()}
     return CVResult(y=y, k=k, seed=seed, scores=scores)

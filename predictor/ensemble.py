@@ -40,18 +40,22 @@ class MLPEnsemble(RegressorMixin, BaseEstimator):
     the rest. ``predict(X, return_std=True)`` returns the (capped) mean of the members
     and their calibrated spread, in target units.
 
-    Three promises, on by default because they are true of accuracy vs. a policy that
-    keeps more channels and bits:
+    Three promises. The first is opt-in, because only the caller knows which way each
+    input moves the target; the other two are on by default:
 
-    - **Monotone** (``monotone``): True makes every member non-decreasing in every input;
-      an array of +1 / 0 / -1 per input chooses increasing / free / decreasing; False
-      leaves the members unconstrained. It holds by construction (sign-constrained
-      weights and monotone activations, see ``stacked_mlp``), everywhere, not only on
-      the data.
+    - **Monotone** (``monotone``, as scikit-learn's ``monotonic_cst``): None (the
+      default) or False leaves the members unconstrained; an array of +1 / 0 / -1 per
+      input makes every member non-decreasing / free / non-increasing in it; True means
+      +1 for every input (kept for callers and saved files from before the directions
+      were explicit). seernet's policy space passes its codec's signs (+1 everywhere:
+      a larger code keeps more channels or bits). The constraint holds by construction
+      (sign-constrained weights and monotone activations, see ``stacked_mlp``),
+      everywhere, not only on the data. ``monotone_signs_`` records the signs used
+      (None when unconstrained).
     - **Bounded** (``cap``): with ``"auto"`` no prediction exceeds ``cap_`` = the best
       measured accuracy of the best-corner policy (every constrained input at the best
       end of its observed range: the unpruned highest-bit all-ones row of seernet's
-      codec; ``max(y)`` when that row was not measured) plus a noise margin
+      codec; ``max(y)`` when that row was not measured or no direction was given) plus a noise margin
       ``noise_std_``. The margin is the pooled std of repeated measurements of the same
       policy when X holds repeats, else the root mean square of the fitted ensemble
       mean's residuals on all training rows (a residual-based estimate: early stopping
@@ -74,7 +78,8 @@ class MLPEnsemble(RegressorMixin, BaseEstimator):
     ignored rather than used to fit noise. The loss is Huber with ``huber_delta`` in
     standardised target units (None: MSE), so a few outlying measurements pull less.
     The defaults were chosen by 5-fold CV on the three SeerNet reference sets with fold
-    seeds 1 and 2 (the published figures use seed 0), monotone: input_penalty 0.05
+    seeds 1 and 2 (the published figures use seed 0), with the sets' directions given
+    explicitly (-1 for pruning ratios, +1 for bit-widths): input_penalty 0.05
     and Huber 0.7 beat ridge, GP and random forest on all three there (0.3 and MSE, the
     old defaults, lost on MobileNetV2; a linear skip helped ResNet-18 and hurt
     MobileNetV2), and 8 members ranked better than 5 or 10. The active sampler asks for
@@ -101,7 +106,7 @@ class MLPEnsemble(RegressorMixin, BaseEstimator):
         val_fraction: float = 0.2,
         batch_size: int | None = None,
         bootstrap: bool = False,
-        monotone: Monotone = True,
+        monotone: Monotone = None,
         cap: float | str | None = "auto",
         coverage: float | None = 0.95,
         calibration_folds: int = 3,

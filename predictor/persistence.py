@@ -16,7 +16,9 @@ if TYPE_CHECKING:
 
 FORMAT = "seernet.predictor.mlp-ensemble"
 # Version 2 added the monotone directions, the cap and the calibrated std scale; a
-# version-1 file has none of them and is refused (refit to get them).
+# version-1 file has none of them and is refused (refit to get them). The header's
+# "monotone_signs" is what the members were built with (null: unconstrained), so a
+# file written when True was the default loads as the monotone model it was.
 VERSION = 2
 # Fitted scalars beyond the scalers, saved in the JSON header under these names.
 CALIBRATION_ATTRS = (
@@ -34,8 +36,13 @@ def save(model: MLPEnsemble, path: str | Path, metadata: dict) -> None:
     """Write hyperparameters, input dim, scalers, member weights and caller metadata."""
     params = model.get_params()
     params["hidden"] = [int(h) for h in params["hidden"]]
-    if not isinstance(params["monotone"], bool):
-        params["monotone"] = [int(v) for v in np.asarray(params["monotone"]).reshape(-1)]
+    # None, True and False are stored as they are (True: +1 for every input, as files
+    # from before the directions were explicit also say); an array as a list of signs.
+    monotone = params["monotone"]
+    if isinstance(monotone, bool | np.bool_):
+        params["monotone"] = bool(monotone)
+    elif monotone is not None:
+        params["monotone"] = [int(v) for v in np.asarray(monotone).reshape(-1)]
     signs = model.monotone_signs_
     header = {
         "format": FORMAT,

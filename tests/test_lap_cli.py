@@ -51,7 +51,8 @@ def workspace(tmp_path_factory, fake_fmnist: Path) -> Path:
     assert main(["collect", "--workdir", str(ws), *args, "--samples", "2", *FAST]) == 0
     space = RunContext(Workspace(ws), Workspace(ws).read(), torch.device("cpu")).space
     x = np.random.default_rng(0).uniform(0, 1, (40, space.dim))
-    ens = MLPEnsemble(n_members=2, hidden=(16,), max_epochs=30, patience=10).fit(
+    # Monotone, as the predictor fit-predictor writes (the space passes its codec's signs).
+    ens = MLPEnsemble(n_members=2, hidden=(16,), max_epochs=30, patience=10, monotone=True).fit(
         x, 50 + 10 * x.mean(1)
     )
     ens.save(ws / "predictor.pt", {"space_fingerprint": space.fingerprint})

@@ -56,6 +56,14 @@ def test_default_models_are_the_ensemble_and_three_baselines():
     assert list(default_models(7)) == [ENSEMBLE, "ridge", "gp", "random-forest"]
 
 
+def test_default_ensemble_is_unconstrained_unless_given_directions():
+    assert default_models(3)[ENSEMBLE][-1].monotone is None
+    signs = [-1, 0, 1]
+    assert default_models(3, ensemble={"monotone": signs})[ENSEMBLE][-1].monotone == signs
+    with pytest.raises(ValueError, match="either models or ensemble"):
+        cross_validate(np.zeros((12, 3)), np.zeros(12), models={}, ensemble={"monotone": signs})
+
+
 @pytest.mark.parametrize(
     ("X", "y", "k", "match"),
     [
