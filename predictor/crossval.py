@@ -21,7 +21,21 @@ from predictor.ensemble import MLPEnsemble
 from predictor.metrics import calibration, kendall_tau, rmse, spearman_rho
 
 ENSEMBLE = "mlp-ensemble"
+PREDICTOR = "prior-model"  # seernet's predictor (``predictor.prior_model``)
 MIN_SAMPLES = 10
+
+
+def baseline_models(n_features: int, seed: int = 0) -> dict[str, Any]:
+    """Ridge, GP and random forest, each behind a per-fold StandardScaler."""
+    # The RBF starts at sqrt(D), the typical distance between standardised points:
+    # from sklearn's default of 1.0 the optimiser can stall with all signal as noise.
+    kernel = ConstantKernel() * RBF(length_scale=np.sqrt(n_features)) + WhiteKernel()
+    models = {
+        "ridge": RidgeCV(alphas=np.logspace(-3, 3, 13)),
+        "gp": GaussianProcessRegressor(kernel, normalize_y=True, random_state=seed),
+        "random-forest": RandomForestRegressor(random_state=seed),
+    }
+    return {name: make_pipeline(StandardScaler(), est) for name, est in models.items()}
 
 
 def default_models(
@@ -32,16 +46,8 @@ def default_models(
     ``ensemble`` holds extra MLPEnsemble parameters (e.g. ``monotone`` signs: the
     scaler's positive scale keeps every input's direction).
     """
-    # The RBF starts at sqrt(D), the typical distance between standardised points:
-    # from sklearn's default of 1.0 the optimiser can stall with all signal as noise.
-    kernel = ConstantKernel() * RBF(length_scale=np.sqrt(n_features)) + WhiteKernel()
-    models = {
-        ENSEMBLE: MLPEnsemble(random_state=seed, **(ensemble or {})),
-        "ridge": RidgeCV(alphas=np.logspace(-3, 3, 13)),
-        "gp": GaussianProcessRegressor(kernel, normalize_y=True, random_state=seed),
-        "random-forest": RandomForestRegressor(random_state=seed),
-    }
-    return {name: make_pipeline(StandardScaler(), est) for name, est in models.items()}
+    mlp = make_pipeline(StandardScaler(), MLPEnsemble(random_state=seed, **(ensemble or {})))
+    return {ENSEMBLE: mlp, **baseline_models(n_features, seed)}
 
 
 @dataclass
@@ -73,21 +79,22 @@ class CVResult:
     k: int
     seed: int
     scores: dict[str, ModelScores]
+    primary: str = ENSEMBLE  # the model whose out-of-fold figures the properties give
 
     @property
     def oof_mean(self) -> np.ndarray:
-        """Out-of-fold ensemble mean for every sample."""
-        return self.scores[ENSEMBLE].oof_mean
+        """Out-of-fold mean of the primary model for every sample."""
+        return self.scores[self.primary].oof_mean
 
     @property
     def oof_std(self) -> np.ndarray | None:
-        """Out-of-fold ensemble std for every sample."""
-        return self.scores[ENSEMBLE].oof_std
+        """Out-of-fold std of the primary model for every sample."""
+        return self.scores[self.primary].oof_std
 
     @property
     def calibration(self) -> tuple[float, float] | None:
-        """Ensemble's pooled fractions within 1 and 2 std."""
-        return self.scores[ENSEMBLE].calibration(self.y)
+        """The primary model's pooled fractions within 1 and 2 std."""
+        return self.scores[self.primary].calibration(self.y)
 
     def table(self) -> str:
         """Aligned text table, one row per model."""
@@ -125,7 +132,8 @@ def cross_validate(
 ) -> CVResult:
     """Fit every model on the same ``KFold(k, shuffle=True, random_state=seed)`` folds.
 
-    Without ``models``, the default ones, the ensemble built with the extra parameters
+    The first model is the primary one (``CVResult.oof_mean`` and friends). Without
+    ``models``, the default ones, the ensemble built with the extra parameters
     in ``ensemble`` (e.g. ``{"monotone": signs}``; see ``default_models``).
     """
     X, y = _validate(X, y, k)
@@ -136,7 +144,7 @@ def cross_validate(
     models = dict(models)
     folds = list(KFold(k, shuffle=True, random_state=seed).split(X))
     scores = {name: _score_model(est, X, y, folds) for name, est in models.items()}
-    return CVResult(y=y, k=k, seed=seed, scores=scores)
+    return CVResult(y=y, k=k, seed=seed, scores=scores, primary=next(iter(models)))
 
 
 def _score_model(estimator: Any, X: np.ndarray, y: np.ndarray, folds: list) -> ModelScores:

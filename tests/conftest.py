@@ -121,3 +121,14 @@ def cheap_hessian(monkeypatch):
 
     monkeypatch.setattr(hawq, "pruned_sensitivity", one_probe)
     return calls
+
+
+@pytest.fixture(autouse=True)
+def quick_sensitivity(monkeypatch):
+    """Damage tables from the lowest level of each coordinate and one loss batch: every
+    collect on a new workspace measures one, and the full table costs minutes."""
+    import seernet.compression.sensitivity as sensitivity
+
+    monkeypatch.setattr(sensitivity, "PRUNE_LEVEL_STEP", 100)
+    monkeypatch.setattr(sensitivity, "BITS_LEVEL_STEP", 100)
+    monkeypatch.setattr(sensitivity, "LOSS_BATCHES", 1)

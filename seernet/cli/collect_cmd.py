@@ -11,7 +11,7 @@ SAMPLES = 500  # --samples: a CLI-only figure, no settings class owns it
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from search.sampler import ACQUISITIONS, STRATEGIES, SamplerConfig
+    from search.sampler import ACQUISITION_CHOICES, STRATEGIES, SamplerConfig
     from seernet.cli.common import (
         add_json_argument,
         add_run_arguments,
@@ -33,7 +33,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="total samples the store should hold (default: %(default)s)",
     )
     add_setting(p, sa, "strategy", "how policies are chosen", choices=STRATEGIES)
-    add_setting(p, sa, "acquisition", "what active sampling maximizes", choices=ACQUISITIONS)
+    add_setting(
+        p,
+        sa,
+        "acquisition",
+        "what active sampling measures: landing = the solver's answers at budgets across the range "
+        "and their neighbours; disagreement = SeerNet's most uncertain policies; auto = landing",
+        choices=ACQUISITION_CHOICES,
+    )
+    add_setting(p, sa.landing, "risk", "landing: the solver maximizes mean - RISK x std")
     add_setting(p, sa, "batch_size", "policies per active round")
     add_setting(
         p,
@@ -143,9 +151,13 @@ def run(args: argparse.Namespace) -> int:
         criterion=args.criterion,
         seed=args.seed,
     )
+    from dataclasses import replace
+
+    landing = make_settings(replace, SamplerConfig().landing, risk=args.risk)
     sampler = make_settings(
         SamplerConfig,
         strategy=args.strategy,
+        landing=landing,
         acquisition=args.acquisition,
         batch_size=args.batch_size,
         warmup_fraction=args.warmup_fraction,

@@ -33,6 +33,7 @@ def run(args: argparse.Namespace) -> int:
         fit_and_save,
         load_samples,
         plot_cv,
+        predictor_tables,
         trust_lines,
     )
     from seernet.workspace.artifacts import PREDICTOR_NAME
@@ -43,14 +44,15 @@ def run(args: argparse.Namespace) -> int:
     ws = Workspace(args.workdir)
     ctx = RunContext(ws, ws.read(), torch.device("cpu"))
     X, y, n_val = load_samples(ctx)
+    tables = predictor_tables(ctx)
     start = time.perf_counter()
-    cv = cross_validate_samples(X, y, args.folds, args.seed)
+    cv = cross_validate_samples(X, y, args.folds, args.seed, tables)
     say = (lambda *a: None) if args.json else print  # --json: stdout is the JSON document
     say(
         f"{len(y)} samples, {X.shape[1]} dimensions, {args.folds}-fold cross-validation (same folds for every model):"
     )
     say(cv.table())
-    model = fit_and_save(ctx, X, y, n_val, cv, args.seed, ws.path(PREDICTOR_NAME))
+    model = fit_and_save(ctx, X, y, n_val, cv, args.seed, ws.path(PREDICTOR_NAME), tables)
     trust = trust_lines(model, cv, base_cap(X, y, n_val))
     for line in trust:
         say(line)

@@ -26,17 +26,26 @@ from seernet.steps.context import RunContext
 from seernet.workspace.store import Sample, SampleStore, StoreSpec
 
 # The warm-up's anchors: uniform keep fractions x uniform bit-widths (snapped to the
-# space's choices). The first is the unpruned highest-bit policy, the predictor's cap.
+# space's choices), then Torch-Pruning's global-ranking allocation at a few global pruning
+# ratios and bit-widths (where the solver's answers lie: uneven, not uniform, keeps).
+# The first is the unpruned highest-bit policy, the predictor's cap.
 ANCHOR_KEEPS = (1.0, 0.75, 0.5)
 ANCHOR_BITS = (8, 4, 2)
+RANKING_RATIOS = (0.3, 0.6)
+RANKING_BITS = (8, 4)
 
 
-def anchor_policies(space: PolicySpace) -> list[Policy]:
-    """The base policy, then the ladder of uniform policies every store measures first."""
+def anchor_policies(space: PolicySpace, model: torch.nn.Module | None = None) -> list[Policy]:
+    """The base policy, the ladder of uniform policies, then (given the model) the
+    global-ranking allocations: what every store measures first."""
+    from seernet.compression.global_ranking import kept_counts, snapped
+
     bits = dict.fromkeys([space.choices.bits[-1], *(space.nearest_bits(b) for b in ANCHOR_BITS)])
-    return [
-        space.uniform_policy(k, b) for k in ANCHOR_KEEPS for b in bits
-    ]  # the sampler drops repeats
+    out = [space.uniform_policy(k, b) for k in ANCHOR_KEEPS for b in bits]
+    if model is not None:
+        kept = [kept_counts(model, space, min(r, space.choices.max_prune)) for r in RANKING_RATIOS]
+        out += [snapped(space, k, space.nearest_bits(b)) for b in RANKING_BITS for k in kept]
+    return out  # the sampler drops repeats
 
 
 def store_spec(ctx: RunContext, protocol: Protocol) -> StoreSpec:
@@ -127,15 +136,12 @@ def eta_line(seconds: float, remaining: int, workers: int = 1) -> str:
             f"ETA {format_duration(eta)}{parallel}")  # fmt: skip
 
 
-def make_predictor_factory(members: int = 5):  # returns a factory
-    """Predictor factory for the active sampler: the MLP ensemble with a given seed.
+def make_predictor_factory(tables: dict):  # returns a factory
+    """Predictor factory for the active sampler: ``fit-predictor``'s model with a given seed
+    (its spread, distance term included, is what the landing acquisition reads)."""
+    from predictor.prior_model import PriorModel
 
-    Uncalibrated (``coverage=None``): the sampler ranks policies by the members'
-    disagreement, which a constant scale does not change, and calibration costs 3 fits.
-    """
-    from predictor.ensemble import MLPEnsemble
-
-    return lambda seed: MLPEnsemble(n_members=members, random_state=seed, coverage=None)
+    return lambda seed: PriorModel(**tables, random_state=seed)
 
 
 def numpy_cost(ctx: RunContext, name: str = "flops"):  # returns a function
@@ -156,7 +162,10 @@ def collect(
     parallel; each result is appended as it arrives (any order), and the sampler still
     sees the round in proposal order, so the choices equal those of the local backend.
     """
+    from seernet.steps.sensitivity import damage_table, prior_tables
+
     backend = backend or BackendConfig()
+    tables = prior_tables(ctx, damage_table(ctx, protocol))
     if backend.parallel:  # a chunk never spans rounds, so this means "the whole round"
         sampler = replace(sampler, eval_chunk=max(n_samples, 1))
     already = len(store)
@@ -182,12 +191,16 @@ def collect(
             bar.set_description(f"collect round {info.round} ({info.strategy}{std})")
 
         stored_rounds = store.round if len(store) else None
+        fns = ctx.costs.functions()
+        anchors = anchor_policies(ctx.space, ctx.model)
         try:
             run_active(
-                Levels(ctx.space.levels()), evaluate, make_predictor_factory(), n_samples, sampler,
+                Levels(ctx.space.levels()), evaluate, make_predictor_factory(tables), n_samples, sampler,
                 cost=numpy_cost(ctx), X=store.encoded if len(store) else None,
                 y=store.accuracy if len(store) else None, rounds=stored_rounds, on_round=on_round,
-                anchors=np.stack([ctx.space.encode(p) for p in anchor_policies(ctx.space)]),
+                anchors=np.stack([ctx.space.encode(p) for p in anchors]),
+                solver_costs={k: fns[k] for k in ("flops", "bitops") if k in fns},
+                bit_dims=ctx.space.bit_dims(),
             )  # fmt: skip
         finally:
             runner.close()

@@ -63,43 +63,69 @@ def val_images(ctx: RunContext, protocol: dict) -> int:
     return min(limit or ctx.config.val_size, ctx.config.val_size)
 
 
-def make_predictor(X: np.ndarray, y: np.ndarray, seed: int, n_val: int):  # MLPEnsemble
+def predictor_tables(ctx: RunContext, protocol: dict | None = None) -> dict:
+    """The damage tables the predictor is built on (measured now, with the store's
+    ``protocol``, if the workspace lacks them; None reads it from the closed store)."""
+    from seernet.compression.protocol import Protocol
+    from seernet.steps.sensitivity import damage_table, prior_tables
+    from seernet.workspace.store import SampleStore
+
+    if protocol is None:
+        with SampleStore.open(ctx.ws.path(STORE_NAME), fingerprint=ctx.space.fingerprint) as store:
+            protocol = store.spec.protocol
+    return prior_tables(ctx, damage_table(ctx, Protocol(**protocol)))
+
+
+def make_predictor(X: np.ndarray, y: np.ndarray, seed: int, n_val: int, tables: dict):  # PriorModel
     """The workspace's predictor fitted on (X, y): what fit-predictor saves and solve --refine refits."""
-    from predictor.ensemble import MLPEnsemble
+    from predictor.prior_model import PriorModel
 
     cap = base_cap(X, y, n_val)
-    return MLPEnsemble(random_state=seed, cap="auto" if cap is None else cap.value).fit(X, y)
+    return PriorModel(**tables, cap=None if cap is None else cap.value, random_state=seed).fit(X, y)
 
 
-def cross_validate_samples(X: np.ndarray, y: np.ndarray, folds: int, seed: int):  # CVResult
-    """k-fold CV of the ensemble and the ridge / GP / random-forest baselines on the same folds."""
-    from predictor.crossval import cross_validate
+def cross_validate_samples(
+    X: np.ndarray, y: np.ndarray, folds: int, seed: int, tables: dict
+):  # CVResult
+    """k-fold CV of the predictor and the ridge / GP / random-forest baselines on the same folds."""
+    from predictor.crossval import PREDICTOR, baseline_models, cross_validate
+    from predictor.prior_model import PriorModel
 
     if len(y) < max(10, folds):
         raise UserError(
             f"{len(y)} samples are too few for {folds}-fold cross-validation (need at least {max(10, folds)}): collect more"
         )
+    # Within a fold the cap is what that fold's rows say (their base policy, else max(y)).
+    models = {
+        PREDICTOR: PriorModel(**tables, random_state=seed),
+        **baseline_models(X.shape[1], seed),
+    }
     try:
         with warnings.catch_warnings():
             # The GP baseline's optimiser often sits at a bound; that is not the user's problem.
             warnings.simplefilter("ignore", ConvergenceWarning)
-            return cross_validate(X, y, k=folds, seed=seed)
+            return cross_validate(X, y, k=folds, seed=seed, models=models)
     except ValueError as exc:
         raise UserError(f"cannot cross-validate these samples: {exc}") from exc
 
 
 def fit_and_save(
-    ctx: RunContext, X: np.ndarray, y: np.ndarray, n_val: int, cv, seed: int, path: Path
+    ctx: RunContext,
+    X: np.ndarray,
+    y: np.ndarray,
+    n_val: int,
+    cv,
+    seed: int,
+    path: Path,
+    tables: dict,
 ):
-    """Fit the ensemble on every sample, save it atomically with its metadata, and return it.
+    """Fit the predictor on every sample, save it atomically with its metadata, and return it.
 
     The saved metadata carries the cross-validated scores, including the out-of-fold
     coverage of the calibrated spread (fractions within 1 and 2 std).
     """
-    from predictor.crossval import ENSEMBLE
-
-    model = make_predictor(X, y, seed, n_val)
-    s = cv.scores[ENSEMBLE]
+    model = make_predictor(X, y, seed, n_val, tables)
+    s = cv.scores[cv.primary]
     meta = {
         "space_fingerprint": ctx.space.fingerprint, "input_dim": int(X.shape[1]), "n_samples": int(len(y)),
         "seed": seed, "cv": {"folds": cv.k, "rmse": s.rmse, "kendall_tau": s.kendall_tau,
@@ -111,34 +137,23 @@ def fit_and_save(
     return model
 
 
-def trust_lines(model, cv, cap: Cap | None = None) -> list[str]:  # MLPEnsemble, CVResult
+def trust_lines(model, cv, cap: Cap | None = None) -> list[str]:  # PriorModel, CVResult
     """What the saved predictor promises: out-of-fold coverage of its spread, and its cap."""
     lines = []
     if cv.calibration is not None:
         one, two = cv.calibration
-        target = (
-            ""
-            if model.coverage is None
-            else f"; spread scaled for {model.coverage:.0%} within 2 std"
-        )
         lines.append(
-            f"ensemble spread, out-of-fold over {len(cv.y)} samples: {one:.0%} within 1 std, "
-            f"{two:.0%} within 2 std{target}"
+            f"spread, out-of-fold over {len(cv.y)} samples: {one:.0%} within 1 std, {two:.0%} within 2 std"
         )
-    if model.cap_source_ == "given" and cap is not None:
+    lines.append(f"spread = members' disagreement + {model.sigma0_:.2f} + {model.sigma1_:.3f} x predicted loss + "
+                 f"{model.kappa_:.3f} x distance to the nearest measured policy (points of predicted damage), "
+                 "each fitted on held-out rows")  # fmt: skip
+    if cap is not None:
         lines.append(f"predictions capped at {cap.value:.2f}: measured base policy {cap.base:.2f} + {cap.margin:.2f} "
                      f"(sampling std of an accuracy on {cap.n_val} val images)")  # fmt: skip
-    elif model.cap_source_ == "given":
-        lines.append(f"predictions capped at {model.cap_:.2f} (given)")
-    elif model.cap_ is not None:
-        how = (
-            "best measured base policy"
-            if model.cap_source_ == "base policy"
-            else "best sample (base policy not measured)"
-        )
-        noise = "repeated measurements" if model.noise_source_ == "repeats" else "fit residuals"
+    else:
         lines.append(
-            f"predictions capped at {model.cap_:.2f}: {how} + {model.noise_std_:.2f} noise margin from {noise}"
+            f"predictions capped at {model.cap_:.2f}: best sample + 1 (base policy not measured)"
         )
     return lines
 
@@ -156,7 +171,7 @@ def plot_cv(y: np.ndarray, mean: np.ndarray, std: np.ndarray, path: Path) -> Non
     ax.plot([lo, hi], [lo, hi], "k--", lw=1)
     ax.set_xlabel("measured val accuracy (%)")
     ax.set_ylabel("predicted (out-of-fold) accuracy (%)")
-    ax.set_title("MLP ensemble, cross-validated")
+    ax.set_title("predictor, cross-validated")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

@@ -259,11 +259,12 @@ def refine_budget(
 
 
 def fit_predictor(ctx: RunContext, store: SampleStore, seed: int) -> Fit:
-    """The refit used between rounds: ``fit-predictor``'s ensemble on every stored sample."""
-    from seernet.steps.fit import make_predictor, val_images
+    """The refit used between rounds: ``fit-predictor``'s predictor on every stored sample."""
+    from seernet.steps.fit import make_predictor, predictor_tables, val_images
 
     n_val = val_images(ctx, store.spec.protocol)
-    return lambda X, y: make_predictor(X, y, seed, n_val)
+    tables = predictor_tables(ctx, store.spec.protocol)
+    return lambda X, y: make_predictor(X, y, seed, n_val, tables)
 
 
 def refined_document(

@@ -23,6 +23,9 @@ BUDGET_KINDS = {
     "latency": "ms",
 }
 MIXED_BITOPS_FACTOR = 16  # BitOPs of uniform 4-bit weights and activations
+# The solver maximizes mean - RISK * std: the predictor's std grows with the distance to
+# measured policies, so this keeps answers where the prediction is backed by data.
+RISK = 1.0
 
 
 def format_cost(name: str, value: float) -> str:
@@ -60,15 +63,15 @@ def attach_latency(ctx: RunContext, required: bool):  # a LatencyTable or None
     return table
 
 
-def load_predictor(ctx: RunContext):  # an MLPEnsemble
+def load_predictor(ctx: RunContext):  # a PriorModel
     """The workspace's predictor, refused if it was fitted for another space."""
-    from predictor.ensemble import MLPEnsemble
+    from predictor.prior_model import PriorModel
 
     path = ctx.ws.path(PREDICTOR_NAME)
     if not path.is_file():
         raise UserError(f"no predictor in {ctx.ws.root}: run 'seernet fit-predictor' first")
     try:
-        model, meta = MLPEnsemble.load(path)
+        model, meta = PriorModel.load(path)
     except (ValueError, KeyError, RuntimeError, OSError) as exc:
         raise UserError(
             f"{path} is not a readable seernet predictor ({exc}); rerun 'seernet fit-predictor'"
@@ -164,7 +167,7 @@ def solve_one(
     costs = {k: fns[k] for k in bset.budgets}
     return barrier_ascent(
         predictor.mean_std_torch, costs, bset.budgets, levels or Levels(ctx.space.levels()),
-        fixed=fixed, fixed_values=values, seed=seed,
+        fixed=fixed, fixed_values=values, seed=seed, risk=RISK,
     )  # fmt: skip
 
 

@@ -1,0 +1,54 @@
+"""The workspace's damage tables (``compression.sensitivity``), measured once and cached.
+
+``collect`` measures them before its first sample (its active rounds use the predictor);
+``fit-predictor`` and ``solve --refine`` read the cached file, measuring it only when a
+store was collected before the tables existed. A solve never measures them.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+
+from seernet.compression.protocol import Protocol
+from seernet.compression.sensitivity import DamageTable, measure_damage
+from seernet.errors import UserError
+from seernet.steps.context import RunContext
+from seernet.workspace.artifacts import SENSITIVITY_NAME, write_json
+
+KIND_PRUNE, KIND_WBITS, KIND_ABITS = 0, 1, 2
+
+
+def damage_table(ctx: RunContext, protocol: Protocol) -> DamageTable:
+    """The cached table of this workspace's space, measured (and written) if missing."""
+    path = ctx.ws.path(SENSITIVITY_NAME)
+    if path.is_file():
+        try:
+            table = DamageTable.from_json(json.loads(path.read_text()))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise UserError(
+                f"{path} is not a readable sensitivity table ({exc}); delete it to re-measure"
+            ) from exc
+        if table.fingerprint == ctx.space.fingerprint:
+            return table
+        print(f"{path} is for another policy space: re-measuring", file=sys.stderr)
+    print("measuring per-layer sensitivities (once per workspace) ...", file=sys.stderr)
+    table = measure_damage(ctx.model, ctx.space, ctx.splits, protocol, ctx.device,
+                           ctx.criterion(protocol.criterion))  # fmt: skip
+    write_json(path, table.to_json())
+    print(f"sensitivities: {table.seconds:.0f} s, saved to {path}", file=sys.stderr)
+    return table
+
+
+def coordinate_kinds(ctx: RunContext) -> np.ndarray:
+    """Per coordinate of the codec's layout: pruning, weight bits or activation bits."""
+    n_free = len(ctx.space.free_layers)
+    return np.concatenate([np.full(ctx.space.n_groups, KIND_PRUNE), np.full(n_free, KIND_WBITS),
+                           np.full(n_free, KIND_ABITS)])  # fmt: skip
+
+
+def prior_tables(ctx: RunContext, table: DamageTable) -> dict:
+    """The ``PriorModel`` arguments (levels, damage, kinds) of this workspace."""
+    return {"levels": table.levels, "damage": table.damage, "kinds": coordinate_kinds(ctx).tolist()}

@@ -1,0 +1,106 @@
+"""PriorModel: monotone by construction, ranks as its tables with few samples, spread grows off data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from predictor.prior_model import DamageCurves, PriorModel
+
+D = 6
+LEVELS = [np.linspace(0.0, 1.0, 5).tolist() for _ in range(D)]
+TRUE = np.array([0.05, 0.1, 0.3, 0.6, 1.0, 2.0])
+DAMAGE = [((1 - np.asarray(lv)) ** 2 * t).tolist() for lv, t in zip(LEVELS, TRUE, strict=True)]
+KINDS = [0, 0, 1, 1, 2, 2]
+
+
+def truth(X: np.ndarray) -> np.ndarray:
+    return 10 + 80 * np.exp(-0.7 * ((1 - X) ** 2 @ TRUE))
+
+
+def data(n: int, seed: int = 0, noise: float = 0.3) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    X = rng.choice(np.linspace(0.0, 1.0, 5), size=(n, D))
+    X[0] = 1.0
+    return X, truth(X) + rng.normal(0, noise, n)
+
+
+@pytest.fixture(scope="module")
+def fitted() -> PriorModel:
+    X, y = data(40)
+    return PriorModel(LEVELS, DAMAGE, KINDS, residual_members=3, random_state=0).fit(X, y)
+
+
+def test_curves_interpolate_and_clamp():
+    curves = DamageCurves([[0.0, 0.5, 1.0]], [[2.0, 1.0, 0.0]])
+    x = torch.tensor([[-1.0], [0.0], [0.25], [0.5], [0.75], [1.0], [2.0]], dtype=torch.float64)
+    assert curves(x)[:, 0].tolist() == pytest.approx([2.0, 2.0, 1.5, 1.0, 0.5, 0.0, 0.0])
+
+
+def test_curves_refuse_rising_damage():
+    with pytest.raises(ValueError, match="not rise"):
+        DamageCurves([[0.0, 1.0]], [[0.0, 1.0]])
+
+
+def test_fits_and_ranks_unseen_policies(fitted: PriorModel):
+    X, _ = data(300, seed=5, noise=0.0)
+    mean = fitted.predict(X)
+    rmse = float(np.sqrt(np.mean((mean - truth(X)) ** 2)))
+    assert rmse < 2.0
+    tau = np.corrcoef(np.argsort(np.argsort(mean)), np.argsort(np.argsort(truth(X))))[0, 1]
+    assert tau > 0.9
+
+
+def test_no_mean_above_cap():
+    X, y = data(30)
+    model = PriorModel(LEVELS, DAMAGE, KINDS, cap=85.0, residual_members=0).fit(X, y)
+    assert model.predict(np.ones((1, D)))[0] <= 85.0 + 1e-9
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    x=st.lists(st.floats(0.0, 1.0), min_size=D, max_size=D),
+    d=st.integers(0, D - 1),
+    up=st.floats(0.0, 1.0),
+)
+def test_mean_never_falls_when_a_coordinate_rises(fitted: PriorModel, x, d, up):
+    lo = np.asarray(x)
+    hi = lo.copy()
+    hi[d] = min(1.0, lo[d] + up)
+    m = fitted.predict(np.stack([lo, hi]))
+    assert m[1] >= m[0] - 1e-9
+
+
+def test_spread_grows_away_from_the_samples():
+    X, y = data(40)
+    model = PriorModel(LEVELS, DAMAGE, KINDS, residual_members=0).fit(X, y)
+    near = X[:5]
+    far = np.zeros((1, D))  # every coordinate at its most damaging level
+    _, s_near = model.predict(near, return_std=True)
+    _, s_far = model.predict(far, return_std=True)
+    assert model.kappa_ >= 0 and s_far[0] >= s_near.max()
+
+
+def test_gradients_are_finite(fitted: PriorModel):
+    x = torch.rand(8, D, dtype=torch.float64, requires_grad=True)
+    mean, std = fitted.mean_std_torch(x)
+    (mean - std).sum().backward()
+    assert torch.isfinite(x.grad).all()
+
+
+def test_save_load_round_trip(fitted: PriorModel, tmp_path):
+    fitted.save(tmp_path / "p.pt", {"space": "s"})
+    loaded, meta = PriorModel.load(tmp_path / "p.pt")
+    X, _ = data(20, seed=9)
+    a, sa = fitted.predict(X, return_std=True)
+    b, sb = loaded.predict(X, return_std=True)
+    assert meta == {"space": "s"} and np.allclose(a, b) and np.allclose(sa, sb)
+
+
+def test_load_refuses_other_files(tmp_path):
+    torch.save({"header": '{"format": "other"}'}, tmp_path / "x.pt")
+    with pytest.raises(ValueError, match="not a seernet prior-model"):
+        PriorModel.load(tmp_path / "x.pt")

@@ -1,0 +1,63 @@
+"""Damage tables: one entry per coordinate level, non-negative, monotone, cached per workspace."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import seernet.steps.sensitivity as steps_sensitivity
+from seernet.compression.protocol import Protocol
+from seernet.compression.sensitivity import DamageTable
+from seernet.space.policy import SpaceChoices
+from seernet.steps.context import RunContext, record_space
+from seernet.steps.sensitivity import coordinate_kinds, damage_table
+from seernet.workspace.artifacts import SENSITIVITY_NAME
+from seernet.workspace.folder import Workspace
+
+
+@pytest.fixture
+def ctx(tmp_path, run_args) -> RunContext:
+    ws = Workspace(tmp_path / "w")
+    c = RunContext(ws, ws.open({"data_dir": run_args[1], "val_size": 100, "weights": run_args[5]}),
+                   torch.device("cpu"))  # fmt: skip
+    record_space(c, SpaceChoices(bits=(4, 8)))
+    return c
+
+
+def test_table_shape_and_invariants(ctx):
+    table = damage_table(ctx, Protocol(bn_batches=1))
+    levels = ctx.space.levels()
+    assert table.fingerprint == ctx.space.fingerprint
+    assert [len(v) for v in table.levels] == [len(v) for v in levels]
+    for lv, dv in zip(table.levels, table.damage, strict=True):
+        assert np.all(np.asarray(dv) >= 0) and np.all(np.diff(dv) <= 1e-12) and dv[-1] == 0.0
+        assert np.all(np.diff(lv) > 0)
+    kinds = coordinate_kinds(ctx)
+    assert len(kinds) == ctx.space.dim and set(kinds.tolist()) == {0, 1, 2}
+
+
+def test_table_is_cached_and_remeasured_for_another_space(ctx, monkeypatch):
+    first = damage_table(ctx, Protocol(bn_batches=1))
+    path = ctx.ws.path(SENSITIVITY_NAME)
+    assert DamageTable.from_json(json.loads(path.read_text())) == first
+
+    def refuse(*a, **k):
+        raise AssertionError("measured again")
+
+    monkeypatch.setattr(steps_sensitivity, "measure_damage", refuse)
+    assert damage_table(ctx, Protocol(bn_batches=1)) == first
+    obj = json.loads(path.read_text())
+    path.write_text(json.dumps({**obj, "fingerprint": "other"}))
+    with pytest.raises(AssertionError, match="measured again"):
+        damage_table(ctx, Protocol(bn_batches=1))
+
+
+def test_unreadable_table_is_a_user_error(ctx):
+    from seernet.errors import UserError
+
+    ctx.ws.path(SENSITIVITY_NAME).write_text('{"format": "x"}')
+    with pytest.raises(UserError, match="not a readable sensitivity table"):
+        damage_table(ctx, Protocol(bn_batches=1))
