@@ -12,60 +12,59 @@ piecewise-linear function t_d and predicts
   ones not, so accuracy stays flat near the base policy longer than exp(-L) allows.
 - a_d = exp(log_a + v_k(d) + u_d): every table is a loss increase, so one common scale
   a is the prior; per-kind (pruning, weight bits, activation bits) deviations v_k and
-  per-coordinate ones u_d are pulled to 0 by a ridge penalty, so with few samples the
-  model ranks as the tables do and samples correct it. Every a_d > 0 keeps it monotone.
-- r (off by default: ``residual_members=0``) is a small ensemble of monotone MLPs
-  (``StackedMLP``, +1 in every input) fitted to what the prior leaves, for interactions,
-  taken relative to its value at the all-ones corner: r <= 0, so it only adds damage and
-  the base policy stays at ``top`` (an increasing net is largest at that corner;
-  unanchored it lifted every policy near the base above what was measured). Its members'
-  disagreement joins the spread. Off by default because on the 48-sample ResNet-20 store
-  it did not help (5-fold CV RMSE 5.65 with, 5.63 without) and it costs most of the fit.
+  per-coordinate ones u_d have a Gaussian prior (std ``deviation_std``), so with few
+  samples the model ranks as the tables do and samples correct it.
+- r (``residual="gp"``; "none" leaves it out) is a Gaussian process on what the prior
+  leaves, over the damage space z_d = a_d t_d(x_d) (RBF kernel, amplitude and length
+  fitted by marginal likelihood): it corrects the prior near measured policies and
+  fades to 0 away from them. The prior part is monotone by construction (every a_d > 0);
+  r is not constrained, so the mean is monotone only up to r. A monotone MLP residual
+  (anchored at the all-ones corner) was tried first: on the 48-sample ResNet-20 store it
+  did not help (5-fold CV RMSE 5.65 with, 5.63 without).
 
 Why: an MLP fitted on tens of samples is confident far from them, and a solver walks
 exactly there. The damage tables know every coordinate's effect from the start.
 
-The spread grows away from measured data:
+The spread grows with the predicted loss and away from measured data:
 
-    std(x)^2 = ens_std(x)^2 + sigma0^2 + (sigma1 * drop(x))^2 + (kappa * g(x))^2
+    std(x)^2 = sigma0^2 + (sigma1 * drop(x))^2 + var_theta(x) + var_r(x)
 
-where drop(x) = top - prior(x) is the prior's predicted accuracy loss (errors grow with
-it: a policy near the base model is easier to predict than one that lost 30 points) and
-g(x) is the soft-min over training rows of the damage-weighted L1 distance
-(top - floor) * sum_d a_d |t_d(x_d) - t_d(x_id)|, in accuracy points. sigma0, sigma1 and kappa
-maximize the Gaussian likelihood of cross-fitted residuals (each row predicted by a
-model fitted without it, its distance taken to the rows that model saw), so the growth
-rate is what held-out rows showed, not a chosen constant.
+- drop(x) = top - prior(x): errors grow with the predicted loss (a policy near the base
+  model is easier to predict than one that lost 30 points); sigma0, sigma1 maximize the
+  likelihood of the prior's residuals and are the GP's per-row noise.
+- var_theta: the prior's parameters' Laplace covariance (Gauss-Newton at the robust
+  least-squares fit) pushed through the gradient of the mean: large where the answer
+  leans on a coordinate's scale that the samples barely pinned down.
+- var_r: the GP's posterior variance, which grows with the distance to the samples.
 
 Assumptions, stated: damages of different coordinates add up in the exponent (first
-order; r corrects); the best policy is the all-ones corner (larger codes keep more);
-no prediction exceeds ``cap`` (the base policy's accuracy plus a noise margin).
+order; r corrects near data); the best policy is the all-ones corner (larger codes keep
+more); no prediction exceeds ``cap`` (the base policy's accuracy plus a noise margin).
 """
 
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 from scipy.optimize import least_squares, minimize
+from scipy.spatial.distance import pdist
 from sklearn.base import BaseEstimator, RegressorMixin
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.gaussian_process import GaussianProcessRegressor
+from sklearn.gaussian_process.kernels import RBF, ConstantKernel, WhiteKernel
 from sklearn.utils.validation import check_array, check_is_fitted, check_X_y
 
 from predictor.device import torch_threads
-from predictor.stacked_mlp import StackedMLP
-from predictor.training import TrainConfig, member_splits, train_members
 
 FORMAT = "seernet.predictor.prior-model"
-VERSION = 1
+VERSION = 2  # 2: Gaussian-process residual, parameter covariance
+RESIDUALS = ("gp", "none")
 MAX_POWER = 3.0  # the link's exponent: 1 = exponential decay, larger = flat near the base
-_SOFTMIN_TEMP = 0.05  # of the distance scale: soft-min ~ min, yet differentiable
-_RESIDUAL_TRAIN = TrainConfig(
-    lr=0.01, weight_decay=1e-3, input_penalty=0.05, max_epochs=400, patience=40,
-    batch_size=None, huber_delta=1.0,
-)  # fmt: skip
 
 
 class DamageCurves(torch.nn.Module):
@@ -118,16 +117,13 @@ class PriorModel(RegressorMixin, BaseEstimator):
         damage: Sequence[Sequence[float]],
         kinds: Sequence[int],
         cap: float | None = None,
-        ridge: float = 4.0,
-        residual_members: int = 0,
-        hidden: tuple[int, ...] = (32,),
-        calibration_folds: int = 3,
+        deviation_std: float = 0.5,
+        residual: str = "gp",
         random_state: int = 0,
     ) -> None:
         self.levels, self.damage, self.kinds = levels, damage, kinds
-        self.cap, self.ridge = cap, ridge
-        self.residual_members, self.hidden = residual_members, hidden
-        self.calibration_folds, self.random_state = calibration_folds, random_state
+        self.cap, self.deviation_std = cap, deviation_std
+        self.residual, self.random_state = residual, random_state
 
     # --- fitting ---------------------------------------------------------------------
     def fit(self, X: np.ndarray, y: np.ndarray) -> PriorModel:
@@ -135,7 +131,9 @@ class PriorModel(RegressorMixin, BaseEstimator):
         self._setup(X.shape[1])
         with torch_threads(1):
             self._fit_core(X, y)
-            self._fit_spread(X, y)
+            r = y - self._prior_np(X)
+            self._fit_noise(r, self.top_ - self._prior_np(X))
+            self._fit_gp(X, r)
         return self
 
     def _setup(self, dim: int) -> None:
@@ -150,67 +148,85 @@ class PriorModel(RegressorMixin, BaseEstimator):
         """Prior parameters by robust least squares, then the residual ensemble.
 
         a_d = exp(log_a + v_k(d) + u_d): every table is a loss increase, so one common
-        scale is the prior; kind (v) and coordinate (u) deviations are ridge-penalized."""
+        scale is the prior; kind (v) and coordinate (u) deviations have a Gaussian prior
+        of std ``deviation_std``. Their penalty is weighted by the residual scale (two
+        passes), so the prior means the same with accuracies spread over 2 or 60 points.
+        The parameters' Laplace covariance goes into the spread (``_param_var``)."""
         self.top_ = _top(X, y)
         T = self._damages(X)
         n_kinds, dim = int(self.kind_index_.max()) + 1, T.shape[1]
+        self.n_kinds_ = n_kinds
         hi_floor = max(float(y.min()) - 1.0, 0.0)
 
         def unpack(p):
             log_a, v, u = p[0], p[1 : 1 + n_kinds], p[1 + n_kinds : 1 + n_kinds + dim]
             return log_a, v, u, p[-2], min(max(p[-1], 0.0), hi_floor)
 
-        def residuals(p):
+        def residuals(p, weight):
             log_a, v, u, power, floor = unpack(p)
             a = np.exp(log_a + v[self.kind_index_] + u)
             pred = floor + (self.top_ - floor) * np.exp(-((T @ a) ** power))
-            return np.concatenate([pred - y, np.sqrt(self.ridge) * v, np.sqrt(self.ridge) * u])
+            return np.concatenate([pred - y, weight * v, weight * u])
 
         p0 = np.concatenate([[0.0], np.zeros(n_kinds + dim), [1.0, 0.5 * hi_floor]])
         lb = np.concatenate([[-12.0], np.full(n_kinds + dim, -4.0), [1.0, 0.0]])
         ub = np.concatenate([[6.0], np.full(n_kinds + dim, 4.0), [MAX_POWER, hi_floor + 1e-9]])
-        fit = least_squares(residuals, p0, bounds=(lb, ub), loss="soft_l1", f_scale=1.0)
+        scale = 1.0
+        for _ in range(2):
+            weight = scale / self.deviation_std
+            fit = least_squares(
+                residuals, p0, bounds=(lb, ub), loss="soft_l1", f_scale=1.0, args=(weight,)
+            )
+            p0 = fit.x
+            # robust residual scale (MAD), floored: a perfect fit must not make the prior rigid
+            scale = max(1.4826 * float(np.median(np.abs(fit.fun[: len(y)]))), 0.25)
         log_a, v, u, self.power_, self.floor_ = unpack(fit.x)
         self.scale_ = np.exp(log_a + v[self.kind_index_] + u)
-        self.members_ = self._fit_residual(X, y - self._prior_np(X))
+        self.param_cov_ = scale**2 * np.linalg.pinv(fit.jac.T @ fit.jac)
         self.cap_ = self.cap if self.cap is not None else float(y.max()) + 1.0
         self.X_train_ = X.copy()
 
-    def _fit_residual(self, X: np.ndarray, r: np.ndarray) -> StackedMLP | None:
-        if self.residual_members <= 0 or len(r) < 8:
-            self.r_scale_ = 1.0
-            return None
-        self.r_scale_ = float(max(r.std(), 0.1))
-        gen = torch.Generator().manual_seed(self.random_state)
-        net = StackedMLP(self.residual_members, X.shape[1], self.hidden, generator=gen,
-                         signs=torch.ones(X.shape[1])).double()  # fmt: skip
-        splits = member_splits(len(r), self.residual_members, 0.2, True, gen)
-        xt, rt = torch.from_numpy(X), torch.from_numpy(r / self.r_scale_)
-        train_members(net, xt, rt, splits, _RESIDUAL_TRAIN, gen)
-        return net.eval().requires_grad_(False)
-
-    def _fit_spread(self, X: np.ndarray, y: np.ndarray) -> None:
-        """sigma0, sigma1 and kappa from cross-fitted residuals (see the module doc)."""
-        k = min(self.calibration_folds, len(y) // 4)
-        self.sigma0_, self.sigma1_, self.kappa_ = 1.0, 0.0, 0.0
-        self.calibration_coverage_ = None
-        if k < 2:
-            return
-        err, ens, drop, dist = _cross_fit(self, X, y, k)
-
-        def variance(p):
-            s0, s1, kap = np.exp(p)
-            return ens**2 + s0**2 + (s1 * drop) ** 2 + (kap * dist) ** 2
+    def _fit_noise(self, r: np.ndarray, drop: np.ndarray) -> None:
+        """sigma0, sigma1: the residuals' std as a function of the predicted loss (likelihood)."""
 
         def nll(p):
-            v = variance(p)
-            return float(np.sum(np.log(v) + err**2 / v))
+            v = np.exp(2 * p[0]) + np.exp(2 * p[1]) * drop**2
+            return float(np.sum(np.log(v) + r**2 / v))
 
-        best = minimize(nll, np.array([0.0, -2.0, -1.0]), method="Nelder-Mead")
-        self.sigma0_, self.sigma1_, self.kappa_ = (float(v) for v in np.exp(best.x))
-        sd = np.sqrt(variance(best.x))
-        z = np.abs(err) / sd
-        self.calibration_coverage_ = (float(np.mean(z <= 1)), float(np.mean(z <= 2)))
+        best = minimize(nll, np.array([0.0, -2.0]), method="Nelder-Mead")
+        self.sigma0_, self.sigma1_ = (max(float(v), 1e-3) for v in np.exp(best.x))
+
+    def _gp_inputs(self, x):
+        """Damage space: each coordinate's fitted contribution a_d t_d(x_d)."""
+        return self.curves_(x) * torch.as_tensor(self.scale_).to(x)
+
+    def _fit_gp(self, X: np.ndarray, r: np.ndarray) -> None:
+        """A GP on what the prior leaves, in damage space, with the fitted per-row noise."""
+        self.Z_train_ = self.gp_amp_ = self.gp_length_ = self.gp_white_ = None
+        if self.residual not in RESIDUALS:
+            raise ValueError(f"residual must be one of {RESIDUALS}, got {self.residual!r}")
+        if self.residual != "gp" or len(r) < 8:
+            return
+        with torch.no_grad():
+            Z = self._gp_inputs(torch.from_numpy(X)).numpy()
+        drop = self.top_ - self._prior_np(X)
+        rt = r / np.sqrt(self.sigma0_**2 + (self.sigma1_ * drop) ** 2)  # homoscedastic now
+        spread = float(np.median(pdist(Z))) if len(Z) > 1 else 1.0
+        kernel = ConstantKernel(0.5, (1e-3, 1e2)) * RBF(
+            max(spread, 1e-3), (1e-4, 1e3)
+        ) + WhiteKernel(0.5, (1e-3, 1e1))
+        gp = GaussianProcessRegressor(
+            kernel, alpha=1e-8, normalize_y=False, random_state=self.random_state
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            gp.fit(Z, rt)
+        self.gp_amp_ = float(gp.kernel_.k1.k1.constant_value)
+        self.gp_length_ = float(gp.kernel_.k1.k2.length_scale)
+        self.gp_white_ = float(gp.kernel_.k2.noise_level)
+        self.Z_train_ = Z
+        self.gp_kinv_ = np.linalg.inv(gp.kernel_(Z) + 1e-8 * np.eye(len(Z)))
+        self.gp_alpha_ = self.gp_kinv_ @ rt
 
     # --- prediction ------------------------------------------------------------------
     def _damages(self, X: np.ndarray) -> np.ndarray:
@@ -229,26 +245,32 @@ class PriorModel(RegressorMixin, BaseEstimator):
         loss = (t @ a).clamp_min(0.0) ** self.power_
         mean = self.floor_ + (self.top_ - self.floor_) * torch.exp(-loss)
         drop = (self.top_ - self.floor_) * -torch.expm1(-loss)  # the prior's predicted loss
-        var = self.sigma0_**2 + (self.sigma1_ * drop) ** 2
-        if self.members_ is not None:
-            out = self._residual(x)
-            mean = mean + out.mean(0)
-            var = var + out.var(0, unbiased=True)
-        if self.kappa_ > 0:
-            var = var + (self.kappa_ * self._distance(t, a)) ** 2
+        noise = self.sigma0_**2 + (self.sigma1_ * drop) ** 2  # the residuals' variance at x
+        var = self._param_var(t, a) + noise
+        if self.Z_train_ is not None:
+            z = self._gp_inputs(x)
+            ref = torch.as_tensor(self.Z_train_).to(t)
+            k = self.gp_amp_ * torch.exp(-0.5 * torch.cdist(z, ref).square() / self.gp_length_**2)
+            mean = mean + noise.sqrt() * (k @ torch.as_tensor(self.gp_alpha_).to(t))
+            kinv = torch.as_tensor(self.gp_kinv_).to(t)
+            posterior = (self.gp_amp_ - ((k @ kinv) * k).sum(1)).clamp_min(0.0)
+            var = self._param_var(t, a) + noise * (self.gp_white_ + posterior)
         return torch.clamp(mean, max=self.cap_), var.sqrt()
 
-    def _residual(self, x: torch.Tensor) -> torch.Tensor:
-        """(M, N) member outputs less their value at the all-ones corner: never above 0."""
-        ones = torch.ones(1, x.shape[1], dtype=x.dtype)
-        return (self.members_(x) - self.members_(ones)) * self.r_scale_
-
-    def _distance(self, t: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
-        """Soft-min damage-weighted L1 distance (accuracy points) to the training rows."""
-        ref = self.curves_(torch.from_numpy(self.X_train_).to(t))
-        d = (torch.cdist(t * a, ref * a, p=1.0)) * (self.top_ - self.floor_)
-        temp = _SOFTMIN_TEMP * float(max(self.top_ - self.floor_, 1.0))
-        return -temp * torch.logsumexp(-d / temp, dim=1)
+    def _param_var(self, t: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        """g(x)' C g(x): the prior's variance from its parameters' Laplace covariance C,
+        with g the gradient of the prior mean in (log_a, v, u, power, floor)."""
+        span = self.top_ - self.floor_
+        lsum = (t @ a).clamp_min(1e-12)
+        e = torch.exp(-(lsum**self.power_))
+        per_dim = (
+            -(span * e * self.power_ * lsum ** (self.power_ - 1))[:, None] * a * t
+        )  # d mean / d log a_d
+        kinds = torch.nn.functional.one_hot(torch.as_tensor(self.kind_index_), self.n_kinds_).to(t)
+        g = torch.cat([per_dim.sum(1, keepdim=True), per_dim @ kinds, per_dim,
+                       (-span * e * lsum**self.power_ * torch.log(lsum))[:, None], (1 - e)[:, None]], dim=1)  # fmt: skip
+        cov = torch.as_tensor(self.param_cov_).to(t)
+        return ((g @ cov) * g).sum(1).clamp_min(0.0)
 
     def predict(self, X: np.ndarray, return_std: bool = False):
         X = check_array(X, dtype=np.float64)
@@ -265,8 +287,11 @@ class PriorModel(RegressorMixin, BaseEstimator):
         blob = {
             "header": json.dumps(header),
             "scale": torch.from_numpy(self.scale_),
+            "param_cov": torch.from_numpy(self.param_cov_),
             "X_train": torch.from_numpy(self.X_train_),
-            "state": {} if self.members_ is None else self.members_.state_dict(),
+            "gp": {}
+            if self.Z_train_ is None
+            else {k: torch.from_numpy(getattr(self, k)) for k in _GP_ARRAYS},
         }
         torch.save(blob, Path(path))
 
@@ -285,19 +310,21 @@ class PriorModel(RegressorMixin, BaseEstimator):
             raise ValueError(
                 f"{path} has prior-model version {header.get('version')}, this seernet reads {VERSION}; refit it"
             )
-        params = {**header["params"], "hidden": tuple(header["params"]["hidden"])}
-        model = cls(**params)
-        model._setup(len(params["kinds"]))
-        for k, v in header["fitted"].items():
-            setattr(model, k, tuple(v) if isinstance(v, list) else v)
-        model.scale_ = blob["scale"].numpy()
-        model.X_train_ = blob["X_train"].numpy()
-        model.members_ = None
-        if blob["state"]:
-            net = StackedMLP(model.residual_members, model.n_features_in_, model.hidden,
-                             signs=torch.ones(model.n_features_in_)).double()  # fmt: skip
-            net.load_state_dict(blob["state"])
-            model.members_ = net.eval().requires_grad_(False)
+        try:
+            params = header["params"]
+            model = cls(**params)
+            model._setup(len(params["kinds"]))
+            for k, v in header["fitted"].items():
+                setattr(model, k, tuple(v) if isinstance(v, list) else v)
+            model.scale_ = blob["scale"].numpy()
+            model.param_cov_ = blob["param_cov"].numpy()
+            model.Z_train_ = None
+            for k, v in blob["gp"].items():
+                setattr(model, k, v.numpy())
+        except (KeyError, TypeError, ValueError) as err:
+            raise ValueError(
+                f"{path} is an incomplete or older prior-model file ({err}); refit it"
+            ) from None
         return model, header["metadata"]
 
 
@@ -305,13 +332,15 @@ _FITTED_SCALARS = (
     "top_",
     "floor_",
     "power_",
+    "n_kinds_",
     "cap_",
-    "r_scale_",
     "sigma0_",
     "sigma1_",
-    "kappa_",
-    "calibration_coverage_",
+    "gp_amp_",
+    "gp_length_",
+    "gp_white_",
 )
+_GP_ARRAYS = ("Z_train_", "gp_kinv_", "gp_alpha_")
 
 
 def _plain(v):
@@ -329,27 +358,3 @@ def _top(X: np.ndarray, y: np.ndarray) -> float:
     """Accuracy of the all-ones corner: its best measurement, else the best of y."""
     corner = np.all(X >= 1.0 - 1e-9, axis=1)
     return float(y[corner].max()) if corner.any() else float(y.max())
-
-
-def _cross_fit(model: PriorModel, X: np.ndarray, y: np.ndarray, k: int):
-    """Out-of-fold (error, ensemble std, distance to that fold's training rows) per row."""
-    rng = np.random.default_rng(model.random_state)
-    fold = rng.permutation(len(y)) % k
-    err, ens, drop, dist = (np.zeros(len(y)) for _ in range(4))
-    for f in range(k):
-        tr, te = fold != f, fold == f
-        sub = PriorModel(**{**model.get_params(), "calibration_folds": 0, "cap": model.cap})
-        sub._setup(X.shape[1])
-        sub._fit_core(X[tr], y[tr])
-        sub.sigma0_, sub.sigma1_, sub.kappa_ = 0.0, 0.0, 0.0
-        with torch.no_grad():
-            xt = torch.from_numpy(X[te])
-            mean, std = sub.mean_std_torch(xt)
-            t = sub.curves_(xt)
-            dist[te] = sub._distance(t, torch.as_tensor(sub.scale_).to(t)).numpy()
-        err[te], ens[te], drop[te] = (
-            y[te] - mean.numpy(),
-            std.numpy(),
-            sub.top_ - sub._prior_np(X[te]),
-        )
-    return err, ens, drop, dist

@@ -53,24 +53,35 @@ def run(ctx, store, truth, n, starts):
                          lambda X, y: Monotone(), starts=starts)  # fmt: skip
 
 
-def test_anchor_first_then_trust_region_within_one_level(ctx):
+def test_fast_answer_then_anchor_then_trust_region_within_one_level(ctx):
     from seernet.compression.global_ranking import global_ranking_policy
 
     bset = {"flops": 0.5 * ctx.costs.unpruned()["flops"]}
     anchor = ctx.space.encode(global_ranking_policy(ctx.model, ctx.space, ctx.costs, bset)[0])
     store = Store(np.empty((0, ctx.space.dim)), np.empty(0))
     out = run(ctx, store, lambda x: 80.0, 3, [(anchor, "global-ranking")])
-    assert [c.source for c in out.candidates][0] == "global-ranking"
-    np.testing.assert_array_equal(out.candidates[0].x, anchor)
+    assert [c.source for c in out.candidates][:2] == ["solve", "global-ranking"]
+    np.testing.assert_array_equal(out.candidates[1].x, anchor)
     assert out.evaluations == len(store.accuracy) <= 3
     levels = ctx.space.levels()
-    for c in out.candidates[1:]:
+    first = out.candidates[0].x
+    for c in out.candidates[2:]:
         steps = [abs(int(np.argmin(np.abs(np.asarray(lv) - a))) - int(np.argmin(np.abs(np.asarray(lv) - b))))
-                 for lv, a, b in zip(levels, c.x, anchor, strict=True)]  # fmt: skip
+                 for lv, a, b in zip(levels, c.x, first, strict=True)]  # fmt: skip
         assert max(steps) <= 1
+    for c in out.candidates:
         assert ctx.costs.of_policy(ctx.space.decode(c.x))["flops"] <= bset["flops"]
-    # every measurement is the same (80): the anchor stays the answer
+    # every measurement is the same (80): the first measured policy stays the answer
     assert out.best is out.candidates[0]
+
+
+def test_an_anchor_the_predictor_rules_out_is_not_measured(ctx):
+    low = ctx.space.encode(ctx.space.uniform_policy(0.25, 8))  # Monotone: about 62 +/- 1
+    store = Store(np.empty((0, ctx.space.dim)), np.empty(0))
+    out = run(ctx, store, lambda x: 85.0, 2, [(low, "global-ranking")])
+    assert [c.source for c in out.candidates][0] == "solve"
+    assert "global-ranking" not in [c.source for c in out.candidates]
+    assert [s for s, _, _ in out.skipped] == ["global-ranking"]
 
 
 def test_the_best_stored_sample_within_budget_is_a_candidate(ctx):
@@ -125,8 +136,9 @@ def test_an_anchor_is_made_only_when_a_measurement_is_left(ctx):
             yield ctx.space.encode(ctx.space.uniform_policy(frac, 8)), "global-ranking"
 
     store = Store(np.empty((0, ctx.space.dim)), np.empty(0))
-    out = run(ctx, store, lambda x: 70.0, 1, starts())
-    assert made == [0.25] and out.evaluations == 1
+    # the fast answer takes the first measurement, the first anchor the second
+    out = run(ctx, store, lambda x: 40.0, 2, starts())
+    assert made == [0.25] and out.evaluations == 2
 
 
 def test_hawq_anchor_only_under_one_bitops_or_size_budget(ctx, cheap_hessian):

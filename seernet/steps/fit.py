@@ -145,9 +145,9 @@ def trust_lines(model, cv, cap: Cap | None = None) -> list[str]:  # PriorModel, 
         lines.append(
             f"spread, out-of-fold over {len(cv.y)} samples: {one:.0%} within 1 std, {two:.0%} within 2 std"
         )
-    lines.append(f"spread = members' disagreement + {model.sigma0_:.2f} + {model.sigma1_:.3f} x predicted loss + "
-                 f"{model.kappa_:.3f} x distance to the nearest measured policy (points of predicted damage), "
-                 "each fitted on held-out rows")  # fmt: skip
+    gp = "" if model.Z_train_ is None else f", GP length {model.gp_length_:.3g} in damage space"
+    lines.append(f"spread: {model.sigma0_:.2f} + {model.sigma1_:.3f} x predicted loss, the prior's parameter "
+                 f"uncertainty and the residual GP's (grows away from measured policies){gp}")  # fmt: skip
     if cap is not None:
         lines.append(f"predictions capped at {cap.value:.2f}: measured base policy {cap.base:.2f} + {cap.margin:.2f} "
                      f"(sampling std of an accuracy on {cap.n_val} val images)")  # fmt: skip

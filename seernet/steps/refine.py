@@ -3,17 +3,17 @@
 Per budget, up to ``N`` measurements with the store's collect protocol, each appended to
 ``samples.h5`` (strategy ``refine``) and followed by a refit of the predictor:
 
-1. **Known points.** The best policy the store already measured within the budgets.
+1. **Known points.** The best policy the store already measured within the budgets, then
+   the fast solve's own answer (what ``solve`` without ``--refine`` returns), measured.
 2. **Anchors.** Torch-Pruning's global ranking (``seernet.compression.global_ranking``) at
    each uniform bit-width the budgets allow; the ``ANCHORS`` the predictor rates highest are
    measured.
    Under a BitOPs or weight-size budget, also HAWQ-V3's allocation
    (``seernet.compression.hawq``: Hessian-trace sensitivity, ILP) on the global ranking's
    channels at the FLOPs budget.
-   A 200-sample predictor is least reliable exactly where its solver lands (at the edge of
-   the data, where it can promise the most), so the search starts from the allocations a
-   user of Torch-Pruning or of a sensitivity + ILP method already gets, and must beat them
-   *by measurement*.
+   An anchor is measured unless the refitted predictor rules it out (its mean + ``SKIP_Z``
+   std below the best measured policy): when the fast answer is good, refine spends its
+   measurements near it instead. Every measured anchor still bounds the answer from below.
 3. **Trust region.** The solver runs again on the refitted predictor, each coordinate
    allowed to move at most ``TRUST_RADIUS`` levels from the incumbent (the best measured
    policy so far); the result is measured. A round that returns a policy the store already
@@ -50,6 +50,8 @@ TRUST_RADIUS = 1  # levels a trust-region round may move each coordinate
 # seed-to-seed spread near 90% (three ResNet-20 policies at 50% FLOPs, protocol seeds 0 and 1)
 # was 0.12-0.36 points; the store rarely holds repeats to estimate it per run.
 MARGIN = 0.25
+# An anchor is skipped when even mean + SKIP_Z std is below the best measured policy.
+SKIP_Z = 2.0
 Fit = Callable[[np.ndarray, np.ndarray], object]  # (X, y) -> a fitted predictor
 
 
@@ -73,6 +75,7 @@ class Refined:
     candidates: list[Candidate] = field(default_factory=list)
     predictor: object = None  # the last refitted predictor
     margin: float = 0.0  # a candidate must beat the incumbent by more than this
+    skipped: list[tuple[str, float, float]] = field(default_factory=list)  # (source, mean, std)
 
     @property
     def best(self) -> Candidate:
@@ -200,6 +203,18 @@ def widest_activations(ctx: RunContext, policy: Policy, budgets: dict[str, float
     return raised if fits(ctx, ctx.space.encode(raised)[None], budgets, None, None)[0] else policy
 
 
+def ruled_out(out: Refined, x: np.ndarray, source: str) -> bool:
+    """An anchor whose upper bound (mean + ``SKIP_Z`` std) is below the best measured
+    policy is not worth a measurement; it is listed as skipped."""
+    if not out.candidates:
+        return False
+    mean, std = predict(out.predictor, x)
+    if mean + SKIP_Z * std >= out.best.measured:
+        return False
+    out.skipped.append((source, mean, std))
+    return True
+
+
 def refine_budget(
     ctx: RunContext,
     predictor: object,
@@ -240,11 +255,14 @@ def refine_budget(
     row = best_stored(ctx, store, bset, fixed, values)
     if row is not None:
         consider(store.encoded[row], "store")
+    consider(solve_one(ctx, out.predictor, bset, fixed, values, seed).x, "solve")
     pending = iter(anchors(ctx, predictor, bset, fixed, values) if starts is None else starts)
     while out.evaluations < n_evals:  # an anchor is made only if a measurement is left for it
         nxt = next(pending, None)
         if nxt is None:
             break
+        if ruled_out(out, *nxt):
+            continue
         consider(*nxt)
     grid = Levels(ctx.space.levels())
     while out.evaluations < n_evals:
@@ -282,6 +300,7 @@ def refined_document(
         "candidates": [{"encoded": [float(v) for v in c.x], "predicted_mean": c.predicted_mean,
                         "predicted_std": c.predicted_std, "measured": c.measured, "new": c.new,
                         "source": c.source} for c in out.candidates],
+        "skipped": [{"source": src, "predicted_mean": m, "predicted_std": sd} for src, m, sd in out.skipped],
     }  # fmt: skip
     return doc
 

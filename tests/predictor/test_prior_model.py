@@ -31,7 +31,13 @@ def data(n: int, seed: int = 0, noise: float = 0.3) -> tuple[np.ndarray, np.ndar
 @pytest.fixture(scope="module")
 def fitted() -> PriorModel:
     X, y = data(40)
-    return PriorModel(LEVELS, DAMAGE, KINDS, residual_members=3, random_state=0).fit(X, y)
+    return PriorModel(LEVELS, DAMAGE, KINDS, random_state=0).fit(X, y)
+
+
+@pytest.fixture(scope="module")
+def prior_only() -> PriorModel:
+    X, y = data(40)
+    return PriorModel(LEVELS, DAMAGE, KINDS, residual="none").fit(X, y)
 
 
 def test_curves_interpolate_and_clamp():
@@ -56,7 +62,7 @@ def test_fits_and_ranks_unseen_policies(fitted: PriorModel):
 
 def test_no_mean_above_cap():
     X, y = data(30)
-    model = PriorModel(LEVELS, DAMAGE, KINDS, cap=85.0, residual_members=0).fit(X, y)
+    model = PriorModel(LEVELS, DAMAGE, KINDS, cap=85.0).fit(X, y)
     assert model.predict(np.ones((1, D)))[0] <= 85.0 + 1e-9
 
 
@@ -66,22 +72,30 @@ def test_no_mean_above_cap():
     d=st.integers(0, D - 1),
     up=st.floats(0.0, 1.0),
 )
-def test_mean_never_falls_when_a_coordinate_rises(fitted: PriorModel, x, d, up):
+def test_prior_mean_never_falls_when_a_coordinate_rises(prior_only: PriorModel, x, d, up):
     lo = np.asarray(x)
     hi = lo.copy()
     hi[d] = min(1.0, lo[d] + up)
-    m = fitted.predict(np.stack([lo, hi]))
+    m = prior_only.predict(np.stack([lo, hi]))
     assert m[1] >= m[0] - 1e-9
 
 
-def test_spread_grows_away_from_the_samples():
-    X, y = data(40)
-    model = PriorModel(LEVELS, DAMAGE, KINDS, residual_members=0).fit(X, y)
-    near = X[:5]
-    far = np.zeros((1, D))  # every coordinate at its most damaging level
-    _, s_near = model.predict(near, return_std=True)
-    _, s_far = model.predict(far, return_std=True)
-    assert model.kappa_ >= 0 and s_far[0] >= s_near.max()
+def test_spread_grows_away_from_the_samples(fitted: PriorModel):
+    X, _ = data(40)
+    top = X[np.argsort(-fitted.predict(X))[:5]]  # measured policies near the base
+    far = np.zeros((1, D))  # every coordinate at its most damaging level, never measured
+    _, s_near = fitted.predict(top, return_std=True)
+    _, s_far = fitted.predict(far, return_std=True)
+    assert s_far[0] > s_near.max()
+
+
+def test_gp_residual_corrects_the_prior_near_data():
+    X, y = data(60)
+    y = y - 3.0 * (X[:, 0] < 0.5)  # an effect the tables do not know
+    with_gp = PriorModel(LEVELS, DAMAGE, KINDS).fit(X, y)
+    without = PriorModel(LEVELS, DAMAGE, KINDS, residual="none").fit(X, y)
+    err = lambda m: np.sqrt(np.mean((m.predict(X) - y) ** 2))  # noqa: E731
+    assert err(with_gp) < err(without)
 
 
 def test_gradients_are_finite(fitted: PriorModel):
