@@ -64,6 +64,7 @@ from predictor.device import torch_threads
 FORMAT = "seernet.predictor.prior-model"
 VERSION = 2  # 2: Gaussian-process residual, parameter covariance
 RESIDUALS = ("gp", "none")
+MIN_LENGTH = 0.1  # the GP's shortest length scale, as a fraction of the median sample distance
 MAX_POWER = 3.0  # the link's exponent: 1 = exponential decay, larger = flat near the base
 
 
@@ -211,10 +212,12 @@ class PriorModel(RegressorMixin, BaseEstimator):
             Z = self._gp_inputs(torch.from_numpy(X)).numpy()
         drop = self.top_ - self._prior_np(X)
         rt = r / np.sqrt(self.sigma0_**2 + (self.sigma1_ * drop) ** 2)  # homoscedastic now
-        spread = float(np.median(pdist(Z))) if len(Z) > 1 else 1.0
-        kernel = ConstantKernel(0.5, (1e-3, 1e2)) * RBF(
-            max(spread, 1e-3), (1e-4, 1e3)
-        ) + WhiteKernel(0.5, (1e-3, 1e1))
+        # The length scale may not fall below a tenth of the typical distance between two
+        # samples: below it the GP only interpolates the rows it saw (it chose 0.003 of it
+        # on the 60-sample store) and says nothing about their neighbours.
+        spread = max(float(np.median(pdist(Z))) if len(Z) > 1 else 1.0, 1e-3)
+        rbf = RBF(spread, (MIN_LENGTH * spread, 10 * spread))
+        kernel = ConstantKernel(0.5, (1e-3, 1e2)) * rbf + WhiteKernel(0.5, (1e-3, 1e1))
         gp = GaussianProcessRegressor(
             kernel, alpha=1e-8, normalize_y=False, random_state=self.random_state
         )
