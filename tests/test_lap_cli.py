@@ -39,7 +39,7 @@ def deterministic_timings():
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory, fake_fmnist: Path) -> Path:
     """A ResNet-20 workspace (random weights) with 2 samples and a tiny predictor fitted on noise."""
-    from predictor.ensemble import MLPEnsemble
+    from predictor.prior_model import PriorModel
     from seernet.steps.context import RunContext
     from seernet.workspace.folder import Workspace
 
@@ -51,11 +51,12 @@ def workspace(tmp_path_factory, fake_fmnist: Path) -> Path:
     assert main(["collect", "--workdir", str(ws), *args, "--samples", "2", *FAST]) == 0
     space = RunContext(Workspace(ws), Workspace(ws).read(), torch.device("cpu")).space
     x = np.random.default_rng(0).uniform(0, 1, (40, space.dim))
-    # Monotone, as the predictor fit-predictor writes (the space passes its codec's signs).
-    ens = MLPEnsemble(n_members=2, hidden=(16,), max_epochs=30, patience=10, monotone=True).fit(
-        x, 50 + 10 * x.mean(1)
-    )
-    ens.save(ws / "predictor.pt", {"space_fingerprint": space.fingerprint})
+    # The predictor fit-predictor writes, on made-up tables: damage falls linearly to the top.
+    levels = [lv.tolist() for lv in space.levels()]
+    damage = [(1.0 - np.asarray(lv)).tolist() for lv in levels]
+    kinds = [0] * space.n_groups + [1] * (space.dim - space.n_groups)
+    model = PriorModel(levels, damage, kinds).fit(x, 50 + 10 * x.mean(1))
+    model.save(ws / "predictor.pt", {"space_fingerprint": space.fingerprint})
     return ws
 
 

@@ -90,7 +90,8 @@ def run(args: argparse.Namespace) -> int:
         load_predictor,
         policy_document,
         resolve_budgets,
-        solve_one,
+        solve_fast,
+        stored_samples,
     )
     from seernet.workspace.artifacts import write_json
     from seernet.workspace.folder import Workspace
@@ -106,9 +107,9 @@ def run(args: argparse.Namespace) -> int:
         return _refine(
             ctx, args, predictor, bsets, fixed, values, "mixed" if bits is None else f"{bits}-bit"
         )
-    docs = []
+    docs, stored = [], stored_samples(ctx)
     for bset in bsets:
-        res = solve_one(ctx, predictor, bset, fixed, values, args.seed)
+        res = solve_fast(ctx, predictor, bset, fixed, values, stored, args.seed)
         doc = policy_document(ctx, bset, res, "mixed" if bits is None else f"{bits}-bit")
         path = ws.path("policies", f"{bset.name}.json")
         write_json(path, doc)

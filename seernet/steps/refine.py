@@ -39,13 +39,19 @@ from search.levels import Levels
 from search.solver import SolveResult
 from seernet.space.policy import Policy
 from seernet.steps.context import RunContext
-from seernet.steps.solve import BudgetSet, policy_document, solve_one
+from seernet.steps.solve import (
+    TRUST_RADIUS,
+    BudgetSet,
+    fits,
+    policy_document,
+    solve_fast,
+    solve_one,
+)
 from seernet.workspace.artifacts import PREDICTOR_NAME, STORE_NAME, write_json
 from seernet.workspace.store import SampleStore
 
 REFINE_STRATEGY = "refine"
 ANCHORS = 2  # global-ranking bit-widths measured per budget (the best predicted ones)
-TRUST_RADIUS = 1  # levels a trust-region round may move each coordinate
 # Accuracy points a candidate must gain over the incumbent. The collect protocol's own
 # seed-to-seed spread near 90% (three ResNet-20 policies at 50% FLOPs, protocol seeds 0 and 1)
 # was 0.12-0.36 points; the store rarely holds repeats to estimate it per run.
@@ -105,18 +111,6 @@ def predict(predictor: object, x: np.ndarray) -> tuple[float, float]:
             torch.as_tensor(np.asarray(x, dtype=np.float64))[None].float()
         )
     return float(mean.reshape(-1)[0]), float(std.reshape(-1)[0])
-
-
-def fits(ctx: RunContext, X: np.ndarray, budgets: dict[str, float], fixed, values) -> np.ndarray:
-    """Which rows of ``X`` meet every budget and agree with the frozen coordinates."""
-    fns = ctx.costs.functions()
-    xt = torch.as_tensor(np.asarray(X, dtype=np.float64))
-    ok = np.ones(len(X), dtype=bool)
-    for k, b in budgets.items():
-        ok &= fns[k](xt).reshape(-1).numpy() <= b * (1 + 1e-9)
-    if fixed is not None:
-        ok &= np.all(np.isclose(X[:, fixed], values[fixed]), axis=1)
-    return ok
 
 
 def best_stored(ctx: RunContext, store: SampleStore, bset: BudgetSet, fixed, values) -> int | None:
@@ -255,7 +249,8 @@ def refine_budget(
     row = best_stored(ctx, store, bset, fixed, values)
     if row is not None:
         consider(store.encoded[row], "store")
-    consider(solve_one(ctx, out.predictor, bset, fixed, values, seed).x, "solve")
+    fast = solve_fast(ctx, out.predictor, bset, fixed, values, (store.encoded, store.accuracy), seed)
+    consider(fast.x, "solve")
     pending = iter(anchors(ctx, predictor, bset, fixed, values) if starts is None else starts)
     while out.evaluations < n_evals:  # an anchor is made only if a measurement is left for it
         nxt = next(pending, None)

@@ -26,6 +26,14 @@ MIXED_BITOPS_FACTOR = 16  # BitOPs of uniform 4-bit weights and activations
 # The solver maximizes mean - RISK * std: the predictor's std grows with the distance to
 # measured policies, so this keeps answers where the prediction is backed by data.
 RISK = 1.0
+# The fast solve searches within TRUST_RADIUS levels per coordinate of each of the
+# TRUST_CENTERS most accurate measured policies that fit the budgets (the frozen bit-widths
+# imposed on them), and returns what the predictor rates best among those searches.
+# Why: searched over the whole space, the 60-sample store's answers at 30% FLOPs lay where
+# no policy was measured and measured 3.9-13.9 points below the global ranking, each
+# predicted within 2 std of 86-87%.
+TRUST_RADIUS = 1
+TRUST_CENTERS = 3
 
 
 def format_cost(name: str, value: float) -> str:
@@ -169,6 +177,61 @@ def solve_one(
         predictor.mean_std_torch, costs, bset.budgets, levels or Levels(ctx.space.levels()),
         fixed=fixed, fixed_values=values, seed=seed, risk=RISK,
     )  # fmt: skip
+
+
+def fits(ctx: RunContext, X: np.ndarray, budgets: dict[str, float], fixed, values) -> np.ndarray:
+    """Which rows of ``X`` meet every budget and agree with the frozen coordinates."""
+    fns = ctx.costs.functions()
+    xt = torch.as_tensor(np.asarray(X, dtype=np.float64))
+    ok = np.ones(len(X), dtype=bool)
+    for k, b in budgets.items():
+        ok &= fns[k](xt).reshape(-1).numpy() <= b * (1 + 1e-9)
+    if fixed is not None:
+        ok &= np.all(np.isclose(X[:, fixed], values[fixed]), axis=1)
+    return ok
+
+
+def trust_centers(ctx: RunContext, X: np.ndarray, y: np.ndarray, budgets: dict[str, float],
+                  fixed, values) -> list[np.ndarray]:  # fmt: skip
+    """The most accurate measured policies, frozen bits imposed, that fit the budgets."""
+    P = X if fixed is None else np.where(fixed, values, X)
+    ok = fits(ctx, P, budgets, fixed, values)
+    centers: list[np.ndarray] = []
+    for i in np.flatnonzero(ok)[np.argsort(-y[ok], kind="stable")]:
+        if not any(np.array_equal(P[i], c) for c in centers):
+            centers.append(P[i])
+        if len(centers) == TRUST_CENTERS:
+            break
+    return centers
+
+
+def solve_fast(
+    ctx: RunContext, predictor, bset: BudgetSet, fixed, values, stored, seed: int = 0
+) -> SolveResult:
+    """``solve`` without ``--refine``: the best-rated policy near the best measured ones
+    (``stored`` = the store's encoded policies and accuracies; see ``TRUST_RADIUS``)."""
+    centers = trust_centers(ctx, *stored, bset.budgets, fixed, values)
+    if not centers:
+        res = solve_one(ctx, predictor, bset, fixed, values, seed)
+        res.note = "no measured policy fits these budgets: searched the whole space"
+        return res
+    grid = Levels(ctx.space.levels())
+    found = [solve_one(ctx, predictor, bset, fixed, values, seed, levels=grid.window(c, TRUST_RADIUS))
+             for c in centers]  # fmt: skip
+    best = max(found, key=lambda r: r.mean - RISK * r.std)
+    best.seconds = sum(r.seconds for r in found)
+    return best
+
+
+def stored_samples(ctx: RunContext) -> tuple[np.ndarray, np.ndarray]:
+    """The store's encoded policies and accuracies (empty arrays without a store)."""
+    from seernet.workspace.store import SampleStore
+
+    path = ctx.ws.path(STORE_NAME)
+    if not path.is_file():
+        return np.empty((0, ctx.space.dim)), np.empty(0)
+    with SampleStore.open(path, fingerprint=ctx.space.fingerprint) as store:
+        return store.encoded, store.accuracy
 
 
 def policy_document(ctx: RunContext, bset: BudgetSet, res: SolveResult, bits_mode: str) -> dict:
