@@ -69,8 +69,9 @@ def save(model: MLPEnsemble, path: str | Path, metadata: dict) -> None:
     torch.save(blob, Path(path))
 
 
-def load(cls: type[MLPEnsemble], path: str | Path) -> tuple[MLPEnsemble, dict]:
-    """Rebuild the fitted ensemble from ``path``; raise ValueError if it is not one."""
+def read_header(path: str | Path, fmt: str, version: int, what: str) -> tuple[dict, dict]:
+    """(tensors, JSON header) of a predictor file; ValueError ("refit it") unless it is
+    a readable ``fmt`` file of ``version``. ``what`` names the kind in the message."""
     path = Path(path)
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
@@ -79,13 +80,20 @@ def load(cls: type[MLPEnsemble], path: str | Path) -> tuple[MLPEnsemble, dict]:
         raise
     except Exception as err:  # torch raises many types on corrupt input; report one.
         raise ValueError(f"{path} is not a readable predictor file ({err}); refit it.") from None
-    if not isinstance(header, dict) or header.get("format") != FORMAT:
-        raise ValueError(f"{path} is not an MLPEnsemble predictor file; refit it.")
-    if header.get("version") != VERSION:
+    if not isinstance(header, dict) or header.get("format") != fmt:
+        raise ValueError(f"{path} is not {what}; refit it.")
+    if header.get("version") != version:
         raise ValueError(
-            f"{path} has predictor format version {header.get('version')}, this seernet reads {VERSION} "
-            "(monotone, capped, calibrated); refit it."
+            f"{path} has {what} format version {header.get('version')}, this seernet reads {version}; refit it."
         )
+    return blob, header
+
+
+def load(cls: type[MLPEnsemble], path: str | Path) -> tuple[MLPEnsemble, dict]:
+    """Rebuild the fitted ensemble from ``path``; raise ValueError if it is not one."""
+    blob, header = read_header(
+        path, FORMAT, VERSION, "an MLPEnsemble predictor file (monotone, capped, calibrated)"
+    )
     try:
         model = cls(**{**header["params"], "hidden": tuple(header["params"]["hidden"])})
         signs = header["monotone_signs"]

@@ -60,6 +60,7 @@ from sklearn.gaussian_process.kernels import RBF, ConstantKernel, WhiteKernel
 from sklearn.utils.validation import check_array, check_is_fitted, check_X_y
 
 from predictor.device import torch_threads
+from predictor.persistence import read_header
 
 FORMAT = "seernet.predictor.prior-model"
 VERSION = 2  # 2: Gaussian-process residual, parameter covariance
@@ -300,19 +301,7 @@ class PriorModel(RegressorMixin, BaseEstimator):
 
     @classmethod
     def load(cls, path: str | Path) -> tuple[PriorModel, dict]:
-        try:
-            blob = torch.load(Path(path), map_location="cpu", weights_only=True)
-            header = json.loads(blob["header"])
-        except FileNotFoundError:
-            raise
-        except Exception as err:  # torch raises many types on corrupt input
-            raise ValueError(f"{path} is not a readable predictor file ({err}); refit it") from None
-        if not isinstance(header, dict) or header.get("format") != FORMAT:
-            raise ValueError(f"{path} is not a seernet prior-model predictor; refit it")
-        if header.get("version") != VERSION:
-            raise ValueError(
-                f"{path} has prior-model version {header.get('version')}, this seernet reads {VERSION}; refit it"
-            )
+        blob, header = read_header(path, FORMAT, VERSION, "a seernet prior-model predictor")
         try:
             params = header["params"]
             model = cls(**params)
