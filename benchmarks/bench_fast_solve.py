@@ -6,9 +6,11 @@ For one workspace (a store and its predictor) and each cell of 30/50/70% FLOPs x
 1. runs ``seernet fit-predictor`` once and ``seernet solve`` per cell in subprocesses,
    exactly as a user does, on a copy of the workspace (the original is not touched);
 2. measures, on the store's own protocol (same seed), the fast answer, Torch-Pruning's
-   global-ranking policy at the highest uniform bit-width whose BitOPs fit (activations
-   widened where the budget allows, as ``solve --refine`` does), and HAWQ-V3's allocation
-   on the global ranking's channels (mixed cells);
+   global-ranking policy at the highest uniform bit-width whose BitOPs fit and (mixed
+   cells) at the uniform bit-width whose BitOPs equal the budget at the FLOPs budget
+   (4, 3, 2 bits for 16x, 9x, 4x), activations widened where the budget allows (as
+   ``solve --refine`` does), and HAWQ-V3's allocation on the global ranking's channels
+   (mixed cells, where its ILP has a solution);
 3. reports the fast answer's predicted mean +/- std next to its measurement, its gap to
    the best anchor, and over the fast answers (solver answers the store never held) the
    predictor's Kendall tau and RMSE.
@@ -43,6 +45,8 @@ from seernet.workspace.store import SampleStore
 
 PERCENTS = (30, 50, 70)
 MIXED = (16, 9, 4)  # BitOPs budget = factor x FLOPs budget (uniform 4-, 3-, 2-bit)
+UNIFORM_BITS = {16: 4, 9: 3, 4: 2}
+ANCHOR_ARMS = ("global-ranking", "global-ranking-uniform", "hawq")
 
 
 def cells() -> list[tuple[str, list[str]]]:
@@ -107,7 +111,8 @@ def global_ranking_anchor(ctx: RunContext, budgets: dict[str, float]) -> tuple[P
 def run_cell(
     ctx, protocol, ws: Path, name: str, flags: list[str], res: Results, hawq_cache: dict
 ) -> None:
-    from seernet.steps.refine import hawq_anchor
+    from seernet.compression.global_ranking import global_ranking_policy
+    from seernet.steps.refine import hawq_anchor, widest_activations
 
     fast = res.get(name, "fast")
     if fast is None:
@@ -130,6 +135,20 @@ def run_cell(
             row = {"measured": measure_policy(ctx, protocol, policy), "bits": bits,
                    "encoded": ctx.space.encode(policy).tolist()}  # fmt: skip
         res.put(name, "global-ranking", row)
+    if "mixed" in name and res.get(name, "global-ranking-uniform") is None:
+        # the uniform bit-width whose BitOPs equal the budget at the FLOPs budget: 16x -> 4 bits
+        bits = UNIFORM_BITS[int(name.rsplit("mixed", 1)[1])]
+        row = {"measured": None, "bits": bits}
+        try:
+            policy, _ = global_ranking_policy(ctx.model, ctx.space, ctx.costs, budgets, bits)
+            policy = widest_activations(ctx, policy, budgets)
+            row.update(
+                measured=measure_policy(ctx, protocol, policy),
+                encoded=ctx.space.encode(policy).tolist(),
+            )
+        except ValueError:
+            pass
+        res.put(name, "global-ranking-uniform", row)
     if "mixed" in name and res.get(name, "hawq") is None:
         x = hawq_anchor(ctx, budgets, hawq_cache)
         row = {"measured": None}
@@ -162,7 +181,7 @@ def report(res: Results) -> str:
         gaps.append(gap)
         rows.append([name, f"{p['mean']:.2f} +/- {p['std']:.2f}", f"{fast['measured']:.2f}",
                      f"{(fast['measured'] - p['mean']) / max(p['std'], 1e-9):+.1f}",
-                     *(f"{anchors[a]:.2f}" if a in anchors else "-" for a in ("global-ranking", "hawq")),
+                     *(f"{anchors[a]:.2f}" if a in anchors else "-" for a in ANCHOR_ARMS),
                      "-" if gap is None else f"{gap:+.2f}", f"{fast['solve_seconds']:.2f}"])  # fmt: skip
     head = [
         "cell",

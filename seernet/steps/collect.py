@@ -136,12 +136,24 @@ def eta_line(seconds: float, remaining: int, workers: int = 1) -> str:
             f"ETA {format_duration(eta)}{parallel}")  # fmt: skip
 
 
-def make_predictor_factory(tables: dict):  # returns a factory
+def make_predictor_factory(ctx: RunContext, protocol: Protocol):  # returns a factory
     """Predictor factory for the active sampler: ``fit-predictor``'s model with a given seed
-    (its spread, distance term included, is what the landing acquisition reads)."""
-    from predictor.prior_model import PriorModel
+    (its spread is what the landing acquisition reads).
 
-    return lambda seed: PriorModel(**tables, random_state=seed)
+    The damage tables are measured (or read) on the first call, when the first active
+    round starts: the warm-up needs no predictor, so its samples are stored at once and a
+    collect killed during the warm-up never pays for them."""
+    from predictor.prior_model import PriorModel
+    from seernet.steps.sensitivity import damage_table, prior_tables
+
+    tables: dict = {}
+
+    def make(seed: int) -> PriorModel:
+        if not tables:
+            tables.update(prior_tables(ctx, damage_table(ctx, protocol)))
+        return PriorModel(**tables, random_state=seed)
+
+    return make
 
 
 def numpy_cost(ctx: RunContext, name: str = "flops"):  # returns a function
@@ -162,10 +174,7 @@ def collect(
     parallel; each result is appended as it arrives (any order), and the sampler still
     sees the round in proposal order, so the choices equal those of the local backend.
     """
-    from seernet.steps.sensitivity import damage_table, prior_tables
-
     backend = backend or BackendConfig()
-    tables = prior_tables(ctx, damage_table(ctx, protocol))
     if backend.parallel:  # a chunk never spans rounds, so this means "the whole round"
         sampler = replace(sampler, eval_chunk=max(n_samples, 1))
     already = len(store)
@@ -195,7 +204,7 @@ def collect(
         anchors = anchor_policies(ctx.space, ctx.model)
         try:
             run_active(
-                Levels(ctx.space.levels()), evaluate, make_predictor_factory(tables), n_samples, sampler,
+                Levels(ctx.space.levels()), evaluate, make_predictor_factory(ctx, protocol), n_samples, sampler,
                 cost=numpy_cost(ctx), X=store.encoded if len(store) else None,
                 y=store.accuracy if len(store) else None, rounds=stored_rounds, on_round=on_round,
                 anchors=np.stack([ctx.space.encode(p) for p in anchors]),

@@ -249,7 +249,9 @@ def refine_budget(
     row = best_stored(ctx, store, bset, fixed, values)
     if row is not None:
         consider(store.encoded[row], "store")
-    fast = solve_fast(ctx, out.predictor, bset, fixed, values, (store.encoded, store.accuracy), seed)
+    fast = solve_fast(
+        ctx, out.predictor, bset, fixed, values, (store.encoded, store.accuracy), seed
+    )
     consider(fast.x, "solve")
     pending = iter(anchors(ctx, predictor, bset, fixed, values) if starts is None else starts)
     while out.evaluations < n_evals:  # an anchor is made only if a measurement is left for it

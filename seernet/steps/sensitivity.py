@@ -1,6 +1,6 @@
 """The workspace's damage tables (``compression.sensitivity``), measured once and cached.
 
-``collect`` measures them before its first sample (its active rounds use the predictor);
+``collect`` measures them when its first active round starts (after the warm-up);
 ``fit-predictor`` and ``solve --refine`` read the cached file, measuring it only when a
 store was collected before the tables existed. A solve never measures them.
 """
