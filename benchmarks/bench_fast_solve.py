@@ -183,16 +183,8 @@ def report(res: Results) -> str:
                      f"{(fast['measured'] - p['mean']) / max(p['std'], 1e-9):+.1f}",
                      *(f"{anchors[a]:.2f}" if a in anchors else "-" for a in ANCHOR_ARMS),
                      "-" if gap is None else f"{gap:+.2f}", f"{fast['solve_seconds']:.2f}"])  # fmt: skip
-    head = [
-        "cell",
-        "fast: predicted",
-        "fast: measured",
-        "z",
-        "global ranking",
-        "HAWQ",
-        "fast - best anchor",
-        "solve s",
-    ]
+    head = ["cell", "fast: predicted", "fast: measured", "z", "GR, top bits that fit",
+            "GR, uniform b", "HAWQ", "fast - best anchor", "solve s"]  # fmt: skip
     text = format_table(head, rows)
     if len(pred) >= 3:
         pred, std, meas = np.asarray(pred), np.asarray(std), np.asarray(meas)
