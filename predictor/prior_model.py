@@ -192,7 +192,7 @@ class PriorModel(RegressorMixin, BaseEstimator):
         """sigma0, sigma1: the residuals' std as a function of the predicted loss (likelihood)."""
 
         def nll(p):
-            v = np.exp(2 * p[0]) + np.exp(2 * p[1]) * drop**2
+            v = np.exp(2 * p[0]) + np.exp(2 * p[1]) * drop**2 + 1e-12  # no log(0) on underflow
             return float(np.sum(np.log(v) + r**2 / v))
 
         best = minimize(nll, np.array([0.0, -2.0]), method="Nelder-Mead")

@@ -49,10 +49,10 @@ def local_random(tmp_path_factory, run_args) -> dict:
 
 
 def test_process_workers_equal_local_with_active_rounds(tmp_path: Path, run_args):
-    # The warm-up is the 9 anchors (more than half of 13), then two active rounds of 2.
+    # The warm-up is the 13 anchors (more than half of 17), then two active rounds of 2.
     active = ["--strategy", "active", "--batch-size", "2", "--warmup-fraction", "0.5"]
-    assert collect(tmp_path / "a", run_args, 13, *active) == 0
-    assert collect(tmp_path / "b", run_args, 13, *active, "--workers", "2") == 0
+    assert collect(tmp_path / "a", run_args, 17, *active) == 0
+    assert collect(tmp_path / "b", run_args, 17, *active, "--workers", "2") == 0
     a, b = samples(tmp_path / "a"), samples(tmp_path / "b")
     assert a == b and {r for _, r, _ in a.values()} == {0, 1, 2}
 
