@@ -119,6 +119,8 @@ def _choices(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
     from search.sampler import SamplerConfig
     from seernet.cli.common import make_settings, open_run, print_json
     from seernet.compression.protocol import Protocol
@@ -151,8 +153,6 @@ def run(args: argparse.Namespace) -> int:
         criterion=args.criterion,
         seed=args.seed,
     )
-    from dataclasses import replace
-
     landing = make_settings(replace, SamplerConfig().landing, risk=args.risk)
     sampler = make_settings(
         SamplerConfig,
