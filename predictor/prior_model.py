@@ -27,11 +27,14 @@ exactly there. The damage tables know every coordinate's effect from the start.
 
 The spread grows with the predicted loss and away from measured data:
 
-    std(x)^2 = sigma0^2 + (sigma1 * drop(x))^2 + var_theta(x) + var_r(x)
+    std(x)^2 = var_theta(x) + n(x) * (white + var_r(x)),   n(x) = sigma0^2 + (sigma1 * drop(x))^2
+
+(without the GP: var_theta(x) + n(x)). The GP sees the residuals divided by sqrt(n), so
+``white`` (its fitted noise level) and var_r are in those standardized units.
 
 - drop(x) = top - prior(x): errors grow with the predicted loss (a policy near the base
   model is easier to predict than one that lost 30 points); sigma0, sigma1 maximize the
-  likelihood of the prior's residuals and are the GP's per-row noise.
+  likelihood of the prior's residuals; n(x) scales the GP's per-row noise.
 - var_theta: the prior's parameters' Laplace covariance (Gauss-Newton at the robust
   least-squares fit) pushed through the gradient of the mean: large where the answer
   leans on a coordinate's scale that the samples barely pinned down.
