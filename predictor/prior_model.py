@@ -109,11 +109,11 @@ class DamageCurves(torch.nn.Module):
 
 
 class PriorModel(RegressorMixin, BaseEstimator):
-    """Damage-table prior x learned scales + monotone residual ensemble (see the module doc).
+    """Damage-table prior x learned scales + GP residual (see the module doc).
 
     ``levels``/``damage``: per coordinate, ascending codes and their loss increases.
-    ``kinds``: per coordinate an integer kind (coordinates of a kind share a scale).
-    ``cap``: no mean above it (None: max(y) + the residual noise).
+    ``kinds``: per coordinate an integer kind (coordinates of a kind share a deviation).
+    ``cap``: no mean above it (None: max(y) + 1).
     """
 
     def __init__(
@@ -136,9 +136,9 @@ class PriorModel(RegressorMixin, BaseEstimator):
         self._setup(X.shape[1])
         with torch_threads(1):
             self._fit_core(X, y)
-            r = y - self._prior_np(X)
-            self._fit_noise(r, self.top_ - self._prior_np(X))
-            self._fit_gp(X, r)
+            prior = self._prior_np(X)
+            self._fit_noise(y - prior, self.top_ - prior)
+            self._fit_gp(X, y - prior, self.top_ - prior)
         return self
 
     def _setup(self, dim: int) -> None:
@@ -150,7 +150,7 @@ class PriorModel(RegressorMixin, BaseEstimator):
         self.n_features_in_ = dim
 
     def _fit_core(self, X: np.ndarray, y: np.ndarray) -> None:
-        """Prior parameters by robust least squares, then the residual ensemble.
+        """Prior parameters by robust least squares.
 
         a_d = exp(log_a + v_k(d) + u_d): every table is a loss increase, so one common
         scale is the prior; kind (v) and coordinate (u) deviations have a Gaussian prior
@@ -189,7 +189,6 @@ class PriorModel(RegressorMixin, BaseEstimator):
         self.scale_ = np.exp(log_a + v[self.kind_index_] + u)
         self.param_cov_ = scale**2 * np.linalg.pinv(fit.jac.T @ fit.jac)
         self.cap_ = self.cap if self.cap is not None else float(y.max()) + 1.0
-        self.X_train_ = X.copy()
 
     def _fit_noise(self, r: np.ndarray, drop: np.ndarray) -> None:
         """sigma0, sigma1: the residuals' std as a function of the predicted loss (likelihood)."""
@@ -201,20 +200,14 @@ class PriorModel(RegressorMixin, BaseEstimator):
         best = minimize(nll, np.array([0.0, -2.0]), method="Nelder-Mead")
         self.sigma0_, self.sigma1_ = (max(float(v), 1e-3) for v in np.exp(best.x))
 
-    def _gp_inputs(self, x):
-        """Damage space: each coordinate's fitted contribution a_d t_d(x_d)."""
-        return self.curves_(x) * torch.as_tensor(self.scale_).to(x)
-
-    def _fit_gp(self, X: np.ndarray, r: np.ndarray) -> None:
+    def _fit_gp(self, X: np.ndarray, r: np.ndarray, drop: np.ndarray) -> None:
         """A GP on what the prior leaves, in damage space, with the fitted per-row noise."""
         self.Z_train_ = self.gp_amp_ = self.gp_length_ = self.gp_white_ = None
         if self.residual not in RESIDUALS:
             raise ValueError(f"residual must be one of {RESIDUALS}, got {self.residual!r}")
         if self.residual != "gp" or len(r) < 8:
             return
-        with torch.no_grad():
-            Z = self._gp_inputs(torch.from_numpy(X)).numpy()
-        drop = self.top_ - self._prior_np(X)
+        Z = self._damages(X) * self.scale_  # damage space: each coordinate's a_d t_d(x_d)
         rt = r / np.sqrt(self.sigma0_**2 + (self.sigma1_ * drop) ** 2)  # homoscedastic now
         # The length scale may not fall below a tenth of the typical distance between two
         # samples: below it the GP only interpolates the rows it saw (it chose 0.003 of it
@@ -253,15 +246,16 @@ class PriorModel(RegressorMixin, BaseEstimator):
         mean = self.floor_ + (self.top_ - self.floor_) * torch.exp(-loss)
         drop = (self.top_ - self.floor_) * -torch.expm1(-loss)  # the prior's predicted loss
         noise = self.sigma0_**2 + (self.sigma1_ * drop) ** 2  # the residuals' variance at x
-        var = self._param_var(t, a) + noise
+        var_theta = self._param_var(t, a)
+        var = var_theta + noise
         if self.Z_train_ is not None:
-            z = self._gp_inputs(x)
+            z = t * a
             ref = torch.as_tensor(self.Z_train_).to(t)
             k = self.gp_amp_ * torch.exp(-0.5 * torch.cdist(z, ref).square() / self.gp_length_**2)
             mean = mean + noise.sqrt() * (k @ torch.as_tensor(self.gp_alpha_).to(t))
             kinv = torch.as_tensor(self.gp_kinv_).to(t)
             posterior = (self.gp_amp_ - ((k @ kinv) * k).sum(1)).clamp_min(0.0)
-            var = self._param_var(t, a) + noise * (self.gp_white_ + posterior)
+            var = var_theta + noise * (self.gp_white_ + posterior)
         return torch.clamp(mean, max=self.cap_), var.sqrt()
 
     def _param_var(self, t: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
@@ -295,7 +289,6 @@ class PriorModel(RegressorMixin, BaseEstimator):
             "header": json.dumps(header),
             "scale": torch.from_numpy(self.scale_),
             "param_cov": torch.from_numpy(self.param_cov_),
-            "X_train": torch.from_numpy(self.X_train_),
             "gp": {}
             if self.Z_train_ is None
             else {k: torch.from_numpy(getattr(self, k)) for k in _GP_ARRAYS},

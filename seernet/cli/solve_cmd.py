@@ -84,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from seernet.steps.context import RunContext
+    from seernet.steps.fit import load_samples
     from seernet.steps.solve import (
         attach_latency,
         bits_mask,
@@ -91,7 +92,6 @@ def run(args: argparse.Namespace) -> int:
         policy_document,
         resolve_budgets,
         solve_fast,
-        stored_samples,
     )
     from seernet.workspace.artifacts import write_json
     from seernet.workspace.folder import Workspace
@@ -107,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
         return _refine(
             ctx, args, predictor, bsets, fixed, values, "mixed" if bits is None else f"{bits}-bit"
         )
-    docs, stored = [], stored_samples(ctx)
+    docs, stored = [], load_samples(ctx)[:2]
     for bset in bsets:
         res = solve_fast(ctx, predictor, bset, fixed, values, stored, args.seed)
         doc = policy_document(ctx, bset, res, "mixed" if bits is None else f"{bits}-bit")

@@ -223,17 +223,6 @@ def solve_fast(
     return best
 
 
-def stored_samples(ctx: RunContext) -> tuple[np.ndarray, np.ndarray]:
-    """The store's encoded policies and accuracies (empty arrays without a store)."""
-    from seernet.workspace.store import SampleStore
-
-    path = ctx.ws.path(STORE_NAME)
-    if not path.is_file():
-        return np.empty((0, ctx.space.dim)), np.empty(0)
-    with SampleStore.open(path, fingerprint=ctx.space.fingerprint) as store:
-        return store.encoded, store.accuracy
-
-
 def policy_document(ctx: RunContext, bset: BudgetSet, res: SolveResult, bits_mode: str) -> dict:
     """Everything about one solved policy, as written to ``policies/<name>.json``."""
     policy = ctx.space.decode(res.x)
