@@ -7,7 +7,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 # Lowest first: a package may import its own modules and those of packages listed before it.
-LAYERS = ("top", "workspace", "data", "models", "space", "compression", "latency", "steps", "cli")
+LAYERS = (
+    "top", "workspace", "data", "models", "space", "compression", "latency", "steps", "api", "cli",
+)  # fmt: skip
+# The package itself is the public face: ``seernet.Compressor`` loads the API on first use.
+FACADE = "seernet.__init__"
 SUBPACKAGES = [p.name for p in (ROOT / "seernet").iterdir() if (p / "__init__.py").is_file()]
 
 
@@ -46,6 +50,8 @@ def test_packages_import_only_lower_layers():
     wrong = []
     for path in sorted((ROOT / "seernet").rglob("*.py")):
         module = ".".join(path.relative_to(ROOT).with_suffix("").parts)
+        if module == FACADE:
+            continue
         own = LAYERS.index(_layer(module))
         for target in _runtime_imports(path):
             if target != "seernet" and LAYERS.index(_layer(target)) > own:
@@ -64,3 +70,18 @@ def test_package_inits_are_torch_free():
     code = f"import sys, {names}; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_the_api_is_reached_from_the_package_without_importing_torch_first():
+    code = "import sys, seernet; t = 'torch' in sys.modules; seernet.Compressor; print(t, 'torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "True"]
+
+
+def test_help_is_torch_free():
+    code = (
+        "import sys\nfrom seernet.cli.main import main\ntry:\n    main(['--help'])\n"
+        "except SystemExit:\n    pass\nprint('torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "collect" in out.stdout and out.stdout.split()[-1] == "False"

@@ -128,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
     from seernet.errors import UserError
     from seernet.memory import check_run_fits
     from seernet.steps.backends import BackendConfig
-    from seernet.steps.collect import collect, store_spec
+    from seernet.steps.collect import collect, store_spec, store_summary
     from seernet.steps.context import RunContext, record_space
     from seernet.workspace.artifacts import STORE_NAME
     from seernet.workspace.store import SampleStore
@@ -191,7 +191,7 @@ def run(args: argparse.Namespace) -> int:
         if not done:
             collect(ctx, store, args.samples, protocol, sampler, backend)
         if args.json:
-            print_json(summary_json(store))
+            print_json(store_summary(store))
             return 0
         if done:
             print(
@@ -201,16 +201,6 @@ def run(args: argparse.Namespace) -> int:
     finally:
         store.close()
     return 0
-
-
-def summary_json(store) -> dict:
-    """The numbers of ``summary``: min, mean and max of accuracy, every cost and seconds per sample."""
-    columns = {"accuracy": store.accuracy, **store.costs, "seconds": store.seconds}
-    stats = {
-        k: {"min": float(v.min()), "mean": float(v.mean()), "max": float(v.max())}
-        for k, v in columns.items()
-    }
-    return {"samples": len(store), "path": str(store.path), **stats}
 
 
 def summary(store) -> str:

@@ -101,11 +101,30 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     d = RunConfig()
     g = p.add_argument_group("run")
     add_workdir_argument(g)
-    g.add_argument("--model", help=f"model name for a new workspace (default: {d.model})")
+    g.add_argument(
+        "--model",
+        help=f"model name, or your own: FILE.py:CALLABLE or package.module:CALLABLE returning the "
+        f"nn.Module with its weights (default: {d.model})",
+    )
     g.add_argument(
         "--weights", help="base model checkpoint (default: the shipped ResNet-20 for Fashion-MNIST)"
     )
     g.add_argument("--dataset", help=f"{d.dataset} (default), cifar10 or imagefolder")
+    g.add_argument(
+        "--data",
+        help="your own data: FILE.py:CALLABLE returning {'train': Dataset, 'val': Dataset[, 'test': "
+        "Dataset]} of (input, target) pairs (replaces --dataset)",
+    )
+    g.add_argument(
+        "--metric",
+        help="your own metric: FILE.py:CALLABLE, metric(model, batches) -> float, higher is better; "
+        "batches yields (inputs, targets) on the model's device (default: top-1 accuracy)",
+    )
+    g.add_argument(
+        "--loss",
+        help="your own fine-tuning loss: FILE.py:CALLABLE, loss(outputs, targets) -> scalar tensor "
+        "(default: cross-entropy)",
+    )
     g.add_argument(
         "--data-dir", help=f"dataset folder (default for fashion-mnist: {FASHION_MNIST_DIR})"
     )
@@ -131,9 +150,17 @@ def open_run(args: argparse.Namespace) -> tuple[Workspace, RunConfig]:
     from seernet.data.datasets import dataset_names
     from seernet.errors import UserError
     from seernet.models import model_names
+    from seernet.plugins import is_plugin
 
-    # Validate names before anything is written, so a typo leaves no workspace behind.
-    if args.model and args.model not in model_names():
+    # Validate names (and import plug-ins) before anything is written, so a typo leaves no
+    # workspace behind.
+    model, dataset, metric, loss = (
+        plugin_option(getattr(args, k, None), f"--{k}") for k in ("model", "data", "metric", "loss")
+    )
+    if getattr(args, "data", None) and args.dataset:
+        raise UserError("give --data (your own) or --dataset (a built-in one), not both")
+    dataset = dataset or args.dataset
+    if args.model and not is_plugin(args.model) and args.model not in model_names():
         raise UserError(f"unknown model {args.model!r}; known models: {', '.join(model_names())}")
     if args.dataset and args.dataset not in dataset_names():
         raise UserError(
@@ -144,8 +171,10 @@ def open_run(args: argparse.Namespace) -> tuple[Workspace, RunConfig]:
     data_dir = str(Path(args.data_dir).resolve()) if args.data_dir else None
     config = ws.open(
         {
-            "model": args.model,
-            "dataset": args.dataset,
+            "model": model or args.model,
+            "dataset": dataset,
+            "metric": metric,
+            "loss": loss,
             "data_dir": data_dir,
             "weights": weights,
             "val_size": args.val_size,
@@ -154,3 +183,18 @@ def open_run(args: argparse.Namespace) -> tuple[Workspace, RunConfig]:
         }
     )
     return ws, config
+
+
+def plugin_option(value: str | None, flag: str) -> str | None:
+    """A plug-in option's recorded form (file made absolute, callable imported once to check);
+    None when not given or when ``--model`` names a registry model."""
+    from seernet.errors import UserError
+    from seernet.plugins import is_plugin, load_callable, normalized
+
+    if not value or (flag == "--model" and not is_plugin(value)):
+        return None
+    if not is_plugin(value):
+        raise UserError(f"{flag} {value!r}: write FILE.py:CALLABLE or package.module:CALLABLE")
+    spec = normalized(value)
+    load_callable(spec)
+    return spec

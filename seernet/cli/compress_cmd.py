@@ -60,10 +60,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from seernet.api.workflow import compress_policy
     from seernet.cli.common import make_settings, print_json
     from seernet.device import resolve_device
-    from seernet.memory import check_run_fits
-    from seernet.steps.compress import CompressSettings, compress, read_policy
+    from seernet.steps.compress import CompressSettings
     from seernet.steps.context import RunContext
     from seernet.workspace.folder import Workspace
 
@@ -84,12 +84,7 @@ def run(args: argparse.Namespace) -> int:
     )
     ws = Workspace(args.workdir)
     ctx = RunContext(ws, ws.read(), resolve_device(args.device))
-    ctx.criterion(args.criterion)  # an unknown name or missing learned scores fail before any work
-    path = Path(args.policy)
-    doc, policy = read_policy(path, ctx.space)
-    # The unpruned base model bounds the compressed one: refuse a batch it could not train on.
-    check_run_fits(ctx.model, ctx.space.input_shape, ctx.device, train_batch=settings.batch_size)
-    metrics = compress(ctx, doc, policy, settings, source=path)
+    _, metrics = compress_policy(ctx, Path(args.policy), settings)
     if args.json:
         print_json(metrics)
     else:

@@ -16,7 +16,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from seernet.cli.common import open_run, print_json
-    from seernet.data.train import accuracy
     from seernet.device import resolve_device
     from seernet.memory import check_run_fits
     from seernet.models.base_model import build_model, load_splits
@@ -28,15 +27,15 @@ def run(args: argparse.Namespace) -> int:
     splits = load_splits(config)
     device = resolve_device(args.device)
     model = build_model(config, splits).to(device)
-    shape = (1, splits.in_channels, splits.image_size, splits.image_size)
+    shape = splits.input_shape
     check_run_fits(model, shape, device, train_batch=None)
     macs, params = count_macs_params(model, shape)
     result = {
         "model": config.model,
         "dataset": config.dataset,
         "weights": config.weights,
-        "val_accuracy": accuracy(model, splits.val, device),
-        "test_accuracy": accuracy(model, splits.test, device),
+        "val_accuracy": splits.task.score(model, splits.val, device),
+        "test_accuracy": splits.task.score(model, splits.test, device),
         "flops": macs,
         "params": params,
     }

@@ -23,7 +23,9 @@ COMMANDS = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser; with ``only``, the other commands get their name and help but no options, so
+    ``seernet --help`` (``only`` None and no command) imports none of their settings (nor torch)."""
     parser = argparse.ArgumentParser(
         prog="seernet",
         description=(
@@ -36,7 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     for name, module_name in COMMANDS.items():
         module = importlib.import_module(module_name)
         p = sub.add_parser(name, help=module.HELP, description=module.HELP)
-        module.add_arguments(p)
+        if only in (None, name):
+            module.add_arguments(p)
         p.set_defaults(run=module.run)
     return parser
 
@@ -45,7 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
     from seernet.errors import UserError
 
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    command = next((a for a in argv if not a.startswith("-")), "")
+    parser = build_parser(only=command if command in COMMANDS else "")
     args = parser.parse_args(argv)
     if not getattr(args, "run", None):
         parser.print_help()

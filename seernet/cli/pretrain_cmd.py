@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     torch.manual_seed(settings.seed)
     model = build_model(config, splits, with_weights=False)
-    shape = (1, splits.in_channels, splits.image_size, splits.image_size)
+    shape = splits.input_shape
     check_run_fits(model.to(device), shape, device, settings.batch_size)
     result = pretrain(model, splits, settings, device)
     macs, params = count_macs_params(model.cpu(), shape)

@@ -54,93 +54,42 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_json_argument(p)
 
 
-def _parse(args: argparse.Namespace):
-    from seernet.errors import UserError
-    from seernet.steps.solve import BUDGET_KINDS
-    from seernet.units import parse_budget_list
-
-    given = {
-        k: parse_budget_list(getattr(args, k), kind, f"--{k}")
-        for k, kind in BUDGET_KINDS.items()
-        if getattr(args, k)
-    }
-    if args.pareto is not None and (args.pareto < 1 or given):
-        raise UserError("--pareto K needs K >= 1 and no other budget flag")
-    if args.refine is not None and args.refine < 1:
-        raise UserError(f"--refine N needs N >= 1 measurements per budget, got {args.refine}")
-    if args.refine is not None and args.verify:
-        raise UserError("--refine already measures every returned policy: drop --verify")
-    if args.bits == "mixed":
-        return given, None
-    try:
-        return given, int(args.bits)
-    except ValueError as exc:
-        raise UserError(f"--bits must be 'mixed' or a bit-width, got {args.bits!r}") from exc
-
-
 def run(args: argparse.Namespace) -> int:
     import json
 
-    import torch
-
+    from seernet.api.workflow import check_solve_options, parse_bits, parse_budgets, solve_policies
+    from seernet.device import resolve_device
+    from seernet.errors import UserError
     from seernet.steps.context import RunContext
-    from seernet.steps.fit import load_samples
-    from seernet.steps.solve import (
-        attach_latency,
-        bits_mask,
-        load_predictor,
-        policy_document,
-        resolve_budgets,
-        solve_fast,
-    )
-    from seernet.workspace.artifacts import write_json
+    from seernet.tables import format_table
     from seernet.workspace.folder import Workspace
 
-    given, bits = _parse(args)
+    budgets = parse_budgets(
+        **{k: getattr(args, k) for k in ("flops", "bitops", "params", "size", "latency")}
+    )
+    bits = parse_bits(args.bits)
+    check_solve_options(budgets, args.pareto, args.refine)
+    if args.refine is not None and args.verify:
+        raise UserError("--refine already measures every returned policy: drop --verify")
     ws = Workspace(args.workdir)
-    ctx = RunContext(ws, ws.read(), torch.device("cpu"))
-    predictor = load_predictor(ctx)
-    attach_latency(ctx, required=bool(args.latency))
-    fixed, values = bits_mask(ctx, bits)
-    bsets = resolve_budgets(ctx, given, args.pareto, mixed=bits is None)
-    if args.refine:
-        return _refine(
-            ctx, args, predictor, bsets, fixed, values, "mixed" if bits is None else f"{bits}-bit"
-        )
-    docs, stored = [], load_samples(ctx)[:2]
-    for bset in bsets:
-        res = solve_fast(ctx, predictor, bset, fixed, values, stored, args.seed)
-        doc = policy_document(ctx, bset, res, "mixed" if bits is None else f"{bits}-bit")
-        path = ws.path("policies", f"{bset.name}.json")
-        write_json(path, doc)
-        doc["path"] = str(path)
-        docs.append(doc)
-        if not args.json:
-            print(render(ctx, doc))
+    ctx = RunContext(ws, ws.read(), resolve_device(args.device) if args.refine else _cpu())
+    docs = solve_policies(ctx, budgets, bits, args.pareto, args.refine, args.seed)
     if args.verify:
         _verify(ws, args, docs)
-    if args.json:
-        print(json.dumps(docs, indent=2))
-    return 0
-
-
-def _refine(ctx, args: argparse.Namespace, predictor, bsets, fixed, values, bits_mode: str) -> int:
-    """``--refine N``: the best measured policy per budget; prints predicted next to measured."""
-    import json
-
-    from seernet.device import resolve_device
-    from seernet.steps.refine import refine_all
-    from seernet.tables import format_table
-
-    ctx.device = resolve_device(args.device)
-    docs = refine_all(ctx, predictor, bsets, fixed, values, bits_mode, args.refine, args.seed)
     if args.json:
         print(json.dumps(docs, indent=2))
         return 0
     for doc in docs:
         print(render(ctx, doc))
-    print(format_table(*refine_rows(docs)))
+    if args.refine:
+        print(format_table(*refine_rows(docs)))
     return 0
+
+
+def _cpu():  # the fast solve never needs an accelerator
+    import torch
+
+    return torch.device("cpu")
 
 
 def refine_rows(docs: list[dict]) -> tuple[list[str], list[list[str]]]:

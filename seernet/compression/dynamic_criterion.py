@@ -101,11 +101,22 @@ def compute_scores(ctx, settings: DynamicSettings, bar=None) -> dict[str, torch.
     tuned = copy.deepcopy(base)
     torch.manual_seed(settings.seed)
     data = batches(
-        ctx.splits.train, settings.batch_size, shuffle=True, seed=settings.seed, train_augment=True
+        ctx.splits.train,
+        settings.batch_size,
+        shuffle=True,
+        seed=settings.seed,
+        train_augment=ctx.splits.augment,
     )
     opt = sgd(tuned, settings.lr, weight_decay=0.0)
     train_steps(
-        tuned, data, ctx.device, opt, cosine_schedule(opt, settings.steps), settings.steps, bar
+        tuned,
+        data,
+        ctx.device,
+        opt,
+        cosine_schedule(opt, settings.steps),
+        settings.steps,
+        bar,
+        loss_fn=ctx.splits.task.criterion,
     )
     tuned.eval()
     filters = filter_scores(base.cpu(), tuned.cpu())

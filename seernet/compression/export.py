@@ -232,14 +232,16 @@ def read_packed(path: Path) -> tuple[dict[str, Any], dict[str, Tensor | tuple[Te
     return header, tensors
 
 
-def _skeleton(meta: dict[str, Any]) -> nn.Module:
-    """The pruned, fake-quantized architecture described by ``meta`` (weights to be filled)."""
+def _skeleton(meta: dict[str, Any], arch: nn.Module | None = None) -> nn.Module:
+    """The pruned, fake-quantized architecture described by ``meta`` (weights to be filled);
+    ``arch``: the uncompressed architecture, when ``meta["model"]`` cannot rebuild it."""
     from seernet.compression.prune import prune_model
     from seernet.models import create_model
     from seernet.space.graph import build_space
     from seernet.space.policy import Policy, SpaceChoices
 
-    arch = create_model(meta["model"], meta["num_classes"], meta["in_channels"])
+    if arch is None:
+        arch = create_model(meta["model"], meta["num_classes"], meta["in_channels"])
     choices = SpaceChoices(
         **{k: tuple(v) if k == "bits" else v for k, v in meta["choices"].items()}
     )
@@ -253,11 +255,16 @@ def _skeleton(meta: dict[str, Any]) -> nn.Module:
     return quantize_(prune_model(arch, space, policy), policy.bits)
 
 
-def load_packed(path: Path, device: torch.device | str = "cpu") -> nn.Module:
-    """Rebuild the fake-quantized compressed model from ``packed.bin`` (eval mode, on ``device``)."""
+def load_packed(
+    path: Path, device: torch.device | str = "cpu", arch: nn.Module | None = None
+) -> nn.Module:
+    """Rebuild the fake-quantized compressed model from ``packed.bin`` (eval mode, on ``device``).
+
+    ``arch`` (a copy is pruned): the uncompressed model, needed when it came to seernet as a
+    Python object; a registry model or plug-in is rebuilt from the file's own record."""
     header, tensors = read_packed(path)
     with torch.enable_grad():  # Torch-Pruning traces the architecture with autograd
-        model = _skeleton(header["meta"])
+        model = _skeleton(header["meta"], None if arch is None else copy.deepcopy(arch).cpu())
     with torch.no_grad():
         _fill_(model, header, tensors, path)
     return model.to(device).eval()

@@ -23,7 +23,8 @@ import torch_pruning as tp
 from torch import nn
 
 from seernet.space.costs import CostModel
-from seernet.space.policy import Policy, PolicySpace, classifier_name
+from seernet.space.graph import output_layer
+from seernet.space.policy import Policy, PolicySpace
 
 
 def kept_counts(model: nn.Module, space: PolicySpace, ratio: float) -> dict[str, int]:
@@ -35,7 +36,7 @@ def kept_counts(model: nn.Module, space: PolicySpace, ratio: float) -> dict[str,
         pruner = tp.pruner.MetaPruner(
             pruned, example, importance=tp.importance.GroupMagnitudeImportance(p=2), global_pruning=True,
             pruning_ratio=ratio, max_pruning_ratio=space.choices.max_prune,
-            ignored_layers=[pruned.get_submodule(classifier_name(pruned))],
+            ignored_layers=[pruned.get_submodule(output_layer(pruned, example))],
         )  # fmt: skip
         pruner.step()
     return {

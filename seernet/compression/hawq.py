@@ -38,6 +38,7 @@ from seernet.compression.protocol import adapt_batchnorm_
 from seernet.compression.prune import prune_model
 from seernet.compression.quant import quant_layers, quantize_
 from seernet.data.loaders import batches
+from seernet.data.task import Loss
 from seernet.space.costs import CostModel
 from seernet.space.policy import Policy, PolicySpace
 
@@ -89,14 +90,15 @@ def perturbations(model: nn.Module, layers: list[str], bits: list[int]) -> list[
 
 
 def sensitivities(
-    model: nn.Module, layers: list[str], data: Iterable, bits: list[int], probes: int, seed: int = 0
-) -> Sensitivity:
-    """Hutchinson traces (``probes`` HVPs per batch of ``data``) and perturbations of ``layers``."""
+    model: nn.Module, layers: list[str], data: Iterable, bits: list[int], probes: int, seed: int = 0,
+    loss: Loss = F.cross_entropy,
+) -> Sensitivity:  # fmt: skip
+    """Hutchinson traces (``probes`` HVPs of ``loss`` per batch of ``data``) and perturbations of ``layers``."""
     model = copy.deepcopy(model).cpu().eval()
     for p in model.parameters():
         p.requires_grad_(True)
     params = [model.get_submodule(n).weight for n in layers]
-    closures = [lambda x=x, y=y: F.cross_entropy(model(x), y) for x, y in data]
+    closures = [lambda x=x, y=y: loss(model(x), y) for x, y in data]
     est = hutchinson_traces(closures, params, probes, seed)
     return Sensitivity(
         layers=list(layers), bits=list(bits), trace=est.mean.tolist(), trace_stderr=est.stderr.tolist(),
@@ -111,6 +113,7 @@ def pruned_sensitivity(
     channels: dict[str, int],
     probes: int = PROBES,
     n_batches: int = HESSIAN_BATCHES,
+    loss: Loss = F.cross_entropy,
 ) -> Sensitivity:
     """Sensitivities of ``model`` pruned to ``channels``, BatchNorm re-estimated on ``train``:
     the model as it will be quantized. Seeded (BN batches seed 0, Hessian batches seed 1)."""
@@ -123,7 +126,7 @@ def pruned_sensitivity(
     )
     data = list(islice(batches(train, HESSIAN_BATCH_SIZE, shuffle=True, seed=1), n_batches))
     layers = [ly.name for ly in space.free_layers]
-    return sensitivities(pruned, layers, data, list(space.choices.bits), probes)
+    return sensitivities(pruned, layers, data, list(space.choices.bits), probes, loss=loss)
 
 
 def _layer_costs(

@@ -19,7 +19,7 @@ from seernet.compression.prune import Criterion, prune_model
 from seernet.compression.quant import WEIGHT_CLIPS, calibrate_, quantize_, set_lsq_
 from seernet.data.datasets import DataSplits
 from seernet.data.loaders import batches
-from seernet.data.train import accuracy, cosine_schedule, sgd, train_steps
+from seernet.data.train import cosine_schedule, sgd, train_steps
 from seernet.space.policy import Policy, PolicySpace
 
 
@@ -96,11 +96,16 @@ def finetune_(
         return
     torch.manual_seed(protocol.seed)
     data = batches(
-        splits.train, protocol.batch_size, shuffle=True, seed=protocol.seed + 1, train_augment=True
+        splits.train,
+        protocol.batch_size,
+        shuffle=True,
+        seed=protocol.seed + 1,
+        train_augment=splits.augment,
     )
     set_lsq_(model, protocol.lsq)
     opt = sgd(model, protocol.lr, protocol.weight_decay)
-    train_steps(model, data, device, opt, cosine_schedule(opt, steps), steps, bar)
+    train_steps(model, data, device, opt, cosine_schedule(opt, steps), steps, bar,
+                loss_fn=splits.task.criterion)  # fmt: skip
     set_lsq_(model, False)
     model.eval()
 
@@ -109,9 +114,10 @@ def evaluate_policy(
     base: nn.Module, space: PolicySpace, policy: Policy, splits: DataSplits, protocol: Protocol,
     device: torch.device, criterion: Criterion | None = None,
 ) -> tuple[float, float]:  # fmt: skip
-    """Measured val accuracy (%) of ``policy`` under ``protocol``, and the seconds it took."""
+    """The measured val metric of ``policy`` under ``protocol`` (top-1 % by default, the
+    splits' task otherwise), and the seconds it took."""
     start = time.perf_counter()
     model = build_compressed(base, space, policy, splits, protocol, device, criterion)
     finetune_(model, splits, protocol.finetune_steps, protocol, device)
-    acc = accuracy(model, splits.val, device, limit=protocol.val_limit)
+    acc = splits.task.score(model, splits.val, device, limit=protocol.val_limit)
     return acc, time.perf_counter() - start

@@ -15,9 +15,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, Subset, TensorDataset
+from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
+from seernet.data.loaders import as_tensors
+from seernet.data.task import CLASSIFICATION, Task
 from seernet.errors import UserError
+from seernet.plugins import call_plugin, is_plugin, refuse_python_object
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 _FMNIST_HINT = (
@@ -34,9 +37,17 @@ class DataSplits:
     train: Dataset
     val: Dataset
     test: Dataset
-    num_classes: int
+    num_classes: int  # 0 when the targets are not class indices (a user's own task)
     in_channels: int
-    image_size: int
+    image_size: int  # the height, for a non-square input (``shape`` has both)
+    task: Task = CLASSIFICATION  # how a model is scored and fine-tuned on these splits
+    augment: bool = True  # random shift + flip when training (built-in image datasets only)
+    shape: tuple[int, ...] | None = None  # one input's shape, (C, H, W); None: square image_size
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """The shape of a batch of one input."""
+        return (1, *(self.shape or (self.in_channels, self.image_size, self.image_size)))
 
 
 # (data_dir, image_size or None for the dataset's own) -> (train, test, classes, channels, size)
@@ -70,6 +81,9 @@ def load_dataset(
     ``image_size`` (square side in pixels) resizes an image folder; None keeps the
     dataset's own size. Fixed-size datasets refuse any other size.
     """
+    refuse_python_object(name, "data")
+    if is_plugin(name):
+        return plugin_splits(name, call_plugin(name, "data"))
     if name not in _DATASETS:
         raise UserError(f"unknown dataset {name!r}; known datasets: {', '.join(dataset_names())}")
     if image_size is not None and image_size < 8:
@@ -87,6 +101,78 @@ def load_dataset(
         in_channels=channels,
         image_size=size,
     )
+
+
+def user_splits(
+    train: Dataset | DataLoader, val: Dataset | DataLoader, test: Dataset | DataLoader | None = None,
+    name: str = "user data", num_classes: int | None = None,
+) -> DataSplits:  # fmt: skip
+    """A user's own splits: Datasets of ``(input, target)`` (a DataLoader gives its dataset).
+
+    Used as given: no augmentation, no re-split. Without ``test``, final reports score ``val``.
+    ``num_classes`` (for a registry model's classifier) defaults to the largest integer target
+    in ``val`` + 1, or 0 when targets are not class indices.
+    """
+    train, val = _as_dataset(train, "train", name), _as_dataset(val, "val", name)
+    test = val if test is None else _as_dataset(test, "test", name)
+    x = _first_input(val, name)
+    classes = _class_count(val) if num_classes is None else int(num_classes)
+    return DataSplits(name=name, train=train, val=val, test=test, num_classes=classes, in_channels=x.shape[0],
+                      image_size=x.shape[1], augment=False, shape=tuple(x.shape))  # fmt: skip
+
+
+def plugin_splits(spec: str, data: object) -> DataSplits:
+    """The splits a ``--data FILE.py:CALLABLE`` plug-in returned (a dict of Datasets)."""
+    if not isinstance(data, dict) or not {"train", "val"} <= data.keys():
+        raise UserError(
+            f"{spec} must return a dict with 'train' and 'val' (optionally 'test') Datasets, "
+            f"got {type(data).__name__}"
+            + (f" with keys {sorted(data)}" if isinstance(data, dict) else "")
+        )
+    return user_splits(data["train"], data["val"], data.get("test"), spec, data.get("num_classes"))
+
+
+def _as_dataset(data: object, split: str, name: str) -> Dataset:
+    data = data.dataset if isinstance(data, DataLoader) else data
+    if not hasattr(data, "__getitem__") or not hasattr(data, "__len__"):
+        raise UserError(
+            f"{name}: {split} must be a torch Dataset (or DataLoader), got {type(data).__name__}"
+        )
+    if len(data) == 0:
+        raise UserError(f"{name}: the {split} split is empty")
+    return data
+
+
+def _first_input(ds: Dataset, name: str) -> torch.Tensor:
+    item = ds[0]
+    if (
+        not isinstance(item, (tuple, list))
+        or len(item) != 2
+        or not isinstance(item[0], torch.Tensor)
+    ):
+        raise UserError(f"{name}: every item must be an (input tensor, target) pair")
+    if item[0].ndim != 3:
+        raise UserError(
+            f"{name}: inputs must be (channels, height, width) tensors, got shape {tuple(item[0].shape)}"
+        )
+    return item[0]
+
+
+CLASS_SCAN = 20_000  # targets read to count classes (a bigger val split is only sampled)
+
+
+def _class_count(ds: Dataset) -> int:
+    tensors = as_tensors(ds)
+    if tensors is not None:
+        ys = tensors[1][:CLASS_SCAN]
+    else:
+        ys = [ds[i][1] for i in range(min(len(ds), CLASS_SCAN))]
+        if not all(isinstance(y, int) or (isinstance(y, torch.Tensor) and y.ndim == 0) for y in ys):
+            return 0
+        ys = torch.as_tensor([int(y) for y in ys])
+    if ys.ndim != 1 or ys.is_floating_point() or ys.numel() == 0 or int(ys.min()) < 0:
+        return 0
+    return int(ys.max()) + 1
 
 
 def split_indices(n: int, val_size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

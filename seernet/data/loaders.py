@@ -8,12 +8,12 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
 
-def _as_tensors(ds: Dataset) -> tuple[torch.Tensor, torch.Tensor] | None:
+def as_tensors(ds: Dataset) -> tuple[torch.Tensor, torch.Tensor] | None:
     """The (x, y) tensors behind a TensorDataset or a Subset of one, else None."""
     if isinstance(ds, TensorDataset):
         return ds.tensors[0], ds.tensors[1]
     if isinstance(ds, Subset):
-        inner = _as_tensors(ds.dataset)
+        inner = as_tensors(ds.dataset)
         if inner is None:
             return None
         idx = torch.as_tensor(list(ds.indices), dtype=torch.long)
@@ -80,7 +80,7 @@ def batches(
     """A seeded batch iterable over ``ds``; ``limit`` keeps only its first ``limit`` items."""
     if limit is not None and limit < len(ds):
         ds = Subset(ds, range(limit))
-    tensors = _as_tensors(ds)
+    tensors = as_tensors(ds)
     if tensors is not None:
         return TensorBatches(*tensors, batch_size, shuffle, seed, train_augment)
     gen = torch.Generator().manual_seed(seed)

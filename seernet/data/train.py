@@ -12,10 +12,9 @@ from torch.optim.lr_scheduler import LambdaLR, LRScheduler
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from seernet.data.loaders import batches
+from seernet.data.task import CLASSIFICATION, Loss, to_device
 
 
-@torch.no_grad()
 def accuracy(
     model: nn.Module,
     data: Dataset,
@@ -24,13 +23,7 @@ def accuracy(
     limit: int | None = None,
 ) -> float:
     """Top-1 accuracy in percent over ``data`` (its first ``limit`` items if given)."""
-    model.eval()
-    correct = total = 0
-    for x, y in batches(data, batch_size, limit=limit):
-        pred = model(x.to(device)).argmax(1)
-        correct += int((pred == y.to(device)).sum())
-        total += len(y)
-    return 100.0 * correct / max(total, 1)
+    return CLASSIFICATION.score(model, data, device, limit, batch_size)
 
 
 def one_cycle_lr(step: int, total: int, peak: float, warmup_frac: float = 0.15) -> float:
@@ -101,6 +94,7 @@ def train_steps(
     teacher: nn.Module | None = None,
     distill: float = 0.0,
     temperature: float = 4.0,
+    loss_fn: Loss | None = None,
 ) -> float:
     """Run ``steps`` optimisation steps cycling over ``data``; returns the mean loss.
 
@@ -109,6 +103,7 @@ def train_steps(
 
     With a ``teacher`` and ``distill`` > 0 the loss is ``distill_loss`` against the
     teacher's logits on the same (augmented) batch; the teacher runs in eval mode.
+    ``loss_fn`` (outputs, targets) -> loss replaces cross-entropy (a user's task).
     """
     model.train()
     use_teacher = teacher is not None and distill > 0.0
@@ -122,14 +117,14 @@ def train_steps(
             if scheduler is None:
                 for group in optimizer.param_groups:
                     group["lr"] = lr_at(done)
-            x, y = x.to(device), y.to(device)
+            x, y = x.to(device), to_device(y, device)
             with torch.no_grad():
                 soft = teacher(x) if use_teacher else None
             logits = model(x)
             loss = (
                 distill_loss(logits, soft, y, distill, temperature)
                 if use_teacher
-                else F.cross_entropy(logits, y)
+                else (loss_fn or F.cross_entropy)(logits, y)
             )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

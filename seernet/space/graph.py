@@ -14,7 +14,6 @@ from seernet.space.policy import (
     Layer,
     PolicySpace,
     SpaceChoices,
-    classifier_name,
     unsupported,
 )
 
@@ -40,8 +39,9 @@ def named_groups(model: nn.Module, input_shape: tuple[int, ...]):
     """The model's dependency graph, and its prunable groups (classifier outputs kept) with
     their policy names. Groups come lazily: a caller that prunes sees them re-derived."""
     names = {m: n for n, m in model.named_modules()}
-    dg = dependency_graph(model, torch.zeros(input_shape, device=next(model.parameters()).device))
-    groups = prunable_groups(dg, model, [classifier_name(model)])
+    example = torch.zeros(input_shape, device=next(model.parameters()).device)
+    dg = dependency_graph(model, example)
+    groups = prunable_groups(dg, model, [output_layer(model, example)])
     return dg, ((names[g[0].dep.target.module], g) for g in groups)
 
 
@@ -101,13 +101,20 @@ def _shapes_by_hooks(model: nn.Module, example: torch.Tensor) -> tuple[list[str]
     return order, spatial
 
 
+def output_layer(model: nn.Module, example: torch.Tensor) -> str:
+    """The layer that makes the model's outputs, found from the forward pass: the last Conv2d
+    or Linear it runs (a classifier, or a segmentation head). Its output channels are the
+    task's outputs, so they are never pruned, and its bits stay fixed."""
+    order, _ = _shapes_by_hooks(model, example)
+    if not order:
+        raise unsupported("the forward pass runs no Conv2d or Linear layer")
+    return order[-1]
+
+
 def trace_layers(model: nn.Module, example: torch.Tensor, terms: Terms) -> list[Layer]:
     """Every parameterised module with the shapes and couplings the cost model needs."""
     order, spatial = _shapes_by_hooks(model, example)
-    first_conv, classifier = (
-        order[0],
-        [n for n in order if isinstance(model.get_submodule(n), nn.Linear)][-1],
-    )
+    first_conv, classifier = order[0], order[-1]
     layers: list[Layer] = []
     for name in order:
         layers.append(
@@ -163,6 +170,6 @@ def build_space(
     choices = choices or SpaceChoices()
     model = model.eval()
     example = torch.zeros(input_shape, device=next(model.parameters()).device)
-    groups, terms = trace_groups(model, example, choices, ignored=[classifier_name(model)])
+    groups, terms = trace_groups(model, example, choices, ignored=[output_layer(model, example)])
     layers = trace_layers(model, example, terms)
     return PolicySpace(groups, layers, choices, input_shape)

@@ -21,7 +21,6 @@ from functools import cached_property
 
 import numpy as np
 import torch
-from torch import nn
 
 from seernet.errors import UserError
 
@@ -310,16 +309,6 @@ class PolicySpace:
     def fingerprint(self) -> str:
         blob = json.dumps(self.describe(), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
-
-
-def classifier_name(model: nn.Module) -> str:
-    """The last Linear layer (its outputs are the classes and are never pruned)."""
-    names = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
-    if not names:
-        raise UserError(
-            "model has no Linear classifier: seernet needs one to keep the class outputs intact"
-        )
-    return names[-1]
 
 
 def unsupported(msg: str) -> UserError:

@@ -164,6 +164,16 @@ def numpy_cost(ctx: RunContext, name: str = "flops"):  # returns a function
     ).numpy()
 
 
+def store_summary(store: SampleStore) -> dict:
+    """The numbers of ``summary``: min, mean and max of accuracy, every cost and seconds per sample."""
+    columns = {"accuracy": store.accuracy, **store.costs, "seconds": store.seconds}
+    stats = {
+        k: {"min": float(v.min()), "mean": float(v.mean()), "max": float(v.max())}
+        for k, v in columns.items()
+    }
+    return {"samples": len(store), "path": str(store.path), **stats}
+
+
 def collect(
     ctx: RunContext, store: SampleStore, n_samples: int, protocol: Protocol, sampler: SamplerConfig,
     backend: BackendConfig | None = None,

@@ -43,7 +43,7 @@ from seernet.compression.protocol import Protocol, build_compressed
 from seernet.compression.quant import set_lsq_
 from seernet.data.datasets import DataSplits
 from seernet.data.loaders import batches
-from seernet.data.train import accuracy, cosine_lr, sgd, train_steps
+from seernet.data.train import cosine_lr, sgd, train_steps
 from seernet.errors import UserError
 from seernet.latency.timing import latency_table
 from seernet.space.policy import Policy, PolicySpace
@@ -220,14 +220,23 @@ def finetune(
     """
     torch.manual_seed(settings.seed)
     data = batches(
-        splits.train, settings.batch_size, shuffle=True, seed=settings.seed + 1, train_augment=True
+        splits.train,
+        settings.batch_size,
+        shuffle=True,
+        seed=settings.seed + 1,
+        train_augment=splits.augment,
     )
     per_epoch = len(data)
     total = settings.total_steps(per_epoch)
     set_lsq_(model, settings.lsq)
     opt = sgd(model, settings.lr, settings.weight_decay)
     history, done = [], 0
-    kd = {"teacher": teacher, "distill": settings.distill, "temperature": settings.temperature}
+    # Distillation matches class logits: a user's own task fine-tunes on its loss alone.
+    kd = (
+        {"teacher": teacher, "distill": settings.distill, "temperature": settings.temperature}
+        if splits.task.is_classification
+        else {"loss_fn": splits.task.criterion}
+    )
     with tqdm(total=total, desc="QAT fine-tune", unit="step", dynamic_ncols=True) as bar:
         while done < total:
             chunk = min(per_epoch, total - done)  # whole epochs: each chunk starts a fresh pass
@@ -238,7 +247,7 @@ def finetune(
                 {
                     "step": done,
                     "epoch": done / per_epoch,
-                    "val_accuracy": accuracy(model, splits.val, device),
+                    "val_accuracy": splits.task.score(model, splits.val, device),
                 }
             )
             bar.write(  # on stderr with the bar, so stdout holds only the result (--json)
@@ -286,18 +295,18 @@ def export_all(
         images = torch.cat([b[0] for b, _ in zip(calib, range(2), strict=False)])
         export_qdq(model, x[:2], folder / "model.qdq.onnx", residuals, images)
     save_packed(model, folder / "packed.bin", packed_meta(ctx, doc, policy))
-    return check_exports(model, x, folder, ctx.device), notes
+    return check_exports(model, x, folder, ctx.device, ctx.model), notes
 
 
 @torch.no_grad()
 def check_exports(
-    model: nn.Module, x: torch.Tensor, folder: Path, device: torch.device
-) -> dict[str, float]:
+    model: nn.Module, x: torch.Tensor, folder: Path, device: torch.device, base: nn.Module | None = None
+) -> dict[str, float]:  # fmt: skip
     """Largest output difference of the TorchScript and packed exports from ``model`` on ``x``."""
     import warnings
 
     ref = model.eval()(x.to(device)).cpu()
-    packed = load_packed(folder / "packed.bin")
+    packed = load_packed(folder / "packed.bin", arch=base)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # torch.jit.load's deprecation notice
         script = torch.jit.load(str(folder / "model.pt"))
@@ -339,8 +348,8 @@ class _Clock:
 
 def _accuracies(model: nn.Module, splits: DataSplits, device: torch.device) -> dict[str, float]:
     return {
-        "val": accuracy(model, splits.val, device),
-        "test": accuracy(model, splits.test, device),
+        "val": splits.task.score(model, splits.val, device),
+        "test": splits.task.score(model, splits.test, device),
     }
 
 
@@ -354,7 +363,7 @@ def tune_and_evaluate(
     history = finetune(model, splits, settings, device, teacher)
     clock.lap("finetune")
     val = history[-1]["val_accuracy"] if history else before["val"]  # measured at the last step
-    after = {"val": val, "test": accuracy(model, splits.test, device)}
+    after = {"val": val, "test": splits.task.score(model, splits.test, device)}
     clock.lap("evaluate_after")
     return {"before_finetune": before, "after_finetune": after, "val_history": history}
 
@@ -377,6 +386,13 @@ def compress(
     ctx: RunContext, doc: dict[str, Any], policy: Policy, settings: CompressSettings, source: Path | None = None
 ) -> dict[str, Any]:  # fmt: skip
     """Build, fine-tune, evaluate and export one policy; returns the metrics written to metrics.json."""
+    return compress_model(ctx, doc, policy, settings, source)[1]
+
+
+def compress_model(
+    ctx: RunContext, doc: dict[str, Any], policy: Policy, settings: CompressSettings, source: Path | None = None
+) -> tuple[nn.Module, dict[str, Any]]:  # fmt: skip
+    """``compress``, also returning the fine-tuned compressed model (fake-quantized, eval mode)."""
     clock = _Clock()
     protocol = settings.protocol()
     model = build_compressed(
@@ -404,7 +420,7 @@ def compress(
             "latency": latency, "onnxruntime": ort, "notes": [*notes, LATENCY_NOTE], "seconds": clock.total(),
         }  # fmt: skip
         write_json(folder / "metrics.json", metrics)
-    return metrics
+    return model, metrics
 
 
 LATENCY_NOTE = (
@@ -442,6 +458,10 @@ def ort_metrics(
     latency = ort_latency_table(
         variants, shape, (1, 64), settings.latency_runs, settings.ort_threads
     )
+    if not ctx.splits.task.is_classification:  # agreement compares class predictions
+        return {"latency": latency, "qdq_residuals": settings.qdq_residuals}, (
+            "a custom metric or loss: the QDQ model's ORT accuracy and top-1 agreement are not measured"
+        )
     ort_pred, labels = predictions(session(qdq_path, settings.ort_threads), ctx.splits.test)
     sim_pred = torch_predictions(model, ctx.splits.test, ctx.device)
     return {

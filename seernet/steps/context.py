@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING
@@ -71,13 +72,14 @@ class RunContext:
         return CostModel(self.space)
 
 
-def record_space(ctx: RunContext, choices: SpaceChoices) -> None:
-    """Fix the run's policy space in ``seernet.json`` (first ``collect`` only)."""
+def record_space(ctx: RunContext, choices: SpaceChoices, arch: nn.Module | None = None) -> None:
+    """Fix the run's policy space in ``seernet.json`` (first ``collect`` only); ``arch`` is the
+    model (a copy is traced), by default the registry's or plug-in's."""
     sp = ctx.splits
-    shape = (1, sp.in_channels, sp.image_size, sp.image_size)
-    space = build_space(
-        create_model(ctx.config.model, sp.num_classes, sp.in_channels), shape, choices
-    )
+    shape = sp.input_shape
+    if arch is None:
+        arch = create_model(ctx.config.model, sp.num_classes, sp.in_channels)
+    space = build_space(copy.deepcopy(arch).cpu().eval(), shape, choices)
     ctx.config.space = {
         "choices": asdict(choices), "input_shape": list(shape), "num_classes": sp.num_classes,
         "fingerprint": space.fingerprint, "dim": space.dim,

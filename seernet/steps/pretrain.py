@@ -12,7 +12,7 @@ from tqdm import tqdm
 
 from seernet.data.datasets import DataSplits
 from seernet.data.loaders import batches
-from seernet.data.train import accuracy, one_cycle_lr, sgd, train_steps
+from seernet.data.train import one_cycle_lr, sgd, train_steps
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,11 @@ def pretrain(
     torch.manual_seed(settings.seed)
     model.to(device)
     loader = batches(
-        splits.train, settings.batch_size, shuffle=True, seed=settings.seed, train_augment=True
+        splits.train,
+        settings.batch_size,
+        shuffle=True,
+        seed=settings.seed,
+        train_augment=splits.augment,
     )
     total = settings.epochs * len(loader)
     opt = sgd(model, settings.lr, settings.weight_decay)
@@ -48,8 +52,9 @@ def pretrain(
             train_steps(
                 model, loader, device, opt,
                 lambda s, o=offset: one_cycle_lr(o + s, total, settings.lr), len(loader), bar,
+                loss_fn=splits.task.criterion,
             )  # fmt: skip
-            val_history.append(accuracy(model, splits.val, device))
+            val_history.append(splits.task.score(model, splits.val, device))
             # stderr, like the bar: stdout carries only the command's result (``--json``)
             bar.write(
                 f"epoch {epoch + 1}/{settings.epochs}: val accuracy {val_history[-1]:.2f}%",
@@ -57,6 +62,6 @@ def pretrain(
             )
     return {
         "val_accuracy": val_history,
-        "test_accuracy": accuracy(model, splits.test, device),
+        "test_accuracy": splits.task.score(model, splits.test, device),
         "seconds": time.perf_counter() - start,
     }

@@ -31,10 +31,12 @@ class RunConfig:
     val_size: int = 5000
     split_seed: int = 0
     image_size: int | None = None  # None: the dataset's own size
+    metric: str | None = None  # plug-in FILE.py:CALLABLE; None: top-1 accuracy
+    loss: str | None = None  # plug-in FILE.py:CALLABLE; None: cross-entropy
     space: dict[str, Any] = field(default_factory=dict)
 
     # Changing these would make earlier samples and predictors meaningless.
-    IDENTITY = ("model", "dataset", "val_size", "split_seed", "image_size")
+    IDENTITY = ("model", "dataset", "val_size", "split_seed", "image_size", "metric", "loss")
 
 
 class Workspace:
