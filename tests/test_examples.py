@@ -65,3 +65,23 @@ def test_segmentation_with_its_own_metric_and_loss(tmp_path: Path, samples: int,
     assert metrics["accuracy"]["after_finetune"]["test"] > 60  # mean IoU %, 2 classes
     assert metrics["onnxruntime"] is None or "top1_agreement" not in metrics["onnxruntime"]
     assert "test mean IoU" in capsys.readouterr().out
+
+
+def test_the_readme_example_runs_as_written(tmp_path: Path, monkeypatch, capsys):
+    """The README's "Your own model" code, as printed, with this suite's quick measurement and
+    fine-tuning settings put in as defaults (as written it takes minutes)."""
+    from seernet.api import workflow
+    from seernet.compression.protocol import Protocol
+    from seernet.steps.compress import CompressSettings
+
+    readme = (EXAMPLES.parent / "README.md").read_text()
+    code = readme.split("## Your own model", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    collect, compress = workflow.collect_samples, workflow.compress_policy
+    monkeypatch.setattr(workflow, "collect_samples", lambda ctx, n, protocol=None, *a: collect(
+        ctx, 12, protocol or Protocol(finetune_steps=0, bn_batches=1), *a))  # fmt: skip
+    monkeypatch.setattr(workflow, "compress_policy", lambda ctx, p, s=None: compress(
+        ctx, p, s or CompressSettings(steps=40, latency_runs=2)))  # fmt: skip
+    monkeypatch.chdir(EXAMPLES.parent)
+    exec(compile(code.replace('"my-run"', repr(str(tmp_path / "my-run"))), "README.md", "exec"), {})
+    assert "'test':" in capsys.readouterr().out
+    assert next((tmp_path / "my-run" / "compressed").glob("*/model.qdq.onnx")).is_file()
