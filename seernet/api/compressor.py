@@ -80,7 +80,7 @@ class Compressor:
     @cached_property
     def context(self) -> RunContext:
         """The open run: workspace, model, data, space (created on first use)."""
-        from seernet.data.datasets import user_splits
+        from seernet.data.datasets import load_dataset, user_splits
         from seernet.device import resolve_device
 
         ws = Workspace(self._workdir)
@@ -90,14 +90,13 @@ class Compressor:
             requested["weights"] = _check_weights(ws, self._model)
         config = ws.open(requested)
         ctx = RunContext(ws, config, resolve_device(self._device))
-        if self._data_spec is None:
-            splits = user_splits(*self._data, name=config.dataset)
-            task = Task(_callable(self._metric), _callable(self._loss))
-            ctx.__dict__["splits"] = _with_shape(_with_task(splits, task), self._example)
-        elif self._metric is not None or self._loss is not None:
-            ctx.__dict__["splits"] = _with_task(
-                ctx.splits, Task(_callable(self._metric), _callable(self._loss))
-            )
+        splits = (
+            load_dataset(self._data_spec)
+            if self._data_spec
+            else user_splits(*self._data, name=config.dataset)
+        )
+        task = Task(_callable(self._metric), _callable(self._loss))
+        ctx.__dict__["splits"] = _with_shape(_with_task(splits, task), self._example)
         if isinstance(self._model, nn.Module):
             ctx.__dict__["model"] = copy.deepcopy(self._model).to(ctx.device).eval()
         if not config.space:
