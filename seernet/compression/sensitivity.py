@@ -30,7 +30,6 @@ from itertools import islice
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from seernet.compression.protocol import Protocol, build_compressed
@@ -38,6 +37,7 @@ from seernet.compression.prune import Criterion
 from seernet.compression.quant import calibrate_, quant_layers
 from seernet.data.datasets import DataSplits
 from seernet.data.loaders import batches
+from seernet.data.task import Loss, to_device
 from seernet.space.policy import Policy, PolicySpace
 
 LOSS_BATCHES = 4  # fixed training batches the loss is averaged over (512 images)
@@ -95,12 +95,12 @@ def _fill(levels: np.ndarray, raw: np.ndarray, measured: np.ndarray) -> np.ndarr
 
 
 @torch.no_grad()
-def _loss(model: nn.Module, data: list, device: torch.device) -> float:
+def _loss(model: nn.Module, data: list, device: torch.device, loss: Loss) -> float:
+    """Mean of the task's loss over the batches, weighted by batch size."""
     total, n = 0.0, 0
     for x, y in data:
-        out = model(x.to(device))
-        total += float(F.cross_entropy(out, y.to(device), reduction="sum"))
-        n += len(y)
+        total += float(loss(model(x.to(device)), to_device(y, device))) * len(x)
+        n += len(x)
     return total / n
 
 
@@ -152,7 +152,8 @@ def measure_damage(
     loader = batches(splits.train, proto.batch_size, shuffle=True, seed=proto.seed + 7)
     data = list(islice(loader, LOSS_BATCHES))
     builder = _Builder(model, space, splits, proto, device, criterion)
-    bases = (_loss(builder.built_base, data, device), _loss(builder.base, data, device))
+    loss = splits.task.criterion
+    bases = (_loss(builder.built_base, data, device, loss), _loss(builder.base, data, device, loss))
     levels = [np.asarray(v, dtype=np.float64) for v in space.levels()]
     raw = [np.zeros(len(v)) for v in levels]
     measured = [np.zeros(len(v), dtype=bool) for v in levels]
@@ -160,7 +161,7 @@ def measure_damage(
     for i, (d, j, policy) in enumerate(variants):
         pruning = d < space.n_groups
         built = _variant_model(builder, space, d, policy)
-        raw[d][j] = _loss(built, data, device) - bases[0 if pruning else 1]
+        raw[d][j] = _loss(built, data, device, loss) - bases[0 if pruning else 1]
         measured[d][j] = True
         if progress and (i + 1) % 50 == 0:
             print(f"sensitivity: {i + 1}/{len(variants)} coordinate levels", file=sys.stderr)

@@ -179,7 +179,9 @@ def hawq_anchor(ctx: RunContext, budgets: dict[str, float], sens_cache: dict) ->
             # a minute or two without output otherwise
             print(f"refine: HAWQ anchor, Hessian traces ({HESSIAN_BATCHES} batches x {PROBES} probes) ...",
                   file=sys.stderr, flush=True)  # fmt: skip
-            sens = pruned_sensitivity(ctx.model, ctx.space, ctx.splits.train, channels)
+            sens = pruned_sensitivity(
+                ctx.model, ctx.space, ctx.splits.train, channels, loss=ctx.splits.task.criterion
+            )
             sens_cache[key] = channels, sens
         channels, sens = sens_cache[key]
         return ctx.space.encode(hawq_policy(ctx.space, ctx.costs, channels, sens, budgets))
