@@ -78,3 +78,15 @@ def test_example_input_must_match_the_data(tmp_path: Path):
     )
     with pytest.raises(UserError, match="example_input"):
         _ = job.context
+
+
+def test_a_budget_is_parsed_once_and_keeps_the_text_the_user_wrote(tmp_path: Path):
+    from seernet.api.workflow import parse_budgets
+    from seernet.steps.solve import resolve_budgets
+
+    ctx = seernet.Compressor(net(), *splits(), workdir=tmp_path / "w").context
+    [bset] = resolve_budgets(ctx, parse_budgets(flops="50%", size=["2KB"]), None, mixed=True)
+    assert bset.given == {"flops": "50%", "size": "2KB"}
+    assert bset.budgets["flops"] == pytest.approx(0.5 * ctx.costs.unpruned()["flops"])
+    with pytest.raises(UserError, match="unknown budget"):
+        parse_budgets(watts="3")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -99,6 +99,9 @@ class BudgetSet:
     budgets: dict[str, float]
     name: str
     derived: dict[str, str]  # cost name -> how it was derived (printed as a note)
+    given: dict[str, str] = field(
+        default_factory=dict
+    )  # cost name -> the budget as the user wrote it
 
 
 def resolve_budgets(
@@ -124,13 +127,15 @@ def resolve_budgets(
     n = max(lengths)
     sets = []
     for i in range(n):
-        budgets = {k: v[i if len(v) > 1 else 0].resolve(full[k]) for k, v in given.items()}
+        picked = {k: v[i if len(v) > 1 else 0] for k, v in given.items()}
+        budgets = {k: b.resolve(full[k]) for k, b in picked.items()}
         derived = {}
         if mixed and "flops" in budgets and "bitops" not in budgets and "size" not in budgets:
             budgets["bitops"] = budgets["flops"] * MIXED_BITOPS_FACTOR
             derived["bitops"] = f"FLOPs budget x {MIXED_BITOPS_FACTOR} (as costly as uniform 4-bit)"
         name = "_".join(f"{k}-{format_cost(k, b)}" for k, b in budgets.items() if k not in derived)
-        sets.append(BudgetSet(budgets, name + ("_mixed" if mixed else ""), derived))
+        texts = {k: b.text for k, b in picked.items()}
+        sets.append(BudgetSet(budgets, name + ("_mixed" if mixed else ""), derived, texts))
     return sets
 
 
@@ -228,7 +233,8 @@ def policy_document(ctx: RunContext, bset: BudgetSet, res: SolveResult, bits_mod
     policy = ctx.space.decode(res.x)
     return {
         "name": bset.name, "model": ctx.config.model, "space_fingerprint": ctx.space.fingerprint,
-        "bits_mode": bits_mode, "budgets": bset.budgets, "derived_budgets": bset.derived,
+        "bits_mode": bits_mode, "budgets": bset.budgets, "budgets_as_given": bset.given,
+        "derived_budgets": bset.derived,
         "costs": ctx.costs.of_policy(policy), "unpruned": ctx.costs.unpruned(),
         "predicted": {"mean": res.mean, "std": res.std}, "solve_seconds": res.seconds, "note": res.note,
         "policy": policy.to_json(), "encoded": [float(v) for v in ctx.space.encode(policy)],
