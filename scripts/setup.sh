@@ -15,6 +15,6 @@ fi
 stamp=".venv/.seernet-installed"
 want=$(sha256sum pyproject.toml | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ] || ! .venv/bin/python -c "import seernet" 2>/dev/null; then
-  .venv/bin/pip install -q --disable-pip-version-check -e '.[dev,onnx,ray]'
+  .venv/bin/pip install -q --disable-pip-version-check -e '.[dev,onnx,ray,test]'
   echo "$want" > "$stamp"
 fi

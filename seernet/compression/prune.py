@@ -17,7 +17,7 @@ import torch_pruning as tp
 from torch import nn
 
 from seernet.errors import UserError
-from seernet.space.graph import named_groups
+from seernet.space.graph import GroupPlan, named_groups
 from seernet.space.policy import Policy, PolicySpace
 
 # (Torch-Pruning group, name of the group in the policy) -> score per channel. The name
@@ -65,6 +65,16 @@ def make_criterion(name: str) -> Criterion:
     return BUILTIN_CRITERIA[name]()
 
 
+def _removed(scores: torch.Tensor, plan: GroupPlan, n_remove: int) -> list[int]:
+    """Root channels to remove: the ``n_remove`` lowest-scoring ones, or (a group pruned in
+    whole units: grouped-conv blocks, tied channels) the units of lowest mean score."""
+    if plan.units is None:
+        return torch.argsort(scores, stable=True)[:n_remove].tolist()
+    units = torch.as_tensor(plan.units)
+    order = torch.argsort(scores[units].mean(1), stable=True)[: n_remove // plan.unit]
+    return sorted(units[order].flatten().tolist())
+
+
 def prune_model(
     model: nn.Module,
     space: PolicySpace,
@@ -93,8 +103,8 @@ def prune_model(
         n_remove = len(group[0].idxs) - policy.channels[name]
         if n_remove <= 0:
             continue
-        order = torch.argsort(score(group, name).to(torch.float64), stable=True)
-        dg.get_pruning_group(root, handler, order[:n_remove].tolist()).prune()
+        scores = score(group, name).to(torch.float64)
+        dg.get_pruning_group(root, handler, _removed(scores, group.plan, n_remove)).prune()
     if seen != set(policy.channels):
         raise UserError(
             f"policy names groups the model does not have: {sorted(set(policy.channels) - seen)[:3]}"

@@ -356,6 +356,30 @@ class QuantLinear(FakeQuant, nn.Linear):
 
 
 _WRAPPERS: dict[type, type] = {nn.Conv2d: QuantConv2d, nn.Linear: QuantLinear}
+# Subclasses whose own forward computes what their base's does (timm's Linear: F.linear, with a
+# dtype cast only under TorchScript), so the wrapper's forward may stand in for it.
+_SAME_FORWARD = frozenset({"timm.layers.linear.Linear"})
+
+
+def _wrapper_of(module: nn.Module) -> type | None:
+    """The fake-quant wrapper class for ``module``, or None when it cannot stand in for it: a
+    Conv2d/Linear subclass with a forward of its own (timm's Conv2dSame pads in it)."""
+    cls = type(module)
+    for base, wrapper in _WRAPPERS.items():
+        if cls is base or cls is wrapper:
+            return wrapper
+        if issubclass(cls, base) and not issubclass(cls, FakeQuant):
+            same = (
+                cls.forward is base.forward
+                or f"{cls.__module__}.{cls.__qualname__}" in _SAME_FORWARD
+            )
+            return wrapper if same else None
+    return None
+
+
+def quantizable(module: nn.Module) -> bool:
+    """Whether ``quantize_`` can fake-quantize ``module`` (see ``_wrapper_of``)."""
+    return _wrapper_of(module) is not None
 
 
 def quant_layers(model: nn.Module) -> dict[str, FakeQuant]:
@@ -371,11 +395,15 @@ def quantize_(model: nn.Module, bits: Mapping[str, tuple[int | None, int | None]
         if isinstance(m, FakeQuant):
             m.set_bits(w_bits, a_bits)
             continue
-        if not name or type(m) not in _WRAPPERS:
+        wrapper_cls = None if m is None else _wrapper_of(m)
+        if not name or wrapper_cls is None:
             what = "no such module" if m is None else type(m).__name__
-            raise ValueError(f"cannot quantize {name!r} ({what}): only named Conv2d/Linear layers")
+            raise ValueError(
+                f"cannot quantize {name!r} ({what}): only named Conv2d/Linear layers "
+                "(subclasses with a forward of their own stay in float)"
+            )
         parent, _, child = name.rpartition(".")
-        wrapper = _WRAPPERS[type(m)].from_float(m, w_bits, a_bits)
+        wrapper = wrapper_cls.from_float(m, w_bits, a_bits)
         setattr(model.get_submodule(parent), child, wrapper)
     scratch = Scratch()
     for m in quant_layers(model).values():

@@ -4,9 +4,12 @@ Assumptions, stated once:
 - One multiply-accumulate counts as one FLOP (the compression literature's convention);
   only Conv2d and Linear layers are counted, like ``seernet.space.mac_counter``.
 - BitOPs of a layer = its MACs x weight bits x input-activation bits.
-- Parameters are all learnable tensors (conv/linear weights and biases, BatchNorm affine).
+- Parameters are all learnable tensors (conv/linear weights and biases, BatchNorm affine,
+  per-channel parameters of other layers: LayerNorm/GroupNorm affine, layer scales).
 - Size in bytes: conv/linear weights at their bit-width, plus fp32 (4 bytes) for biases,
   BatchNorm parameters, other parameters and one weight scale per output channel.
+- A conv/linear layer the space leaves in float (``Layer.quantized`` False) counts 32 bits
+  for its weights and inputs, and has no weight scales.
 
 Every function takes encoded policies ``x`` of shape (N, D) and is evaluated on the
 relaxed box: the space's codec (``PolicySpace.relaxed_channels``/``relaxed_bits``) turns
@@ -58,7 +61,11 @@ class CostModel:
         self.group_full = torch.tensor([g.channels for g in space.groups], dtype=_F)
         kinds = [a.kind for a in ly]
         self.is_conv_lin = torch.tensor([k in ("conv", "linear") for k in kinds])
-        self.is_bn = torch.tensor([k == "bn" and a.bias for k, a in zip(kinds, ly, strict=True)])
+        # fp32 parameters per output channel besides biases: BatchNorm affine, channelwise layers.
+        self.channel_params = vec(lambda a: 2.0 * (a.kind == "bn" and a.bias) + a.channel_params)
+        self.is_scaled = torch.tensor(
+            [k in ("conv", "linear") and a.quantized for k, a in zip(kinds, ly, strict=True)]
+        )
         self.depthwise = torch.tensor([a.depthwise for a in ly])
         self.kernel = vec(lambda a: a.kernel / (a.conv_groups if a.kind == "conv" else 1))
         self.spatial = vec(lambda a: a.spatial)
@@ -79,21 +86,28 @@ class CostModel:
         return self.full_in - removed @ self.a_in.T, self.full_out - removed @ self.a_out.T
 
     def _quant_positions(self) -> torch.Tensor:
-        """Per layer, 1 + its index among the quantized layers; 0 (fixed bits) for the rest."""
+        """Per layer, 1 + its index among the quantized layers; 0 (fixed bits) for the rest, and
+        one past the quantized layers (32 bits) for conv/linear layers left in float."""
         pos = {ly.name: i for i, ly in enumerate(self.space.quant_layers)}
-        return torch.tensor(
-            [1 + pos[ly.name] if ly.name in pos else 0 for ly in self.space.layers],
-            dtype=torch.long,
-        )
+        n = len(pos)
+
+        def index(ly) -> int:
+            if ly.name in pos:
+                return 1 + pos[ly.name]
+            return 1 + n if ly.kind in ("conv", "linear") else 0
+
+        return torch.tensor([index(ly) for ly in self.space.layers], dtype=torch.long)
 
     def layer_bits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(N, layers) weight and activation bits (continuous on the relaxed box).
 
         Layers that are not quantized (BatchNorm, ...) read ``fixed_bits``; no cost uses them.
+        Conv/linear layers left in float read 32.
         """
         wq, aq = self.space.relaxed_bits(x)
         fixed = torch.full((wq.shape[0], 1), float(self.space.choices.fixed_bits), dtype=_F)
-        w, a = torch.cat([fixed, wq], dim=1), torch.cat([fixed, aq], dim=1)
+        full = torch.full((wq.shape[0], 1), 32.0, dtype=_F)
+        w, a = torch.cat([fixed, wq, full], dim=1), torch.cat([fixed, aq, full], dim=1)
         return w[:, self._bit_index], a[:, self._bit_index]
 
     # --- per-layer and total costs -----------------------------------------------------
@@ -109,9 +123,9 @@ class CostModel:
         return torch.where(self.is_conv_lin, w, torch.zeros_like(w))
 
     def layer_fp32_params(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, layers) parameters kept in fp32: biases and BatchNorm affine."""
+        """(N, layers) parameters kept in fp32: biases, BatchNorm affine, channelwise parameters."""
         _, c_out = self.layer_channels(x)
-        return c_out * self.has_bias + torch.where(self.is_bn, 2 * c_out, torch.zeros_like(c_out))
+        return c_out * (self.has_bias + self.channel_params)
 
     def flops(self, x: torch.Tensor) -> torch.Tensor:
         return self.layer_macs(x).sum(1)
@@ -126,7 +140,7 @@ class CostModel:
     def size(self, x: torch.Tensor) -> torch.Tensor:
         wb, _ = self.layer_bits(x)
         _, c_out = self.layer_channels(x)
-        scales = torch.where(self.is_conv_lin, c_out, torch.zeros_like(c_out))
+        scales = torch.where(self.is_scaled, c_out, torch.zeros_like(c_out))
         fp32 = self.layer_fp32_params(x) + scales
         return (self.layer_weights(x) * wb / 8.0 + 4.0 * fp32).sum(1) + 4.0 * self.other
 

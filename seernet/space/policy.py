@@ -70,18 +70,20 @@ class Layer:
     """
 
     name: str
-    kind: str  # "conv", "linear", "bn" or "other"
+    kind: str  # "conv", "linear", "bn", "channelwise" (params per pruned channel) or "other"
     c_in: int
     c_out: int
     kernel: int = 1  # kh * kw
     spatial: int = 1  # output positions per sample
     depthwise: bool = False
-    conv_groups: int = 1  # only for grouped convs that no channel group touches
+    conv_groups: int = 1  # grouped (not depthwise) convs: groups, kept when pruned
     bias: bool = False
     other_params: int = 0
+    channel_params: int = 0  # "channelwise": fp32 parameters per channel (norm affine, scales)
     in_terms: tuple[tuple[int, float], ...] = ()
     out_terms: tuple[tuple[int, float], ...] = ()
     fixed_bits: bool = False
+    quantized: bool = True  # conv/linear: False when its forward cannot be fake-quantized
 
 
 @dataclass
@@ -113,10 +115,13 @@ class PolicySpace:
         layers: list[Layer],
         choices: SpaceChoices,
         input_shape: tuple[int, ...],
+        notes: list[str] | None = None,
     ) -> None:
         self.groups, self.layers, self.choices = groups, layers, choices
         self.input_shape = tuple(input_shape)
-        self.quant_layers = [ly for ly in layers if ly.kind in ("conv", "linear")]
+        # What the space leaves alone (channels kept, a layer in float), a line each.
+        self.notes = list(notes or [])
+        self.quant_layers = [ly for ly in layers if ly.kind in ("conv", "linear") and ly.quantized]
         self.free_layers = [ly for ly in self.quant_layers if not ly.fixed_bits]
 
     # --- layout ------------------------------------------------------------------------
@@ -298,12 +303,18 @@ class PolicySpace:
     # --- identity ----------------------------------------------------------------------
     def describe(self) -> dict:
         """JSON-able description; its hash is the fingerprint."""
-        return {
+        out = {
             "choices": asdict(self.choices),
             "input_shape": list(self.input_shape),
             "groups": [[g.name, g.channels, list(g.keep)] for g in self.groups],
             "layers": [[ly.name, ly.kind, ly.c_in, ly.c_out, ly.fixed_bits] for ly in self.layers],
         }
+        floats = [
+            ly.name for ly in self.layers if ly.kind in ("conv", "linear") and not ly.quantized
+        ]
+        if floats:  # only then: the fingerprints of fully quantized spaces stay as they were
+            out["float_layers"] = floats
+        return out
 
     @property
     def fingerprint(self) -> str:
