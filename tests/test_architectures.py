@@ -5,8 +5,9 @@ downloaded) and, on small inputs (64x64; 64x48 for EfficientNet-B0): the policy 
 random policy, seeded per architecture, with a third of its coordinates at their lowest choice
 (fewest channels, fewest bits); the model pruned, quantized and calibrated; its forward; the
 space's analytic MACs against ``torch.utils.flop_counter`` on the pruned float model, and its
-analytic parameter count against the pruned model's; and the QDQ export as ``compress`` writes
-it (int8 residual branches), run in ONNX Runtime.
+analytic parameter count against the pruned model's; and the QDQ export run in ONNX Runtime:
+with float residual branches it gives the simulation's outputs, and as ``compress`` writes it
+(int8 residual branches) it runs.
 
 What the space leaves alone is in ``space.notes`` and checked to be what it should be: the
 channels kept around ShuffleNet's channel shuffle, the grouped-conv blocks of ResNeXt and RegNet
@@ -31,7 +32,7 @@ from seernet.compression.onnx_qdq import export_qdq
 from seernet.compression.prune import prune_model
 from seernet.compression.quant import calibrate_, quant_layers, quantize_
 from seernet.space.costs import CostModel
-from seernet.space.graph import build_space
+from seernet.space.graph import build_space, named_groups
 from seernet.space.policy import SpaceChoices
 
 timm = pytest.importorskip("timm", reason="timm is in the test extra: pip install -e '.[test]'")
@@ -93,6 +94,10 @@ def conv_linear_macs(model: nn.Module, shape: tuple[int, ...]) -> int:
     return flops // 2
 
 
+def ort_session(path: Path):
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
 def random_policy(space, seed: int):
     rng = np.random.default_rng(seed)
     x = rng.random(space.dim)
@@ -128,16 +133,22 @@ def test_architecture_compresses_and_exports(arch: str, tmp_path: Path) -> None:
         y = pruned(x)
     assert y.shape == (8, 10) and torch.isfinite(y).all()
 
-    path = tmp_path / "model.qdq.onnx"
-    export_qdq(pruned, x[:2], path, residuals="int8", calibration=calib)
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    (out,) = sess.run(None, {"input": x.numpy()})
+    # The QDQ file computes what the simulation does (residual branches in float) ...
+    exact, as_compress = tmp_path / "float.qdq.onnx", tmp_path / "int8.qdq.onnx"
+    export_qdq(pruned, x[:2], exact, residuals="float")
+    (out,) = ort_session(exact).run(None, {"input": x.numpy()})
+    scale = y.abs().max().item()
+    np.testing.assert_allclose(out, y.numpy(), rtol=0, atol=1e-3 * scale + 1e-12)
+    # ... and as compress writes it by default (residual branches in int8, calibrated in ORT)
+    export_qdq(pruned, x[:2], as_compress, residuals="int8", calibration=calib)
+    (out,) = ort_session(as_compress).run(None, {"input": x.numpy()})
     assert out.shape == (8, 10) and np.isfinite(out).all()
 
 
 def test_what_the_space_leaves_alone_is_noted() -> None:
-    """ShuffleNet's shuffled channels are kept (a note each); ResNeXt's grouped blocks are
-    pruned whole; timm's TF-ported Conv2dSame layers stay in float."""
+    """ShuffleNet's shuffled channels are kept (a note each); ResNeXt's grouped blocks, GroupNorm's
+    blocks and GhostNet's tied channels are pruned whole; timm's TF-ported Conv2dSame layers
+    stay in float."""
     shuffle = build_space(tvm.shufflenet_v2_x0_5(weights=None).eval(), SQUARE)
     assert shuffle.notes and all("kept" in n for n in shuffle.notes)
     kept = {n.split()[2] for n in shuffle.notes}
@@ -154,7 +165,70 @@ def test_what_the_space_leaves_alone_is_noted() -> None:
             groups = grouped[g.name.replace("conv1_1x1", "conv2_kxk")]
             assert all(k % groups == 0 for k in g.keep), g
 
+    # GhostNet: a shortcut conv's channel c and c + C/2 reach the same primary-conv channel
+    _, groups = named_groups(timm.create_model("ghostnet_100", pretrained=False).eval(), SQUARE)
+    tied = {name: group.plan for name, group in groups if group.plan.unit > 1}
+    assert "blocks.7.0.shortcut.2" in tied and tied["blocks.7.0.shortcut.2"].unit == 2
+    assert all(len(set(map(len, plan.units))) == 1 for plan in tied.values())
+    # GroupNorm(8, C): whole blocks of 8
+    gn = tvm.resnet18(weights=None, norm_layer=lambda c: nn.GroupNorm(8, c)).eval()
+    assert all(k % 8 == 0 for g in build_space(gn, SQUARE).groups for k in g.keep)
+
     tf = build_space(_timm("tf_mobilenetv3_small_minimal_100")().eval(), SQUARE)
     floats = [ly for ly in tf.layers if ly.kind == "conv" and not ly.quantized]
     assert floats and all("stays in float" in n for n in tf.notes if "float" in n)
     assert {ly.name for ly in floats}.isdisjoint(ly.name for ly in tf.quant_layers)
+
+
+ZERO_PRESERVING = [  # BatchNorm models whose channel-wise ops map 0 to 0 (no LayerNorm/GroupNorm)
+    "timm/resnext26ts",
+    "timm/regnety_002",
+    "timm/ghostnet_100",
+    "timm/dla46_c",
+    "timm/rexnet_100",
+    "torchvision/mobilenet_v3_small",
+]
+
+
+@pytest.mark.parametrize("arch", ZERO_PRESERVING)
+def test_pruning_removes_exactly_the_coupled_channels(arch: str) -> None:
+    """Channels made dead in every layer of their group (weights, biases and BatchNorm affine
+    zeroed) are the ones pruning removes, and the pruned model computes what the dead-channel
+    model does: the groups, grouped-conv blocks and tied channels couple the right channels."""
+    make, shape = ARCHITECTURES[arch]
+    seed = zlib.crc32(arch.encode())
+    torch.manual_seed(seed)
+    model = make().eval()
+    space = build_space(model, shape)
+    policy = random_policy(space, seed)
+    rng = np.random.default_rng(seed)
+    dead: dict[str, list[int]] = {}
+    dg, groups = named_groups(model, shape)
+    with torch.no_grad():
+        for name, group in groups:
+            units = group.plan.units or [(i,) for i in range(len(group[0].idxs))]
+            n = (len(group[0].idxs) - policy.channels[name]) // len(units[0])
+            dead[name] = sorted(i for u in rng.permutation(len(units))[:n] for i in units[u])
+            if not dead[name]:
+                continue
+            root, handler = group[0].dep.target.module, group[0].dep.handler
+            for item in dg.get_pruning_group(root, handler, dead[name]):
+                m, idx = item.dep.target.module, torch.as_tensor(item.idxs)
+                if isinstance(m, nn.Conv2d | nn.Linear) and dg.is_out_channel_pruning_fn(
+                    item.dep.handler
+                ):
+                    m.weight[idx] = 0
+                    if m.bias is not None:
+                        m.bias[idx] = 0
+                elif isinstance(m, nn.BatchNorm2d):
+                    m.weight[idx], m.bias[idx] = 0, 0
+
+    def criterion(group, name):
+        score = torch.ones(len(group[0].idxs))
+        score[dead[name]] = 0
+        return score
+
+    pruned = prune_model(model, space, policy, criterion)
+    x = torch.randn(2, *shape[1:], generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        torch.testing.assert_close(pruned(x), model(x), rtol=1e-4, atol=1e-4)

@@ -275,8 +275,13 @@ def fold_batchnorm_(graph) -> int:  # an onnx.ModelProto
             if len(conv.input) > 2 and conv.input[2]
             else 0.0
         )
-        dq.input[0] = consts.add(dq.input[0] + "_bn", codes * sign)
-        dq.input[1] = consts.add(dq.input[1] + "_bn", (scale * np.abs(f)).astype(np.float32))
+        # A channel that BatchNorm zeroes (gamma = 0, timm's zero-init residual branches) keeps
+        # its scale with zero codes: a zero scale would make its bias's int32 scale zero too.
+        dead = f == 0
+        new_codes = np.where(dead.reshape(sign.shape), 0, codes * sign).astype(codes.dtype)
+        dq.input[0] = consts.add(dq.input[0] + "_bn", new_codes)
+        new_scale = np.where(dead, scale, scale * np.abs(f)).astype(np.float32)
+        dq.input[1] = consts.add(dq.input[1] + "_bn", new_scale)
         new_bias = consts.add(
             conv.output[0] + "_bias", ((bias - mean) * f + beta).astype(np.float32)
         )
@@ -309,6 +314,8 @@ def quantize_biases_(graph) -> int:  # an onnx.ModelProto
             continue
         sx = consts.get(x_dq.input[1]).astype(np.float32)
         scale = (sx * consts.get(w_dq.input[1]).astype(np.float32)).astype(np.float32)
+        if not np.all(scale > 0):  # underflowed: the bias could not be stored; it stays float
+            continue
         codes = np.round(bias.astype(np.float64) / scale.astype(np.float64))
         codes = np.clip(codes, np.iinfo(np.int32).min, np.iinfo(np.int32).max).astype(np.int32)
         out = node.input[2] + "_dq"
