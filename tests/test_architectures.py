@@ -10,34 +10,40 @@ with float residual branches it gives the simulation's outputs, and as ``compres
 (int8 residual branches) it runs.
 
 What the space leaves alone is in ``space.notes`` and checked to be what it should be: the
-channels kept around ShuffleNet's channel shuffle, the grouped-conv blocks of ResNeXt and RegNet
-pruned whole, the output layer's outputs never pruned, no group pruned to zero channels.
+channels kept around ShuffleNet's channel shuffle, grouped-conv and GroupNorm blocks pruned
+whole, GhostNet's tied channels removed together, timm's Conv2dSame layers left in float, no
+layer pruned to zero channels. On BatchNorm models, channels zeroed through a whole group are
+exactly those pruning removes (the pruned model computes the same outputs), and the packed and
+TorchScript exports reproduce the model bit for bit.
 
-Every architecture listed here passes; none is excluded or skipped.
+Every architecture listed here passes; none is excluded or skipped (timm and onnxruntime are
+imported, not skipped when missing).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import warnings
 import zlib
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort  # the onnx extra
 import pytest
+import timm  # the test extra (pip install -e '.[test]'; scripts/setup.sh installs it)
 import torch
+import torchvision.models as tvm
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from seernet.compression.export import deployable, export_torchscript, load_packed, save_packed
 from seernet.compression.onnx_qdq import export_qdq
 from seernet.compression.prune import prune_model
 from seernet.compression.quant import calibrate_, quant_layers, quantize_
 from seernet.space.costs import CostModel
 from seernet.space.graph import build_space, named_groups
 from seernet.space.policy import SpaceChoices
-
-timm = pytest.importorskip("timm", reason="timm is in the test extra: pip install -e '.[test]'")
-tvm = pytest.importorskip("torchvision.models")
-ort = pytest.importorskip("onnxruntime")
 
 SQUARE = (1, 3, 64, 64)
 
@@ -232,3 +238,34 @@ def test_pruning_removes_exactly_the_coupled_channels(arch: str) -> None:
     x = torch.randn(2, *shape[1:], generator=torch.Generator().manual_seed(seed))
     with torch.no_grad():
         torch.testing.assert_close(pruned(x), model(x), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "arch", ["timm/resnext26ts", "timm/ghostnet_100", "timm/tf_mobilenetv3_small_minimal_100"]
+)
+def test_packed_and_torchscript_exports_reproduce_the_model(arch: str, tmp_path: Path) -> None:
+    """Grouped blocks, tied channels and float layers survive ``packed.bin`` (rebuilt from the
+    uncompressed definition) and TorchScript bit for bit."""
+    make, shape = ARCHITECTURES[arch]
+    seed = zlib.crc32(arch.encode())
+    torch.manual_seed(seed)
+    model = make().eval()
+    space = build_space(model, shape)
+    policy = random_policy(space, seed)
+    compressed = quantize_(prune_model(model, space, policy), policy.bits)
+    x = torch.randn(4, *shape[1:], generator=torch.Generator().manual_seed(seed))
+    calibrate_(compressed, [x])
+    meta = {
+        "model": arch, "num_classes": 10, "in_channels": shape[1], "input_shape": list(shape),
+        "choices": dataclasses.asdict(space.choices), "space_fingerprint": space.fingerprint,
+        "policy": policy.to_json(),
+    }  # fmt: skip
+    save_packed(compressed, tmp_path / "packed.bin", meta)
+    export_torchscript(deployable(compressed), x[:2], tmp_path / "model.pt")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit.load's deprecation notice
+        script = torch.jit.load(str(tmp_path / "model.pt"))
+    with torch.no_grad():
+        y = compressed(x)
+        assert torch.equal(load_packed(tmp_path / "packed.bin", arch=model)(x), y)
+        assert torch.equal(script(x), y)
