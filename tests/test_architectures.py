@@ -269,3 +269,39 @@ def test_packed_and_torchscript_exports_reproduce_the_model(arch: str, tmp_path:
         y = compressed(x)
         assert torch.equal(load_packed(tmp_path / "packed.bin", arch=model)(x), y)
         assert torch.equal(script(x), y)
+
+
+def test_a_failure_inside_torch_pruning_keeps_channels_not_refuses_the_model(monkeypatch):
+    """A trace Torch-Pruning cannot make leaves a quantize-only space; a group search that fails
+    keeps that group's channels; each with a note, and the model still prunes and quantizes."""
+    import seernet.space.graph as graph
+
+    model = tvm.squeezenet1_1(weights=None, num_classes=10).eval()
+    full = build_space(model, SQUARE)
+    victim = full.groups[3].name
+    original = graph.SeerGraph.get_pruning_group
+
+    def failing(self, module, fn, idxs):
+        if self._module2name[module] == victim and len(idxs) == self.get_out_channels(module):
+            raise RuntimeError("simulated")
+        return original(self, module, fn, idxs)
+
+    monkeypatch.setattr(graph.SeerGraph, "get_pruning_group", failing)
+    space = build_space(model, SQUARE)
+    assert [g.name for g in space.groups] == [g.name for g in full.groups if g.name != victim]
+    assert space.notes == [
+        f"channels of {victim} kept: Torch-Pruning cannot group them (RuntimeError)"
+    ]
+    monkeypatch.undo()
+
+    def untraceable(model, example):
+        raise RuntimeError("simulated")
+
+    monkeypatch.setattr(graph, "dependency_graph", untraceable)
+    space = build_space(model, SQUARE)
+    assert space.n_groups == 0 and len(space.quant_layers) == len(full.quant_layers)
+    assert space.notes[0].startswith("no channel is pruned: Torch-Pruning cannot trace the model")
+    policy = space.decode(np.zeros(space.dim))
+    pruned = quantize_(prune_model(model, space, policy), policy.bits)
+    calibrate_(pruned, [torch.randn(4, *SQUARE[1:])])
+    assert CostModel(space).of_policy(policy)["flops"] == conv_linear_macs(pruned, SQUARE)

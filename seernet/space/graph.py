@@ -182,6 +182,35 @@ class SeerGraph(tp.DependencyGraph):
         merged.seen, merged.problem = seen, problem
         return merged
 
+    def get_all_groups(self, ignored_layers=(), root_module_types=(nn.Conv2d, nn.Linear)):
+        """Torch-Pruning's enumeration (each layer's outputs in one group at most, groups with
+        an ignored layer's outputs left out), except that a root whose group search fails comes
+        back alone, with the failure as its ``problem``, instead of ending the enumeration."""
+        ignored = {id(m) for m in (*ignored_layers, *self.IGNORED_LAYERS_IN_TRACING)}
+        visited: set[int] = set()
+        for m in list(self.module2node):
+            if id(m) in ignored or id(m) in visited or not isinstance(m, tuple(root_module_types)):
+                continue
+            pruner = self.get_pruner_of_module(m)
+            if pruner is None or pruner.get_out_channels(m) is None:
+                continue
+            fn, idxs = pruner.prune_out_channels, list(range(pruner.get_out_channels(m)))
+            try:
+                group = self.get_pruning_group(m, fn, idxs)
+            except Exception as exc:  # noqa: BLE001 - any failure keeps this group's channels
+                group = _Group()
+                node = self.module2node[m]
+                group.add_dep(Dependency(fn, fn, source=node, target=node), idxs)
+                group._DG, group.seen = self, {}
+                group.problem = f"Torch-Pruning cannot group them ({type(exc).__name__})"
+            prunable = True
+            for dep, _ in group:
+                if self.is_out_channel_pruning_fn(dep.handler):
+                    visited.add(id(dep.target.module))
+                    prunable = prunable and id(dep.target.module) not in ignored
+            if prunable:
+                yield group
+
 
 class _Group(Group):
     """A group whose pruning marks its graph's index mappings stale (channel counts change)."""
@@ -240,6 +269,19 @@ def dependency_graph(model: nn.Module, example: torch.Tensor) -> SeerGraph:
     dg.unsafe_nodes = {n for n in dg.module2node.values() if id(n.grad_fn) in unsafe}
     dg._recorded = recorder.unsafe  # keeps the ids above valid
     return dg
+
+
+def traced_graph(
+    model: nn.Module, example: torch.Tensor, notes: list[str] | None = None
+) -> SeerGraph | None:
+    """``dependency_graph``, or None (a note in ``notes``) when Torch-Pruning cannot trace the
+    model: the space then prunes nothing and still quantizes."""
+    try:
+        return dependency_graph(model, example)
+    except Exception as exc:  # noqa: BLE001 - any failure: no pruning, never a refusal
+        if notes is not None:
+            notes.append(f"no channel is pruned: Torch-Pruning cannot trace the model ({type(exc).__name__}: {exc})"[:300])  # fmt: skip
+        return None
 
 
 @dataclass(frozen=True)
@@ -347,7 +389,9 @@ def named_groups(model: nn.Module, input_shape: tuple[int, ...]):
     lazily: a caller that prunes sees them re-derived."""
     names = {m: n for n, m in model.named_modules()}
     example = torch.zeros(input_shape, device=next(model.parameters()).device)
-    dg = dependency_graph(model, example)
+    dg = traced_graph(model, example)
+    if dg is None:  # not traceable: the space has no groups either
+        return None, iter(())
 
     def planned(group, plan):
         group.plan = plan
@@ -377,9 +421,11 @@ def trace_groups(
     side of the module holding it."""
     names = {m: n for n, m in model.named_modules()}
     owners = _owners(model)
-    dg = dependency_graph(model, example)
     groups: list[ChannelGroup] = []
     terms: Terms = defaultdict(lambda: {"in": [], "out": []})
+    dg = traced_graph(model, example, notes)
+    if dg is None:
+        return groups, {}
     for group, plan in prunable_groups(dg, model, ignored, choices, notes):
         root = group[0].dep.target.module
         channels = len(group[0].idxs)
