@@ -7,7 +7,7 @@ random policy, seeded per architecture, with a third of its coordinates at their
 space's analytic MACs against ``torch.utils.flop_counter`` on the pruned float model, and its
 analytic parameter count against the pruned model's; and the QDQ export run in ONNX Runtime:
 with float residual branches it gives the simulation's outputs, and as ``compress`` writes it
-(int8 residual branches) it runs.
+(int8 residual branches, checked on six architectures with residual adds) it runs.
 
 What the space leaves alone is in ``space.notes`` and checked to be what it should be: the
 channels kept around ShuffleNet's channel shuffle, grouped-conv and GroupNorm blocks pruned
@@ -90,6 +90,18 @@ ARCHITECTURES: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...]]] = {
 }
 
 
+# The int8-residual export (compress's default; a second export, so a few of each family
+# with residual adds): ResNeXt, RegNet, MobileNetV3, ConvNeXt V2, GhostNet, ReXNet.
+INT8_RESIDUALS = {
+    "timm/resnext26ts",
+    "torchvision/regnet_x_400mf",
+    "torchvision/mobilenet_v3_small",
+    "timm/convnextv2_atto",
+    "timm/ghostnet_100",
+    "timm/rexnet_100",
+}
+
+
 def conv_linear_macs(model: nn.Module, shape: tuple[int, ...]) -> int:
     """Multiply-accumulates of convolutions and matrix products, by ``FlopCounterMode`` (which
     counts 2 FLOPs per MAC and has formulas for those ops only)."""
@@ -146,9 +158,10 @@ def test_architecture_compresses_and_exports(arch: str, tmp_path: Path) -> None:
     scale = y.abs().max().item()
     np.testing.assert_allclose(out, y.numpy(), rtol=0, atol=1e-3 * scale + 1e-12)
     # ... and as compress writes it by default (residual branches in int8, calibrated in ORT)
-    export_qdq(pruned, x[:2], as_compress, residuals="int8", calibration=calib)
-    (out,) = ort_session(as_compress).run(None, {"input": x.numpy()})
-    assert out.shape == (8, 10) and np.isfinite(out).all()
+    if arch in INT8_RESIDUALS:
+        export_qdq(pruned, x[:2], as_compress, residuals="int8", calibration=calib)
+        (out,) = ort_session(as_compress).run(None, {"input": x.numpy()})
+        assert out.shape == (8, 10) and np.isfinite(out).all()
 
 
 def test_what_the_space_leaves_alone_is_noted() -> None:
