@@ -185,10 +185,16 @@ def test_what_the_space_leaves_alone_is_noted() -> None:
             assert all(k % groups == 0 for k in g.keep), g
 
     # GhostNet: a shortcut conv's channel c and c + C/2 reach the same primary-conv channel
-    _, groups = named_groups(timm.create_model("ghostnet_100", pretrained=False).eval(), SQUARE)
+    ghost = timm.create_model("ghostnet_100", pretrained=False).eval()
+    _, groups = named_groups(ghost, SQUARE)
     tied = {name: group.plan for name, group in groups if group.plan.unit > 1}
     assert "blocks.7.0.shortcut.2" in tied and tied["blocks.7.0.shortcut.2"].unit == 2
     assert all(len(set(map(len, plan.units))) == 1 for plan in tied.values())
+    # Without pruning choices, tied groups leave the space (a note each) and pruning agrees.
+    fixed = build_space(ghost, SQUARE, SpaceChoices(max_prune=0.0))
+    assert not set(tied) & {g.name for g in fixed.groups}
+    assert sum("no choice in whole units" in n for n in fixed.notes) == len(tied)
+    prune_model(ghost, fixed, fixed.full_policy())
     # GroupNorm(8, C): whole blocks of 8
     gn = tvm.resnet18(weights=None, norm_layer=lambda c: nn.GroupNorm(8, c)).eval()
     assert all(k % 8 == 0 for g in build_space(gn, SQUARE).groups for k in g.keep)

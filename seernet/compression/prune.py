@@ -90,7 +90,7 @@ def prune_model(
     pruned = copy.deepcopy(model).cpu().eval()
     score = make_criterion(criterion) if isinstance(criterion, str) else criterion
     torch.manual_seed(seed)  # the random criterion draws from torch's global generator
-    dg, groups = named_groups(pruned, space.input_shape)
+    dg, groups = named_groups(pruned, space.input_shape, space.choices)
     seen = set()
     # Groups are re-derived after each removal, as Torch-Pruning's own pruners do.
     for name, group in groups:

@@ -12,7 +12,9 @@ left out of the space (their channels kept) with a one-line note in ``PolicySpac
   than the policy says and none is pruned to nothing.
 - Channels that pass through a reshape mixing them (ShuffleNet's channel shuffle) or through a
   slice of part of the channels (a bound written in the forward, which pruning would not move)
-  are kept.
+  are kept, and so are those of a group Torch-Pruning fails to build; a model it cannot trace
+  at all gets a space without groups (quantization only).
+- A Conv2d/Linear subclass with a forward of its own (timm's Conv2dSame) stays in float.
 """
 
 from __future__ import annotations
@@ -367,12 +369,13 @@ def prunable_groups(
     """Torch-Pruning's channel groups rooted at conv/linear output channels, with their plans;
     groups that cannot be pruned are skipped (a note each in ``notes``)."""
     names = {m: n for n, m in model.named_modules()}
+    layers = set(names)
     choices = choices or SpaceChoices()
     ignored_modules = [model.get_submodule(n) for n in ignored]
     for group in dg.get_all_groups(
         ignored_layers=ignored_modules, root_module_types=(nn.Conv2d, nn.Linear)
     ):
-        plan = plan_group(dg, group, set(names))
+        plan = plan_group(dg, group, layers)
         channels = len(group[0].idxs)
         if plan.units is not None and len(keep_counts(plan, channels, choices)) < 2:
             plan = GroupPlan(reason=f"its {channels} channels leave no choice in whole units")
@@ -383,10 +386,13 @@ def prunable_groups(
         yield group, plan
 
 
-def named_groups(model: nn.Module, input_shape: tuple[int, ...]):
+def named_groups(
+    model: nn.Module, input_shape: tuple[int, ...], choices: SpaceChoices | None = None
+):
     """The model's dependency graph, and its prunable groups (output layer's channels kept) with
     their policy names; each group's ``plan`` attribute says how it is pruned. Groups come
-    lazily: a caller that prunes sees them re-derived."""
+    lazily: a caller that prunes sees them re-derived. ``choices``: the space's (a group pruned
+    in whole units is in the space only when they leave a choice)."""
     names = {m: n for n, m in model.named_modules()}
     example = torch.zeros(input_shape, device=next(model.parameters()).device)
     dg = traced_graph(model, example)
@@ -398,7 +404,8 @@ def named_groups(model: nn.Module, input_shape: tuple[int, ...]):
         return names[group[0].dep.target.module], group
 
     return dg, (
-        planned(g, plan) for g, plan in prunable_groups(dg, model, [output_layer(model, example)])
+        planned(g, plan)
+        for g, plan in prunable_groups(dg, model, [output_layer(model, example)], choices)
     )
 
 
