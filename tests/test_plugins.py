@@ -174,3 +174,15 @@ def test_a_python_object_workspace_tells_the_cli_where_to_continue(tmp_path: Pat
                                                  "space": {"choices": {}, "input_shape": [1, 1, 8, 8], "num_classes": 10}}))  # fmt: skip
     code, err = run(["collect", "--workdir", str(ws), "--samples", "1"], capsys)
     assert code == 2 and "seernet.Compressor" in err
+
+
+def test_what_the_space_leaves_alone_is_said_when_it_is_fixed(tmp_path: Path, capsys):
+    from torchvision.models import shufflenet_v2_x0_5
+
+    import seernet
+
+    data = TensorDataset(torch.randn(4, 3, 64, 64), torch.arange(4))
+    model = shufflenet_v2_x0_5(weights=None, num_classes=4).eval()
+    space = seernet.Compressor(model, data, data, workdir=tmp_path / "w").context.space
+    assert space.notes  # the channels around the channel shuffle are kept
+    assert capsys.readouterr().err.count("note: ") == len(space.notes)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import sys
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING
@@ -86,3 +87,5 @@ def record_space(ctx: RunContext, choices: SpaceChoices, arch: nn.Module | None 
     }  # fmt: skip
     ctx.ws.write(ctx.config)
     ctx.__dict__["space"] = space
+    for note in space.notes:  # what the space leaves alone (unpruned or unquantized), and why
+        print(f"note: {note}", file=sys.stderr)
