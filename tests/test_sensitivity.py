@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import copy
 import json
 
 import numpy as np
 import pytest
 import torch
 
+import seernet.compression.sensitivity as sensitivity
 import seernet.steps.sensitivity as steps_sensitivity
 from seernet.compression.protocol import Protocol
 from seernet.compression.sensitivity import DamageTable
@@ -61,3 +63,32 @@ def test_unreadable_table_is_a_user_error(ctx):
     ctx.ws.path(SENSITIVITY_NAME).write_text('{"format": "x"}')
     with pytest.raises(UserError, match="not a readable sensitivity table"):
         damage_table(ctx, Protocol(bn_batches=1))
+
+
+def test_older_table_version_is_remeasured(ctx, monkeypatch):
+    first = damage_table(ctx, Protocol(bn_batches=1))
+    path = ctx.ws.path(SENSITIVITY_NAME)
+    path.write_text(json.dumps({**json.loads(path.read_text()), "version": 1}))
+    monkeypatch.setattr(steps_sensitivity, "measure_damage", lambda *a, **k: first)
+    assert damage_table(ctx, Protocol(bn_batches=1)) == first
+    assert json.loads(path.read_text())["version"] == sensitivity.VERSION
+
+
+def test_activation_variant_matches_a_full_recalibration(ctx):
+    """A new activation width gets the range calibrate_ would give it, every other layer unchanged."""
+    from seernet.compression.quant import calibrate_, quant_layers
+
+    proto = Protocol(bn_batches=1)
+    builder = sensitivity._Builder(ctx.model, ctx.space, ctx.splits, proto, ctx.device, None)
+    layer = ctx.space.free_layers[1].name
+    w_bits = quant_layers(builder.base)[layer].w_bits
+    fast = builder.bits(layer, w_bits, 4)
+    full = copy.deepcopy(builder.base)
+    quant_layers(full)[layer].set_bits(w_bits, 4)
+    calibrate_(full, builder.calib, seed=proto.seed, weight_clip=proto.weight_clip)
+    for name, q in quant_layers(full).items():
+        f = quant_layers(fast)[name]
+        assert (f.w_bits, f.a_bits, f.act_signed) == (q.w_bits, q.a_bits, q.act_signed)
+        assert torch.equal(f.act_scale, q.act_scale) and torch.equal(f.weight_scale, q.weight_scale)
+    x = torch.randn(4, *ctx.space.input_shape[1:])
+    assert torch.equal(fast.eval()(x), full.eval()(x))

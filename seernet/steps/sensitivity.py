@@ -2,7 +2,8 @@
 
 ``collect`` measures them when its first active round starts (after the warm-up);
 ``fit-predictor`` and ``solve --refine`` read the cached file, measuring it only when a
-store was collected before the tables existed. A solve never measures them.
+store was collected before the tables existed (or the file is of an older version). A
+solve never measures them.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import sys
 import numpy as np
 
 from seernet.compression.protocol import Protocol
-from seernet.compression.sensitivity import DamageTable, measure_damage
+from seernet.compression.sensitivity import FORMAT, VERSION, DamageTable, measure_damage
 from seernet.errors import UserError
 from seernet.steps.context import RunContext
 from seernet.workspace.artifacts import SENSITIVITY_NAME, write_json
@@ -26,14 +27,21 @@ def damage_table(ctx: RunContext, protocol: Protocol) -> DamageTable:
     path = ctx.ws.path(SENSITIVITY_NAME)
     if path.is_file():
         try:
-            table = DamageTable.from_json(json.loads(path.read_text()))
-        except (ValueError, KeyError, TypeError) as exc:
+            obj = json.loads(path.read_text())
+            older = (
+                obj.get("format") == FORMAT
+                and isinstance(obj.get("version"), int)
+                and obj["version"] < VERSION
+            )
+            table = None if older else DamageTable.from_json(obj)
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise UserError(
                 f"{path} is not a readable sensitivity table ({exc}); delete it to re-measure"
             ) from exc
-        if table.fingerprint == ctx.space.fingerprint:
+        if table is not None and table.fingerprint == ctx.space.fingerprint:
             return table
-        print(f"{path} is for another policy space: re-measuring", file=sys.stderr)
+        why = "an older version" if table is None else "for another policy space"
+        print(f"{path} is {why}: re-measuring", file=sys.stderr)
     print("measuring per-layer sensitivities (once per workspace) ...", file=sys.stderr)
     table = measure_damage(ctx.model, ctx.space, ctx.splits, protocol, ctx.device,
                            ctx.criterion(protocol.criterion))  # fmt: skip
