@@ -173,28 +173,3 @@ def test_hawq_anchor_allocates_bits_on_the_global_rankings_channels(ctx, cheap_h
     assert "hawq" not in [
         s for _, s in anchors(ctx, Monotone(), BudgetSet(budgets, "b", {}), fixed, values, cache)
     ]
-
-
-def test_fast_solve_stays_within_one_level_of_a_measured_policy(ctx):
-    from search.levels import Levels
-    from seernet.steps.solve import TRUST_RADIUS, solve_fast
-
-    budget = 0.5 * ctx.costs.unpruned()["flops"]
-    fixed, values = ctx.space.bits_mask(8)
-    X = np.stack([ctx.space.encode(ctx.space.uniform_policy(f, 8)) for f in (0.3, 0.5, 1.0)])
-    y = np.array([70.0, 80.0, 92.0])  # the unpruned one does not fit
-    res = solve_fast(ctx, Monotone(), BudgetSet({"flops": budget}, "b", {}), fixed, values, (X, y))
-    grid = Levels(ctx.space.levels())
-    steps = [np.abs(grid.to_index(res.x) - grid.to_index(c)).max() for c in X[:2]]
-    assert min(steps) <= TRUST_RADIUS and res.feasible and "whole space" not in res.note
-
-
-def test_fast_solve_without_a_fitting_measurement_searches_everywhere(ctx):
-    from seernet.steps.solve import solve_fast
-
-    budget = 0.5 * ctx.costs.unpruned()["flops"]
-    X = ctx.space.encode(ctx.space.full_policy(8))[None]
-    res = solve_fast(
-        ctx, Monotone(), BudgetSet({"flops": budget}, "b", {}), None, None, (X, np.array([92.0]))
-    )
-    assert res.feasible and "whole space" in res.note

@@ -1,4 +1,4 @@
-"""``fit-predictor``: cross-validate the MLP ensemble against baselines, fit it on all samples."""
+"""``fit-predictor``: cross-validate the prior model against baselines, fit it on all samples."""
 
 from __future__ import annotations
 
@@ -119,12 +119,16 @@ def fit_and_save(
     path: Path,
     tables: dict,
 ):
-    """Fit the predictor on every sample, save it atomically with its metadata, and return it.
+    """Fit the predictor on every sample, save it atomically with its metadata, and return it
+    (and cache the global ranking's channel counts the fast solve starts from, if missing).
 
     The saved metadata carries the cross-validated scores, including the out-of-fold
     coverage of the calibrated spread (fractions within 1 and 2 std).
     """
+    from seernet.steps.solve import ranking_table
+
     model = make_predictor(X, y, seed, n_val, tables)
+    ranking_table(ctx)  # the fast solve's global-ranking centres, cached once per workspace
     s = cv.scores[cv.primary]
     meta = {
         "space_fingerprint": ctx.space.fingerprint, "input_dim": int(X.shape[1]), "n_samples": int(len(y)),

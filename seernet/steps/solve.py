@@ -28,12 +28,31 @@ MIXED_BITOPS_FACTOR = 16  # BitOPs of uniform 4-bit weights and activations
 RISK = 1.0
 # The fast solve searches within TRUST_RADIUS levels per coordinate of each of the
 # TRUST_CENTERS most accurate measured policies that fit the budgets (the frozen bit-widths
-# imposed on them), and returns what the predictor rates best among those searches.
-# Why: searched over the whole space, the 60-sample store's answers at 30% FLOPs lay where
-# no policy was measured and measured 3.9-13.9 points below the global ranking, each
-# predicted within 2 std of 86-87%.
+# imposed on them) and of the RANKING_CENTERS global-ranking allocations (Torch-Pruning's
+# channel counts at one uniform bit-width, activations widened where the budgets allow, as
+# refine's anchors) that the predictor rates highest, and returns what the predictor rates
+# best among those searches.
+# Why a trust region: searched over the whole space, the 60-sample store's answers at 30%
+# FLOPs lay where no policy was measured and measured 3.9-13.9 points below the global
+# ranking, each predicted within 2 std of 86-87%.
+# Why the ranking's centres: the store's best policies within a budget can lie far below
+# what the global ranking reaches (200-sample store, 50% FLOPs at 9x BitOPs: 86.78 measured
+# against 89.50), and one level around them never got there. Measured in the 12 cells of
+# benchmarks/bench_fast_solve.py with the same predictor, three store centres against one
+# store and two ranking centres: answers >= the best anchor - 0.3 in 5 -> 6 cells, worst
+# gap -4.14 -> -1.54 (200-sample store); 5 -> 7 cells, worst -3.90 -> -2.96 (60 samples).
 TRUST_RADIUS = 1
-TRUST_CENTERS = 3
+TRUST_CENTERS = 1
+RANKING_CENTERS = 2
+# The global ranking's channel counts are cached per workspace on this grid of global
+# pruning ratios (``RANKING_NAME``): computing them costs about a second per budget and
+# bit-width, a solve must take about a second in all.
+RANKING_STEP = 0.01
+# A window of one level around a centre is a small box: the barrier ascent needs fewer
+# starts and steps there than over the whole space (the solver's defaults, 32 x 100).
+WINDOW_STARTS, WINDOW_STEPS = 16, 60
+RANKING_NAME = "ranking.json"
+RANKING_FORMAT, RANKING_VERSION = "seernet.ranking", 1
 
 
 def format_cost(name: str, value: float) -> str:
@@ -178,9 +197,10 @@ def solve_one(
     check_attainable(ctx, bset.budgets, fixed, values)
     fns = ctx.costs.functions()
     costs = {k: fns[k] for k in bset.budgets}
+    size = {} if levels is None else {"starts": WINDOW_STARTS, "steps": WINDOW_STEPS}
     return barrier_ascent(
         predictor.mean_std_torch, costs, bset.budgets, levels or Levels(ctx.space.levels()),
-        fixed=fixed, fixed_values=values, seed=seed, risk=RISK,
+        fixed=fixed, fixed_values=values, seed=seed, risk=RISK, **size,
     )  # fmt: skip
 
 
@@ -210,12 +230,74 @@ def trust_centers(ctx: RunContext, X: np.ndarray, y: np.ndarray, budgets: dict[s
     return centers
 
 
+def ranking_table(ctx: RunContext) -> np.ndarray:
+    """(R, groups) channel counts of Torch-Pruning's global ranking at the global pruning
+    ratios 0, ``RANKING_STEP``, ... up to ``max_prune``, each snapped up to a valid level;
+    read from the workspace's cache, computed (and cached) when missing or stale."""
+    import json
+
+    from seernet.compression.global_ranking import kept_counts, snapped
+    from seernet.workspace.artifacts import write_json
+
+    path = ctx.ws.path(RANKING_NAME)
+    key = {"format": RANKING_FORMAT, "version": RANKING_VERSION, "step": RANKING_STEP,
+           "fingerprint": ctx.space.fingerprint, "weights": str(ctx.config.weights)}  # fmt: skip
+    if path.is_file():
+        try:
+            obj = json.loads(path.read_text())
+            if all(obj.get(k) == v for k, v in key.items()):
+                return np.asarray(obj["kept"], dtype=np.float64)
+        except (ValueError, KeyError, TypeError):
+            pass  # unreadable: computed again below
+    ratios = np.arange(0.0, ctx.space.choices.max_prune + 1e-9, RANKING_STEP)
+    names = [g.name for g in ctx.space.groups]
+    top = max(ctx.space.choices.bits)
+    policies = [
+        snapped(ctx.space, kept_counts(ctx.model, ctx.space, float(r)), top) for r in ratios
+    ]
+    kept = [[p.channels[n] for n in names] for p in policies]
+    write_json(path, {**key, "ratios": ratios.tolist(), "kept": kept})
+    return np.asarray(kept, dtype=np.float64)
+
+
+def ranking_centers(ctx: RunContext, predictor, budgets: dict[str, float], fixed, values,
+                    table: np.ndarray | None = None) -> list[np.ndarray]:  # fmt: skip
+    """The global ranking at each uniform bit-width: the least pruned cached allocation
+    that meets the budgets, activations widened where they still do, kept if it agrees with
+    the frozen bits; the ``RANKING_CENTERS`` the predictor rates highest."""
+    table = ranking_table(ctx) if table is None else table
+    space, found = ctx.space, []
+    widest = space.encode_bits(max(space.choices.bits))
+    act = np.zeros(space.dim, dtype=bool)
+    act[space.n_groups + len(space.free_layers) :] = True
+    for bits in space.choices.bits:
+        X = space.encode_uniform(table, bits)
+        ok = np.flatnonzero(fits(ctx, X, budgets, None, None))
+        if ok.size == 0:
+            continue
+        x = X[ok[0]]
+        wide = np.where(act, widest, x)
+        x = wide if fits(ctx, wide[None], budgets, None, None)[0] else x
+        if fits(ctx, x[None], budgets, fixed, values)[0]:
+            found.append(x)
+    if len(found) > RANKING_CENTERS:
+        with torch.no_grad():
+            mean, std = predictor.mean_std_torch(torch.as_tensor(np.stack(found)))
+        order = np.argsort(-(mean - RISK * std).numpy(), kind="stable")
+        found = [found[i] for i in order[:RANKING_CENTERS]]
+    return found
+
+
 def solve_fast(
     ctx: RunContext, predictor, bset: BudgetSet, fixed, values, stored, seed: int = 0
 ) -> SolveResult:
-    """``solve`` without ``--refine``: the best-rated policy near the best measured ones
-    (``stored`` = the store's encoded policies and accuracies; see ``TRUST_RADIUS``)."""
+    """``solve`` without ``--refine``: the best-rated policy near the best measured ones and
+    near the best-rated global-ranking allocations (``stored`` = the store's encoded
+    policies and accuracies; see ``TRUST_RADIUS`` and ``RANKING_CENTERS``)."""
     centers = trust_centers(ctx, *stored, bset.budgets, fixed, values)
+    for c in ranking_centers(ctx, predictor, bset.budgets, fixed, values):
+        if not any(np.array_equal(c, o) for o in centers):
+            centers.append(c)
     if not centers:
         res = solve_one(ctx, predictor, bset, fixed, values, seed)
         res.note = "no measured policy fits these budgets: searched the whole space"

@@ -118,3 +118,31 @@ def test_load_refuses_other_files(tmp_path):
     torch.save({"header": '{"format": "other"}'}, tmp_path / "x.pt")
     with pytest.raises(ValueError, match="not a seernet prior-model"):
         PriorModel.load(tmp_path / "x.pt")
+
+
+@pytest.mark.parametrize("power", [1.0, None])
+def test_parameter_variance_is_the_gradient_quadratic_form(power):
+    """_param_var equals g' C g with g the prior mean's gradient in every fitted parameter
+    (log_a, v, u, [power], floor), taken by autograd through the link."""
+    X, y = data(40)
+    m = PriorModel(LEVELS, DAMAGE, KINDS, residual="none", power=power).fit(X, y)
+    assert (m.power_ == 1.0) if power else (1.0 <= m.power_ <= 3.0)
+    x = torch.as_tensor(data(7, seed=3)[0])
+    t = m.curves_(x)
+    kinds = torch.nn.functional.one_hot(torch.as_tensor(m.kind_index_)).double()
+    v = torch.linalg.lstsq(kinds, torch.log(torch.as_tensor(m.scale_))[:, None]).solution[:, 0]
+    u = torch.log(torch.as_tensor(m.scale_)) - kinds @ v  # any split of log a_d: g is the same
+    theta = torch.cat([torch.zeros(1), v, u, torch.tensor([m.power_] if power is None else []),
+                       torch.tensor([m.floor_])]).requires_grad_(True)  # fmt: skip
+
+    def prior(th):
+        nk = kinds.shape[1]
+        a = torch.exp(th[0] + kinds @ th[1 : 1 + nk] + th[1 + nk : 1 + nk + D])
+        p = th[-2] if power is None else m.power_
+        return th[-1] + (m.top_ - th[-1]) * torch.exp(-((t @ a) ** p))
+
+    g = torch.autograd.functional.jacobian(prior, theta)
+    expected = ((g @ torch.as_tensor(m.param_cov_)) * g).sum(1)
+    a = torch.as_tensor(m.scale_)
+    got = m._param_var(t, a, t @ a, m._tensors(torch.float64))
+    assert torch.allclose(got, expected.clamp_min(0.0), rtol=1e-6, atol=1e-9)
