@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 
 from seernet.cli.main import main
 from seernet.steps.backends import BackendConfig
+from seernet.workspace.artifacts import SENSITIVITY_NAME
 from seernet.workspace.store import SampleStore, row_key
 
 FAST = [
@@ -52,6 +54,11 @@ def test_process_workers_equal_local_with_active_rounds(tmp_path: Path, run_args
     # The warm-up is the 13 anchors (more than half of 17), then two active rounds of 2.
     active = ["--strategy", "active", "--batch-size", "2", "--warmup-fraction", "0.5"]
     assert collect(tmp_path / "a", run_args, 17, *active) == 0
+    # The damage tables are measured in the collect process whatever the backend, so "b"
+    # reads the ones "a" measured (measuring them again was half of this test's time);
+    # reading a cached table is tests/test_sensitivity.py's.
+    (tmp_path / "b").mkdir()
+    shutil.copy(tmp_path / "a" / SENSITIVITY_NAME, tmp_path / "b" / SENSITIVITY_NAME)
     assert collect(tmp_path / "b", run_args, 17, *active, "--workers", "2") == 0
     a, b = samples(tmp_path / "a"), samples(tmp_path / "b")
     assert a == b and {r for _, r, _ in a.values()} == {0, 1, 2}
@@ -77,7 +84,9 @@ def test_ray_missing_says_how_to_install(tmp_path: Path, run_args, capsys, monke
     assert not (tmp_path / "w").exists()
 
 
-@pytest.fixture
+# One local cluster for the module's Ray tests (starting one took 7-11 s a test): every
+# test collects into its own workspace, and the cluster restarts the workers they kill.
+@pytest.fixture(scope="module")
 def ray_cluster():
     ray = pytest.importorskip(
         "ray", reason="Ray is not installed (pip install 'seernet[ray]'); CI installs it"
