@@ -36,6 +36,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from seernet.space.graph import quantizable
+
 _MIN_SCALE = 1e-20  # all-zero channels (pruned to nothing) would otherwise divide by zero
 # Learned steps are kept >= this: a step that an overshooting update drove to <= 0 would make
 # 1/s (and its gradient -1/s^2) overflow; at 1e-8 the layer merely outputs ~0 and recovers.
@@ -356,9 +358,6 @@ class QuantLinear(FakeQuant, nn.Linear):
 
 
 _WRAPPERS: dict[type, type] = {nn.Conv2d: QuantConv2d, nn.Linear: QuantLinear}
-# Subclasses whose own forward computes what their base's does (timm's Linear: F.linear, with a
-# dtype cast only under TorchScript), so the wrapper's forward may stand in for it.
-_SAME_FORWARD = frozenset({"timm.layers.linear.Linear"})
 
 
 def _wrapper_of(module: nn.Module) -> type | None:
@@ -366,20 +365,11 @@ def _wrapper_of(module: nn.Module) -> type | None:
     Conv2d/Linear subclass with a forward of its own (timm's Conv2dSame pads in it)."""
     cls = type(module)
     for base, wrapper in _WRAPPERS.items():
-        if cls is base or cls is wrapper:
+        if cls is wrapper:
             return wrapper
-        if issubclass(cls, base) and not issubclass(cls, FakeQuant):
-            same = (
-                cls.forward is base.forward
-                or f"{cls.__module__}.{cls.__qualname__}" in _SAME_FORWARD
-            )
-            return wrapper if same else None
+        if isinstance(module, base) and not isinstance(module, FakeQuant):
+            return wrapper if quantizable(module) else None
     return None
-
-
-def quantizable(module: nn.Module) -> bool:
-    """Whether ``quantize_`` can fake-quantize ``module`` (see ``_wrapper_of``)."""
-    return _wrapper_of(module) is not None
 
 
 def quant_layers(model: nn.Module) -> dict[str, FakeQuant]:

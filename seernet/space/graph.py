@@ -34,7 +34,6 @@ from torch_pruning.dependency import index_mapping
 from torch_pruning.dependency.dependency import Dependency
 from torch_pruning.dependency.group import Group
 
-from seernet.compression.quant import quantizable
 from seernet.space.policy import (
     ChannelGroup,
     Layer,
@@ -485,6 +484,22 @@ def _shapes_by_hooks(model: nn.Module, example: torch.Tensor) -> tuple[list[str]
         for h in hooks:
             h.remove()
     return order, spatial
+
+
+# Subclasses whose own forward computes what their base's does (timm's Linear: F.linear, with a
+# dtype cast only under TorchScript), so a fake-quant wrapper's forward may stand in for it.
+SAME_FORWARD = frozenset({"timm.layers.linear.Linear"})
+
+
+def quantizable(module: nn.Module) -> bool:
+    """Whether a fake-quant wrapper can stand in for ``module``: a Conv2d or Linear whose
+    forward is its base's (timm's Conv2dSame pads in a forward of its own: it stays in float)."""
+    cls = type(module)
+    return any(
+        isinstance(module, base)
+        and (cls.forward is base.forward or f"{cls.__module__}.{cls.__qualname__}" in SAME_FORWARD)
+        for base in (nn.Conv2d, nn.Linear)
+    )
 
 
 def output_layer(model: nn.Module, example: torch.Tensor) -> str:
