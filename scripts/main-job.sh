@@ -5,14 +5,31 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 W="${SEERNET_WORKDIR:-seernet-run}"
 SAMPLES="${SEERNET_SAMPLES:-60}"
+# collect's evaluations in this many local processes (one torch thread each); results do
+# not depend on it (tests/test_backends.py). 2 = both cores of the project's machine.
+WORKERS="${SEERNET_WORKERS:-2}"
 S=.venv/bin/seernet
 
-$S evaluate --workdir "$W"
-$S collect --workdir "$W" --samples "$SAMPLES"
-$S fit-predictor --workdir "$W"
+# One thread for numpy's and scipy's OpenBLAS (torch's BLAS is MKL, its threads are not
+# affected). The predictor's fits (collect's active rounds, fit-predictor's folds, every
+# refit of solve --refine) are least squares over small Jacobians, where a second BLAS
+# thread only waits: on a busy 2-core machine one fit took 32-50 s with the default 2
+# threads and 1.6 s with 1, fit-predictor 57 s against 12 s, with the same predictions.
+export OPENBLAS_NUM_THREADS="${OPENBLAS_NUM_THREADS:-1}"
+
+# Each stage's wall time on stderr, so a slow run says where its time went.
+stage() {
+    local start=$SECONDS
+    "$@"
+    echo "main-job: $2 took $((SECONDS - start)) s" >&2
+}
+
+stage $S evaluate --workdir "$W"
+stage $S collect --workdir "$W" --samples "$SAMPLES" --workers "$WORKERS"
+stage $S fit-predictor --workdir "$W"
 # --refine measures each solved policy (and up to 3 per budget, refitting in between):
 # every accuracy the job prints for a policy is a measurement next to its prediction.
-$S solve --workdir "$W" --flops 30%,50%,70% --bits mixed --refine "${SEERNET_REFINE:-3}"
+stage $S solve --workdir "$W" --flops 30%,50%,70% --bits mixed --refine "${SEERNET_REFINE:-3}"
 # Compress the middle budget's policy (the 50% one).
 policy=$(.venv/bin/python - "$W" <<'PY'
 import glob, json, sys
@@ -20,5 +37,6 @@ files = sorted(glob.glob(f"{sys.argv[1]}/policies/flops-*_mixed.json"), key=lamb
 print(files[len(files) // 2])
 PY
 )
-$S compress "$policy" --workdir "$W"
-$S report --workdir "$W"
+stage $S compress "$policy" --workdir "$W"
+stage $S report --workdir "$W"
+echo "main-job: all stages took $SECONDS s" >&2

@@ -29,6 +29,11 @@ from search.solver import barrier_ascent
 
 SolverCosts = Mapping[str, CostFn]
 SeedFor = Callable[[int], int]  # solve number -> its solver seed
+# One landing solve: (budgets, fixed, fixed_values, seed) -> the encoded answer. The
+# default is the barrier ascent over the whole space; a caller whose own solve searches
+# elsewhere (seernet's fast solve keeps to windows around the best measured policies and
+# the global-ranking allocations) passes it, so the sampler measures where that solve lands.
+AnswerFn = Callable[[dict[str, float], np.ndarray | None, np.ndarray, int], np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -167,8 +172,10 @@ def solve_landing(
     config: LandingConfig,
     rng: np.random.Generator,
     seed_for: SeedFor,
+    answer: AnswerFn | None = None,
 ) -> Landing:
-    """Solve at ``landing_budgets`` and collect each answer's near neighbours."""
+    """Solve at ``landing_budgets`` (by ``answer``, default the barrier ascent over the
+    whole space) and collect each answer's near neighbours."""
     check_solver_costs(solver_costs)
     started = time.perf_counter()
     bit_dims = np.asarray(bit_dims, dtype=np.int64).reshape(-1)
@@ -179,16 +186,19 @@ def solve_landing(
         fixed = np.zeros(levels.dim, dtype=bool)
         if b.top_bits:
             fixed[bit_dims] = True
-        costs = {k: solver_costs[k] for k in b.budgets}
-        res = barrier_ascent(
-            mean_std, costs, b.budgets, levels, fixed=fixed if fixed.any() else None,
-            fixed_values=top, starts=config.starts, steps=config.steps, risk=config.risk,
-            seed=seed_for(i),
-        )  # fmt: skip
-        answers.append(res.x)
+        if answer is not None:
+            x = np.asarray(answer(b.budgets, fixed if fixed.any() else None, top, seed_for(i)))
+        else:
+            costs = {k: solver_costs[k] for k in b.budgets}
+            x = barrier_ascent(
+                mean_std, costs, b.budgets, levels, fixed=fixed if fixed.any() else None,
+                fixed_values=top, starts=config.starts, steps=config.steps, risk=config.risk,
+                seed=seed_for(i),
+            ).x  # fmt: skip
+        answers.append(x)
         lo, hi = _frozen(levels, bit_dims, b.top_bits)
         n_pairs = int(round(config.pairs * levels.dim))
-        near = levels.from_index(near_neighbours(levels.to_index(res.x), lo, hi, n_pairs, rng))
+        near = levels.from_index(near_neighbours(levels.to_index(x), lo, hi, n_pairs, rng))
         near = near[_within(solver_costs, b.budgets, near)]
         rows.append(near)
         origin.append(np.full(len(near), i, dtype=np.int64))

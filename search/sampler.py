@@ -37,13 +37,24 @@ from search.acquisition import (
     window_violation,
 )
 from search.evolve import EvolveConfig, evolve
-from search.landing import Landing, LandingConfig, SolverCosts, check_solver_costs, solve_landing
+from search.landing import (
+    AnswerFn,
+    Landing,
+    LandingConfig,
+    SolverCosts,
+    check_solver_costs,
+    solve_landing,
+)
 from search.levels import Levels
 
 STRATEGIES = ("active", "random")
 # "auto": "landing" when run_active gets solver costs, else "disagreement".
 ACQUISITION_CHOICES = ("auto", *ACQUISITIONS)
 MakePredictor = Callable[[int], Predictor]
+# (the round's fitted predictor, the samples it was fitted on) -> how "landing" solves
+# each of its budgets. seernet passes its fast solve, whose trust regions around the
+# best measured policies depend on those samples; None: barrier ascent over the whole space.
+LandingSolver = Callable[[Predictor, np.ndarray, np.ndarray], AnswerFn]
 
 
 def _seed(seed: int, *stream: int) -> int:
@@ -202,12 +213,14 @@ def propose_batch(
     solver_costs: SolverCosts | None = None,
     bit_dims: Sequence[int] | np.ndarray = (),
     landing_config: LandingConfig | None = None,
+    landing_solver: LandingSolver | None = None,
 ) -> Proposal:
     """Fit the predictor on the samples and pick a batch of new policies by ``acquisition``.
 
     "landing" needs ``solver_costs`` (torch cost functions, see ``search.landing``) and a
     predictor with a differentiable ``mean_std_torch``; ``bit_dims`` are the coordinates
-    its "bits at the highest" solves freeze at their top level.
+    its "bits at the highest" solves freeze at their top level. ``landing_solver`` (see
+    ``LandingSolver``) makes "landing" solve as the caller's own solve does.
     """
     _check_acquisition(acquisition, solver_costs)
     _check_window(cost, cost_window)
@@ -234,6 +247,7 @@ def propose_batch(
         predictor.mean_std_torch, solver_costs, levels, bit_dims,
         landing_config or LandingConfig(), np.random.default_rng(_seed(seed, 3)),
         lambda i: _seed(seed, 4, i),
+        None if landing_solver is None else landing_solver(predictor, X_seen, y_seen),
     )  # fmt: skip
     x, pool_std = _pick_landing(
         levels, predictor, landing, X_seen, batch_size, batch_spacing(levels, spacing), cost,
@@ -477,6 +491,7 @@ class _Solver:
 
     costs: SolverCosts | None
     bit_dims: Sequence[int] | np.ndarray
+    answer: LandingSolver | None = None
 
 
 def _plan(
@@ -514,6 +529,7 @@ def _plan(
         solver_costs=solver.costs,
         bit_dims=solver.bit_dims,
         landing_config=config.landing,
+        landing_solver=solver.answer,
     )
     return p.X, "active", p
 
@@ -534,6 +550,7 @@ def run_active(
     anchors: np.ndarray | None = None,
     solver_costs: SolverCosts | None = None,
     bit_dims: Sequence[int] | np.ndarray = (),
+    landing_solver: LandingSolver | None = None,
 ) -> SamplingResult:
     """Measure policies round by round until ``n_samples`` exist, resuming from ``X, y, rounds``.
 
@@ -544,12 +561,13 @@ def run_active(
     ``solver_costs`` ({"flops": fn, "bitops": fn}, torch functions of float64 (N, D)
     encoded policies, non-decreasing in every coordinate; "bitops" optional) turn on the
     "landing" acquisition; ``bit_dims`` are the bit-width coordinates, frozen at their
-    top level (the highest bit-width) in its "bits at the highest" solves.
+    top level (the highest bit-width) in its "bits at the highest" solves;
+    ``landing_solver`` replaces its whole-space barrier ascent (see ``LandingSolver``).
     """
     config = config or SamplerConfig()
     _check_window(cost, config.cost_window)
     resolve_acquisition(config.acquisition, solver_costs)  # a misconfiguration fails first
-    solver = _Solver(solver_costs, bit_dims)
+    solver = _Solver(solver_costs, bit_dims, landing_solver)
     X, y, rounds = _prior(levels, X, y, rounds)
     taken = _index_set(levels, X)
     history: list[RoundInfo] = []

@@ -174,6 +174,38 @@ def test_landing_batch_holds_feasible_solver_answers_on_the_budget_boundary() ->
     assert land.seconds < 5.0
 
 
+def test_a_landing_solver_replaces_the_whole_space_ascent() -> None:
+    """The caller's own solve gets each budget, the frozen bits and the round's data;
+    its answers are the landing's answers, and their neighbours keep the budgets."""
+    X, y = seen()
+    calls = []
+
+    def solver(predictor, X_fit, y_fit):
+        assert isinstance(predictor, ToyPredictor) and len(X_fit) == len(y_fit) == len(X)
+
+        def answer(budgets, fixed, values, seed):
+            # the best seen policy that fits, else the lowest corner (always fits here)
+            ok = [i for i in np.argsort(-y_fit) if within(X_fit[i], budgets)]
+            x = X_fit[ok[0]].copy() if ok else LEVELS.lower.copy()
+            if fixed is not None:
+                x[fixed] = values[fixed]
+            calls.append((dict(budgets), fixed is not None, x))
+            return x
+
+        return answer
+
+    p = propose(X, y, landing_solver=solver)
+    land = p.landing
+    assert len(calls) == len(land.answers) == LANDING.budgets
+    assert [c[1] for c in calls] == [b.top_bits for b in land.budgets]
+    assert [c[0] for c in calls] == [b.budgets for b in land.budgets]
+    assert np.array_equal(land.answers, np.stack([c[2] for c in calls]))
+    assert all(within(x, b.budgets) for x, b in zip(land.answers, land.budgets, strict=True))
+    for row, i in zip(land.neighbours, land.origin, strict=True):
+        assert within(row, land.budgets[i].budgets)
+        assert np.abs(LEVELS.to_index(row) - LEVELS.to_index(land.answers[i])).max() == 1
+
+
 def test_the_same_seed_gives_the_same_batch() -> None:
     X, y = seen()
     a, b, c = propose(X, y, seed=3), propose(X, y, seed=3), propose(X, y, seed=4)
