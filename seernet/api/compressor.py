@@ -124,14 +124,16 @@ class Compressor:
     def solve(
         self, *, flops=None, bitops=None, params=None, size=None, latency=None, bits: str | int = "mixed",
         pareto: int | None = None, refine: int | None = None, seed: int = 0,
+        channel_multiple: int | None = None,
     ) -> list[dict[str, Any]]:  # fmt: skip
         """One policy per budget (``flops="50%"``, ``size=["1MB", "2MB"]``, ...): the fast solve's
-        prediction, or with ``refine=N`` a measured answer. Each document is also a file."""
+        prediction, or with ``refine=N`` a measured answer. Each document is also a file.
+        ``channel_multiple`` N: pruned groups keep multiples of N (of the collected levels)."""
         budgets = workflow.parse_budgets(
             flops=flops, bitops=bitops, params=params, size=size, latency=latency
         )
         return workflow.solve_policies(
-            self.context, budgets, workflow.parse_bits(bits), pareto, refine, seed
+            self.context, budgets, workflow.parse_bits(bits), pareto, refine, seed, channel_multiple
         )
 
     def compress(self, policy: dict[str, Any] | str | Path, settings=None) -> Compressed:

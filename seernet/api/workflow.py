@@ -105,9 +105,12 @@ def parse_bits(bits: str | int) -> int | None:
 
 
 def check_solve_options(
-    budgets: dict[str, list[Budget]], pareto: int | None, refine: int | None
-) -> None:
+    budgets: dict[str, list[Budget]], pareto: int | None, refine: int | None,
+    channel_multiple: int | None = None,
+) -> None:  # fmt: skip
     """Refuse a solve that cannot run, before anything is read."""
+    if channel_multiple is not None and channel_multiple < 1:
+        raise UserError(f"--channel-multiple must be at least 1, got {channel_multiple}")
     if refine is not None and refine < 1:
         raise UserError(f"--refine N needs N >= 1 measurements per budget, got {refine}")
     if pareto is not None and (pareto < 1 or budgets):
@@ -116,12 +119,13 @@ def check_solve_options(
 
 def solve_policies(
     ctx: RunContext, budgets: dict[str, list[Budget]], bits: int | None, pareto: int | None = None,
-    refine: int | None = None, seed: int = 0,
+    refine: int | None = None, seed: int = 0, channel_multiple: int | None = None,
 ) -> list[dict]:  # fmt: skip
     """One policy per budget, written to ``policies/<name>.json``; the documents (with ``path``).
 
     Without ``refine``: the fast solve on the predictor (a prediction). With ``refine`` N:
-    up to N measurements per budget, the answer measured (``solve --refine``)."""
+    up to N measurements per budget, the answer measured (``solve --refine``).
+    ``channel_multiple``: every pruned group keeps a multiple of it (``--channel-multiple``)."""
     from seernet.steps.fit import load_samples
     from seernet.steps.solve import (
         attach_latency,
@@ -129,14 +133,25 @@ def solve_policies(
         load_predictor,
         policy_document,
         resolve_budgets,
+        solve_context,
         solve_fast,
+        solved_multiple,
     )
 
-    check_solve_options(budgets, pareto, refine)
+    check_solve_options(budgets, pareto, refine, channel_multiple)
+    ctx = solve_context(ctx, channel_multiple)
+    if refine and solved_multiple(ctx) != ctx.space.choices.channel_multiple:
+        # Its anchors (global ranking, HAWQ) and trust regions know only the collected space.
+        raise UserError(
+            "--refine searches the collected space: collect with --channel-multiple N instead"
+        )
     predictor = load_predictor(ctx)
     attach_latency(ctx, required="latency" in budgets)
     fixed, values = bits_mask(ctx, bits)
     bsets = resolve_budgets(ctx, budgets, pareto, mixed=bits is None)
+    if ctx.channel_multiple > ctx.space.choices.channel_multiple:  # files of their own
+        for bset in bsets:
+            bset.name += f"_ch{ctx.channel_multiple}"
     mode = "mixed" if bits is None else f"{bits}-bit"
     if refine:
         from seernet.steps.refine import refine_all

@@ -100,6 +100,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("policy space (fixed on the first collect)")
     add_setting(g, sc, "max_prune", "largest pruning ratio per group")
     add_setting(g, sc, "prune_step", "pruning ratio step")
+    add_setting(
+        g, sc, "channel_multiple",
+        "kept channel counts are multiples of N, or a group's full count (Torch-Pruning's round_to)",
+        metavar="N",
+    )  # fmt: skip
     g.add_argument(
         "--bits-choices",
         default=",".join(map(str, sc.bits)),
@@ -113,7 +118,9 @@ def _choices(args: argparse.Namespace):
 
     try:
         bits = tuple(int(b) for b in args.bits_choices.split(","))
-        return SpaceChoices(args.max_prune, args.prune_step, bits)
+        return SpaceChoices(
+            args.max_prune, args.prune_step, bits, channel_multiple=args.channel_multiple
+        )
     except ValueError as exc:
         raise UserError(f"invalid policy space options: {exc}") from exc
 

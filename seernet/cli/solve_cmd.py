@@ -35,6 +35,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default="mixed",
         help="'mixed' searches per-layer bits; N fixes every layer at N bits (default: %(default)s)",
     )
+    p.add_argument(
+        "--channel-multiple",
+        type=int,
+        metavar="N",
+        help="every pruned group keeps a multiple of N channels (or all), e.g. 8 or 16 for CPU "
+        "kernels; chosen among the collected counts (default: the collected space's)",
+    )
     add_seed_argument(
         p, what="the solver's random starts and the measurements of --verify/--refine"
     )
@@ -68,12 +75,14 @@ def run(args: argparse.Namespace) -> int:
         **{k: getattr(args, k) for k in ("flops", "bitops", "params", "size", "latency")}
     )
     bits = parse_bits(args.bits)
-    check_solve_options(budgets, args.pareto, args.refine)
+    check_solve_options(budgets, args.pareto, args.refine, args.channel_multiple)
     if args.refine is not None and args.verify:
         raise UserError("--refine already measures every returned policy: drop --verify")
     ws = Workspace(args.workdir)
     ctx = RunContext(ws, ws.read(), resolve_device(args.device) if args.refine else _cpu())
-    docs = solve_policies(ctx, budgets, bits, args.pareto, args.refine, args.seed)
+    docs = solve_policies(
+        ctx, budgets, bits, args.pareto, args.refine, args.seed, args.channel_multiple
+    )
     if args.verify:
         _verify(ws, args, docs)
     if args.json:

@@ -6,7 +6,8 @@ left out of the space (their channels kept) with a one-line note in ``PolicySpac
 
 - A group whose channels reach a grouped convolution or a GroupNorm with G groups is pruned
   as Torch-Pruning's own pruners do it: the same channels in each of the G blocks (kept counts
-  are multiples of G).
+  are multiples of G). With ``SpaceChoices.channel_multiple`` N, kept counts are multiples of
+  lcm(N, G) or the group's full count; a group left no other count is kept, with a note.
 - Root channels that reach the same channel of a layer (GhostNet's depthwise half of a
   concatenation) are tied: they are kept or removed together, so no layer loses more channels
   than the policy says and none is pruned to nothing.
@@ -355,10 +356,13 @@ def plan_group(dg: SeerGraph, group, layers: set) -> GroupPlan:
 
 
 def keep_counts(plan: GroupPlan, channels: int, choices: SpaceChoices) -> tuple[int, ...]:
-    """Valid kept-channel counts of a group pruned by ``plan`` (whole units)."""
+    """Valid kept-channel counts of a group pruned by ``plan`` (whole units); with
+    ``choices.channel_multiple`` N, multiples of lcm(N, unit) (or the full count)."""
     if plan.units is None:
         return choices.keep_counts(channels)
-    return tuple(k * plan.unit for k in choices.keep_counts(len(plan.units)))
+    # k units keep k * unit channels, a multiple of N when k is one of N / gcd(N, unit).
+    units = choices.channel_multiple // math.gcd(choices.channel_multiple, plan.unit)
+    return tuple(k * plan.unit for k in choices.keep_counts(len(plan.units), units))
 
 
 def prunable_groups(
@@ -378,6 +382,10 @@ def prunable_groups(
         channels = len(group[0].idxs)
         if plan.units is not None and len(keep_counts(plan, channels, choices)) < 2:
             plan = GroupPlan(reason=f"its {channels} channels leave no choice in whole units")
+        elif choices.channel_multiple > 1 and len(keep_counts(plan, channels, choices)) < 2:
+            # Only with N > 1: spaces made before channel_multiple keep their one-count groups.
+            n = choices.channel_multiple
+            plan = GroupPlan(reason=f"its {channels} channels leave no choice in multiples of {n}")
         if plan.reason is not None:
             if notes is not None:
                 notes.append(f"channels of {names[group[0].dep.target.module]} kept: {plan.reason}")

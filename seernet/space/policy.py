@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import numbers
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
 
@@ -27,12 +28,17 @@ from seernet.errors import UserError
 
 @dataclass(frozen=True)
 class SpaceChoices:
-    """What a policy may choose; defaults follow the SeerNet setting."""
+    """What a policy may choose; defaults follow the SeerNet setting.
+
+    ``channel_multiple`` N > 1 keeps every pruned count a multiple of N (Torch-Pruning's
+    ``round_to``: CPU kernels run whole vectors of 8 or 16 channels); a group's full count
+    stays a choice even when it is not one."""
 
     max_prune: float = 0.75
     prune_step: float = 0.125
     bits: tuple[int, ...] = (2, 3, 4, 5, 6, 8)
     fixed_bits: int = 8
+    channel_multiple: int = 1
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.max_prune < 1.0:
@@ -43,12 +49,32 @@ class SpaceChoices:
             raise ValueError(f"bit-widths must lie in 2..8, got {self.bits}")
         if not 2 <= self.fixed_bits <= 8:
             raise ValueError(f"fixed_bits must lie in 2..8, got {self.fixed_bits}")
+        n = self.channel_multiple
+        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
+            raise ValueError(f"channel_multiple must be an integer >= 1, got {n!r}")
+        # A numpy integer is accepted; the workspace's JSON needs a plain int.
+        object.__setattr__(self, "channel_multiple", int(n))
         object.__setattr__(self, "bits", tuple(sorted(set(self.bits))))
 
-    def keep_counts(self, channels: int) -> tuple[int, ...]:
-        """Valid kept-channel counts of a group of ``channels``, ascending."""
+    def keep_counts(self, channels: int, multiple: int | None = None) -> tuple[int, ...]:
+        """Valid kept-channel counts of a group of ``channels``, ascending; ``multiple``
+        (default ``channel_multiple``): the counts are its multiples, or ``channels``."""
         ratios = np.arange(0.0, self.max_prune + 1e-9, self.prune_step)
-        return tuple(sorted({max(1, round((1.0 - r) * channels)) for r in ratios}))
+        counts = {max(1, round((1.0 - r) * channels)) for r in ratios}
+        return tuple(sorted(round_up(counts, channels, multiple or self.channel_multiple)))
+
+
+def round_up(counts: set[int], channels: int, multiple: int) -> set[int]:
+    """Each count raised to a multiple of ``multiple`` (as Torch-Pruning's ``round_to`` does:
+    never more pruning than the ratio asked for), or to ``channels`` when that is smaller."""
+    if multiple == 1:
+        return counts
+    return {min(channels, -(-n // multiple) * multiple) for n in counts}
+
+
+def multiple_levels(keep: tuple[int, ...], channels: int, multiple: int) -> tuple[int, ...]:
+    """The counts of ``keep`` that are multiples of ``multiple``, and the full count."""
+    return tuple(n for n in keep if n % multiple == 0 or n == channels)
 
 
 @dataclass(frozen=True)
@@ -142,9 +168,15 @@ class PolicySpace:
         names += [f"wbits:{ly.name}" for ly in self.free_layers]
         return names + [f"abits:{ly.name}" for ly in self.free_layers]
 
-    def levels(self) -> list[np.ndarray]:
-        """Valid encoded values of every coordinate, ascending (for ``search.Levels``)."""
-        out = [self._encode_keep(g, np.array(g.keep, dtype=np.float64)) for g in self.groups]
+    def levels(self, multiple: int = 1) -> list[np.ndarray]:
+        """Valid encoded values of every coordinate, ascending (for ``search.Levels``);
+        ``multiple`` > 1: only the kept counts that are its multiples, and each full count."""
+        out = [
+            self._encode_keep(
+                g, np.array(multiple_levels(g.keep, g.channels, multiple), dtype=float)
+            )
+            for g in self.groups
+        ]
         bits = self._encode_bits(np.array(self.choices.bits, dtype=np.float64))
         return out + [bits.copy() for _ in range(2 * len(self.free_layers))]
 
@@ -303,8 +335,11 @@ class PolicySpace:
     # --- identity ----------------------------------------------------------------------
     def describe(self) -> dict:
         """JSON-able description; its hash is the fingerprint."""
+        choices = asdict(self.choices)
+        if choices["channel_multiple"] == 1:  # fingerprints of spaces made before it stay
+            del choices["channel_multiple"]
         out = {
-            "choices": asdict(self.choices),
+            "choices": choices,
             "input_shape": list(self.input_shape),
             "groups": [[g.name, g.channels, list(g.keep)] for g in self.groups],
             "layers": [[ly.name, ly.kind, ly.c_in, ly.c_out, ly.fixed_bits] for ly in self.layers],

@@ -32,6 +32,9 @@ class RunContext:
     ws: Workspace
     config: RunConfig
     device: torch.device
+    # A solve searches only kept counts that are multiples of this, or full (``solve
+    # --channel-multiple``; ``seernet.steps.solve.solve_context`` sets it on a copy).
+    channel_multiple: int = 1
     _criteria: dict[str, Criterion] = field(default_factory=dict, init=False, repr=False)
 
     def criterion(self, name: str) -> Criterion:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -129,7 +131,7 @@ def resolve_budgets(
     """Broadcast per-flag lists into budget sets; add the mixed-precision BitOPs default."""
     full = ctx.costs.unpruned()
     if pareto:
-        lo = ctx.costs.flops(torch.as_tensor(Levels(ctx.space.levels()).lower)[None]).item()
+        lo = ctx.costs.flops(torch.as_tensor(solve_grid(ctx).lower)[None]).item()
         given = {
             "flops": [
                 Budget(f"pareto{i}", value=v)
@@ -168,9 +170,52 @@ def bits_mask(ctx: RunContext, bits: int | None) -> tuple[np.ndarray | None, np.
         raise UserError(f"--bits {exc}") from exc
 
 
+def solve_context(ctx: RunContext, multiple: int | None) -> RunContext:
+    """``ctx`` for a solve restricted to kept counts that are multiples of ``multiple``
+    (``solve --channel-multiple``): a shallow copy (the same model, space and costs), so the
+    caller's context, which collect's landing rounds may use, keeps the whole space."""
+    if multiple is None:
+        return ctx
+    space_n = ctx.space.choices.channel_multiple
+    if multiple < 1:
+        raise UserError(f"--channel-multiple must be at least 1, got {multiple}")
+    if multiple % space_n and space_n % multiple:
+        raise UserError(
+            f"--channel-multiple {multiple} does not fit this workspace's space (collected with "
+            f"--channel-multiple {space_n}): use a multiple of {space_n}"
+        )
+    out = copy.copy(ctx)
+    out.channel_multiple = math.lcm(multiple, space_n)
+    return out
+
+
+def solve_grid(ctx: RunContext) -> Levels:
+    """The levels a solve searches: the space's, less the kept counts that are not multiples
+    of ``ctx.channel_multiple`` (full counts stay)."""
+    return Levels(ctx.space.levels(ctx.channel_multiple))
+
+
+def solved_multiple(ctx: RunContext) -> int:
+    """Every kept count a solve returns is a multiple of this, or a group's full count."""
+    return math.lcm(ctx.channel_multiple, ctx.space.choices.channel_multiple)
+
+
+def on_grid(ctx: RunContext, centers: list[np.ndarray], budgets: dict[str, float], fixed,
+            values) -> list[np.ndarray]:  # fmt: skip
+    """Trust-region centres rounded down onto the solve's grid (no cost grows, so they still
+    fit, except where a count lies below the grid's smallest); those that fit, once each."""
+    grid, out = solve_grid(ctx), []
+    for c in centers:
+        x = grid.floor(c)
+        fresh = not any(np.array_equal(x, o) for o in out)
+        if fresh and fits(ctx, x[None], budgets, fixed, values)[0]:
+            out.append(x)
+    return out
+
+
 def check_attainable(ctx: RunContext, budgets: dict[str, float], fixed, values) -> None:
     """A budget below the smallest model the space allows is a clear user error."""
-    lower = Levels(ctx.space.levels()).lower
+    lower = solve_grid(ctx).lower
     if fixed is not None:
         lower = np.where(fixed, values, lower)
     x = torch.as_tensor(lower)[None]
@@ -199,7 +244,7 @@ def solve_one(
     costs = {k: fns[k] for k in bset.budgets}
     size = {} if levels is None else {"starts": WINDOW_STARTS, "steps": WINDOW_STEPS}
     return barrier_ascent(
-        predictor.mean_std_torch, costs, bset.budgets, levels or Levels(ctx.space.levels()),
+        predictor.mean_std_torch, costs, bset.budgets, levels or solve_grid(ctx),
         fixed=fixed, fixed_values=values, seed=seed, risk=RISK, **size,
     )  # fmt: skip
 
@@ -298,11 +343,13 @@ def solve_fast(
     for c in ranking_centers(ctx, predictor, bset.budgets, fixed, values):
         if not any(np.array_equal(c, o) for o in centers):
             centers.append(c)
+    if ctx.channel_multiple > 1:
+        centers = on_grid(ctx, centers, bset.budgets, fixed, values)
     if not centers:
         res = solve_one(ctx, predictor, bset, fixed, values, seed)
         res.note = "no measured policy fits these budgets: searched the whole space"
         return res
-    grid = Levels(ctx.space.levels())
+    grid = solve_grid(ctx)
     found = [solve_one(ctx, predictor, bset, fixed, values, seed, levels=grid.window(c, TRUST_RADIUS))
              for c in centers]  # fmt: skip
     best = max(found, key=lambda r: r.mean - RISK * r.std)
@@ -334,7 +381,7 @@ def policy_document(ctx: RunContext, bset: BudgetSet, res: SolveResult, bits_mod
     return {
         "name": bset.name, "model": ctx.config.model, "space_fingerprint": ctx.space.fingerprint,
         "bits_mode": bits_mode, "budgets": bset.budgets, "budgets_as_given": bset.given,
-        "derived_budgets": bset.derived,
+        "derived_budgets": bset.derived, "channel_multiple": solved_multiple(ctx),
         "costs": ctx.costs.of_policy(policy), "unpruned": ctx.costs.unpruned(),
         "predicted": {"mean": res.mean, "std": res.std}, "solve_seconds": res.seconds, "note": res.note,
         "policy": policy.to_json(), "encoded": [float(v) for v in ctx.space.encode(policy)],
