@@ -190,10 +190,12 @@ def test_a_restricted_solve_leaves_the_context_whole(workspace: Path):
         (["--channel-multiple", "0"], "at least 1"),
         (["--channel-multiple", "-8"], "at least 1"),
         (["--channel-multiple", "8", "--refine", "1"], "collect with --channel-multiple"),
+        (["--channel-multiple", "16", "--bits", "8"], "(14.4M with --channel-multiple 16)"),
     ],
 )
 def test_bad_channel_multiple_is_a_one_line_error(workspace: Path, capsys, flags, needle):
-    code, err = solve(workspace, capsys, "--flops", "50%", *flags)
+    budget = "30%" if "16" in flags else "50%"  # 16: the smallest model has 46% of the FLOPs
+    code, err = solve(workspace, capsys, "--flops", budget, *flags)
     assert code == 2 and needle in err and len(err.splitlines()) == 1
 
 

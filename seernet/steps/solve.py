@@ -195,6 +195,12 @@ def solve_grid(ctx: RunContext) -> Levels:
     return Levels(ctx.space.levels(ctx.channel_multiple))
 
 
+def multiple_note(ctx: RunContext) -> str:
+    """Why the smallest model is larger than the space's, when a solve restricts the counts."""
+    n = ctx.channel_multiple
+    return "" if n <= ctx.space.choices.channel_multiple else f" with --channel-multiple {n}"
+
+
 def solved_multiple(ctx: RunContext) -> int:
     """Every kept count a solve returns is a multiple of this, or a group's full count."""
     return math.lcm(ctx.channel_multiple, ctx.space.choices.channel_multiple)
@@ -224,7 +230,7 @@ def check_attainable(ctx: RunContext, budgets: dict[str, float], fixed, values) 
         if smallest > b:
             raise UserError(
                 f"{k} budget {format_cost(k, b)} is below the smallest model this space allows "
-                f"({format_cost(k, smallest)}); raise the budget"
+                f"({format_cost(k, smallest)}{multiple_note(ctx)}); raise the budget"
             )
 
 
