@@ -57,7 +57,7 @@ class Compressor:
     ``metric(model, batches) -> float`` (higher is better; default top-1 %) and
     ``loss(outputs, targets)`` (default cross-entropy), or their plug-in specs.
     ``example_input``: one batch (only its shape is used); default: the first val input.
-    ``choices``: the policy space (pruning ratios, bit-widths), fixed on first use.
+    ``choices``: the policy space (pruning ratios, bit-widths, channel multiple), fixed on first use.
     """
 
     def __init__(
