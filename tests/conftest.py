@@ -21,6 +21,16 @@ from threadpoolctl import threadpool_limits
 os.environ["OPENBLAS_NUM_THREADS"] = "1"
 threadpool_limits(1, user_api="blas")
 
+# The suite runs in two pytest-xdist workers (``-n 2`` in pyproject's addopts), one per
+# core of the project's 2-core machine: one torch thread each, here and (through the
+# environment) in every CLI and worker process a test starts. Small convolutions gain
+# little from a second thread, two test files side by side gain almost twice.
+if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+    import torch
+
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
+
 
 def write_idx(path: Path, array: np.ndarray) -> None:
     """Write ``array`` (uint8) as a gzipped idx file."""
