@@ -29,10 +29,12 @@ from search.solver import barrier_ascent
 
 SolverCosts = Mapping[str, CostFn]
 SeedFor = Callable[[int], int]  # solve number -> its solver seed
-# One landing solve: (budgets, fixed, fixed_values, seed) -> the encoded answer. The
-# default is the barrier ascent over the whole space; a caller whose own solve searches
-# elsewhere (seernet's fast solve keeps to windows around the best measured policies and
-# the global-ranking allocations) passes it, so the sampler measures where that solve lands.
+# One landing solve: (budgets, fixed, fixed_values, seed) -> (K, D) encoded policies, the
+# answer first, then any others worth measuring with it (seernet's: the centres its
+# search started from). The default is the barrier ascent over the whole space (K = 1); a
+# caller whose own solve searches elsewhere (seernet's fast solve keeps to windows around
+# the best measured policies and the global-ranking allocations) passes it, so the
+# sampler measures where that solve lands.
 AnswerFn = Callable[[dict[str, float], np.ndarray | None, np.ndarray, int], np.ndarray]
 
 
@@ -72,11 +74,12 @@ class Budget:
 class Landing:
     """One round's solver answers (one per budget, may repeat) and their neighbours."""
 
-    answers: np.ndarray  # (A, D) encoded policies, each within its budgets
+    answers: np.ndarray  # (A, D) encoded policies, each within its budgets (and AnswerFn's others)
     budgets: tuple[Budget, ...]  # (A,) what each answer was solved for
     neighbours: np.ndarray  # (M, D) each within its answer's budgets (may repeat across answers)
     origin: np.ndarray  # (M,) index of the answer each neighbour moved from
     seconds: float  # time the solves took
+    extra: np.ndarray  # (A,) bool: the row is one of AnswerFn's others, not a solver answer
 
 
 def check_solver_costs(solver_costs: SolverCosts) -> None:
@@ -180,14 +183,15 @@ def solve_landing(
     started = time.perf_counter()
     bit_dims = np.asarray(bit_dims, dtype=np.int64).reshape(-1)
     plan = landing_budgets(solver_costs, levels, bit_dims, config, rng)
-    answers, rows, origin = [], [], []
+    answers, rows, origin, plan_rows, counts = [], [], [], [], []
     top = levels.upper
     for i, b in enumerate(plan):
         fixed = np.zeros(levels.dim, dtype=bool)
         if b.top_bits:
             fixed[bit_dims] = True
         if answer is not None:
-            x = np.asarray(answer(b.budgets, fixed if fixed.any() else None, top, seed_for(i)))
+            xs = np.atleast_2d(answer(b.budgets, fixed if fixed.any() else None, top, seed_for(i)))
+            x, extra = xs[0], xs[1:]
         else:
             costs = {k: solver_costs[k] for k in b.budgets}
             x = barrier_ascent(
@@ -195,17 +199,23 @@ def solve_landing(
                 fixed_values=top, starts=config.starts, steps=config.steps, risk=config.risk,
                 seed=seed_for(i),
             ).x  # fmt: skip
+            extra = np.zeros((0, levels.dim))
+        at = len(answers)  # the neighbours' origin: this answer's row
         answers.append(x)
+        answers.extend(extra)
+        plan_rows.extend([b] * (1 + len(extra)))
+        counts.append(1 + len(extra))
         lo, hi = _frozen(levels, bit_dims, b.top_bits)
         n_pairs = int(round(config.pairs * levels.dim))
         near = levels.from_index(near_neighbours(levels.to_index(x), lo, hi, n_pairs, rng))
         near = near[_within(solver_costs, b.budgets, near)]
         rows.append(near)
-        origin.append(np.full(len(near), i, dtype=np.int64))
+        origin.append(np.full(len(near), at, dtype=np.int64))
     return Landing(
         answers=np.stack(answers),
-        budgets=tuple(plan),
+        budgets=tuple(plan_rows),
         neighbours=np.concatenate(rows),
         origin=np.concatenate(origin),
         seconds=time.perf_counter() - started,
+        extra=np.concatenate([[False, *([True] * (n - 1))] for n in counts]).astype(bool),
     )

@@ -310,10 +310,14 @@ def _pick_landing(
     cost: CostFn | None,
     window: tuple[float, float] | None,
 ) -> tuple[np.ndarray, float]:
-    """Up to ``k`` new, distinct policies of a landing: answers first, the most uncertain
-    first, then neighbours spread out; and the mean std over the new candidates."""
+    """Up to ``k`` new, distinct policies of a landing: solver answers first, then the
+    answer function's other rows (each group the most uncertain first), then neighbours
+    spread out; and the mean std over the new candidates."""
     pool = np.concatenate([landing.answers, landing.neighbours])
     is_answer = np.arange(len(pool)) < len(landing.answers)
+    # solver answers first, then the other rows the answer function asked for, then neighbours
+    rank = np.full(len(pool), 2)
+    rank[: len(landing.answers)] = landing.extra
     std = disagreement(predictor, pool)
     inside = np.ones(len(pool), dtype=bool)
     if cost is not None and window is not None:
@@ -321,7 +325,7 @@ def _pick_landing(
     idx = levels.to_index(pool)
     seen = _index_set(levels, X_seen)
     rows = []
-    for i in np.lexsort((-std, ~is_answer)).tolist():  # answers first, each by std, descending
+    for i in np.lexsort((-std, rank)).tolist():  # by rank, each by std, descending
         key = tuple(idx[i].tolist())
         if inside[i] and key not in seen:
             seen.add(key)

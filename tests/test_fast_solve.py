@@ -111,7 +111,11 @@ def test_collect_lands_where_the_fast_solve_lands(ctx):
     X = np.stack([ctx.space.encode(ctx.space.uniform_policy(f, 8)) for f in (0.3, 0.5, 1.0)])
     y = np.array([70.0, 80.0, 92.0])
     answer = solve.landing_solver(ctx)(Monotone(), X, y)
-    x = answer(budget, fixed, values, 0)
-    res = solve_fast(ctx, Monotone(), BudgetSet(budget, "b", {}), fixed, values, (X, y), 0)
-    assert np.array_equal(x, res.x)
-    assert solve.fits(ctx, x[None], budget, fixed, values)[0]
+    rows = answer(budget, fixed, values, 0)
+    bset = BudgetSet(budget, "b", {})
+    res = solve_fast(ctx, Monotone(), bset, fixed, values, (X, y), 0)
+    centers = solve.fast_centers(ctx, Monotone(), bset, fixed, values, (X, y))
+    assert np.array_equal(rows[0], res.x)  # the answer first, then the centres it searched
+    assert len(rows) == 1 + sum(not np.array_equal(c, res.x) for c in centers)
+    assert all(any(np.array_equal(r, c) for c in centers) for r in rows[1:])
+    assert solve.fits(ctx, rows, budget, fixed, values).all()

@@ -206,6 +206,39 @@ def test_a_landing_solver_replaces_the_whole_space_ascent() -> None:
         assert np.abs(LEVELS.to_index(row) - LEVELS.to_index(land.answers[i])).max() == 1
 
 
+def test_rows_besides_the_answer_are_measured_after_the_answers_before_neighbours() -> None:
+    """An answer function may ask for more rows (seernet: the centres of its search):
+    they join the answers, flagged, after every solver answer, with no neighbours."""
+    X, y = seen()
+
+    def solver(predictor, X_fit, y_fit):
+        def answer(budgets, fixed, values, seed):
+            x = LEVELS.snap(np.full(LEVELS.dim, 0.5))
+            x[:N_GROUPS] = 0.0  # fits every budget of this plan's range
+            if fixed is not None:
+                x[fixed] = values[fixed]
+            other = x.copy()  # the bits one level lower: cheaper, so it fits too
+            other[BIT_DIMS] = LEVELS.from_index(np.maximum(LEVELS.to_index(x) - 1, 0))[BIT_DIMS]
+            if fixed is not None:
+                other[fixed] = values[fixed]
+            return np.stack([x, other])
+
+        return answer
+
+    p = propose(X, y, landing_solver=solver)
+    land = p.landing
+    assert len(land.answers) == 2 * LANDING.budgets
+    assert land.extra.tolist() == [False, True] * LANDING.budgets
+    assert set(land.origin.tolist()) <= set(np.flatnonzero(~land.extra).tolist())
+    picked = index_rows(p.X)
+    answers = set(index_rows(land.answers[~land.extra]))
+    others = set(index_rows(land.answers[land.extra])) - answers - set(index_rows(X))
+    n_a = len(answers)
+    assert (
+        others and set(picked[:n_a]) == answers and set(picked[n_a : n_a + len(others)]) == others
+    )
+
+
 def test_the_same_seed_gives_the_same_batch() -> None:
     X, y = seen()
     a, b, c = propose(X, y, seed=3), propose(X, y, seed=3), propose(X, y, seed=4)
