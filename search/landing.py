@@ -29,13 +29,6 @@ from search.solver import barrier_ascent
 
 SolverCosts = Mapping[str, CostFn]
 SeedFor = Callable[[int], int]  # solve number -> its solver seed
-# One landing solve: (budgets, fixed, fixed_values, seed) -> (K, D) encoded policies, the
-# answer first, then any others worth measuring with it (seernet's: the centres its
-# search started from). The default is the barrier ascent over the whole space (K = 1); a
-# caller whose own solve searches elsewhere (seernet's fast solve keeps to windows around
-# the best measured policies and the global-ranking allocations) passes it, so the
-# sampler measures where that solve lands.
-AnswerFn = Callable[[dict[str, float], np.ndarray | None, np.ndarray, int], np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -74,12 +67,11 @@ class Budget:
 class Landing:
     """One round's solver answers (one per budget, may repeat) and their neighbours."""
 
-    answers: np.ndarray  # (A, D) encoded policies, each within its budgets (and AnswerFn's others)
+    answers: np.ndarray  # (A, D) encoded policies, each within its budgets
     budgets: tuple[Budget, ...]  # (A,) what each answer was solved for
     neighbours: np.ndarray  # (M, D) each within its answer's budgets (may repeat across answers)
     origin: np.ndarray  # (M,) index of the answer each neighbour moved from
     seconds: float  # time the solves took
-    extra: np.ndarray  # (A,) bool: the row is one of AnswerFn's others, not a solver answer
 
 
 def check_solver_costs(solver_costs: SolverCosts) -> None:
@@ -175,47 +167,35 @@ def solve_landing(
     config: LandingConfig,
     rng: np.random.Generator,
     seed_for: SeedFor,
-    answer: AnswerFn | None = None,
 ) -> Landing:
-    """Solve at ``landing_budgets`` (by ``answer``, default the barrier ascent over the
-    whole space) and collect each answer's near neighbours."""
+    """Solve at ``landing_budgets`` and collect each answer's near neighbours."""
     check_solver_costs(solver_costs)
     started = time.perf_counter()
     bit_dims = np.asarray(bit_dims, dtype=np.int64).reshape(-1)
     plan = landing_budgets(solver_costs, levels, bit_dims, config, rng)
-    answers, rows, origin, plan_rows, counts = [], [], [], [], []
+    answers, rows, origin = [], [], []
     top = levels.upper
     for i, b in enumerate(plan):
         fixed = np.zeros(levels.dim, dtype=bool)
         if b.top_bits:
             fixed[bit_dims] = True
-        if answer is not None:
-            xs = np.atleast_2d(answer(b.budgets, fixed if fixed.any() else None, top, seed_for(i)))
-            x, extra = xs[0], xs[1:]
-        else:
-            costs = {k: solver_costs[k] for k in b.budgets}
-            x = barrier_ascent(
-                mean_std, costs, b.budgets, levels, fixed=fixed if fixed.any() else None,
-                fixed_values=top, starts=config.starts, steps=config.steps, risk=config.risk,
-                seed=seed_for(i),
-            ).x  # fmt: skip
-            extra = np.zeros((0, levels.dim))
-        at = len(answers)  # the neighbours' origin: this answer's row
-        answers.append(x)
-        answers.extend(extra)
-        plan_rows.extend([b] * (1 + len(extra)))
-        counts.append(1 + len(extra))
+        costs = {k: solver_costs[k] for k in b.budgets}
+        res = barrier_ascent(
+            mean_std, costs, b.budgets, levels, fixed=fixed if fixed.any() else None,
+            fixed_values=top, starts=config.starts, steps=config.steps, risk=config.risk,
+            seed=seed_for(i),
+        )  # fmt: skip
+        answers.append(res.x)
         lo, hi = _frozen(levels, bit_dims, b.top_bits)
         n_pairs = int(round(config.pairs * levels.dim))
-        near = levels.from_index(near_neighbours(levels.to_index(x), lo, hi, n_pairs, rng))
+        near = levels.from_index(near_neighbours(levels.to_index(res.x), lo, hi, n_pairs, rng))
         near = near[_within(solver_costs, b.budgets, near)]
         rows.append(near)
-        origin.append(np.full(len(near), at, dtype=np.int64))
+        origin.append(np.full(len(near), i, dtype=np.int64))
     return Landing(
         answers=np.stack(answers),
-        budgets=tuple(plan_rows),
+        budgets=tuple(plan),
         neighbours=np.concatenate(rows),
         origin=np.concatenate(origin),
         seconds=time.perf_counter() - started,
-        extra=np.concatenate([[False, *([True] * (n - 1))] for n in counts]).astype(bool),
     )

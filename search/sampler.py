@@ -37,24 +37,13 @@ from search.acquisition import (
     window_violation,
 )
 from search.evolve import EvolveConfig, evolve
-from search.landing import (
-    AnswerFn,
-    Landing,
-    LandingConfig,
-    SolverCosts,
-    check_solver_costs,
-    solve_landing,
-)
+from search.landing import Landing, LandingConfig, SolverCosts, check_solver_costs, solve_landing
 from search.levels import Levels
 
 STRATEGIES = ("active", "random")
 # "auto": "landing" when run_active gets solver costs, else "disagreement".
 ACQUISITION_CHOICES = ("auto", *ACQUISITIONS)
 MakePredictor = Callable[[int], Predictor]
-# (the round's fitted predictor, the samples it was fitted on) -> how "landing" solves
-# each of its budgets. seernet passes its fast solve, whose trust regions around the
-# best measured policies depend on those samples; None: barrier ascent over the whole space.
-LandingSolver = Callable[[Predictor, np.ndarray, np.ndarray], AnswerFn]
 
 
 def _seed(seed: int, *stream: int) -> int:
@@ -213,14 +202,12 @@ def propose_batch(
     solver_costs: SolverCosts | None = None,
     bit_dims: Sequence[int] | np.ndarray = (),
     landing_config: LandingConfig | None = None,
-    landing_solver: LandingSolver | None = None,
 ) -> Proposal:
     """Fit the predictor on the samples and pick a batch of new policies by ``acquisition``.
 
     "landing" needs ``solver_costs`` (torch cost functions, see ``search.landing``) and a
     predictor with a differentiable ``mean_std_torch``; ``bit_dims`` are the coordinates
-    its "bits at the highest" solves freeze at their top level. ``landing_solver`` (see
-    ``LandingSolver``) makes "landing" solve as the caller's own solve does.
+    its "bits at the highest" solves freeze at their top level.
     """
     _check_acquisition(acquisition, solver_costs)
     _check_window(cost, cost_window)
@@ -247,7 +234,6 @@ def propose_batch(
         predictor.mean_std_torch, solver_costs, levels, bit_dims,
         landing_config or LandingConfig(), np.random.default_rng(_seed(seed, 3)),
         lambda i: _seed(seed, 4, i),
-        None if landing_solver is None else landing_solver(predictor, X_seen, y_seen),
     )  # fmt: skip
     x, pool_std = _pick_landing(
         levels, predictor, landing, X_seen, batch_size, batch_spacing(levels, spacing), cost,
@@ -310,14 +296,10 @@ def _pick_landing(
     cost: CostFn | None,
     window: tuple[float, float] | None,
 ) -> tuple[np.ndarray, float]:
-    """Up to ``k`` new, distinct policies of a landing: solver answers first, then the
-    answer function's other rows (each group the most uncertain first), then neighbours
-    spread out; and the mean std over the new candidates."""
+    """Up to ``k`` new, distinct policies of a landing: answers first, the most uncertain
+    first, then neighbours spread out; and the mean std over the new candidates."""
     pool = np.concatenate([landing.answers, landing.neighbours])
     is_answer = np.arange(len(pool)) < len(landing.answers)
-    # solver answers first, then the other rows the answer function asked for, then neighbours
-    rank = np.full(len(pool), 2)
-    rank[: len(landing.answers)] = landing.extra
     std = disagreement(predictor, pool)
     inside = np.ones(len(pool), dtype=bool)
     if cost is not None and window is not None:
@@ -325,7 +307,7 @@ def _pick_landing(
     idx = levels.to_index(pool)
     seen = _index_set(levels, X_seen)
     rows = []
-    for i in np.lexsort((-std, rank)).tolist():  # by rank, each by std, descending
+    for i in np.lexsort((-std, ~is_answer)).tolist():  # answers first, each by std, descending
         key = tuple(idx[i].tolist())
         if inside[i] and key not in seen:
             seen.add(key)
@@ -495,7 +477,6 @@ class _Solver:
 
     costs: SolverCosts | None
     bit_dims: Sequence[int] | np.ndarray
-    answer: LandingSolver | None = None
 
 
 def _plan(
@@ -533,7 +514,6 @@ def _plan(
         solver_costs=solver.costs,
         bit_dims=solver.bit_dims,
         landing_config=config.landing,
-        landing_solver=solver.answer,
     )
     return p.X, "active", p
 
@@ -554,7 +534,6 @@ def run_active(
     anchors: np.ndarray | None = None,
     solver_costs: SolverCosts | None = None,
     bit_dims: Sequence[int] | np.ndarray = (),
-    landing_solver: LandingSolver | None = None,
 ) -> SamplingResult:
     """Measure policies round by round until ``n_samples`` exist, resuming from ``X, y, rounds``.
 
@@ -565,13 +544,12 @@ def run_active(
     ``solver_costs`` ({"flops": fn, "bitops": fn}, torch functions of float64 (N, D)
     encoded policies, non-decreasing in every coordinate; "bitops" optional) turn on the
     "landing" acquisition; ``bit_dims`` are the bit-width coordinates, frozen at their
-    top level (the highest bit-width) in its "bits at the highest" solves;
-    ``landing_solver`` replaces its whole-space barrier ascent (see ``LandingSolver``).
+    top level (the highest bit-width) in its "bits at the highest" solves.
     """
     config = config or SamplerConfig()
     _check_window(cost, config.cost_window)
     resolve_acquisition(config.acquisition, solver_costs)  # a misconfiguration fails first
-    solver = _Solver(solver_costs, bit_dims, landing_solver)
+    solver = _Solver(solver_costs, bit_dims)
     X, y, rounds = _prior(levels, X, y, rounds)
     taken = _index_set(levels, X)
     history: list[RoundInfo] = []

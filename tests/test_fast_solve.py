@@ -101,21 +101,3 @@ def test_fast_solve_without_any_centre_searches_everywhere(ctx, monkeypatch):
     X = ctx.space.encode(ctx.space.full_policy(8))[None]
     res = solve_fast(ctx, Monotone(), BudgetSet(budget, "b", {}), None, None, (X, np.array([92.0])))
     assert res.feasible and "whole space" in res.note
-
-
-def test_collect_lands_where_the_fast_solve_lands(ctx):
-    """The landing acquisition's answer for a budget is ``solve_fast``'s on that round's
-    predictor and samples (so collect measures what ``seernet solve`` returns)."""
-    budget = {"flops": 0.5 * ctx.costs.unpruned()["flops"]}
-    fixed, values = ctx.space.bits_mask(8)
-    X = np.stack([ctx.space.encode(ctx.space.uniform_policy(f, 8)) for f in (0.3, 0.5, 1.0)])
-    y = np.array([70.0, 80.0, 92.0])
-    answer = solve.landing_solver(ctx)(Monotone(), X, y)
-    rows = answer(budget, fixed, values, 0)
-    bset = BudgetSet(budget, "b", {})
-    res = solve_fast(ctx, Monotone(), bset, fixed, values, (X, y), 0)
-    centers = solve.fast_centers(ctx, Monotone(), bset, fixed, values, (X, y))
-    assert np.array_equal(rows[0], res.x)  # the answer first, then the centres it searched
-    assert len(rows) == 1 + sum(not np.array_equal(c, res.x) for c in centers)
-    assert all(any(np.array_equal(r, c) for c in centers) for r in rows[1:])
-    assert solve.fits(ctx, rows, budget, fixed, values).all()

@@ -23,7 +23,6 @@ from seernet.space.costs import COST_NAMES
 from seernet.space.policy import Policy, PolicySpace
 from seernet.steps.backends import BackendConfig
 from seernet.steps.context import RunContext
-from seernet.steps.solve import landing_solver
 from seernet.workspace.store import Sample, SampleStore, StoreSpec
 
 # The warm-up's anchors: uniform keep fractions x uniform bit-widths (snapped to the
@@ -220,7 +219,7 @@ def collect(
                 y=store.accuracy if len(store) else None, rounds=stored_rounds, on_round=on_round,
                 anchors=np.stack([ctx.space.encode(p) for p in anchors]),
                 solver_costs={k: fns[k] for k in ("flops", "bitops") if k in fns},
-                bit_dims=ctx.space.bit_dims(), landing_solver=landing_solver(ctx),
+                bit_dims=ctx.space.bit_dims(),
             )  # fmt: skip
         finally:
             runner.close()

@@ -355,13 +355,11 @@ def fast_centers(
 
 
 def solve_fast(
-    ctx: RunContext, predictor, bset: BudgetSet, fixed, values, stored, seed: int = 0,
-    centers: list[np.ndarray] | None = None,
-) -> SolveResult:  # fmt: skip
+    ctx: RunContext, predictor, bset: BudgetSet, fixed, values, stored, seed: int = 0
+) -> SolveResult:
     """``solve`` without ``--refine``: the best-rated policy within ``TRUST_RADIUS`` levels
-    of ``centers`` (default ``fast_centers``)."""
-    if centers is None:
-        centers = fast_centers(ctx, predictor, bset, fixed, values, stored)
+    of the ``fast_centers``."""
+    centers = fast_centers(ctx, predictor, bset, fixed, values, stored)
     if not centers:
         res = solve_one(ctx, predictor, bset, fixed, values, seed)
         res.note = "no measured policy fits these budgets: searched the whole space"
@@ -372,32 +370,6 @@ def solve_fast(
     best = max(found, key=lambda r: r.mean - RISK * r.std)
     best.seconds = sum(r.seconds for r in found)
     return best
-
-
-def landing_solver(ctx: RunContext):  # a search.sampler.LandingSolver
-    """How collect's "landing" rounds solve: ``solve_fast`` on the round's predictor and
-    samples, so the sampler measures the policies ``seernet solve`` will return, and the
-    centres it searched around (the global-ranking allocations at that budget; measured
-    ones are skipped by the sampler), so the predictor learns the windows' own start.
-    Why: solved over the whole space (the sampler's default), the 200-sample store's
-    landing answers lay away from the fast solve's windows, and the predictor, fitted
-    there, rated the global-ranking allocations 2-3 points below their measurement
-    (50% FLOPs, 8-bit: 88.54 predicted, 90.88 measured), so the fast solve kept away.
-    Answers alone were not enough on a 60-sample store: each was the best-rated point of
-    its window, rated above what it measured, while the allocation it moved away from
-    stayed unmeasured (30% FLOPs at 16x BitOPs: the answer predicted 86.73 +/- 1.49,
-    measured 82.18; the 4-bit global ranking it could have kept measured 83.94)."""
-
-    def bind(predictor, X: np.ndarray, y: np.ndarray):
-        def answer(budgets: dict[str, float], fixed, values, seed: int) -> np.ndarray:
-            bset = BudgetSet(dict(budgets), "landing", {})
-            centers = fast_centers(ctx, predictor, bset, fixed, values, (X, y))
-            x = solve_fast(ctx, predictor, bset, fixed, values, (X, y), seed, centers).x
-            return np.stack([x, *(c for c in centers if not np.array_equal(c, x))])
-
-        return answer
-
-    return bind
 
 
 def policy_document(ctx: RunContext, bset: BudgetSet, res: SolveResult, bits_mode: str) -> dict:
