@@ -43,7 +43,9 @@ def test_own_model_through_cli_plugins(tmp_path: Path, monkeypatch, capsys):
         "--data",
         "examples/own_model.py:build_data",
     ]
-    assert cli(["collect", "--workdir", ws, *plug, "--samples", "12", *QUICK, "--workers", "2"]) == 0
+    assert (
+        cli(["collect", "--workdir", ws, *plug, "--samples", "12", *QUICK, "--workers", "2"]) == 0
+    )
     config = json.loads(Path(ws, "seernet.json").read_text())
     assert config["model"] == f"{EXAMPLES / 'own_model.py'}:build_model"  # recorded absolute
     monkeypatch.chdir(tmp_path)  # later steps re-import the plug-ins from the record alone
