@@ -173,7 +173,7 @@ def bits_mask(ctx: RunContext, bits: int | None) -> tuple[np.ndarray | None, np.
 def solve_context(ctx: RunContext, multiple: int | None) -> RunContext:
     """``ctx`` for a solve restricted to kept counts that are multiples of ``multiple``
     (``solve --channel-multiple``): a shallow copy (the same model, space and costs), so the
-    caller's context, which collect's landing rounds may use, keeps the whole space."""
+    caller's context keeps the whole space."""
     if multiple is None:
         return ctx
     space_n = ctx.space.choices.channel_multiple
