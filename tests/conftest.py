@@ -105,6 +105,29 @@ def run_args(tmp_path_factory: pytest.TempPathFactory, fake_fmnist: Path) -> lis
     return ["--data-dir", str(fake_fmnist), "--val-size", "100", "--weights", str(root / "w.pt")]
 
 
+def _noise_predictor(ws: Path) -> None:
+    """Write ``ws/predictor.pt``: the prior model ``fit-predictor`` writes, on made-up tables
+    (damage falls linearly to the top) and 40 random policies: the solve's code path, cheaply."""
+    import torch
+
+    from predictor.prior_model import PriorModel
+    from seernet.steps.context import RunContext
+    from seernet.workspace.folder import Workspace
+
+    space = RunContext(Workspace(ws), Workspace(ws).read(), torch.device("cpu")).space
+    x = np.random.default_rng(0).uniform(0, 1, (40, space.dim))
+    levels = [lv.tolist() for lv in space.levels()]
+    damage = [(1.0 - np.asarray(lv)).tolist() for lv in levels]
+    kinds = [0] * space.n_groups + [1] * (space.dim - space.n_groups)
+    model = PriorModel(levels, damage, kinds).fit(x, 50 + 10 * x.mean(1))
+    model.save(ws / "predictor.pt", {"space_fingerprint": space.fingerprint})
+
+
+@pytest.fixture(scope="session")
+def noise_predictor():  # returns the helper
+    return _noise_predictor
+
+
 @pytest.fixture
 def make_image_folder():  # returns the helper
     """A function writing train/ and val/ with two classes of random PNGs cycling through sizes (w, h)."""

@@ -102,21 +102,6 @@ def test_restricted_levels_are_the_multiples_and_the_full_count():
 
 
 # --- through the CLI ---------------------------------------------------------------------------
-def fake_predictor(ws: Path) -> None:
-    """A predictor fitted on noise (as tests/test_lap_cli.py does): the solve's code path, cheaply."""
-    from predictor.prior_model import PriorModel
-    from seernet.steps.context import RunContext
-    from seernet.workspace.folder import Workspace
-
-    space = RunContext(Workspace(ws), Workspace(ws).read(), torch.device("cpu")).space
-    x = np.random.default_rng(0).uniform(0, 1, (40, space.dim))
-    levels = [lv.tolist() for lv in space.levels()]
-    damage = [(1.0 - np.asarray(lv)).tolist() for lv in levels]
-    kinds = [0] * space.n_groups + [1] * (space.dim - space.n_groups)
-    model = PriorModel(levels, damage, kinds).fit(x, 50 + 10 * x.mean(1))
-    model.save(ws / "predictor.pt", {"space_fingerprint": space.fingerprint})
-
-
 @pytest.fixture(scope="module")
 def args(tmp_path_factory, fake_fmnist: Path) -> list[str]:
     root = tmp_path_factory.mktemp("cm")
@@ -126,11 +111,11 @@ def args(tmp_path_factory, fake_fmnist: Path) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory, args) -> Path:
+def workspace(tmp_path_factory, args, noise_predictor) -> Path:
     """Collected with the default space (N = 1): 2 samples and a predictor fitted on noise."""
     ws = tmp_path_factory.mktemp("cm") / "w"
     assert main(["collect", "--workdir", str(ws), *args, "--samples", "2", *FAST]) == 0
-    fake_predictor(ws)
+    noise_predictor(ws)
     return ws
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -37,26 +36,15 @@ def deterministic_timings():
 
 
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory, fake_fmnist: Path) -> Path:
+def workspace(tmp_path_factory, fake_fmnist: Path, noise_predictor) -> Path:
     """A ResNet-20 workspace (random weights) with 2 samples and a tiny predictor fitted on noise."""
-    from predictor.prior_model import PriorModel
-    from seernet.steps.context import RunContext
-    from seernet.workspace.folder import Workspace
-
     root = tmp_path_factory.mktemp("lap")
     torch.manual_seed(0)
     save_checkpoint(root / "w.pt", create_model("resnet20", 10, 1), {"model": "resnet20"})
     ws = root / "w"
     args = ["--data-dir", str(fake_fmnist), "--val-size", "100", "--weights", str(root / "w.pt")]
     assert main(["collect", "--workdir", str(ws), *args, "--samples", "2", *FAST]) == 0
-    space = RunContext(Workspace(ws), Workspace(ws).read(), torch.device("cpu")).space
-    x = np.random.default_rng(0).uniform(0, 1, (40, space.dim))
-    # The predictor fit-predictor writes, on made-up tables: damage falls linearly to the top.
-    levels = [lv.tolist() for lv in space.levels()]
-    damage = [(1.0 - np.asarray(lv)).tolist() for lv in levels]
-    kinds = [0] * space.n_groups + [1] * (space.dim - space.n_groups)
-    model = PriorModel(levels, damage, kinds).fit(x, 50 + 10 * x.mean(1))
-    model.save(ws / "predictor.pt", {"space_fingerprint": space.fingerprint})
+    noise_predictor(ws)
     return ws
 
 
