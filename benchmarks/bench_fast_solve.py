@@ -97,7 +97,7 @@ def measure_policy(ctx: RunContext, protocol: Protocol, policy: Policy) -> float
 def global_ranking_anchor(ctx: RunContext, budgets: dict[str, float]) -> tuple[Policy, int] | None:
     """The global ranking at the highest uniform bit-width that meets every budget."""
     from seernet.compression.global_ranking import global_ranking_policy
-    from seernet.steps.refine import widest_activations
+    from seernet.steps.budget_anchors import widest_activations
 
     for bits in sorted(ctx.space.choices.bits, reverse=True):
         try:
@@ -112,7 +112,7 @@ def run_cell(
     ctx, protocol, ws: Path, name: str, flags: list[str], res: Results, hawq_cache: dict
 ) -> None:
     from seernet.compression.global_ranking import global_ranking_policy
-    from seernet.steps.refine import hawq_anchor, widest_activations
+    from seernet.steps.budget_anchors import hawq_anchor, widest_activations
 
     fast = res.get(name, "fast")
     if fast is None:

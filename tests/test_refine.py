@@ -9,7 +9,7 @@ import torch
 
 from seernet.space.policy import SpaceChoices
 from seernet.steps.context import RunContext, record_space
-from seernet.steps.refine import Candidate, Refined, refine_budget
+from seernet.steps.refine_loop import Candidate, Refined, refine_budget
 from seernet.steps.solve import BudgetSet
 from seernet.workspace.folder import Workspace
 
@@ -109,7 +109,7 @@ def test_refine_needs_one_evaluation(ctx):
 
 
 def test_anchor_activations_rise_only_where_no_budget_counts_them(ctx):
-    from seernet.steps.refine import widest_activations
+    from seernet.steps.budget_anchors import widest_activations
 
     four = ctx.space.full_policy(4)
     size = {"size": ctx.costs.of_policy(four)["size"]}
@@ -142,7 +142,7 @@ def test_an_anchor_is_made_only_when_a_measurement_is_left(ctx):
 
 
 def test_hawq_anchor_only_under_one_bitops_or_size_budget(ctx, cheap_hessian):
-    from seernet.steps.refine import hawq_anchor
+    from seernet.steps.budget_anchors import hawq_anchor
 
     flops = 0.5 * ctx.costs.unpruned()["flops"]
     # bits are not budgeted (nothing to allocate), or a latency budget HAWQ does not model
@@ -154,7 +154,7 @@ def test_hawq_anchor_only_under_one_bitops_or_size_budget(ctx, cheap_hessian):
 
 def test_hawq_anchor_allocates_bits_on_the_global_rankings_channels(ctx, cheap_hessian):
     from seernet.compression.global_ranking import global_ranking_policy
-    from seernet.steps.refine import anchors, hawq_anchor
+    from seernet.steps.budget_anchors import anchors, hawq_anchor
 
     flops = 0.5 * ctx.costs.unpruned()["flops"]
     channels = global_ranking_policy(ctx.model, ctx.space, ctx.costs, {"flops": flops})[0].channels

@@ -255,6 +255,15 @@ def solve_one(
     )  # fmt: skip
 
 
+def predict(predictor: object, x: np.ndarray) -> tuple[float, float]:
+    """The predictor's mean and std for one encoded policy."""
+    with torch.no_grad():
+        mean, std = predictor.mean_std_torch(
+            torch.as_tensor(np.asarray(x, dtype=np.float64))[None].float()
+        )
+    return float(mean.reshape(-1)[0]), float(std.reshape(-1)[0])
+
+
 def fits(ctx: RunContext, X: np.ndarray, budgets: dict[str, float], fixed, values) -> np.ndarray:
     """Which rows of ``X`` meet every budget and agree with the frozen coordinates."""
     fns = ctx.costs.functions()
