@@ -73,6 +73,10 @@ def test_weights_are_integer_codes_in_their_bit_range_and_bn_is_folded(
     for node in graph.node:
         if node.op_type not in ("Conv", "Gemm"):
             continue
+        assert producer[node.input[0]].op_type == "DequantizeLinear"  # a quantized input
+        if node.input[1] in inits:  # run in float: float32 codes x scales (the next test)
+            seen.add(node.input[1].split(".codes")[0])
+            continue
         dq = producer[node.input[1]]
         assert dq.op_type == "DequantizeLinear"
         codes = inits[dq.input[0]]
@@ -83,9 +87,47 @@ def test_weights_are_integer_codes_in_their_bit_range_and_bn_is_folded(
         )  # b-bit codes stored times 2^(8-b): still only 2^b - 1 levels
         assert codes.dtype == np.int8 and (codes % k == 0).all() and np.abs(codes // k).max() <= hi
         assert (inits[dq.input[1]] > 0).all()  # per-channel scales, positive after the fold
-        assert producer[node.input[0]].op_type == "DequantizeLinear"  # a quantized input
         seen.add(name)
     assert seen == set(layers)
+
+
+def _weights(path: Path) -> dict[str, tuple[str, np.ndarray]]:
+    """Conv/Gemm node name -> ("float", its weight) or ("dq", float32 codes x scales)."""
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(path)).graph
+    inits = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    producer = {o: n for n in graph.node for o in n.output}
+    out = {}
+    for node in graph.node:
+        if node.op_type not in ("Conv", "Gemm"):
+            continue
+        if node.input[1] in inits:
+            out[node.name] = ("float", inits[node.input[1]])
+            continue
+        codes, scale = (inits[i] for i in producer[node.input[1]].input[:2])
+        shape = (-1, *[1] * (codes.ndim - 1))
+        out[node.name] = ("dq", codes.astype(np.float32) * scale.astype(np.float32).reshape(shape))
+    return out
+
+
+def test_residual_branches_hold_their_dequantized_weights_bit_for_bit(
+    policy_model, qdq_file: Path, tmp_path: Path
+):
+    """ORT never folds a DequantizeLinear: the exact form stores the float residual branches' weights
+    as float32, exactly the values DequantizeLinear gives in the int8-residual form."""
+    pytest.importorskip("onnxruntime")
+    model, x = policy_model
+    export_qdq(model, x[:2], tmp_path / "int8.onnx", residuals="int8", calibration=x[:16])
+    exact, integer = _weights(qdq_file), _weights(tmp_path / "int8.onnx")
+    assert exact.keys() == integer.keys()
+    floats = {n for n, (kind, _) in exact.items() if kind == "float"}
+    # ResNet-20: the 9 + 2 residual-branch convs (second convs, 1x1 shortcuts); none in int8 form.
+    assert len(floats) == 11 and all(n.endswith(("conv2/Conv", "shortcut.0/Conv")) for n in floats)
+    assert all(kind == "dq" for kind, _ in integer.values())
+    for name in floats:
+        assert np.array_equal(exact[name][1], integer[name][1])
 
 
 def test_onnxruntime_fuses_integer_convs_and_agrees_with_the_simulation(
@@ -110,6 +152,33 @@ def test_onnxruntime_fuses_integer_convs_and_agrees_with_the_simulation(
     # float rounding of a code boundary can land on the neighbouring code; top-1 must agree.
     assert (got.argmax(1) == ref.argmax(1)).mean() >= 0.95
     assert np.median(np.abs(got - ref).max(1)) <= 0.05 * np.abs(ref).max()
+
+
+def test_exact_form_runs_float_convs_on_constant_weights_and_computes_the_simulation(
+    policy_model, qdq_file: Path, tmp_path: Path
+):
+    """The exact form (float residual branches) in ORT: the branch convs it runs in float have
+    constant weights (prepacked, blocked layout), and most outputs equal the simulation's bit for bit."""
+    ort = pytest.importorskip("onnxruntime")
+    import onnx
+
+    model, x = policy_model
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads, opts.log_severity_level = 1, 3
+    opts.optimized_model_filepath = str(tmp_path / "opt.onnx")
+    sess = ort.InferenceSession(str(qdq_file), opts, providers=["CPUExecutionProvider"])
+    got = sess.run(None, {"input": x.numpy()})[0]
+    graph = onnx.load(str(tmp_path / "opt.onnx")).graph
+    inits = {t.name for t in graph.initializer}
+    # 12 float convs (the stem and the residual branches); the branches' weights are constants.
+    float_convs = [n for n in graph.node if n.op_type in ("Conv", "FusedConv")]
+    assert len(float_convs) == 12 and sum(n.input[1] in inits for n in float_convs) == 11
+    with torch.no_grad():
+        ref = model(x).numpy()
+    # Float sums in another order can move an activation at a code boundary to the next code, so
+    # not every row is exact; with 8-bit residual branches about one row in ten was.
+    assert (got.argmax(1) == ref.argmax(1)).all()
+    assert (np.abs(got - ref).max(1) == 0).mean() >= 0.5
 
 
 def test_missing_onnxruntime_is_one_clear_line(monkeypatch, tmp_path: Path, capsys):

@@ -22,6 +22,12 @@ What ``model.qdq.onnx`` holds, stated once:
   ``DequantizeLinear -> QuantizeLinear -> DequantizeLinear``. The bias rounding is then as
   small as at 8 bits, well under one step of the next layer's input. (So the stored int8
   codes of a b-bit weight are its b-bit codes times 2^(8-b), e.g. multiples of 64 at 2 bits.)
+- A residual-branch conv that ORT runs in float (``residuals="float"``, below) holds its weight
+  as a float32 initializer instead: the values its DequantizeLinear would compute, bit for bit
+  (``float_weights_``). ORT never constant-folds a DequantizeLinear in a QDQ model, and a float
+  conv with a non-constant weight dequantizes it every run and cannot be prepacked or run in
+  ORT's blocked float layout (1.3-3x slower per conv here). The file is larger by 3 bytes per
+  such weight; ``packed.bin`` keeps the codes.
 - Weights stay in the int8 container at every bit-width: ONNX opset 21 can store int4
   weights and ONNX Runtime can dequantize them, but its CPU provider fuses only 8-bit weights
   into integer Conv kernels (int4 weights are fused for MatMul alone, into MatMulNBits), so a
@@ -30,9 +36,11 @@ What ``model.qdq.onnx`` holds, stated once:
 ORT's graph optimizer turns ``DequantizeLinear -> Conv [-> Relu] -> QuantizeLinear`` into one
 integer QLinearConv. A conv whose output the simulation keeps in float (it feeds a residual
 add, or the logits) is not followed by a QuantizeLinear and runs as a float conv on the
-dequantized input: with ``residuals="float"`` the file computes what seernet simulates.
-``residuals="int8"`` quantizes those residual-branch outputs at 8 bits so that ORT runs every
-such conv on integer kernels too (``seernet.compression.onnx_residuals``): an approximation, measured.
+dequantized input: with ``residuals="float"`` the file computes what seernet simulates (up to
+float rounding and the int32 biases above) and, with its float weights constant, runs as fast
+as the int8 form. ``residuals="int8"`` quantizes those residual-branch outputs at 8 bits so that
+ORT runs every such conv on integer kernels too (``seernet.compression.onnx_residuals``): an
+approximation, measured (docs/deploy-onnxruntime.md).
 """
 
 from __future__ import annotations
@@ -195,7 +203,8 @@ def export_qdq(
     fold_batchnorm_(graph)
     if residuals == "int8":
         quantize_residual_branches_(graph, calibration.cpu().numpy())
-    quantize_biases_(graph)  # last: a branch quantized above makes its conv an integer one
+    quantize_biases_(graph)  # after the branches: a quantized branch makes its conv an integer one
+    float_weights_(graph)  # last: the passes above find weights through their DequantizeLinear
     onnx.checker.check_model(graph)
     onnx.save(graph, str(path))
 
@@ -330,6 +339,79 @@ def quantize_biases_(graph) -> int:  # an onnx.ModelProto
         g.node.insert(0, n)
     _drop_unused(g)
     return done
+
+
+def float_weights_(graph) -> int:  # an onnx.ModelProto
+    """Give every residual-branch conv ORT runs in float its weight as a float32 initializer;
+    returns the count.
+
+    ORT's optimizer never constant-folds a DequantizeLinear in a QDQ model (it keeps them for
+    fusion), so a float conv whose weight comes through one dequantizes it every run and cannot
+    be prepacked or run in ORT's blocked (NCHWc) float layout: 1.3-3x slower per conv here. The
+    initializer holds float32(codes) x float32(scale), the values DequantizeLinear computes, bit
+    for bit. The finer-grid requantization in front of such a conv (``DequantizeLinear ->
+    QuantizeLinear -> DequantizeLinear``, there for an int32 bias a float conv does not have) is
+    bypassed: it reproduces its input exactly. Only residual branches (output only into Add,
+    ``seernet.compression.onnx_residuals.residual_branches``) are changed: ORT may still fuse
+    another float-output conv into an integer one (it moves quantizers up past MaxPool, Reshape,
+    ...) and would then quantize a float weight itself, per tensor.
+    """
+    from seernet.compression.onnx_residuals import residual_branches
+
+    g = graph.graph
+    consts, producers, users = GraphConstants(g), producers_of(g), consumers(g)
+    done = 0
+    for node in residual_branches(g):
+        dq = weight_dequantizer(node, producers, consts)
+        if len(users[dq.output[0]]) != 1:
+            continue
+        codes, scale = consts.get(dq.input[0]), consts.get(dq.input[1]).astype(np.float32)
+        axis = next((a.i for a in dq.attribute if a.name == "axis"), 1)
+        shape = [-1 if d == axis % codes.ndim else 1 for d in range(codes.ndim)]
+        weight = codes.astype(np.float32) * (scale.reshape(shape) if scale.ndim else scale)
+        node.input[1] = consts.add(dq.input[0] + "_float", weight.astype(np.float32))
+        node.input[0] = _coarse_input(node.input[0], producers, users, consts)
+        done += 1
+    _drop_dead_nodes(g)
+    _drop_unused(g)
+    return done
+
+
+def _coarse_input(name: str, producers: dict, users: dict, consts: GraphConstants) -> str:
+    """The coarse-grid value behind ``name`` when ``name`` is its finer-grid re-expression
+    (``fine_factor``) read by one node only, else ``name``."""
+    fine_dq = producers.get(name)
+    fine_q = producers.get(fine_dq.input[0]) if fine_dq is not None else None
+    coarse = producers.get(fine_q.input[0]) if fine_q is not None else None
+    chain = (fine_dq, fine_q, coarse)
+    if [getattr(n, "op_type", None) for n in chain] != [
+        "DequantizeLinear",
+        "QuantizeLinear",
+        "DequantizeLinear",
+    ]:
+        return name
+    if len(users.get(name, [])) != 1 or len(users.get(fine_q.output[0], [])) != 1:
+        return name
+    scales = [consts.get(n.input[1]) for n in chain]
+    zeros = [consts.get(n.input[2]) if len(n.input) > 2 else 0 for n in chain]
+    if any(v is None or np.size(v) != 1 for v in scales + zeros) or any(
+        np.any(z != 0) for z in zeros
+    ):
+        return name
+    k = float(scales[2]) / float(scales[0])
+    exact = scales[0] == scales[1] and k >= 1 and np.log2(k) == round(np.log2(k))
+    return coarse.output[0] if exact else name  # k x codes x (scale / k): the same float32 values
+
+
+def _drop_dead_nodes(g) -> None:
+    """Remove nodes none of whose outputs is read (by a node or as a graph output)."""
+    while True:
+        used = {i for n in g.node for i in n.input} | {o.name for o in g.output}
+        dead = [n for n in g.node if not any(o in used for o in n.output)]
+        if not dead:
+            return
+        for n in dead:
+            g.node.remove(n)
 
 
 def requantized(node, users: dict[str, list]) -> bool:  # an onnx.NodeProto
