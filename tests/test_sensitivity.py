@@ -92,3 +92,22 @@ def test_activation_variant_matches_a_full_recalibration(ctx):
         assert torch.equal(f.act_scale, q.act_scale) and torch.equal(f.weight_scale, q.weight_scale)
     x = torch.randn(4, *ctx.space.input_shape[1:])
     assert torch.equal(fast.eval()(x), full.eval()(x))
+
+
+def test_table_measured_in_worker_processes_equals_the_serial_one(ctx):
+    """collect --workers N measures the table's shares on its workers: the same table."""
+    from seernet.steps.backends import BackendConfig
+
+    serial = damage_table(ctx, Protocol(bn_batches=1))
+    ctx.ws.path(SENSITIVITY_NAME).unlink()
+    backend = BackendConfig(workers=2)
+    runner = backend.make()
+    try:
+        shared = damage_table(ctx, Protocol(bn_batches=1), backend, runner)
+    finally:
+        runner.close()
+    assert shared.base_loss == pytest.approx(serial.base_loss, rel=1e-5)
+    assert shared.levels == serial.levels
+    np.testing.assert_allclose(
+        np.concatenate(shared.damage), np.concatenate(serial.damage), rtol=1e-4, atol=1e-6
+    )

@@ -103,6 +103,34 @@ def test_anchor_ladder_starts_at_the_base_policy(space):
 
     anchors = anchor_policies(space)
     assert anchors[0] == space.full_policy()
-    assert len(anchors) == 9  # keep 1, 3/4, 1/2 x bits 8, 4, 2
+    assert len(anchors) == 6  # keep 1, 1/2 x bits 8, 4, 2
     costs = [space.encode(p).sum() for p in anchors]
-    assert costs[0] == max(costs) and len({tuple(space.encode(p)) for p in anchors}) == 9
+    assert costs[0] == max(costs) and len({tuple(space.encode(p)) for p in anchors}) == 6
+
+
+def test_anchors_hold_the_global_ranking_at_flops_fractions(space):
+    """Given the global ranking's channel counts (rows from least to most pruned), the
+    anchors add, per anchor bit-width and FLOPs fraction f, the least-pruned row within f."""
+    from seernet.space.costs import CostModel
+    from seernet.steps.collect import RANKING_BITS, RANKING_FLOPS, anchor_policies
+
+    costs = CostModel(space)
+    # a stand-in ranking: every group at the same keep fraction, from 1 down to the least allowed
+    ranking = np.array([[next(k for k in g.keep if k >= f * g.keep[-1]) for g in space.groups]
+                        for f in np.linspace(1.0, 0.25, 16)], dtype=np.float64)  # fmt: skip
+    rows = [tuple(r) for r in ranking.astype(int).tolist()]
+    anchors = anchor_policies(space, ranking, costs)[6:]
+    base = costs.of_policy(space.full_policy())["flops"]
+    free = {ly.name for ly in space.free_layers}
+    seen = set()
+    for p in anchors:
+        (bits,) = {b for name, (b, _) in p.bits.items() if name in free}  # one bit-width
+        row = rows.index(tuple(p.channels[g.name] for g in space.groups))
+        flops = costs.of_policy(p)["flops"] / base
+        # the least-pruned row within some fraction: the row before it exceeds that fraction
+        f = min(f for f in RANKING_FLOPS if flops <= f + 1e-9)
+        prev = Policy(dict(zip(p.channels, rows[row - 1], strict=True)), p.bits)
+        assert row == 0 or costs.of_policy(prev)["flops"] / base > f
+        seen.add((bits, f))
+    wanted = {space.nearest_bits(b) for b in RANKING_BITS}
+    assert {b for b, _ in seen} == wanted and len(seen) == len(anchors)

@@ -33,6 +33,7 @@ from __future__ import annotations
 import copy
 import sys
 import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from itertools import islice
 
@@ -176,6 +177,48 @@ def _monotone_damage(raw: np.ndarray) -> np.ndarray:
     return np.maximum.accumulate(clipped[::-1])[::-1]
 
 
+# chunks of variant indices -> (chunk number, ``variant_losses`` of it) as each finishes
+Mapper = Callable[[list[np.ndarray]], Iterator[tuple[int, "VariantLosses"]]]
+
+
+@dataclass
+class VariantLosses:
+    """One share's measurements: its loss increases, and the base they are measured over."""
+
+    losses: list[float]
+    base_loss: float  # the calibrated base policy's loss
+    images: int  # training images every loss is averaged over
+
+
+def variant_losses(
+    model: nn.Module,
+    space: PolicySpace,
+    splits: DataSplits,
+    protocol: Protocol,
+    device: torch.device,
+    criterion: Criterion | None,
+    indices: Sequence[int],
+    progress: bool = False,
+) -> VariantLosses:
+    """The loss increases of ``_variants(space)[i]`` for every ``i`` in ``indices``, over
+    their base (what one worker measures; the base is built once per call)."""
+    proto = Protocol(**{**protocol.to_json(), "bn_batches": BN_BATCHES})
+    loader = batches(splits.train, proto.batch_size, shuffle=True, seed=proto.seed + 7)
+    data = list(islice(loader, LOSS_BATCHES))
+    builder = _Builder(model, space, splits, proto, device, criterion)
+    loss = splits.task.criterion
+    bases = (_loss(builder.built_base, data, device, loss), _loss(builder.base, data, device, loss))
+    variants = _variants(space)
+    out = []
+    for n, i in enumerate(indices, 1):
+        d, _, policy = variants[i]
+        built = _variant_model(builder, space, d, policy)
+        out.append(_loss(built, data, device, loss) - bases[0 if d < space.n_groups else 1])
+        if progress and n % 50 == 0:
+            print(f"sensitivity: {n}/{len(indices)} coordinate levels", file=sys.stderr)
+    return VariantLosses(out, bases[1], sum(len(y) for _, y in data))
+
+
 def measure_damage(
     model: nn.Module,
     space: PolicySpace,
@@ -184,26 +227,32 @@ def measure_damage(
     device: torch.device,
     criterion: Criterion | None = None,
     progress: bool = True,
+    mapper: Mapper | None = None,
+    parts: int = 1,
 ) -> DamageTable:
-    """Measure the table (about one protocol build per coordinate level; see the module doc)."""
+    """Measure the table (about one protocol build per coordinate level; see the module doc).
+
+    ``mapper`` runs ``parts`` shares of the variants elsewhere (worker processes, each
+    calling ``variant_losses``); without it they are measured here, in one share."""
     start = time.perf_counter()
-    proto = Protocol(**{**protocol.to_json(), "bn_batches": BN_BATCHES})
-    loader = batches(splits.train, proto.batch_size, shuffle=True, seed=proto.seed + 7)
-    data = list(islice(loader, LOSS_BATCHES))
-    builder = _Builder(model, space, splits, proto, device, criterion)
-    loss = splits.task.criterion
-    bases = (_loss(builder.built_base, data, device, loss), _loss(builder.base, data, device, loss))
+    variants = _variants(space)
+    # Strided shares: pruning variants (a build each) and bit-width ones (a forward pass)
+    # spread evenly over the workers.
+    chunks = [np.arange(k, len(variants), parts) for k in range(parts)]
+    if mapper is None:
+        args = (model, space, splits, protocol, device, criterion)
+        mapper = lambda cs: ((k, variant_losses(*args, c, progress)) for k, c in enumerate(cs))  # noqa: E731
     levels = [np.asarray(v, dtype=np.float64) for v in space.levels()]
     raw = [np.zeros(len(v)) for v in levels]
     measured = [np.zeros(len(v), dtype=bool) for v in levels]
-    variants = _variants(space)
-    for i, (d, j, policy) in enumerate(variants):
-        pruning = d < space.n_groups
-        built = _variant_model(builder, space, d, policy)
-        raw[d][j] = _loss(built, data, device, loss) - bases[0 if pruning else 1]
-        measured[d][j] = True
-        if progress and (i + 1) % 50 == 0:
-            print(f"sensitivity: {i + 1}/{len(variants)} coordinate levels", file=sys.stderr)
+    done, share = 0, None
+    for k, share in mapper(chunks):
+        for i, value in zip(chunks[k], share.losses, strict=True):
+            d, j, _ = variants[i]
+            raw[d][j], measured[d][j] = value, True
+        done += len(share.losses)
+        if progress and parts > 1:
+            print(f"sensitivity: {done}/{len(variants)} coordinate levels", file=sys.stderr)
     damage = [
         _monotone_damage(_fill(lv, r, m)) for lv, r, m in zip(levels, raw, measured, strict=True)
     ]
@@ -211,9 +260,9 @@ def measure_damage(
         fingerprint=space.fingerprint,
         levels=[v.tolist() for v in levels],
         damage=[v.tolist() for v in damage],
-        base_loss=bases[1],
+        base_loss=share.base_loss,
         seconds=time.perf_counter() - start,
-        images=sum(len(y) for _, y in data),
+        images=share.images,
     )
 
 

@@ -84,6 +84,27 @@ class WorkspaceEvaluator:
         return measure_encoded(_worker_context(self.workdir, self.device), self.protocol, x)
 
 
+@dataclass(frozen=True)
+class DamageShareEvaluator:
+    """Picklable: one share of the damage table's variants (``variant_losses``), measured in a
+    worker process from the workspace, as ``WorkspaceEvaluator`` measures a policy."""
+
+    workdir: str
+    device: str
+    protocol: Protocol
+    threads: int = 1
+
+    def __call__(self, indices: np.ndarray):  # a VariantLosses
+        import torch
+
+        from seernet.compression.sensitivity import variant_losses
+
+        torch.set_num_threads(self.threads)
+        ctx = _worker_context(self.workdir, self.device)
+        return variant_losses(ctx.model, ctx.space, ctx.splits, self.protocol, ctx.device,
+                              ctx.criterion(self.protocol.criterion), indices)  # fmt: skip
+
+
 # ----------------------------------------------------------------------- the backends
 
 
@@ -304,14 +325,19 @@ class BackendConfig:
         """The evaluation function for this backend: in-process with ``ctx``, else by workspace path."""
         if not self.parallel:
             return lambda x: measure_encoded(ctx, protocol, x)
+        return WorkspaceEvaluator(*self._worker_args(ctx, protocol))
+
+    def damage_evaluator(self, ctx: RunContext, protocol: Protocol) -> DamageShareEvaluator:
+        """What a worker runs for one share of the damage table (parallel backends only)."""
+        return DamageShareEvaluator(*self._worker_args(ctx, protocol))
+
+    def _worker_args(self, ctx: RunContext, protocol: Protocol) -> tuple:
         # A task given a GPU sees it as its only CUDA device, whatever the driver has.
         device = "cuda" if self.gpus_per_task > 0 else str(ctx.device)
-        return WorkspaceEvaluator(
-            str(os.path.abspath(ctx.ws.root)), device, protocol, self.threads_per_worker or 1
-        )
+        return str(os.path.abspath(ctx.ws.root)), device, protocol, self.threads_per_worker or 1
 
 
 __all__ = [
-    "BACKENDS", "BackendConfig", "LocalBackend", "ProcessBackend", "RayBackend",
+    "BACKENDS", "BackendConfig", "DamageShareEvaluator", "LocalBackend", "ProcessBackend", "RayBackend",
     "WorkspaceEvaluator", "import_ray", "measure_encoded",
 ]  # fmt: skip

@@ -19,32 +19,44 @@ from tqdm import tqdm
 from search.levels import Levels
 from search.sampler import RoundInfo, SamplerConfig, run_active
 from seernet.compression.protocol import Protocol, evaluate_policy
-from seernet.space.costs import COST_NAMES
+from seernet.space.costs import COST_NAMES, CostModel
 from seernet.space.policy import Policy, PolicySpace
 from seernet.steps.backends import BackendConfig
 from seernet.steps.context import RunContext
+from seernet.steps.solve import ranking_table
 from seernet.workspace.store import Sample, SampleStore, StoreSpec
 
 # The warm-up's anchors: uniform keep fractions x uniform bit-widths (snapped to the
-# space's choices), then Torch-Pruning's global-ranking allocation at a few global pruning
-# ratios and bit-widths (where the solver's answers lie: uneven, not uniform, keeps).
-# The first is the unpruned highest-bit policy, the predictor's cap.
-ANCHOR_KEEPS = (1.0, 0.75, 0.5)
+# space's choices), then Torch-Pruning's global-ranking allocation at FLOPs fractions
+# spread over the range, at uniform bit-widths: the fast solve searches around exactly those
+# allocations, so the predictor must know how they measure (without them it rated the
+# global ranking at 3 bits 4-5 points below its measurement). The first anchor is the
+# unpruned highest-bit policy, the predictor's cap.
+ANCHOR_KEEPS = (1.0, 0.5)
 ANCHOR_BITS = (8, 4, 2)
-RANKING_RATIOS = (0.3, 0.6)
-RANKING_BITS = (8, 4)
+RANKING_FLOPS = (0.25, 0.45, 0.65, 0.85)
+RANKING_BITS = (8, 4, 3)
 
 
-def anchor_policies(space: PolicySpace, model: torch.nn.Module | None = None) -> list[Policy]:
-    """The base policy, the ladder of uniform policies, then (given the model) the
-    global-ranking allocations: what every store measures first."""
-    from seernet.compression.global_ranking import kept_counts, snapped
-
+def anchor_policies(
+    space: PolicySpace, ranking: np.ndarray | None = None, costs: CostModel | None = None
+) -> list[Policy]:
+    """The base policy, the ladder of uniform policies, then (given the global ranking's
+    cached channel counts, ``seernet.steps.solve.ranking_table``, and the cost model) the
+    least-pruned global-ranking allocation within each of ``RANKING_FLOPS`` of the unpruned
+    FLOPs, at each of ``RANKING_BITS``: what every store measures first."""
     bits = dict.fromkeys([space.choices.bits[-1], *(space.nearest_bits(b) for b in ANCHOR_BITS)])
     out = [space.uniform_policy(k, b) for k in ANCHOR_KEEPS for b in bits]
-    if model is not None:
-        kept = [kept_counts(model, space, min(r, space.choices.max_prune)) for r in RANKING_RATIOS]
-        out += [snapped(space, k, space.nearest_bits(b)) for b in RANKING_BITS for k in kept]
+    if ranking is None or costs is None:
+        return out
+    full = costs.of_policy(space.full_policy())["flops"]
+    for b in dict.fromkeys(space.nearest_bits(b) for b in RANKING_BITS):
+        X = space.encode_uniform(ranking, b)
+        flops = costs.flops(torch.as_tensor(X)).numpy() / full
+        for f in RANKING_FLOPS:
+            fit = np.flatnonzero(flops <= f)
+            if fit.size:  # rows run from least to most pruned
+                out.append(space.decode(X[fit[0]]))
     return out  # the sampler drops repeats
 
 
@@ -136,13 +148,16 @@ def eta_line(seconds: float, remaining: int, workers: int = 1) -> str:
             f"ETA {format_duration(eta)}{parallel}")  # fmt: skip
 
 
-def make_predictor_factory(ctx: RunContext, protocol: Protocol):  # returns a factory
+def make_predictor_factory(
+    ctx: RunContext, protocol: Protocol, backend: BackendConfig | None = None, runner=None
+):  # returns a factory
     """Predictor factory for the active sampler: ``fit-predictor``'s model with a given seed
     (its spread is what the landing acquisition reads).
 
     The damage tables are measured (or read) on the first call, when the first active
     round starts: the warm-up needs no predictor, so its samples are stored at once and a
-    collect killed during the warm-up never pays for them."""
+    collect killed during the warm-up never pays for them. With a parallel ``backend`` they
+    are measured on its ``runner``'s workers, which would otherwise wait."""
     from predictor.prior_model import PriorModel
     from seernet.steps.sensitivity import damage_table, prior_tables
 
@@ -150,7 +165,7 @@ def make_predictor_factory(ctx: RunContext, protocol: Protocol):  # returns a fa
 
     def make(seed: int) -> PriorModel:
         if not tables:
-            tables.update(prior_tables(ctx, damage_table(ctx, protocol)))
+            tables.update(prior_tables(ctx, damage_table(ctx, protocol, backend, runner)))
         return PriorModel(**tables, random_state=seed)
 
     return make
@@ -211,10 +226,11 @@ def collect(
 
         stored_rounds = store.round if len(store) else None
         fns = ctx.costs.functions()
-        anchors = anchor_policies(ctx.space, ctx.model)
+        anchors = anchor_policies(ctx.space, ranking_table(ctx), ctx.costs)
+        factory = make_predictor_factory(ctx, protocol, backend, runner)
         try:
             run_active(
-                Levels(ctx.space.levels()), evaluate, make_predictor_factory(ctx, protocol), n_samples, sampler,
+                Levels(ctx.space.levels()), evaluate, factory, n_samples, sampler,
                 cost=numpy_cost(ctx), X=store.encoded if len(store) else None,
                 y=store.accuracy if len(store) else None, rounds=stored_rounds, on_round=on_round,
                 anchors=np.stack([ctx.space.encode(p) for p in anchors]),

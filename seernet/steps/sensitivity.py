@@ -16,14 +16,18 @@ import numpy as np
 from seernet.compression.protocol import Protocol
 from seernet.compression.sensitivity import FORMAT, VERSION, DamageTable, measure_damage
 from seernet.errors import UserError
+from seernet.steps.backends import BackendConfig
 from seernet.steps.context import RunContext
 from seernet.workspace.artifacts import SENSITIVITY_NAME, write_json
 
 KIND_PRUNE, KIND_WBITS, KIND_ABITS = 0, 1, 2
 
 
-def damage_table(ctx: RunContext, protocol: Protocol) -> DamageTable:
-    """The cached table of this workspace's space, measured (and written) if missing."""
+def damage_table(
+    ctx: RunContext, protocol: Protocol, backend: BackendConfig | None = None, runner=None
+) -> DamageTable:
+    """The cached table of this workspace's space, measured (and written) if missing; with a
+    parallel ``backend`` and its started ``runner``, its shares run on the runner's workers."""
     path = ctx.ws.path(SENSITIVITY_NAME)
     if path.is_file():
         try:
@@ -43,8 +47,15 @@ def damage_table(ctx: RunContext, protocol: Protocol) -> DamageTable:
         why = "an older version" if table is None else "for another policy space"
         print(f"{path} is {why}: re-measuring", file=sys.stderr)
     print("measuring per-layer sensitivities (once per workspace) ...", file=sys.stderr)
+    shares = {}
+    if backend is not None and backend.parallel and runner is not None:
+        fn = backend.damage_evaluator(ctx, protocol)
+        shares = {
+            "mapper": lambda chunks: runner.map_unordered(fn, chunks),
+            "parts": runner.workers,
+        }
     table = measure_damage(ctx.model, ctx.space, ctx.splits, protocol, ctx.device,
-                           ctx.criterion(protocol.criterion))  # fmt: skip
+                           ctx.criterion(protocol.criterion), **shares)  # fmt: skip
     write_json(path, table.to_json())
     print(f"sensitivities: {table.seconds:.0f} s, saved to {path}", file=sys.stderr)
     return table
