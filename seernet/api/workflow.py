@@ -20,25 +20,35 @@ from seernet.workspace.artifacts import PREDICTOR_NAME, STORE_NAME, write_json
 def collect_samples(
     ctx: RunContext, samples: int, protocol=None, sampler=None, backend=None
 ) -> dict:
-    """Measure policies until the store holds ``samples`` (resumes); the store's summary.
+    """Measure policies until the store holds ``samples`` (resumes); the store's summary
+    (``seernet.steps.collect.store_summary``, plus ``collected``: how many were measured now).
 
-    ``protocol`` (a ``Protocol``) defaults to the store's own, or the default for a new store."""
+    ``protocol`` (a ``Protocol``) defaults to the store's own, or the default for a new store;
+    ``backend`` (a ``BackendConfig``) to this process. A batch that would not fit in memory,
+    or a backend whose package is missing, is refused before the store is created."""
     from search.sampler import SamplerConfig
     from seernet.compression.protocol import Protocol
+    from seernet.memory import check_run_fits
+    from seernet.steps.backends import BackendConfig
     from seernet.steps.collect import collect, store_spec, store_summary
     from seernet.workspace.store import SampleStore
 
     if samples < 1:
         raise UserError(f"samples must be at least 1, got {samples}")
+    backend = backend or BackendConfig()
+    backend.check_available()
     path = ctx.ws.path(STORE_NAME)
     if protocol is None and path.is_file():
         with SampleStore.open(path, fingerprint=ctx.space.fingerprint) as old:
             protocol = Protocol(**old.spec.protocol)
     protocol = protocol or Protocol()
+    ctx.criterion(protocol.criterion)  # an unknown name or missing learned scores fail first
+    check_run_fits(ctx.model, ctx.space.input_shape, ctx.device, protocol.batch_size)
     with SampleStore.open_or_create(path, store_spec(ctx, protocol)) as store:
-        if len(store) < samples:
+        before = len(store)
+        if before < samples:
             collect(ctx, store, samples, protocol, sampler or SamplerConfig(), backend)
-        return store_summary(store)
+        return {**store_summary(store), "collected": len(store) - before}
 
 
 @dataclass

@@ -129,54 +129,30 @@ def run(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from search.sampler import SamplerConfig
+    from seernet.api.workflow import collect_samples
     from seernet.cli.common import make_settings, open_run, print_json
     from seernet.compression.protocol import Protocol
     from seernet.device import resolve_device
     from seernet.errors import UserError
-    from seernet.memory import check_run_fits
     from seernet.steps.backends import BackendConfig
-    from seernet.steps.collect import collect, store_spec, store_summary
     from seernet.steps.context import RunContext, record_space
     from seernet.workspace.artifacts import STORE_NAME
-    from seernet.workspace.store import SampleStore
 
     if args.samples < 1:
         raise UserError(f"--samples must be at least 1, got {args.samples}")
-    backend = BackendConfig(
-        args.backend,
-        args.workers,
-        args.threads_per_worker,
-        args.address,
-        args.cpus_per_task,
-        args.gpus_per_task,
-        args.max_retries,
-    )
+    backend = BackendConfig(args.backend, args.workers, args.threads_per_worker, args.address,
+                            args.cpus_per_task, args.gpus_per_task, args.max_retries)  # fmt: skip
     backend.check_available()  # before the workspace is created: a missing Ray writes nothing
-    protocol = make_settings(
-        Protocol,
-        args.bn_batches,
-        args.finetune_steps,
-        val_limit=args.val_limit,
-        criterion=args.criterion,
-        seed=args.seed,
-    )
+    protocol = make_settings(Protocol, args.bn_batches, args.finetune_steps,
+                             val_limit=args.val_limit, criterion=args.criterion, seed=args.seed)  # fmt: skip
     landing = make_settings(replace, SamplerConfig().landing, risk=args.risk)
-    sampler = make_settings(
-        SamplerConfig,
-        strategy=args.strategy,
-        landing=landing,
-        acquisition=args.acquisition,
-        batch_size=args.batch_size,
-        warmup_fraction=args.warmup_fraction,
-        seed=args.seed,
-    )
+    sampler = make_settings(SamplerConfig, strategy=args.strategy, landing=landing,
+                            acquisition=args.acquisition, batch_size=args.batch_size,
+                            warmup_fraction=args.warmup_fraction, seed=args.seed)  # fmt: skip
     fresh = not Path(args.workdir).exists()
     try:
         ws, config = open_run(args)
         ctx = RunContext(ws, config, resolve_device(args.device))
-        ctx.criterion(
-            args.criterion
-        )  # an unknown name or missing learned scores fail before any store exists
         if not config.space:
             record_space(ctx, _choices(args))
         elif ctx.space.choices != _choices(args):
@@ -184,48 +160,35 @@ def run(args: argparse.Namespace) -> int:
                 f"this workspace's policy space was fixed as {ctx.space.choices} on the first collect; "
                 "drop the space options or use another --workdir"
             )
-        # Load the weights now, and refuse a batch that cannot fit: both before any store exists.
-        check_run_fits(ctx.model, ctx.space.input_shape, ctx.device, protocol.batch_size)
-        store = SampleStore.open_or_create(ws.path(STORE_NAME), store_spec(ctx, protocol))
+        stats = collect_samples(ctx, args.samples, protocol, sampler, backend)
     except UserError:
-        # A first collect that cannot start (missing data, bad weights) leaves no half-made
-        # workspace behind; an existing one is never touched.
-        if fresh:
+        # A first collect that cannot start (missing data, bad weights, a batch that does not
+        # fit) leaves no half-made workspace behind; an existing one is never touched, nor one
+        # whose store was created (it holds what was measured, or says nothing was).
+        if fresh and not (Path(args.workdir) / STORE_NAME).exists():
             shutil.rmtree(args.workdir, ignore_errors=True)
         raise
-    try:
-        done = len(store) >= args.samples
-        if not done:
-            collect(ctx, store, args.samples, protocol, sampler, backend)
-        if args.json:
-            print_json(store_summary(store))
-            return 0
-        if done:
-            print(
-                f"{ws.path(STORE_NAME)} already holds {len(store)} samples (>= --samples {args.samples}); nothing to do"
-            )
-        print(summary(store))
-    finally:
-        store.close()
+    if args.json:
+        print_json(stats)
+        return 0
+    if not stats["collected"]:
+        print(f"{stats['path']} already holds {stats['samples']} samples (>= --samples {args.samples}); nothing to do")  # fmt: skip
+    print(summary(stats))
     return 0
 
 
-def summary(store) -> str:
-    """Accuracy range, cost ranges and seconds per sample of everything in the store."""
+def summary(stats: dict) -> str:
+    """Accuracy range, cost ranges and seconds per sample of everything in the store
+    (``collect_samples``'s summary)."""
     from seernet.tables import format_table
     from seernet.units import format_bytes, format_count
 
-    acc, costs, secs = store.accuracy, store.costs, store.seconds
-    rows = [["accuracy (%)", f"{acc.min():.2f}", f"{acc.mean():.2f}", f"{acc.max():.2f}"]]
-    for name, fmt in (
-        ("flops", format_count),
-        ("bitops", format_count),
-        ("params", format_count),
-        ("size", format_bytes),
-    ):
-        c = costs[name]
-        rows.append([name, fmt(c.min()), fmt(c.mean()), fmt(c.max())])
-    rows.append(["seconds/sample", f"{secs.min():.2f}", f"{secs.mean():.2f}", f"{secs.max():.2f}"])
-    return f"{len(store)} samples in {store.path}\n" + format_table(
+    rows = []
+    for name, label, fmt in (("accuracy", "accuracy (%)", "{:.2f}".format), ("flops", "flops", format_count),
+                             ("bitops", "bitops", format_count), ("params", "params", format_count),
+                             ("size", "size", format_bytes), ("seconds", "seconds/sample", "{:.2f}".format)):  # fmt: skip
+        c = stats[name]
+        rows.append([label, fmt(c["min"]), fmt(c["mean"]), fmt(c["max"])])
+    return f"{stats['samples']} samples in {stats['path']}\n" + format_table(
         ["", "min", "mean", "max"], rows
     )
