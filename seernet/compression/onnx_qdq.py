@@ -22,8 +22,9 @@ What ``model.qdq.onnx`` holds, stated once:
   ``DequantizeLinear -> QuantizeLinear -> DequantizeLinear``. The bias rounding is then as
   small as at 8 bits, well under one step of the next layer's input. (So the stored int8
   codes of a b-bit weight are its b-bit codes times 2^(8-b), e.g. multiples of 64 at 2 bits.)
-- A residual-branch conv that ORT runs in float (``residuals="float"``, below) holds its weight
-  as a float32 initializer instead: the values its DequantizeLinear would compute, bit for bit
+- A conv of the residual stream that ORT runs in float (the residual branches with
+  ``residuals="float"``, below; a stem whose output also feeds an identity shortcut) holds its
+  weight as a float32 initializer instead: the values its DequantizeLinear would compute, bit for bit
   (``float_weights_``). ORT never constant-folds a DequantizeLinear in a QDQ model, and a float
   conv with a non-constant weight dequantizes it every run and cannot be prepacked or run in
   ORT's blocked float layout (1.3-3x slower per conv here). The file is larger by 3 bytes per
@@ -342,7 +343,7 @@ def quantize_biases_(graph) -> int:  # an onnx.ModelProto
 
 
 def float_weights_(graph) -> int:  # an onnx.ModelProto
-    """Give every residual-branch conv ORT runs in float its weight as a float32 initializer;
+    """Give every residual-stream conv ORT runs in float its weight as a float32 initializer;
     returns the count.
 
     ORT's optimizer never constant-folds a DequantizeLinear in a QDQ model (it keeps them for
@@ -351,19 +352,17 @@ def float_weights_(graph) -> int:  # an onnx.ModelProto
     initializer holds float32(codes) x float32(scale), the values DequantizeLinear computes, bit
     for bit. The finer-grid requantization in front of such a conv (``DequantizeLinear ->
     QuantizeLinear -> DequantizeLinear``, there for an int32 bias a float conv does not have) is
-    bypassed: it reproduces its input exactly. Only residual branches (output only into Add,
-    ``seernet.compression.onnx_residuals.residual_branches``) are changed: ORT may still fuse
-    another float-output conv into an integer one (it moves quantizers up past MaxPool, Reshape,
-    ...) and would then quantize a float weight itself, per tensor.
+    bypassed: it reproduces its input exactly. Only convs of the residual stream are changed
+    (their output, or their one Relu's, goes into an Add: residual branches and a ResNet's stem):
+    ORT may still fuse another float-output conv into an integer one (it moves quantizers up past
+    MaxPool, Reshape, ...) and would then quantize a float weight itself, per tensor.
     """
-    from seernet.compression.onnx_residuals import residual_branches
-
     g = graph.graph
     consts, producers, users = GraphConstants(g), producers_of(g), consumers(g)
     done = 0
-    for node in residual_branches(g):
+    for node in [n for n in g.node if n.op_type == "Conv" and _feeds_add(n, users)]:
         dq = weight_dequantizer(node, producers, consts)
-        if len(users[dq.output[0]]) != 1:
+        if dq is None or requantized(node, users) or len(users[dq.output[0]]) != 1:
             continue
         codes, scale = consts.get(dq.input[0]), consts.get(dq.input[1]).astype(np.float32)
         axis = next((a.i for a in dq.attribute if a.name == "axis"), 1)
@@ -375,6 +374,14 @@ def float_weights_(graph) -> int:  # an onnx.ModelProto
     _drop_dead_nodes(g)
     _drop_unused(g)
     return done
+
+
+def _feeds_add(node, users: dict[str, list]) -> bool:  # an onnx.NodeProto
+    """Whether an Add reads ``node``'s output, or the output of the one Relu that alone reads it."""
+    nxt = users.get(node.output[0], [])
+    if len(nxt) == 1 and nxt[0].op_type == "Relu":
+        nxt = users.get(nxt[0].output[0], [])
+    return any(u.op_type == "Add" for u in nxt)
 
 
 def _coarse_input(name: str, producers: dict, users: dict, consts: GraphConstants) -> str:
