@@ -19,12 +19,12 @@ import copy
 from collections.abc import Mapping
 
 import torch
-import torch_pruning as tp
 from torch import nn
 
 from seernet.space.costs import CostModel
 from seernet.space.graph import output_layer
 from seernet.space.policy import Policy, PolicySpace
+from seernet.tp import tp
 
 
 def kept_counts(model: nn.Module, space: PolicySpace, ratio: float) -> dict[str, int]:

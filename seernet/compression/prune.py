@@ -13,12 +13,12 @@ from collections.abc import Callable, Mapping
 from types import MappingProxyType
 
 import torch
-import torch_pruning as tp
 from torch import nn
 
 from seernet.errors import UserError
 from seernet.space.graph import GroupPlan, named_groups
 from seernet.space.policy import Policy, PolicySpace
+from seernet.tp import tp
 
 # (Torch-Pruning group, name of the group in the policy) -> score per channel. The name
 # lets learned criteria (LeGR's per-layer transform) look up their per-group parameters.

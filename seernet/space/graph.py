@@ -27,13 +27,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
-import torch_pruning as tp
 from torch import nn
 from torch.overrides import TorchFunctionMode
-from torch_pruning import _helpers
-from torch_pruning.dependency import index_mapping
-from torch_pruning.dependency.dependency import Dependency
-from torch_pruning.dependency.group import Group
 
 from seernet.space.policy import (
     ChannelGroup,
@@ -42,6 +37,13 @@ from seernet.space.policy import (
     SpaceChoices,
     unsupported,
 )
+from seernet.tp import tp
+
+# Torch-Pruning's internals, through seernet.tp (it is imported there without timm)
+_helpers = tp._helpers
+index_mapping = tp.dependency.index_mapping
+Dependency = tp.dependency.dependency.Dependency
+Group = tp.dependency.group.Group
 
 Terms = dict[str, dict[str, list[tuple[int, float]]]]
 _KINDS = ((nn.Conv2d, "conv"), (nn.Linear, "linear"), (nn.BatchNorm2d, "bn"))

@@ -46,7 +46,7 @@ FITNESS_CRITERION = "l2"  # within a group, LeGR's order is the combined L2 norm
 
 def group_importance():  # a Torch-Pruning importance
     """Combined squared L2 norm per channel over a group's coupled members."""
-    import torch_pruning as tp
+    from seernet.tp import tp
 
     return tp.importance.GroupMagnitudeImportance(p=2)
 
