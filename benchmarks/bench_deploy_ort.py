@@ -1,11 +1,11 @@
 """Deployment in ONNX Runtime: the QDQ models' speed-ups, and LAP's latency model for ORT.
 
-(a) From the ``metrics.json`` of ``seernet compress`` runs: ORT CPU latency of the float base,
-    the float pruned and the QDQ model (default ``--qdq-residuals int8``) at batch 1 and 64, the
-    speed-ups over the float base and their ratio to the FLOPs reduction (base FLOPs / model
-    FLOPs); top-1 agreement of the QDQ model in ORT with seernet's simulation, and its test
-    accuracy in ORT. The exact QDQ form (float residual branches) is rebuilt from each
-    ``packed.bin`` and measured the same way (cached in ``--out``).
+(a) For every ``seernet compress`` output of ``--ws``: both QDQ forms, rebuilt from its
+    ``packed.bin`` as compress exports them (``--qdq-residuals float``, the exact form and the
+    default, and ``int8``), timed in ORT at batch 1 and 64 together with the float base and
+    float pruned models: the speed-ups over the float base and their ratio to the FLOPs
+    reduction (base FLOPs / model FLOPs); each form's test accuracy in ORT and top-1 agreement
+    with seernet's simulation (cached in ``--out``).
 (b) The latency model: ``seernet profile-latency --runtime onnxruntime`` (batch 1, 1 thread),
     then predicted vs measured ORT latency of the QDQ model of every distinct policy (channels
     and bits: low-bit inputs add small requantization ops) found in the policy folders.
@@ -64,9 +64,13 @@ def load() -> str:
 
 
 # --- (a) --------------------------------------------------------------------------------------
-def exact_form(ctx: RunContext, folder: Path, runs: int, out: Path) -> dict:
-    """The exact QDQ form (float residual branches) of a compressed model, rebuilt from packed.bin:
-    its ORT latency at batch 1 and 64 and its test accuracy and agreement with the simulation (cached)."""
+FORMS = ("float", "int8")  # --qdq-residuals: the exact form (compress's default) and 8-bit branches
+
+
+def qdq_forms(ctx: RunContext, folder: Path, runs: int, out: Path) -> dict:
+    """Both QDQ forms of a compressed model, rebuilt from packed.bin as ``seernet compress`` exports
+    them: ORT latency at batch 1 and 64 (timed together with the float base and float pruned
+    models), test accuracy and top-1 agreement with the simulation (cached)."""
     from seernet.compression.export import deployable, load_packed
     from seernet.compression.onnx_qdq import export_qdq
     from seernet.compression.ort_runtime import (
@@ -76,76 +80,58 @@ def exact_form(ctx: RunContext, folder: Path, runs: int, out: Path) -> dict:
         session,
         torch_predictions,
     )
+    from seernet.data.loaders import batches
 
-    cache = out / f"{folder.name}.exact.json"
+    cache = out / f"{folder.name}.forms.json"
     if cache.is_file():
         return json.loads(cache.read_text())
     out.mkdir(parents=True, exist_ok=True)
     model = load_packed(folder / "packed.bin")  # the simulation, bit for bit
-    path = out / f"{folder.name}.qdq-float-residuals.onnx"
-    export_qdq(model, torch.zeros((2, *ctx.space.input_shape[1:])), path, residuals="float")
+    m = json.loads((folder / "metrics.json").read_text())["settings"]
+    calib = batches(ctx.splits.train, m["batch_size"], shuffle=True, seed=m["seed"])
+    images = torch.cat([b[0] for b, _ in zip(calib, range(2), strict=False)])  # as compress does
     shape = ctx.space.input_shape
-    variants = {"base (float)": float_onnx(ctx.model, shape), "compressed (float)": float_onnx(deployable(model, quantized=False), shape),
-                "QDQ int8 residuals": folder / "model.qdq.onnx", "qdq": path}  # fmt: skip
+    variants = {"base (float)": float_onnx(ctx.model, shape),
+                "compressed (float)": float_onnx(deployable(model, quantized=False), shape)}  # fmt: skip
+    for form in FORMS:
+        variants[form] = out / f"{folder.name}.qdq-{form}-residuals.onnx"
+        export_qdq(model, torch.zeros((2, *shape[1:])), variants[form], form, images)
     lat = ort_latency_table(variants, shape, (1, 64), runs, threads=1)
-    ort_pred, labels = predictions(session(path, 1), ctx.splits.test)
     sim = torch_predictions(model, ctx.splits.test, torch.device("cpu"))
-    result = {"latency": lat, "test_accuracy": 100 * float((ort_pred == labels).mean()),
-              "top1_agreement": 100 * float((ort_pred == sim).mean())}  # fmt: skip
-    out.mkdir(parents=True, exist_ok=True)
+    result = {"latency": lat}
+    for form in FORMS:
+        ort_pred, labels = predictions(session(variants[form], 1), ctx.splits.test)
+        result[form] = {"test_accuracy": 100 * float((ort_pred == labels).mean()),
+                        "top1_agreement": 100 * float((ort_pred == sim).mean()),
+                        "simulation_test_accuracy": 100 * float((sim == labels).mean()),
+                        "bytes": variants[form].stat().st_size}  # fmt: skip
     cache.write_text(json.dumps(result, indent=1))
     return result
 
 
 def part_a(ctx: RunContext, out: Path, runs: int) -> None:
-    rows, rows_now, acc, loads_now = [], [], [], []
+    rows, acc, loads = [], [], []
     for path in sorted(Path(ctx.ws.root).glob("compressed/*/metrics.json")):
         m = json.loads(path.read_text())
-        ort = m.get("onnxruntime")
-        if not ort:
-            print(f"{path}: no ORT figures (onnxruntime missing at compress time)")
-            continue
-        exact = exact_form(ctx, path.parent, runs, out)
-        lat = ort["latency"]["models"]
-        again = exact["latency"]["models"]  # the same models timed together, now
+        forms = qdq_forms(ctx, path.parent, runs, out)
+        lat = forms["latency"]["models"]
         reduction = m["unpruned"]["flops"] / m["costs"]["flops"]
         for b in ("1", "64"):
-            base, pruned, qdq = (
-                lat[k][b]["median_ms"]
-                for k in ("base (float)", "compressed (float)", "compressed (QDQ int8)")
-            )
-            q_exact = again["qdq"][b]["median_ms"]
-            now = [
-                again[k][b]["median_ms"]
-                for k in ("base (float)", "compressed (float)", "QDQ int8 residuals", "qdq")
-            ]
-            rows_now.append([m["name"], b, *(f"{v:.3f}" for v in now), f"{reduction:.2f}x",
-                             *(f"{now[0] / v:.2f}x ({now[0] / v / reduction:.2f})" for v in now[1:])])  # fmt: skip
-            rows.append([m["name"], b, f"{100 / reduction:.1f}%", f"{reduction:.2f}x", f"{base:.3f}", f"{pruned:.3f}",
-                         f"{qdq:.3f}", f"{q_exact:.3f}", f"{base / pruned:.2f}x ({base / pruned / reduction:.2f})",
-                         f"{base / qdq:.2f}x ({base / qdq / reduction:.2f})",
-                         f"{base / q_exact:.2f}x ({base / q_exact / reduction:.2f})"])  # fmt: skip
-        loads = ort["latency"]["load_average_1min"]
-        loads_now.append(exact["latency"]["load_average_1min"])
-        acc.append([m["name"], f"{ort['simulation_test_accuracy']:.2f}", f"{ort['test_accuracy']:.2f}",
-                    f"{ort['top1_agreement']:.2f}", f"{exact['test_accuracy']:.2f}", f"{exact['top1_agreement']:.2f}",
-                    f"{loads['before']} / {loads['after']}"])  # fmt: skip
-    print(
-        "ORT CPU median ms, 1 intra-op thread; speed-up over the float base (its ratio to the FLOPs reduction)"
-    )
-    print(
-        "timed by seernet compress (QDQ int8-res.: its model.qdq.onnx) and, QDQ exact, by this bench:"
-    )
+            ms = [lat[k][b]["median_ms"] for k in ("base (float)", "compressed (float)", *FORMS)]
+            rows.append([m["name"], b, f"{100 / reduction:.1f}%", f"{reduction:.2f}x", *(f"{v:.3f}" for v in ms),
+                         *(f"{ms[0] / v:.2f}x ({ms[0] / v / reduction:.2f})" for v in ms[1:])])  # fmt: skip
+        loads.append(forms["latency"]["load_average_1min"])
+        f, i = forms["float"], forms["int8"]
+        acc.append([m["name"], f"{f['simulation_test_accuracy']:.2f}", f"{f['test_accuracy']:.2f}",
+                    f"{f['top1_agreement']:.2f}", f"{i['test_accuracy']:.2f}", f"{i['top1_agreement']:.2f}",
+                    f"{f['bytes']} / {i['bytes']}"])  # fmt: skip
+    print("ORT CPU median ms, 1 intra-op thread, all four models of a policy timed together; speed-up "
+          f"over the float base (its ratio to the FLOPs reduction); 1-min load before/after: {loads}")  # fmt: skip
     print(format_table(["policy", "batch", "FLOPs", "FLOPs reduction", "float base", "float pruned",
-                        "QDQ int8-res.", "QDQ exact", "pruned speed-up", "QDQ int8-res. speed-up",
-                        "QDQ exact speed-up"], rows))  # fmt: skip
-    print(
-        f"\nthe same, all four timed together by this bench (1-min load before/after each model: {loads_now})"
-    )
-    print(format_table(["policy", "batch", "float base", "float pruned", "QDQ int8-res.", "QDQ exact", "FLOPs reduction",
-                        "pruned speed-up", "QDQ int8-res. speed-up", "QDQ exact speed-up"], rows_now))  # fmt: skip
-    print(format_table(["policy", "test % simulation", "test % ORT int8-res.", "agreement % int8-res.",
-                        "test % ORT exact", "agreement % exact", "load at compress"], acc))  # fmt: skip
+                        "QDQ exact", "QDQ int8-res.", "pruned speed-up", "QDQ exact speed-up",
+                        "QDQ int8-res. speed-up"], rows))  # fmt: skip
+    print(format_table(["policy", "test % simulation", "test % ORT exact", "agreement % exact",
+                        "test % ORT int8-res.", "agreement % int8-res.", "bytes exact / int8-res."], acc))  # fmt: skip
 
 
 # --- (b) --------------------------------------------------------------------------------------
