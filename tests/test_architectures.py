@@ -324,3 +324,57 @@ def test_a_failure_inside_torch_pruning_keeps_channels_not_refuses_the_model(mon
     pruned = quantize_(prune_model(model, space, policy), policy.bits)
     calibrate_(pruned, [torch.randn(4, *SQUARE[1:])])
     assert CostModel(space).of_policy(policy)["flops"] == conv_linear_macs(pruned, SQUARE)
+
+
+class _UpsamplingNet(nn.Module):
+    """A small segmentation-style net: a transposed conv upsamples into a skip connection."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1, self.b1 = nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16)
+        self.c2, self.b2 = nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.BatchNorm2d(32)
+        self.up, self.b3 = nn.ConvTranspose2d(32, 16, 2, stride=2), nn.BatchNorm2d(16)
+        self.head = nn.Conv2d(16, 4, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.b1(self.c1(x)))
+        y = torch.relu(self.b2(self.c2(x)))
+        return self.head(torch.relu(self.b3(self.up(y))) + x)
+
+
+class _SharedConvNet(nn.Module):
+    """One conv module called twice per forward (weights shared between two depths)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1, self.shared = nn.Conv2d(3, 16, 3, padding=1), nn.Conv2d(16, 16, 3, padding=1)
+        self.c3, self.fc = nn.Conv2d(16, 24, 3, padding=1), nn.Linear(24, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.shared(torch.relu(self.shared(torch.relu(self.c1(x))))))
+        return self.fc(torch.relu(self.c3(x)).mean((2, 3)))
+
+
+@pytest.mark.parametrize("make", [_UpsamplingNet, _SharedConvNet])
+def test_transposed_convs_and_modules_called_twice_are_counted(make) -> None:
+    """A ConvTranspose2d's MACs and (pruned) parameters count, and it is noted as kept in
+    float; a module called twice costs twice: analytic costs equal the pruned model's."""
+    from seernet.space.mac_counter import count_macs_params
+
+    torch.manual_seed(0)
+    model, shape = make().eval(), (1, 3, 32, 32)
+    space = build_space(model, shape, SpaceChoices())
+    costs = CostModel(space)
+    assert space.n_groups > 0
+    if make is _UpsamplingNet:
+        assert any(n.startswith("up (ConvTranspose2d) stays in float") for n in space.notes)
+    for seed in range(3):
+        policy = random_policy(space, seed)
+        pruned = prune_model(model, space, policy)
+        spent = costs.of_policy(policy)
+        assert spent["flops"] == conv_linear_macs(pruned, shape)
+        assert (spent["flops"], spent["params"]) == count_macs_params(pruned, shape)
+        quantize_(pruned, policy.bits)
+        calibrate_(pruned, [torch.randn(4, *shape[1:])])
+        with torch.no_grad():
+            assert torch.isfinite(pruned(torch.randn(2, *shape[1:]))).all()

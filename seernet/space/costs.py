@@ -2,7 +2,8 @@
 
 Assumptions, stated once:
 - One multiply-accumulate counts as one FLOP (the compression literature's convention);
-  only Conv2d and Linear layers are counted, like ``seernet.space.mac_counter``.
+  only Conv2d, ConvTranspose2d and Linear layers are counted (every call of a module called
+  twice), like ``seernet.space.mac_counter``.
 - BitOPs of a layer = its MACs x weight bits x input-activation bits.
 - Parameters are all learnable tensors (conv/linear weights and biases, BatchNorm affine,
   per-channel parameters of other layers: LayerNorm/GroupNorm affine, layer scales).

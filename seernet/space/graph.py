@@ -467,24 +467,29 @@ def _own_params(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters(recurse=False))
 
 
+# The modules whose multiply-accumulates the cost model counts.
+COUNTED = (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)
+
+
 def _shapes_by_hooks(model: nn.Module, example: torch.Tensor) -> tuple[list[str], dict[str, int]]:
-    """Execution order of conv/linear modules and their output positions per sample (a linear
-    layer on (N, ..., C) features runs at every position of the middle dims)."""
+    """Execution order of conv/linear modules and their positions per sample, summed over
+    every call of the module (one called twice per forward costs twice): a conv's output
+    positions, a transposed conv's input positions (each input pixel meets the whole kernel),
+    a linear layer's positions of the middle dims on (N, ..., C) features."""
     order: list[str] = []
     spatial: dict[str, int] = {}
     hooks = []
     for name, m in model.named_modules():
-        if isinstance(m, nn.Conv2d | nn.Linear):
+        if isinstance(m, COUNTED):
             channel_dim = -1 if isinstance(m, nn.Linear) else 1
+            by_input = isinstance(m, nn.ConvTranspose2d)
 
-            def hook(mod, inp, out, name=name, channel_dim=channel_dim):
+            def hook(mod, inp, out, name=name, channel_dim=channel_dim, by_input=by_input):
+                t = inp[0] if by_input else out
+                positions = t.numel() // t.shape[0] // t.shape[channel_dim] if t.dim() > 2 else 1
                 if name not in spatial:
                     order.append(name)
-                    spatial[name] = (
-                        out.numel() // out.shape[0] // out.shape[channel_dim]
-                        if out.dim() > 2
-                        else 1
-                    )
+                spatial[name] = spatial.get(name, 0) + positions
 
             hooks.append(m.register_forward_hook(hook))
     try:
@@ -513,8 +518,8 @@ def quantizable(module: nn.Module) -> bool:
 
 
 def output_layer(model: nn.Module, example: torch.Tensor) -> str:
-    """The layer that makes the model's outputs, found from the forward pass: the last Conv2d
-    or Linear it runs (a classifier, or a segmentation head). Its output channels are the
+    """The layer that makes the model's outputs, found from the forward pass: the last Conv2d,
+    ConvTranspose2d or Linear it runs (a classifier, or a segmentation head). Its output channels are the
     task's outputs, so they are never pruned, and its bits stay fixed."""
     order, _ = _shapes_by_hooks(model, example)
     if not order:
@@ -536,7 +541,7 @@ def trace_layers(
         if not layers[-1].quantized:
             notes.append(f"{name} ({type(m).__name__}) stays in float: its own forward cannot be fake-quantized")  # fmt: skip
     for name, m in model.named_modules():
-        if isinstance(m, nn.Conv2d | nn.Linear) or _own_params(m) == 0:
+        if isinstance(m, COUNTED) or _own_params(m) == 0:
             continue
         t = terms.get(name, {"in": [], "out": []})
         if isinstance(m, nn.BatchNorm2d):

@@ -1,7 +1,8 @@
 """An independent MAC/parameter counter that runs the model (forward hooks).
 
 It counts one multiply-accumulate as one FLOP, the compression literature's
-convention, for Conv2d and Linear layers only: BatchNorm, activations, pooling and
+convention, for Conv2d, ConvTranspose2d and Linear layers only (every call of a module
+called more than once per forward): BatchNorm, activations, pooling and
 residual additions are not counted (they are a tiny fraction and vanish when folded).
 It is the ground truth that the analytic cost model is tested against.
 """
@@ -13,7 +14,8 @@ from torch import nn
 
 
 def conv_linear_macs(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, int]:
-    """MACs per Conv2d/Linear module name for one input of ``input_shape`` (batch 1)."""
+    """MACs per Conv2d/ConvTranspose2d/Linear module name for one input of ``input_shape``
+    (batch 1)."""
     counts: dict[str, int] = {}
     hooks = []
 
@@ -22,16 +24,25 @@ def conv_linear_macs(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str
             module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor
         ) -> None:
             per_sample = output.numel() // output.shape[0]
-            if isinstance(module, nn.Conv2d):
+            if isinstance(module, nn.ConvTranspose2d):  # every input pixel meets the kernel
                 k = module.kernel_size[0] * module.kernel_size[1]
-                counts[name] = per_sample * (module.in_channels // module.groups) * k
+                macs = (
+                    inputs[0].numel()
+                    // inputs[0].shape[0]
+                    * (module.out_channels // module.groups)
+                    * k
+                )
+            elif isinstance(module, nn.Conv2d):
+                k = module.kernel_size[0] * module.kernel_size[1]
+                macs = per_sample * (module.in_channels // module.groups) * k
             else:
-                counts[name] = per_sample * module.in_features
+                macs = per_sample * module.in_features
+            counts[name] = counts.get(name, 0) + macs
 
         return count
 
     for name, module in model.named_modules():
-        if isinstance(module, nn.Conv2d | nn.Linear):
+        if isinstance(module, nn.Conv2d | nn.ConvTranspose2d | nn.Linear):
             hooks.append(module.register_forward_hook(hook(name)))
     was_training = model.training
     model.eval()
