@@ -53,8 +53,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         p,
         d,
         "qdq_residuals",
-        "onnxruntime: the QDQ form to time, as 'seernet compress --qdq-residuals' writes it: int8 "
-        "(residual-branch convs on integer kernels too) or float",
+        "onnxruntime: the QDQ form to time, as 'seernet compress --qdq-residuals' writes it: float "
+        "(the exact form) or int8 (residual-branch convs on integer kernels too)",
     )
 
 

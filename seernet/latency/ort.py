@@ -10,8 +10,9 @@ What is measured, stated once:
   with that output quantizer, which lets ORT fuse it into one integer QLinearConv; a conv whose
   output stays float (it feeds a residual add or the logits) is timed without, as ORT then
   runs it: a float conv on the dequantized input. Which layers are which is read from the
-  QDQ graph of the unpruned model, exported with the table's ``qdq_residuals`` (with "int8",
-  as ``seernet compress`` exports by default, residual-branch convs are integer ones too).
+  QDQ graph of the unpruned model, exported with the table's ``qdq_residuals`` (by default
+  the exact form ``seernet compress`` writes; with "int8", residual-branch convs are integer
+  ones too).
 - Weights and activation scales are random (calibrated on random inputs): they do not change
   ORT's kernels or their time.
 """
@@ -25,6 +26,7 @@ import torch
 from torch import nn
 
 from seernet.compression.onnx_qdq import QuantizeInput, consumers, export_qdq, requantized
+from seernet.compression.onnx_residuals import DEFAULT_RESIDUALS
 from seernet.compression.ort_runtime import float_onnx, random_input, session, time_session
 from seernet.compression.quant import calibrate_, quantize_
 from seernet.space.policy import Policy, PolicySpace
@@ -62,7 +64,9 @@ def quantized_model(
     return pruned.eval()
 
 
-def requantized_layers(model: nn.Module, space: PolicySpace, residuals: str = "int8") -> set[str]:
+def requantized_layers(
+    model: nn.Module, space: PolicySpace, residuals: str = DEFAULT_RESIDUALS
+) -> set[str]:
     """Layers whose output the model's QDQ form quantizes again (ORT runs them as QLinearConv)."""
     import onnx
 
@@ -107,7 +111,7 @@ def block_ms(
 
 def model_ms(
     model: nn.Module, space: PolicySpace, policy: Policy, batch_size: int, runs: int, warmup: int, threads: int,
-    residuals: str = "int8",
+    residuals: str = DEFAULT_RESIDUALS,
 ) -> float:  # fmt: skip
     """Median ms in ORT of ``policy``'s pruned model in QDQ form (``residuals`` as in export_qdq) at ``batch_size``."""
     qmodel = quantized_model(model, space, policy)

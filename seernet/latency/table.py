@@ -45,6 +45,7 @@ import torch
 from torch import nn
 
 from predictor.device import torch_threads as threads
+from seernet.compression.onnx_residuals import DEFAULT_RESIDUALS, RESIDUAL_MODES
 from seernet.errors import UserError
 from seernet.latency.timing import measure_latency, time_forward
 from seernet.space.costs import CostModel
@@ -231,9 +232,7 @@ class ProfileSettings:
     model_runs: int = 100  # whole-model timings behind the overhead constant
     calibration: int = 6  # random pruned whole models the layer-sum scale is fitted on
     runtime: str = "torch"  # or "onnxruntime" (seernet.compression.ort_runtime.RUNTIMES)
-    qdq_residuals: str = (
-        "int8"  # onnxruntime: the QDQ form timed, as 'seernet compress --qdq-residuals'
-    )
+    qdq_residuals: str = DEFAULT_RESIDUALS  # onnxruntime: the QDQ form timed, as compress writes it
 
     def __post_init__(self) -> None:
         from seernet.compression.ort_runtime import RUNTIMES
@@ -242,7 +241,7 @@ class ProfileSettings:
             raise ValueError(
                 f"unknown runtime {self.runtime!r}: choose one of {', '.join(RUNTIMES)}"
             )
-        if self.qdq_residuals not in ("int8", "float"):
+        if self.qdq_residuals not in RESIDUAL_MODES:
             raise ValueError(f"qdq residuals must be int8 or float, got {self.qdq_residuals!r}")
         # A first, cold pass (allocation, kernel selection) can take many times a warm one.
         if (

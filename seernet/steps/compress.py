@@ -39,6 +39,7 @@ from seernet.compression.export import (
     save_packed,
 )
 from seernet.compression.onnx_qdq import export_qdq
+from seernet.compression.onnx_residuals import DEFAULT_RESIDUALS, RESIDUAL_MODES
 from seernet.compression.protocol import Protocol, build_compressed
 from seernet.compression.quant import set_lsq_
 from seernet.data.datasets import DataSplits
@@ -79,7 +80,7 @@ class CompressSettings:
     # weights); "int8" quantizes their outputs too, so ORT runs every conv on integer kernels: no
     # faster since the float convs' weights are constants (docs/deploy-onnxruntime.md), and an
     # approximation (top-1 agreement 98.66% against 99.93% on the main job's mixed policy).
-    qdq_residuals: str = "float"
+    qdq_residuals: str = DEFAULT_RESIDUALS
     # Learn the quantizers' step sizes (LSQ) from the calibrated ones: at 250 steps it measured
     # better than frozen steps on W2A2 and W2A4 (benchmarks/bench_lowbit.py --set lsq=false).
     lsq: bool = True
@@ -103,7 +104,7 @@ class CompressSettings:
             or self.ort_threads < 1
         ):
             raise ValueError(f"--ort-threads must be an int >= 1, got {self.ort_threads!r}")
-        if self.qdq_residuals not in ("int8", "float"):
+        if self.qdq_residuals not in RESIDUAL_MODES:
             raise ValueError(f"--qdq-residuals must be int8 or float, got {self.qdq_residuals!r}")
         if (
             isinstance(self.distill, bool)
