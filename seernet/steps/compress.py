@@ -456,7 +456,7 @@ def ort_metrics(
     variants = {
         "base (float)": float_onnx(ctx.model, shape),
         "compressed (float)": float_onnx(deployable(model, quantized=False), shape),
-        "compressed (QDQ int8)": qdq_path,
+        f"compressed (QDQ, {settings.qdq_residuals} residuals)": qdq_path,
     }
     latency = ort_latency_table(
         variants, shape, (1, 64), settings.latency_runs, settings.ort_threads
