@@ -232,3 +232,30 @@ def test_compress_refuses_a_batch_that_would_exhaust_memory(
     err = capsys.readouterr().err.strip()
     assert "needs ~" in err and "--batch-size" in err and len(err.splitlines()) == 1
     assert not (workspace / "compressed").exists()  # refused before any work
+
+
+def test_compress_measures_whether_the_latency_budget_held(workspace: Path, capsys, tmp_path: Path):
+    """compress times the deployed model where the policy's latency table was made (torch:
+    the pruned float model, at the table's batch and threads) and says whether the budget held."""
+    import shutil
+
+    ws = tmp_path / "w"
+    shutil.copytree(workspace, ws)
+    shutil.rmtree(ws / "compressed", ignore_errors=True)
+    assert main(["profile-latency", "--workdir", str(ws), *PROFILE]) == 0
+    table = json.loads((ws / "latency.json").read_text())
+    code, out = solve(ws, capsys, "--latency", "100%", "--flops", "70%", "--json")
+    (doc,) = json.loads(out)
+    policy = ws / "policies" / f"{doc['name']}.json"
+    assert code == 0 and policy.is_file()
+    capsys.readouterr()
+    flags = ["--workdir", str(ws), "--device", "cpu", "--steps", "0", "--latency-runs", "2"]
+    assert main(["compress", str(policy), *flags, "--json"]) == 0
+    held = json.loads(capsys.readouterr().out)["latency_budget"]
+    assert held["budget_ms"] == pytest.approx(doc["budgets"]["latency"])
+    assert (held["runtime"], held["batch_size"], held["threads"]) == (
+        table["runtime"], table["batch_size"], table["threads"],
+    )  # fmt: skip
+    # the stand-in timings: 0.01 ms + 1e-5 ms per parameter of the pruned float model
+    assert held["measured_ms"] == pytest.approx(0.01 + 1e-5 * doc["costs"]["params"])
+    assert held["held"] == (held["measured_ms"] <= held["budget_ms"]) and held["held"]

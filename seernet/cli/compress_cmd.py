@@ -135,12 +135,25 @@ def render(m: dict) -> str:
             ),
             f"(CPU, {lat['threads']} thread(s), median of {m['settings']['latency_runs']} runs)",
             *_render_ort(m.get("onnxruntime")),
+            *_render_budget(m.get("latency_budget")),
             *(f"note: {n}" for n in m["notes"]),
             f"export check: max |diff| TorchScript {m['export_check']['torchscript_max_abs_diff']:.2g}, "
             f"packed {m['export_check']['packed_max_abs_diff']:.2g}",
             f"wrote {m['folder']} in {m['seconds']['total']:.0f} s",
         ]
     )
+
+
+def _render_budget(held: dict | None) -> list[str]:
+    """The latency budget's line: measured where its table was made, held or not."""
+    if not held:
+        return []
+    verdict = "held" if held["held"] else "NOT held"
+    return [
+        f"latency budget {held['budget_ms']:.3f} ms ({held['runtime']}, batch {held['batch_size']}, "
+        f"{held['threads']} thread(s)): measured {held['measured_ms']:.3f} ms, median of {held['runs']} "
+        f"runs at 1-min load {held['load_average_1min']}: {verdict}"
+    ]
 
 
 def _render_ort(ort: dict | None) -> list[str]:

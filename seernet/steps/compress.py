@@ -413,6 +413,8 @@ def compress_model(
         ort, ort_note = ort_metrics(ctx, model, folder / "model.qdq.onnx", settings)
         notes += [ort_note] if ort_note else []
         clock.lap("onnxruntime")
+        held, held_note = latency_budget(ctx, model, doc, folder / "model.qdq.onnx", settings)
+        notes += [held_note] if held_note else []
         metrics = {
             "name": doc["name"], "policy_file": str(source) if source else None, "folder": str(out),
             "model": ctx.config.model, "space_fingerprint": ctx.space.fingerprint, "device": str(ctx.device),
@@ -420,7 +422,8 @@ def compress_model(
             "accuracy": acc, "predicted": doc.get("predicted"),
             "costs": ctx.costs.of_policy(policy), "unpruned": ctx.costs.unpruned(),
             "base_float_bytes": float_bytes(ctx.model), "files": file_sizes(folder), "export_check": check,
-            "latency": latency, "onnxruntime": ort, "notes": [*notes, LATENCY_NOTE], "seconds": clock.total(),
+            "latency": latency, "onnxruntime": ort, "latency_budget": held,
+            "notes": [*notes, LATENCY_NOTE], "seconds": clock.total(),
         }  # fmt: skip
         write_json(folder / "metrics.json", metrics)
     return model, metrics
@@ -431,6 +434,48 @@ LATENCY_NOTE = (
     "so its time says nothing about low-bit inference; 'compressed (float)' is the same pruned model in "
     "float, the deployable number on a CPU without low-bit kernels"
 )
+
+
+def latency_budget(
+    ctx: RunContext, model: nn.Module, doc: dict[str, Any], qdq_path: Path, settings: CompressSettings
+) -> tuple[dict[str, Any] | None, str | None]:  # fmt: skip
+    """Whether the policy's latency budget holds by measurement, where its table was made:
+    the deployed model (the pruned float model for a torch table, the QDQ export in ONNX
+    Runtime for an onnxruntime one) timed at the table's batch size and thread count.
+    (None, None) when the policy had no latency budget; (None, a note) when it cannot be timed."""
+    from predictor.device import torch_threads
+    from seernet.compression.ort_runtime import (
+        has_onnxruntime,
+        load_average,
+        session,
+        session_latency,
+    )
+    from seernet.latency.timing import measure_latency
+
+    budget, table = doc.get("budgets", {}).get("latency"), doc.get("latency_table")
+    if budget is None or table is None:
+        return None, None
+    batch, threads, runtime = table["batch_size"], table["threads"], table["runtime"]
+    shape = ctx.space.input_shape
+    if runtime == "onnxruntime":
+        if not has_onnxruntime() or not qdq_path.is_file():
+            return None, "onnxruntime is not installed: the latency budget was not checked"
+        ms = session_latency(session(qdq_path, threads), shape, batch, settings.latency_runs)
+    else:
+        # the table names its device in words ("cpu: <processor>", or the GPU's name)
+        device = "cpu" if str(table["device"]).startswith("cpu") else ctx.device
+        with torch_threads(threads):
+            ms = measure_latency(deployable(model, quantized=False), shape, batch,
+                                 settings.latency_runs, device=device)  # fmt: skip
+    out = {"budget_ms": budget, "measured_ms": ms["median_ms"], "held": ms["median_ms"] <= budget,
+           "runtime": runtime, "batch_size": batch, "threads": threads, "runs": settings.latency_runs,
+           "load_average_1min": load_average()}  # fmt: skip
+    form = table.get("qdq_residuals")
+    note = None
+    if runtime == "onnxruntime" and form and form != settings.qdq_residuals:
+        note = (f"the latency table timed the {form}-residual QDQ form, this export is the "
+                f"{settings.qdq_residuals} one: the budget check times the export")  # fmt: skip
+    return out, note
 
 
 def ort_metrics(
