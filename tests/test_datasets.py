@@ -2,9 +2,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+from torch.utils.data import Subset, TensorDataset
 
 from seernet.data.datasets import load_dataset, split_indices
-from seernet.data.loaders import batches
+from seernet.data.loaders import as_tensors, batches
 from seernet.errors import UserError
 
 
@@ -85,3 +87,13 @@ def test_fixed_size_datasets_refuse_another_size(fake_fmnist: Path):
         load_dataset("fashion-mnist", fake_fmnist, val_size=100, image_size=32)
     with pytest.raises(UserError, match="at least 8"):
         load_dataset("fashion-mnist", fake_fmnist, val_size=100, image_size=0)
+
+
+def test_subset_tensors_are_gathered_once_and_equal_a_fresh_gather():
+    x, y = torch.arange(40.0).reshape(10, 1, 2, 2), torch.arange(10)
+    sub = Subset(TensorDataset(x, y), [7, 2, 5])
+    first, again = as_tensors(sub), as_tensors(sub)
+    assert first[0] is again[0]  # the cached gather, not a copy per call
+    assert torch.equal(first[0], x[[7, 2, 5]]) and torch.equal(first[1], y[[7, 2, 5]])
+    sub.indices = [1, 0]  # a Subset given new indices is gathered again
+    assert torch.equal(as_tensors(sub)[1], torch.tensor([1, 0]))

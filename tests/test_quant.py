@@ -25,6 +25,7 @@ from seernet.compression.quant import (
     calibrate_,
     check_bits,
     exact_scale,
+    fake_quant_act,
     fake_quant_weight,
     lsq_fake_quant,
     mse_weight_scale,
@@ -184,8 +185,33 @@ def test_inference_path_equals_autograd_path() -> None:
         a = q(x)
     with torch.no_grad():  # reuses the scratch buffer allocated under inference_mode
         b = q(x)
-    c = q(x)  # grad enabled: PyTorch's fused fake-quant ops
+    c = q(x)  # grad enabled: the straight-through path
     assert torch.equal(a, b) and torch.equal(b, c.detach())
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    bits=st.integers(2, 8), signed=st.booleans(), seed=st.integers(0, 2**16),
+    scale=st.floats(1e-4, 10.0),
+)  # fmt: skip
+def test_training_fake_quant_equals_the_fused_op(
+    bits: int, signed: bool, seed: int, scale: float
+) -> None:
+    """Values and straight-through gradient bit for bit, ties and codes just outside included."""
+    lo, hi = (-(2 ** (bits - 1) - 1), 2 ** (bits - 1) - 1) if signed else (0, 2**bits - 1)
+    s = exact_scale(torch.tensor([scale]))
+    gen = torch.Generator().manual_seed(seed)
+    codes = torch.randint(2 * lo - 3, 2 * hi + 4, (257,), generator=gen) / 2  # half-way ties
+    x = torch.cat([codes * s, torch.randn(255, generator=gen) * hi * s])
+    ours, fused = x.clone().requires_grad_(), x.clone().requires_grad_()
+    zero = torch.zeros(1, dtype=torch.int32)
+    out = fake_quant_act(ours, s, zero, lo, hi)
+    ref = torch.fake_quantize_per_tensor_affine(fused, s, zero, lo, hi)
+    grad = torch.randn(x.shape, generator=gen)
+    out.backward(grad)
+    ref.backward(grad)
+    assert torch.equal(out, ref) and torch.equal(ours.grad, fused.grad)
+    assert (ours.grad == 0).any() and (ours.grad != 0).any()  # both sides of the range seen
 
 
 def test_wrappers_of_a_model_share_one_scratch() -> None:

@@ -13,7 +13,8 @@ Assumptions, stated once:
   calibration data is non-negative (after ReLU), else signed symmetric codes.
 - Bits are ints in 2..8; ``None`` or 32 leaves that side in float.
 - Gradients use the straight-through estimator of PyTorch's fused fake-quant ops
-  (identity inside the range, zero where clipped); scales stay fixed during training,
+  (identity inside the range, zero where clipped; on CPU the activations' is computed by
+  vectorized ops, equal bit for bit); scales stay fixed during training,
   unless LSQ is on (``set_lsq_``): then weight and activation step sizes are learned
   as in Esser et al. 2020, "Learned Step Size Quantization", each step's gradient scaled
   by g = 1/sqrt(N * Qp) with Qp the largest code and N as in the paper: the layer's
@@ -170,12 +171,32 @@ class Scratch:
         return Scratch, ()
 
 
+class _ActFakeQuantSTE(torch.autograd.Function):
+    """The fused per-tensor op's values and gradient (zero point 0), from vectorized ops.
+
+    Its backward is the fused op's: the incoming gradient where the rounded code lies in
+    lo..hi, zero elsewhere (the code before clamping, as the fused op's cached mask)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, scale: Tensor, lo: int, hi: int) -> Tensor:
+        codes = torch.mul(x, scale.reciprocal()).round_()
+        ctx.save_for_backward((codes >= lo) & (codes <= hi))
+        return codes.clamp_(lo, hi).mul_(scale)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None, None]:
+        (inside,) = ctx.saved_tensors
+        return grad * inside, None, None, None
+
+
 def fake_quant_act(
     x: Tensor, scale: Tensor, zero: Tensor, lo: int, hi: int, scratch: Scratch | None = None
 ) -> Tensor:
     """Per-tensor fake quantization of ``x`` to codes lo..hi (STE gradient under autograd)."""
-    if x.device.type != "cpu" or torch.is_grad_enabled():
+    if x.device.type != "cpu":
         return torch.fake_quantize_per_tensor_affine(x, scale, zero, lo, hi)
+    if torch.is_grad_enabled():  # training: the fused CPU kernel costs a sixth of a QAT step
+        return _ActFakeQuantSTE.apply(x, scale, lo, hi)
     # PyTorch's fused CPU kernel is scalar code (about 10x a ReLU); these vectorized ops
     # compute the same values: round-half-even(x * (1/scale)), clamped, times scale.
     out = scratch.like(x) if scratch is not None and x.is_contiguous() else torch.empty_like(x)

@@ -2,23 +2,32 @@
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterator
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
+
+# A Subset's gathered tensors, kept while the Subset lives: every measured policy iterates
+# the same train split 3-4 times, and gathering 55,000 images took 0.1 s each time.
+_GATHERED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def as_tensors(ds: Dataset) -> tuple[torch.Tensor, torch.Tensor] | None:
     """The (x, y) tensors behind a TensorDataset or a Subset of one, else None."""
     if isinstance(ds, TensorDataset):
         return ds.tensors[0], ds.tensors[1]
-    if isinstance(ds, Subset):
-        inner = as_tensors(ds.dataset)
-        if inner is None:
-            return None
-        idx = torch.as_tensor(list(ds.indices), dtype=torch.long)
-        return inner[0][idx], inner[1][idx]
-    return None
+    if not isinstance(ds, Subset):
+        return None
+    cached = _GATHERED.get(ds)
+    if cached is not None and cached[0] is ds.indices:
+        return cached[1]
+    inner = as_tensors(ds.dataset)
+    if inner is None:
+        return None
+    idx = torch.as_tensor(list(ds.indices), dtype=torch.long)
+    _GATHERED[ds] = (ds.indices, (inner[0][idx], inner[1][idx]))
+    return _GATHERED[ds][1]
 
 
 def augment(x: torch.Tensor, gen: torch.Generator, pad: int = 2) -> torch.Tensor:
