@@ -99,7 +99,7 @@ def main(workdir: str, samples: int, quick: bool = False) -> None:
     job.fit()
     [policy] = job.solve(flops="50%", bits="mixed")
     print(
-        f"50% FLOPs, mixed bits: predicted {policy['predicted']['mean']:.2f} +/- {policy['predicted']['std']:.2f}%"
+        f"50% FLOPs, mixed bits: predicted {policy.predicted.mean:.2f} +/- {policy.predicted.std:.2f}%"
     )
     result = job.compress(policy, settings)
     acc = result.metrics["accuracy"]["after_finetune"]

@@ -115,7 +115,7 @@ def main(workdir: str, samples: int, quick: bool = False) -> None:
     job.fit()
     [policy] = job.solve(flops="40%", bits=8)
     result = job.compress(policy, settings)
-    print(f"40% FLOPs at 8 bits: predicted {policy['predicted']['mean']:.2f}, "
+    print(f"40% FLOPs at 8 bits: predicted {policy.predicted.mean:.2f}, "
           f"test mean IoU {result.metrics['accuracy']['after_finetune']['test']:.2f}%")  # fmt: skip
 
 

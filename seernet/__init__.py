@@ -5,11 +5,11 @@ Importing this package does no work beyond definitions: no torch import, no CUDA
 """
 
 __version__ = "0.1.0"
-__all__ = ["Compressed", "Compressor", "__version__"]
+__all__ = ["Compressed", "Compressor", "PolicyDocument", "__version__"]
 
 
 def __getattr__(name: str):  # PEP 562: the API loads on first use
-    if name in ("Compressor", "Compressed"):
+    if name in ("Compressor", "Compressed", "PolicyDocument"):
         from seernet import api
 
         return getattr(api, name)

@@ -72,7 +72,6 @@ def test_model_collects_solves_and_compresses(name: str, images: Path, tmp_path:
     from seernet.models import create_model
     from seernet.steps.context import RunContext
     from seernet.steps.solve import BudgetSet, policy_document, solve_one
-    from seernet.workspace.artifacts import write_json
     from seernet.workspace.checkpoint import save_checkpoint
     from seernet.workspace.folder import Workspace
     from seernet.workspace.store import SampleStore
@@ -92,14 +91,14 @@ def test_model_collects_solves_and_compresses(name: str, images: Path, tmp_path:
     budget = 0.6 * ctx.costs.unpruned()["flops"]
     res = solve_one(ctx, SumPredictor(), BudgetSet({"flops": budget}, "flops-60%", {}), None, None)
     doc = policy_document(ctx, BudgetSet({"flops": budget}, "flops-60%", {}), res, "mixed")
-    assert doc["costs"]["flops"] <= budget
+    assert doc.costs["flops"] <= budget
     path = ws / "policies" / "flops-60%.json"
-    write_json(path, doc)
+    doc.write(path)
 
     code, _, err = run(["compress", str(path), "--workdir", str(ws), "--steps", "1", "--batch-size", "4",
                           "--latency-runs", "1", "--device", "cpu", "--json"])  # fmt: skip
     assert code == 0, err[-2000:]
     # metrics.json, not stdout: compress's progress line still precedes its --json output
     metrics = json.loads((ws / "compressed" / "flops-60%" / "metrics.json").read_text())
-    assert metrics["costs"]["flops"] == pytest.approx(doc["costs"]["flops"])
+    assert metrics["costs"]["flops"] == pytest.approx(doc.costs["flops"])
     assert 0.0 <= metrics["accuracy"]["after_finetune"]["val"] <= 100.0

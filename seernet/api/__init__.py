@@ -2,7 +2,7 @@
 
 Loaded lazily (PEP 562), so importing the package stays torch-free."""
 
-__all__ = ["Compressed", "Compressor"]
+__all__ = ["Compressed", "Compressor", "PolicyDocument"]
 
 
 def __getattr__(name: str):

@@ -5,7 +5,7 @@
     job = seernet.Compressor(model, train=train_set, val=val_set, workdir="my-run")
     job.collect(samples=60)          # measured policies -> my-run/samples.h5 (resumes)
     job.fit()                        # the accuracy predictor -> my-run/predictor.pt
-    [policy] = job.solve(flops="50%", bits="mixed")
+    [policy] = job.solve(flops="50%", bits="mixed")  # a PolicyDocument: policy.predicted.mean
     result = job.compress(policy)    # result.model, result.metrics, result.folder
 
 Everything persists in the workspace folder, so a new ``Compressor`` on the same folder and
@@ -32,6 +32,7 @@ from seernet.data.task import Loss, Metric, Task
 from seernet.errors import UserError
 from seernet.plugins import PYTHON_OBJECT, is_plugin, normalized, object_name
 from seernet.space.policy import SpaceChoices
+from seernet.space.policy_document import PolicyDocument
 from seernet.steps.context import RunContext, record_space
 from seernet.workspace.folder import Workspace
 
@@ -125,9 +126,10 @@ class Compressor:
         self, *, flops=None, bitops=None, params=None, size=None, latency=None, bits: str | int = "mixed",
         pareto: int | None = None, refine: int | None = None, seed: int = 0,
         channel_multiple: int | None = None,
-    ) -> list[dict[str, Any]]:  # fmt: skip
+    ) -> list[PolicyDocument]:  # fmt: skip
         """One policy per budget (``flops="50%"``, ``size=["1MB", "2MB"]``, ...): the fast solve's
-        prediction, or with ``refine=N`` a measured answer. Each document is also a file.
+        prediction (``.predicted.mean``, ``.predicted.std``), or with ``refine=N`` a measured
+        answer (``.measured.val_accuracy``). Each document is also a file (``.path``).
         ``channel_multiple`` N: pruned groups keep multiples of N (of the collected levels)."""
         budgets = workflow.parse_budgets(
             flops=flops, bitops=bitops, params=params, size=size, latency=latency
@@ -136,8 +138,11 @@ class Compressor:
             self.context, budgets, workflow.parse_bits(bits), pareto, refine, seed, channel_multiple
         )
 
-    def compress(self, policy: dict[str, Any] | str | Path, settings=None) -> Compressed:
-        """Prune, quantize, fine-tune and export ``policy`` (``settings``: ``CompressSettings``)."""
+    def compress(
+        self, policy: PolicyDocument | dict[str, Any] | str | Path, settings=None
+    ) -> Compressed:
+        """Prune, quantize, fine-tune and export ``policy`` (a document ``solve`` returned, its
+        JSON object or its file; ``settings``: ``CompressSettings``)."""
         model, metrics = workflow.compress_policy(self.context, policy, settings)
         return Compressed(model, metrics, Path(metrics["folder"]))
 

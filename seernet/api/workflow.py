@@ -12,9 +12,10 @@ import numpy as np
 from torch import nn
 
 from seernet.errors import UserError
+from seernet.space.policy_document import PolicyDocument, as_document
 from seernet.steps.context import RunContext
 from seernet.units import Budget, parse_budget_list
-from seernet.workspace.artifacts import PREDICTOR_NAME, STORE_NAME, write_json
+from seernet.workspace.artifacts import PREDICTOR_NAME, STORE_NAME
 
 
 def collect_samples(
@@ -130,8 +131,8 @@ def check_solve_options(
 def solve_policies(
     ctx: RunContext, budgets: dict[str, list[Budget]], bits: int | None, pareto: int | None = None,
     refine: int | None = None, seed: int = 0, channel_multiple: int | None = None,
-) -> list[dict]:  # fmt: skip
-    """One policy per budget, written to ``policies/<name>.json``; the documents (with ``path``).
+) -> list[PolicyDocument]:  # fmt: skip
+    """One policy per budget, written to ``policies/<name>.json``; their documents (``path`` set).
 
     Without ``refine``: the fast solve on the predictor (a prediction). With ``refine`` N:
     up to N measurements per budget, the answer measured (``solve --refine``).
@@ -167,33 +168,28 @@ def solve_policies(
         from seernet.steps.refine import refine_all
 
         return refine_all(ctx, predictor, bsets, fixed, values, mode, refine, seed)
-    docs, stored = [], load_samples(ctx)[:2]
-    for bset in bsets:
-        doc = policy_document(
+    stored = load_samples(ctx)[:2]
+    return [
+        policy_document(
             ctx, bset, solve_fast(ctx, predictor, bset, fixed, values, stored, seed), mode
-        )
-        path = ctx.ws.path("policies", f"{bset.name}.json")
-        write_json(path, doc)
-        docs.append({**doc, "path": str(path)})
-    return docs
+        ).save(ctx.ws)
+        for bset in bsets
+    ]
 
 
 def compress_policy(
-    ctx: RunContext, policy: dict | str | Path, settings=None
+    ctx: RunContext, policy: PolicyDocument | dict | str | Path, settings=None
 ) -> tuple[nn.Module, dict]:  # fmt: skip
-    """Prune, quantize, fine-tune and export a solved policy (its document or file); the
-    compressed model and its metrics (also in ``compressed/<name>/metrics.json``)."""
+    """Prune, quantize, fine-tune and export a solved policy (its document, the document's
+    JSON object, or its file); the compressed model and its metrics (also in
+    ``compressed/<name>/metrics.json``)."""
     from seernet.memory import check_run_fits
-    from seernet.steps.compress import CompressSettings, compress_model, read_policy
+    from seernet.steps.compress import CompressSettings, check_document, compress_model
 
     settings = settings or CompressSettings()
     ctx.criterion(settings.criterion)  # an unknown name fails before any work
-    if isinstance(policy, dict) and "path" not in policy:
-        raise UserError(
-            "compress a policy document returned by solve (it carries its 'path') or a policy file"
-        )
-    source = Path(policy["path"] if isinstance(policy, dict) else policy)
-    doc, pol = read_policy(source, ctx.space)
+    doc = PolicyDocument.load(policy) if isinstance(policy, (str, Path)) else as_document(policy)
+    check_document(doc, ctx.space)
     # The unpruned base model bounds the compressed one: refuse a batch it could not train on.
     check_run_fits(ctx.model, ctx.space.input_shape, ctx.device, train_batch=settings.batch_size)
-    return compress_model(ctx, doc, pol, settings, source)
+    return compress_model(ctx, doc, doc.policy, settings, doc.path)

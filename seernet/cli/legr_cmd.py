@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from seernet.space.policy_document import PolicyDocument
 
 HELP = (
     "LeGR: learn one global filter ranking by evolution, then prune to every FLOPs (MACs) budget "
@@ -118,10 +122,10 @@ def run(args: argparse.Namespace) -> int:
         status = f"learned {ws.path(LEGR_NAME)}"
     else:
         status = f"reused {ws.path(LEGR_NAME)} (learned at {100 * learned['target_fraction']:.0f}% FLOPs; --relearn to learn again)"
-    docs = policy_documents(ctx, learned, absolute, bits)
-    write_policies(ctx, docs)
+    docs = write_policies(ctx, policy_documents(ctx, learned, absolute, bits))
     if args.json:
-        print(json.dumps({"legr": learned, "policies": docs}, indent=2))
+        policies = [d.to_json(with_path=True) for d in docs]
+        print(json.dumps({"legr": learned, "policies": policies}, indent=2))
     else:
         print(render(ctx, learned, docs, status))
     return 0
@@ -137,7 +141,7 @@ def _check_budgets(ctx, budgets: list[float], bits: int) -> None:
         keep_for_budget(ranking, AffineParams.identity(ranking.n_groups), b)
 
 
-def render(ctx, learned: dict, docs: list[dict], status: str) -> str:
+def render(ctx, learned: dict, docs: list[PolicyDocument], status: str) -> str:
     """The search's outcome and one table row per policy."""
     from seernet.tables import format_table
     from seernet.units import format_count
@@ -151,18 +155,18 @@ def render(ctx, learned: dict, docs: list[dict], status: str) -> str:
     ]
     rows = []
     for d in docs:
-        c = d["costs"]
-        kept = sum(d["policy"]["channels"].values())
+        c = d.costs
+        kept = sum(d.policy.channels.values())
         total = sum(g.channels for g in ctx.space.groups)
         rows.append(
             [
-                format_count(d["budgets"]["flops"]),
+                format_count(d.budgets["flops"]),
                 format_count(c["flops"]),
                 f"{100 * c['flops'] / full['flops']:.1f}%",
                 format_count(c["params"]),
                 f"{kept}/{total}",
-                d["bits_mode"],
-                d["path"],
+                d.bits_mode,
+                str(d.path),
             ]
         )
     if rows:

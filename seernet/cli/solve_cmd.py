@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from seernet.space.policy_document import PolicyDocument
 
 HELP = (
     "find the policy with the highest predicted accuracy under each budget "
@@ -84,9 +88,9 @@ def run(args: argparse.Namespace) -> int:
         ctx, budgets, bits, args.pareto, args.refine, args.seed, args.channel_multiple
     )
     if args.verify:
-        _verify(ws, args, docs)
+        docs = _verify(ws, args, docs)
     if args.json:
-        print(json.dumps(docs, indent=2))
+        print(json.dumps([d.to_json(with_path=True) for d in docs], indent=2))
         return 0
     for doc in docs:
         print(render(ctx, doc))
@@ -101,7 +105,7 @@ def _cpu():  # the fast solve never needs an accelerator
     return torch.device("cpu")
 
 
-def refine_rows(docs: list[dict]) -> tuple[list[str], list[list[str]]]:
+def refine_rows(docs: list[PolicyDocument]) -> tuple[list[str], list[list[str]]]:
     """Header and rows of the refine summary: the prediction made before each measurement."""
     from seernet.steps.solve import format_cost
 
@@ -116,23 +120,26 @@ def refine_rows(docs: list[dict]) -> tuple[list[str], list[list[str]]]:
     ]
     rows = []
     for d in docs:
-        m, s, a = d["predicted"]["mean"], d["predicted"]["std"], d["measured"]["val_accuracy"]
+        m, s, a = d.predicted.mean, d.predicted.std, d.measured.val_accuracy
         rows.append(
             [
-                d["name"],
-                format_cost("flops", d["costs"]["flops"]),
-                format_cost("bitops", d["costs"]["bitops"]),
+                d.name,
+                format_cost("flops", d.costs["flops"]),
+                format_cost("bitops", d.costs["bitops"]),
                 f"{m:.2f} +/- {s:.2f}",
                 f"{a:.2f}",
                 "yes" if abs(a - m) <= 2 * s else "no",
-                f"{d['measured']['evaluations']} new, best of {len(d['measured']['candidates'])}",
+                f"{d.measured.evaluations} new, best of {len(d.measured.candidates)}",
             ]
         )
     return head, rows
 
 
-def _verify(ws, args: argparse.Namespace, docs: list[dict]) -> None:
-    """Measure every solved policy and print predicted +/- std next to measured."""
+def _verify(ws, args: argparse.Namespace, docs: list[PolicyDocument]) -> list[PolicyDocument]:
+    """Measure every solved policy and print predicted +/- std next to measured; the
+    documents with what was measured."""
+    from dataclasses import replace
+
     from seernet.device import resolve_device
     from seernet.steps.context import RunContext
     from seernet.steps.solve import verify
@@ -140,87 +147,87 @@ def _verify(ws, args: argparse.Namespace, docs: list[dict]) -> None:
 
     ctx = RunContext(ws, ws.read(), resolve_device(args.device))
     rows = verify(ctx, docs, args.seed)
-    for doc, (_, _, _, acc) in zip(docs, rows, strict=True):
-        doc["verified_accuracy"] = acc
-    latency = _verify_latency(ctx, docs)
+    docs = [replace(d, verified_accuracy=r[3]) for d, r in zip(docs, rows, strict=True)]
+    docs, latency = _verify_latency(ctx, docs)
     if not args.json:
         table = [[n, f"{m:.2f} +/- {s:.2f}", f"{a:.2f}", f"{a - m:+.2f}"] for n, m, s, a in rows]
         head = ["policy", "predicted val %", "measured val %", "error"]
         if latency:
             head += ["predicted ms", "measured ms"]
             table = [
-                [*r, f"{d['costs']['latency']:.3f}", f"{d['verified_latency_ms']:.3f}"]
+                [*r, f"{d.costs['latency']:.3f}", f"{d.verified_latency_ms:.3f}"]
                 for r, d in zip(table, docs, strict=True)
             ]
         print(format_table(head, table))
+    return docs
 
 
-def _verify_latency(ctx, docs: list[dict]) -> bool:
-    """Measure each policy's pruned float model as the table was measured (when there is a table)."""
+def _verify_latency(ctx, docs: list[PolicyDocument]) -> tuple[list[PolicyDocument], bool]:
+    """Measure each policy's pruned float model as the table was measured (when there is a
+    table); the documents with their measured latency, and whether there was a table."""
+    from dataclasses import replace
+
     from seernet.latency.table import measured_latency_ms
-    from seernet.space.policy import Policy
     from seernet.steps.solve import attach_latency
 
     table = attach_latency(ctx, required=False)
     if table is None:
-        return False
-    for doc in docs:
-        doc["verified_latency_ms"] = measured_latency_ms(
-            ctx.model, ctx.space, Policy.from_json(doc["policy"]), table
-        )
-    return True
+        return docs, False
+    return [
+        replace(d, verified_latency_ms=measured_latency_ms(ctx.model, ctx.space, d.policy, table))
+        for d in docs
+    ], True
 
 
-def render(ctx, doc: dict) -> str:
+def render(ctx, doc: PolicyDocument) -> str:
     """Human-readable report of one solved policy."""
-    from seernet.space.policy import Policy
     from seernet.steps.solve import format_cost
     from seernet.tables import format_table
 
-    policy = Policy.from_json(doc["policy"])
+    policy = doc.policy
     groups = [[g.name, f"{policy.channels[g.name]}/{g.channels}"] for g in ctx.space.groups]
     layers = [
         [r["layer"], f"{r['in']}->{r['out']}", f"{r['w_bits']}/{r['a_bits']}"]
         for r in ctx.costs.per_layer(policy)
     ]
     costs = [
-        [k, format_cost(k, doc["costs"][k]), format_cost(k, b), f"{100 * doc['costs'][k] / b:.1f}%"]
-        for k, b in doc["budgets"].items()
+        [k, format_cost(k, doc.costs[k]), format_cost(k, b), f"{100 * doc.costs[k] / b:.1f}%"]
+        for k, b in doc.budgets.items()
     ]
-    if "latency" in doc["costs"] and "latency" not in doc["budgets"]:
-        costs.append(["latency", format_cost("latency", doc["costs"]["latency"]), "-", "-"])
-    if "latency" in doc["costs"]:
-        lt = doc["latency_table"]
+    if "latency" in doc.costs and "latency" not in doc.budgets:
+        costs.append(["latency", format_cost("latency", doc.costs["latency"]), "-", "-"])
+    if "latency" in doc.costs:
+        lt = doc.latency_table
         notes = [
             f"note: latency is predicted from latency.json ({lt['device']}, {lt['threads']} thread(s), "
             f"batch {lt['batch_size']}) for the pruned float model"
         ]
     else:
         notes = []
-    notes += [f"note: {k} budget = {why}" for k, why in doc["derived_budgets"].items()]
-    notes += [f"note: {doc['note']}"] if doc["note"] else []
-    pred = doc["predicted"]
-    if "measured" in doc:
+    notes += [f"note: {k} budget = {why}" for k, why in doc.derived_budgets.items()]
+    notes += [f"note: {doc.note}"] if doc.note else []
+    pred = doc.predicted
+    if doc.measured:
         verdict = (
-            f"measured val accuracy {doc['measured']['val_accuracy']:.2f}% (predicted "
-            f"{pred['mean']:.2f} +/- {pred['std']:.2f}% before measuring)"
+            f"measured val accuracy {doc.measured.val_accuracy:.2f}% (predicted "
+            f"{pred.mean:.2f} +/- {pred.std:.2f}% before measuring)"
         )
     else:
         verdict = (
-            f"predicted accuracy {pred['mean']:.2f} +/- {pred['std']:.2f}% (a prediction, not a "
+            f"predicted accuracy {pred.mean:.2f} +/- {pred.std:.2f}% (a prediction, not a "
             f"measurement: --refine N measures it)"
         )
     return "\n".join(
         [
-            f"== {doc['name']} ({doc['bits_mode']}) ==",
+            f"== {doc.name} ({doc.bits_mode}) ==",
             format_table(["channel group", "kept/total"], groups),
             "",
             format_table(["layer", "channels", "w/a bits"], layers),
             "",
             format_table(["cost", "policy", "budget", "used"], costs),
             *notes,
-            f"{verdict}   solved in {doc['solve_seconds']:.2f} s",
-            f"wrote {doc['path']}",
+            f"{verdict}   solved in {doc.solve_seconds:.2f} s",
+            f"wrote {doc.path}",
             "",
         ]
     )

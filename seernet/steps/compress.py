@@ -15,7 +15,6 @@ folder that is renamed at the end.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -48,6 +47,7 @@ from seernet.data.train import cosine_lr, sgd, train_steps
 from seernet.errors import UserError
 from seernet.latency.timing import latency_table
 from seernet.space.policy import Policy, PolicySpace
+from seernet.space.policy_document import PolicyDocument, as_document
 from seernet.steps.context import RunContext
 from seernet.workspace.artifacts import write_json
 
@@ -58,7 +58,6 @@ DEFAULT_STEPS = (
 # labels alone on W2A2 and W2A4 (benchmarks/bench_lowbit.py --set distill=0.5); costs one float
 # forward of the base model per step.
 DEFAULT_DISTILL = 0.5
-REQUIRED_KEYS = ("name", "space_fingerprint", "policy")
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][\w.%+=-]*")
 
 
@@ -135,79 +134,29 @@ class CompressSettings:
 
 
 # --- reading the policy ------------------------------------------------------------------
-def _load_json(path: Path) -> dict[str, Any]:
-    if not path.is_file():
+def check_document(doc: PolicyDocument, space: PolicySpace) -> None:
+    """A UserError unless ``doc``'s name can be a folder and its policy is valid in ``space``."""
+    where = str(doc.path or f"policy {doc.name!r}")
+    if not isinstance(doc.name, str) or not _SAFE_NAME.fullmatch(doc.name):
         raise UserError(
-            f"policy file {path} does not exist: pass a file written by 'seernet solve'"
+            f"{where}: policy name {doc.name!r} is not usable as a folder name (letters, digits, _.%+=-)"
         )
-    try:
-        doc = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    if doc.space_fingerprint != space.fingerprint:
         raise UserError(
-            f"{path} is not JSON ({exc}); pass a policy file written by 'seernet solve'"
-        ) from exc
-    if not isinstance(doc, dict):
-        raise UserError(
-            f"{path} is not a policy document (a JSON object); pass a file written by 'seernet solve'"
-        )
-    missing = [k for k in REQUIRED_KEYS if k not in doc]
-    if missing:
-        raise UserError(
-            f"{path} lacks {', '.join(map(repr, missing))}: not a policy file written by 'seernet solve'"
-        )
-    return doc
-
-
-def _is_int(v: object) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _check_raw(obj: object, path: Path) -> None:
-    """Whole numbers only: ``Policy.from_json`` would silently truncate a hand-edited 4.5 to 4."""
-    if (
-        not isinstance(obj, dict)
-        or not isinstance(obj.get("channels"), dict)
-        or not isinstance(obj.get("bits"), dict)
-    ):
-        raise UserError(f"{path}: 'policy' must be an object with 'channels' and 'bits' objects")
-    bad = [k for k, v in obj["channels"].items() if not _is_int(v)]
-    bad += [
-        k
-        for k, v in obj["bits"].items()
-        if not (isinstance(v, list) and len(v) == 2 and all(map(_is_int, v)))
-    ]
-    if bad:
-        raise UserError(
-            f"{path}: {bad[0]!r} needs a whole channel count or a [weight, activation] pair of whole bit-widths"
-        )
-
-
-def read_policy(path: Path, space: PolicySpace) -> tuple[dict[str, Any], Policy]:
-    """The policy document at ``path`` and its policy, checked against ``space``."""
-    doc = _load_json(path)
-    name = doc["name"]
-    if not isinstance(name, str) or not _SAFE_NAME.fullmatch(name):
-        raise UserError(
-            f"{path}: policy name {name!r} is not usable as a folder name (letters, digits, _.%+=-)"
-        )
-    if doc["space_fingerprint"] != space.fingerprint:
-        raise UserError(
-            f"{path} was solved for policy space {doc['space_fingerprint']}, this workspace's is "
+            f"{where} was solved for policy space {doc.space_fingerprint}, this workspace's is "
             f"{space.fingerprint}: compress it in its own workspace, or solve again here"
         )
-    _check_raw(doc["policy"], path)
-    policy = Policy.from_json(doc["policy"])
+    policy = doc.policy
     unknown = sorted(set(policy.channels) - {g.name for g in space.groups})
     unknown += sorted(set(policy.bits) - {ly.name for ly in space.quant_layers})
     if unknown:
         raise UserError(
-            f"{path}: the policy names {unknown[0]!r}, which this model's space does not have"
+            f"{where}: the policy names {unknown[0]!r}, which this model's space does not have"
         )
     try:
         space.validate(policy)
     except UserError as exc:
-        raise UserError(f"{path}: {exc}") from exc
-    return doc, policy
+        raise UserError(f"{where}: {exc}") from exc
 
 
 # --- fine-tuning -------------------------------------------------------------------------
@@ -263,18 +212,18 @@ def finetune(
 
 
 # --- exports -----------------------------------------------------------------------------
-def packed_meta(ctx: RunContext, doc: dict[str, Any], policy: Policy) -> dict[str, Any]:
+def packed_meta(ctx: RunContext, doc: PolicyDocument, policy: Policy) -> dict[str, Any]:
     """What ``load_packed`` needs to rebuild the pruned architecture."""
     sp, space = ctx.splits, ctx.space
     return {
         "model": ctx.config.model, "num_classes": sp.num_classes, "in_channels": sp.in_channels,
         "input_shape": list(space.input_shape), "choices": asdict(space.choices),
-        "space_fingerprint": space.fingerprint, "policy": policy.to_json(), "name": doc["name"],
+        "space_fingerprint": space.fingerprint, "policy": policy.to_json(), "name": doc.name,
     }  # fmt: skip
 
 
 def export_all(
-    model: nn.Module, ctx: RunContext, doc: dict[str, Any], policy: Policy, folder: Path,
+    model: nn.Module, ctx: RunContext, doc: PolicyDocument, policy: Policy, folder: Path,
     settings: CompressSettings | None = None,
 ) -> tuple[dict[str, Any], list[str]]:  # fmt: skip
     """Write model.pt, model.onnx, model.qdq.onnx and packed.bin; check they reproduce ``model`` on val images."""
@@ -386,16 +335,21 @@ def staged(out: Path) -> Iterator[Path]:
 
 
 def compress(
-    ctx: RunContext, doc: dict[str, Any], policy: Policy, settings: CompressSettings, source: Path | None = None
+    ctx: RunContext, doc: PolicyDocument | dict[str, Any], policy: Policy, settings: CompressSettings,
+    source: Path | None = None,
 ) -> dict[str, Any]:  # fmt: skip
-    """Build, fine-tune, evaluate and export one policy; returns the metrics written to metrics.json."""
+    """Build, fine-tune, evaluate and export one policy; returns the metrics written to metrics.json.
+
+    ``doc`` may be the document's JSON object (benchmarks build their own)."""
     return compress_model(ctx, doc, policy, settings, source)[1]
 
 
 def compress_model(
-    ctx: RunContext, doc: dict[str, Any], policy: Policy, settings: CompressSettings, source: Path | None = None
+    ctx: RunContext, doc: PolicyDocument | dict[str, Any], policy: Policy, settings: CompressSettings,
+    source: Path | None = None,
 ) -> tuple[nn.Module, dict[str, Any]]:  # fmt: skip
     """``compress``, also returning the fine-tuned compressed model (fake-quantized, eval mode)."""
+    doc = as_document(doc)
     clock = _Clock()
     protocol = settings.protocol()
     model = build_compressed(
@@ -404,7 +358,7 @@ def compress_model(
     )  # fmt: skip
     clock.lap("build")
     acc = tune_and_evaluate(model, ctx.splits, settings, ctx.device, clock, teacher=ctx.model)
-    out = ctx.ws.path("compressed", doc["name"])
+    out = ctx.ws.path("compressed", doc.name)
     with staged(out) as folder:
         check, notes = export_all(model, ctx, doc, policy, folder, settings)
         clock.lap("export")
@@ -416,10 +370,10 @@ def compress_model(
         held, held_note = latency_budget(ctx, model, doc, folder / "model.qdq.onnx", settings)
         notes += [held_note] if held_note else []
         metrics = {
-            "name": doc["name"], "policy_file": str(source) if source else None, "folder": str(out),
+            "name": doc.name, "policy_file": str(source) if source else None, "folder": str(out),
             "model": ctx.config.model, "space_fingerprint": ctx.space.fingerprint, "device": str(ctx.device),
             "settings": asdict(settings), "finetune_steps": acc["val_history"][-1]["step"] if acc["val_history"] else 0,
-            "accuracy": acc, "predicted": doc.get("predicted"),
+            "accuracy": acc, "predicted": doc.predicted.to_json() if doc.predicted else None,
             "costs": ctx.costs.of_policy(policy), "unpruned": ctx.costs.unpruned(),
             "base_float_bytes": float_bytes(ctx.model), "files": file_sizes(folder), "export_check": check,
             "latency": latency, "onnxruntime": ort, "latency_budget": held,
@@ -437,7 +391,7 @@ LATENCY_NOTE = (
 
 
 def latency_budget(
-    ctx: RunContext, model: nn.Module, doc: dict[str, Any], qdq_path: Path, settings: CompressSettings
+    ctx: RunContext, model: nn.Module, doc: PolicyDocument, qdq_path: Path, settings: CompressSettings
 ) -> tuple[dict[str, Any] | None, str | None]:  # fmt: skip
     """Whether the policy's latency budget holds by measurement, where its table was made:
     the deployed model (the pruned float model for a torch table, the QDQ export in ONNX
@@ -452,7 +406,7 @@ def latency_budget(
     )
     from seernet.latency.timing import measure_latency
 
-    budget, table = doc.get("budgets", {}).get("latency"), doc.get("latency_table")
+    budget, table = doc.budgets.get("latency"), doc.latency_table
     if budget is None or table is None:
         return None, None
     batch, threads, runtime = table["batch_size"], table["threads"], table["runtime"]

@@ -18,7 +18,6 @@ import copy
 import json
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -36,9 +35,10 @@ from seernet.compression.protocol import Protocol, evaluate_policy
 from seernet.errors import UserError
 from seernet.space.graph import named_groups
 from seernet.space.policy import Policy, PolicySpace
+from seernet.space.policy_document import PolicyDocument
 from seernet.steps.context import RunContext
 from seernet.units import format_count
-from seernet.workspace.artifacts import LEGR_NAME, write_json
+from seernet.workspace.artifacts import LEGR_NAME
 from seernet.workspace.folder import Workspace
 
 FITNESS_CRITERION = "l2"  # within a group, LeGR's order is the combined L2 norm's order
@@ -199,7 +199,7 @@ def load(ws: Workspace, fingerprint: str) -> dict | None:
 
 def policy_documents(
     ctx: RunContext, learned: dict, budgets: list[float], bits: int | None = None
-) -> list[dict]:
+) -> list[PolicyDocument]:
     """One policy document per FLOPs budget, in ``solve``'s format (readable by ``compress``)."""
     bits = bits or default_bits(ctx.space)
     if bits not in ctx.space.choices.bits:
@@ -211,28 +211,21 @@ def policy_documents(
     keeps = [
         keep_for_budget(ranking, params, b) for b in budgets
     ]  # every budget checked before any is used
+    note = f"LeGR global ranking learned at {100 * learned['target_fraction']:.0f}% FLOPs; no predictor involved"
+    suffix = "" if bits == 8 else f"_{bits}bit"
     docs = []
     for budget, keep in zip(budgets, keeps, strict=True):
         policy = make_policy(ctx.space, keep, bits)
-        suffix = "" if bits == 8 else f"_{bits}bit"
-        docs.append({
-            "name": f"legr_flops-{format_count(budget)}{suffix}", "model": ctx.config.model,
-            "space_fingerprint": ctx.space.fingerprint, "bits_mode": f"{bits}-bit", "method": "legr",
-            "budgets": {"flops": budget}, "derived_budgets": {}, "costs": ctx.costs.of_policy(policy),
-            "unpruned": ctx.costs.unpruned(), "predicted": None, "solve_seconds": 0.0,
-            "note": f"LeGR global ranking learned at {100 * learned['target_fraction']:.0f}% FLOPs; no predictor involved",
-            "policy": policy.to_json(), "encoded": [float(v) for v in ctx.space.encode(policy)],
-        })  # fmt: skip
+        docs.append(PolicyDocument(
+            name=f"legr_flops-{format_count(budget)}{suffix}", model=ctx.config.model,
+            space_fingerprint=ctx.space.fingerprint, bits_mode=f"{bits}-bit", method="legr",
+            budgets={"flops": budget}, costs=ctx.costs.of_policy(policy),
+            unpruned=ctx.costs.unpruned(), predicted=None, note=note,
+            policy=policy, encoded=[float(v) for v in ctx.space.encode(policy)],
+        ))  # fmt: skip
     return docs
 
 
-def write_policies(ctx: RunContext, docs: list[dict]) -> list[Path]:
-    """Write every document to ``policies/<name>.json`` as ``solve`` does."""
-
-    paths = []
-    for doc in docs:
-        path = ctx.ws.path("policies", f"{doc['name']}.json")
-        write_json(path, doc)
-        doc["path"] = str(path)
-        paths.append(path)
-    return paths
+def write_policies(ctx: RunContext, docs: list[PolicyDocument]) -> list[PolicyDocument]:
+    """Write every document to ``policies/<name>.json`` as ``solve`` does; them with their paths."""
+    return [doc.save(ctx.ws) for doc in docs]

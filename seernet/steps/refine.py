@@ -7,15 +7,17 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import replace
 
 import numpy as np
 
 from search.solver import SolveResult
+from seernet.space.policy_document import Measured, PolicyDocument
 from seernet.steps.budget_anchors import anchors
 from seernet.steps.context import RunContext
 from seernet.steps.refine_loop import Fit, Refined, refine_budget
 from seernet.steps.solve import BudgetSet, policy_document
-from seernet.workspace.artifacts import PREDICTOR_NAME, STORE_NAME, write_json
+from seernet.workspace.artifacts import PREDICTOR_NAME, STORE_NAME
 from seernet.workspace.store import SampleStore
 
 REFINE_STRATEGY = "refine"
@@ -32,28 +34,27 @@ def fit_predictor(ctx: RunContext, store: SampleStore, seed: int) -> Fit:
 
 def refined_document(
     ctx: RunContext, bset: BudgetSet, out: Refined, bits_mode: str, seconds: float
-) -> dict:
+) -> PolicyDocument:
     """The policy document of the incumbent, with every candidate's figures and source."""
     best = out.best
     res = SolveResult(
         best.x, best.predicted_mean, best.predicted_std, {}, bset.budgets, True, seconds
     )
-    doc = policy_document(ctx, bset, res, bits_mode)
-    doc["measured"] = {
-        "val_accuracy": best.measured, "evaluations": out.evaluations, "strategy": REFINE_STRATEGY,
-        "source": best.source, "margin": out.margin,
-        "candidates": [{"encoded": [float(v) for v in c.x], "predicted_mean": c.predicted_mean,
-                        "predicted_std": c.predicted_std, "measured": c.measured, "new": c.new,
-                        "source": c.source} for c in out.candidates],
-        "skipped": [{"source": src, "predicted_mean": m, "predicted_std": sd} for src, m, sd in out.skipped],
-    }  # fmt: skip
-    return doc
+    measured = Measured(
+        val_accuracy=best.measured, evaluations=out.evaluations, strategy=REFINE_STRATEGY,
+        source=best.source, margin=out.margin,
+        candidates=[{"encoded": [float(v) for v in c.x], "predicted_mean": c.predicted_mean,
+                     "predicted_std": c.predicted_std, "measured": c.measured, "new": c.new,
+                     "source": c.source} for c in out.candidates],
+        skipped=[{"source": src, "predicted_mean": m, "predicted_std": sd} for src, m, sd in out.skipped],
+    )  # fmt: skip
+    return replace(policy_document(ctx, bset, res, bits_mode), measured=measured)
 
 
 def refine_all(
     ctx: RunContext, predictor: object, bsets: list[BudgetSet], fixed: np.ndarray | None,
     values: np.ndarray | None, bits_mode: str, n_evals: int, seed: int = 0,
-) -> list[dict]:  # fmt: skip
+) -> list[PolicyDocument]:  # fmt: skip
     """Refine every budget set in turn (later budgets start from the latest predictor).
 
     Writes ``policies/<name>.json`` per budget and the last refitted predictor to
@@ -74,10 +75,8 @@ def refine_all(
                                 fit_predictor(ctx, store, seed), seed, starts)  # fmt: skip
             predictor = out.predictor
             doc = refined_document(ctx, bset, out, bits_mode, time.perf_counter() - started)
-            path = ctx.ws.path("policies", f"{bset.name}.json")
-            write_json(path, doc)
-            docs.append({**doc, "path": str(path)})
-        if any(d["measured"]["evaluations"] for d in docs):
+            docs.append(doc.save(ctx.ws))
+        if any(d.measured.evaluations for d in docs):
             save_predictor(ctx, predictor, len(store))
     finally:
         store.close()

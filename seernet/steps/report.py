@@ -13,9 +13,11 @@ from pathlib import Path
 
 import numpy as np
 
+from seernet.errors import UserError
+from seernet.space.policy_document import PolicyDocument
 from seernet.tables import format_table
 from seernet.units import format_count
-from seernet.workspace.artifacts import STORE_NAME
+from seernet.workspace.artifacts import POLICIES_NAME, STORE_NAME
 from seernet.workspace.folder import Workspace
 
 
@@ -29,13 +31,23 @@ def _read_json_files(paths: list[Path]) -> list[dict]:
     return docs
 
 
+def _read_policies(paths: list[Path]) -> list[PolicyDocument]:
+    docs = []
+    for p in sorted(paths):
+        try:
+            docs.append(PolicyDocument.load(p))
+        except (UserError, OSError):
+            continue  # as above: a half-written or foreign file does not fail the report
+    return docs
+
+
 def gather(ws: Workspace) -> dict:
     """Samples, solved policies and compressed models of a workspace."""
     from seernet.workspace.store import SampleStore
 
     out: dict = {
         "samples": None,
-        "policies": _read_json_files(list(ws.path("policies").glob("*.json"))),
+        "policies": _read_policies(list(ws.path(POLICIES_NAME).glob("*.json"))),
     }
     out["compressed"] = _read_json_files(list(ws.path("compressed").glob("*/metrics.json")))
     if ws.path(STORE_NAME).is_file():
@@ -73,13 +85,11 @@ def plot(data: dict, path: Path) -> None:
                 c="tab:green",
                 label="solved, measured (val)",
             )
-        predicted = [
-            p for p in data["policies"] if p.get("predicted")
-        ]  # LeGR's policies have no prediction
+        predicted = [p for p in data["policies"] if p.predicted]  # LeGR's have no prediction
         if predicted:
-            c = [p["costs"][cost] for p in predicted]
-            ax.errorbar(c, [p["predicted"]["mean"] for p in predicted],
-                        yerr=[p["predicted"]["std"] for p in predicted], fmt="o", c="tab:orange",
+            c = [p.costs[cost] for p in predicted]
+            ax.errorbar(c, [p.predicted.mean for p in predicted],
+                        yerr=[p.predicted.std for p in predicted], fmt="o", c="tab:orange",
                         capsize=3, label="solved, predicted")  # fmt: skip
         if data["compressed"]:
             c = [m["costs"][cost] for m in data["compressed"]]
@@ -106,13 +116,13 @@ def summary_rows(data: dict) -> list[list]:
     compressed = {m.get("name"): m for m in data["compressed"]}
     rows = []
     for p in data["policies"]:
-        key = (round(p["costs"]["flops"]), round(p["costs"]["bitops"]))
-        if "measured" in p:  # solve --refine: the returned policy's own measurement
-            verified[key] = p["measured"]["val_accuracy"]
-        m = compressed.get(p["name"])
+        key = (round(p.costs["flops"]), round(p.costs["bitops"]))
+        if p.measured:  # solve --refine: the returned policy's own measurement
+            verified[key] = p.measured.val_accuracy
+        m = compressed.get(p.name)
         rows.append([
-            p["name"], format_count(p["costs"]["flops"]), format_count(p["costs"]["bitops"]),
-            f"{p['predicted']['mean']:.2f} +/- {p['predicted']['std']:.2f}" if p.get("predicted") else "-",
+            p.name, format_count(p.costs["flops"]), format_count(p.costs["bitops"]),
+            f"{p.predicted.mean:.2f} +/- {p.predicted.std:.2f}" if p.predicted else "-",
             f"{verified[key]:.2f}" if key in verified else "-",
             f"{m['accuracy']['after_finetune']['test']:.2f}" if m else "-",
         ])  # fmt: skip

@@ -12,6 +12,7 @@ import torch
 from search.levels import Levels
 from search.solver import SolveResult, barrier_ascent
 from seernet.errors import UserError
+from seernet.space.policy_document import PolicyDocument, Prediction
 from seernet.steps.context import RunContext
 from seernet.units import Budget, format_bytes, format_count, format_ms
 from seernet.workspace.artifacts import PREDICTOR_NAME, STORE_NAME, TABLE_NAME
@@ -381,18 +382,21 @@ def solve_fast(
     return best
 
 
-def policy_document(ctx: RunContext, bset: BudgetSet, res: SolveResult, bits_mode: str) -> dict:
+def policy_document(
+    ctx: RunContext, bset: BudgetSet, res: SolveResult, bits_mode: str
+) -> PolicyDocument:
     """Everything about one solved policy, as written to ``policies/<name>.json``."""
     policy = ctx.space.decode(res.x)
-    return {
-        "name": bset.name, "model": ctx.config.model, "space_fingerprint": ctx.space.fingerprint,
-        "bits_mode": bits_mode, "budgets": bset.budgets, "budgets_as_given": bset.given,
-        "derived_budgets": bset.derived, "channel_multiple": solved_multiple(ctx),
-        "costs": ctx.costs.of_policy(policy), "unpruned": ctx.costs.unpruned(),
-        "predicted": {"mean": res.mean, "std": res.std}, "solve_seconds": res.seconds, "note": res.note,
-        "policy": policy.to_json(), "encoded": [float(v) for v in ctx.space.encode(policy)],
-        **({"latency_table": latency_settings(ctx.costs.latency_table)} if ctx.costs.latency_table else {}),
-    }  # fmt: skip
+    table = ctx.costs.latency_table
+    return PolicyDocument(
+        name=bset.name, model=ctx.config.model, space_fingerprint=ctx.space.fingerprint,
+        bits_mode=bits_mode, budgets=bset.budgets, budgets_as_given=bset.given,
+        derived_budgets=bset.derived, channel_multiple=solved_multiple(ctx),
+        costs=ctx.costs.of_policy(policy), unpruned=ctx.costs.unpruned(),
+        predicted=Prediction(res.mean, res.std), solve_seconds=res.seconds, note=res.note,
+        policy=policy, encoded=[float(v) for v in ctx.space.encode(policy)],
+        latency_table=latency_settings(table) if table else None,
+    )  # fmt: skip
 
 
 def latency_settings(table) -> dict:  # a LatencyTable
@@ -405,7 +409,7 @@ def latency_settings(table) -> dict:  # a LatencyTable
 
 
 def verify(
-    ctx: RunContext, docs: list[dict], seed: int = 0
+    ctx: RunContext, docs: list[PolicyDocument], seed: int = 0
 ) -> list[tuple[str, float, float, float]]:
     """Measure solved policies with the store's protocol; append each (strategy ``verify``)."""
     from seernet.compression.protocol import Protocol
@@ -418,8 +422,8 @@ def verify(
     rows = []
     try:
         for doc in docs:
-            acc = measurer.measure(np.asarray(doc["encoded"]), "verify", 0)
-            rows.append((doc["name"], doc["predicted"]["mean"], doc["predicted"]["std"], acc))
+            acc = measurer.measure(np.asarray(doc.encoded), "verify", 0)
+            rows.append((doc.name, doc.predicted.mean, doc.predicted.std, acc))
     finally:
         store.close()
     return rows

@@ -19,6 +19,7 @@ SENSITIVITY_NAME = "sensitivity.json"  # per-coordinate damage tables: collect /
 TABLE_NAME = "latency.json"  # LAP's per-layer latency table: profile-latency
 SCORES_NAME = "dynamic_scores.pt"  # LAP's dynamic filter scores: dynamic-scores
 LEGR_NAME = "legr.json"  # LeGR's learned affine transform: legr
+POLICIES_NAME = "policies"  # one <name>.json per solved policy: solve, legr
 
 
 def write_json(path: Path, obj: Any, indent: int = 2, sort_keys: bool = False) -> None:
