@@ -313,7 +313,7 @@ def refined_arm(
         except UserError as exc:
             print(f"seernet arm of {cell.name} skipped: {exc}")
             return []
-        write_json(path, doc)
+        doc.write(path)
     doc = json.loads(path.read_text())
     m = doc["measured"]
     info = {
