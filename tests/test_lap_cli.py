@@ -259,3 +259,24 @@ def test_compress_measures_whether_the_latency_budget_held(workspace: Path, caps
     # the stand-in timings: 0.01 ms + 1e-5 ms per parameter of the pruned float model
     assert held["measured_ms"] == pytest.approx(0.01 + 1e-5 * doc["costs"]["params"])
     assert held["held"] == (held["measured_ms"] <= held["budget_ms"]) and held["held"]
+
+
+def test_refine_measures_each_answers_latency_where_its_table_was_made(
+    workspace: Path, capsys, tmp_path: Path
+):
+    """solve --refine times its answer as compress checks it, next to the latency budget."""
+    import shutil
+
+    ws = tmp_path / "w"
+    shutil.copytree(workspace, ws)
+    assert main(["profile-latency", "--workdir", str(ws), *PROFILE]) == 0
+    code, out = solve(ws, capsys, "--latency", "100%", "--flops", "70%", "--refine", "1", "--json")
+    (doc,) = json.loads(out)
+    m = doc["measured"]
+    # the stand-in timings: 0.01 ms + 1e-5 ms per parameter of the pruned float model
+    assert code == 0 and m["latency_ms"] == pytest.approx(0.01 + 1e-5 * doc["costs"]["params"])
+    assert m["latency_held"] == (m["latency_ms"] <= doc["budgets"]["latency"])
+    saved = json.loads((ws / "policies" / f"{doc['name']}.json").read_text())
+    assert saved["measured"]["latency_ms"] == m["latency_ms"]
+    code, out = solve(ws, capsys, "--latency", "100%", "--flops", "70%", "--refine", "1")
+    assert code == 0 and "measured ms" in out and "budget held" in out

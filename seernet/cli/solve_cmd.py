@@ -132,7 +132,22 @@ def refine_rows(docs: list[PolicyDocument]) -> tuple[list[str], list[list[str]]]
                 f"{d.measured.evaluations} new, best of {len(d.measured.candidates)}",
             ]
         )
+    if any(d.measured.latency_ms is not None for d in docs):
+        head += ["latency budget", "predicted ms", "measured ms", "budget held"]
+        for row, d in zip(rows, docs, strict=True):
+            row += _latency_cells(d)
     return head, rows
+
+
+def _latency_cells(d: PolicyDocument) -> list[str]:
+    """The latency budget, predicted and measured ms, and whether the budget held."""
+    m = d.measured
+    budget = d.budgets.get("latency")
+    predicted = d.costs.get("latency")
+    held = "-" if m.latency_held is None else ("yes" if m.latency_held else "NO")
+    return ["-" if budget is None else f"{budget:.3f}",
+            "-" if predicted is None else f"{predicted:.3f}",
+            "-" if m.latency_ms is None else f"{m.latency_ms:.3f}", held]  # fmt: skip
 
 
 def _verify(ws, args: argparse.Namespace, docs: list[PolicyDocument]) -> list[PolicyDocument]:

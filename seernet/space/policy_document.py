@@ -55,6 +55,10 @@ class Measured:
     margin: float | None = None  # a candidate had to beat the incumbent by more than this
     candidates: list[dict[str, Any]] = field(default_factory=list)
     skipped: list[dict[str, Any]] | None = None
+    # The returned policy's median latency (ms), measured where the latency table was made
+    # (its runtime, batch and threads), and whether a latency budget held; unset: no table.
+    latency_ms: float | None = None
+    latency_held: bool | None = None
 
     def to_json(self) -> dict[str, Any]:
         return _json_fields(self)

@@ -110,7 +110,13 @@ class Measurer:
         # stored once; only solved policies may knowingly repeat.
         if not self.allow_duplicate and self.store.contains(x):
             return False
-        costs = self.ctx.costs.of_policy(policy)
+        # The store keeps the costs it was created with: a latency cost (present while a
+        # solve --refine under a latency budget measures) belongs to a table, not the policy.
+        costs = {
+            k: v
+            for k, v in self.ctx.costs.of_policy(policy).items()
+            if k in self.store.spec.cost_names
+        }
         self.store.append(
             Sample(encoded=x, choices=raw_choices(self.ctx, policy), accuracy=acc, costs=costs, strategy=strategy,
                    round=round_, seed=self.protocol.seed, seconds=seconds, time=time.time()),

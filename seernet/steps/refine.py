@@ -51,6 +51,20 @@ def refined_document(
     return replace(policy_document(ctx, bset, res, bits_mode), measured=measured)
 
 
+def with_measured_latency(ctx: RunContext, doc: PolicyDocument) -> PolicyDocument:
+    """``doc`` with its policy's latency measured where the latency table was made (as
+    ``compress`` checks it), and whether its latency budget held; unchanged without a table."""
+    from seernet.latency.table import measured_latency_ms
+
+    table = ctx.costs.latency_table
+    if table is None:
+        return doc
+    ms = measured_latency_ms(ctx.model, ctx.space, doc.policy, table)
+    budget = doc.budgets.get("latency")
+    held = None if budget is None else ms <= budget
+    return replace(doc, measured=replace(doc.measured, latency_ms=ms, latency_held=held))
+
+
 def refine_all(
     ctx: RunContext, predictor: object, bsets: list[BudgetSet], fixed: np.ndarray | None,
     values: np.ndarray | None, bits_mode: str, n_evals: int, seed: int = 0,
@@ -75,7 +89,7 @@ def refine_all(
                                 fit_predictor(ctx, store, seed), seed, starts)  # fmt: skip
             predictor = out.predictor
             doc = refined_document(ctx, bset, out, bits_mode, time.perf_counter() - started)
-            docs.append(doc.save(ctx.ws))
+            docs.append(with_measured_latency(ctx, doc).save(ctx.ws))
         if any(d.measured.evaluations for d in docs):
             save_predictor(ctx, predictor, len(store))
     finally:
