@@ -40,6 +40,26 @@ def wrong_data():
 
 def broken():
     raise RuntimeError("boom")
+
+def no_val():
+    x = torch.randn(40, 1, 8, 8)
+    return {"train": TensorDataset(x, torch.arange(40) % 3)}
+
+class Mixed(torch.utils.data.Dataset):
+    def __len__(self):
+        return 20
+
+    def __getitem__(self, i):
+        return torch.randn(1, 8 + i % 2, 8), i % 3
+
+def mixed_sizes():
+    return {"train": Mixed(), "val": Mixed()}
+
+def nan_metric(model, batches):
+    return float("nan")
+
+def raising_metric(model, batches):
+    raise KeyError("score")
 """
 
 
@@ -160,7 +180,33 @@ def test_cli_plugin_errors_are_one_line_and_leave_no_workspace(
         (["--model", f"{plugin}:broken"], "failed while building the model: RuntimeError: boom"),
         (["--data", f"{plugin}:wrong_data", "--dataset", "cifar10"], "not both"),
         (["--metric", "resnet20"], "FILE.py:CALLABLE"),
+        (["--model", f"{plugin.parent / 'bad_syntax.py'}:f"], "SyntaxError"),
+        (["--model", f"{plugin}:build_model", "--data", f"{plugin}:no_val"], "'val'"),
+        (["--model", f"{plugin}:build_model", "--data", f"{plugin}:mixed_sizes"], "size"),
+        (
+            [
+                "--model",
+                f"{plugin}:build_model",
+                "--data",
+                f"{plugin}:data",
+                "--metric",
+                f"{plugin}:nan_metric",
+            ],
+            "finite",
+        ),
+        (
+            [
+                "--model",
+                f"{plugin}:build_model",
+                "--data",
+                f"{plugin}:data",
+                "--metric",
+                f"{plugin}:raising_metric",
+            ],
+            "the metric raised KeyError",
+        ),
     ]
+    (plugin.parent / "bad_syntax.py").write_text("def f(:\n")
     for extra, message in cases:
         code, err = run([*base, *extra], capsys)
         assert code == 2 and message in err and len(err.splitlines()) == 1, err

@@ -45,6 +45,10 @@ def collect_samples(
     protocol = protocol or Protocol()
     ctx.criterion(protocol.criterion)  # an unknown name or missing learned scores fail first
     check_run_fits(ctx.model, ctx.space.input_shape, ctx.device, protocol.batch_size)
+    if ctx.splits.task.metric is not None and not path.is_file():
+        # a user's metric is scored once on the base model before any store exists, so one
+        # that fails (NaN, not a number, raises) leaves nothing behind
+        ctx.splits.task.score(ctx.model, ctx.splits.val, ctx.device, limit=protocol.val_limit)
     with SampleStore.open_or_create(path, store_spec(ctx, protocol)) as store:
         before = len(store)
         if before < samples:

@@ -116,6 +116,8 @@ def user_splits(
     train, val = _as_dataset(train, "train", name), _as_dataset(val, "val", name)
     test = val if test is None else _as_dataset(test, "test", name)
     x = _first_input(val, name)
+    for split, ds in (("train", train), ("val", val), ("test", test)):
+        _check_input_sizes(ds, split, name, tuple(x.shape))
     classes = _class_count(val) if num_classes is None else int(num_classes)
     return DataSplits(name=name, train=train, val=val, test=test, num_classes=classes, in_channels=x.shape[0],
                       image_size=x.shape[1], augment=False, shape=tuple(x.shape))  # fmt: skip
@@ -156,6 +158,25 @@ def _first_input(ds: Dataset, name: str) -> torch.Tensor:
             f"{name}: inputs must be (channels, height, width) tensors, got shape {tuple(item[0].shape)}"
         )
     return item[0]
+
+
+SIZE_SCAN = 32  # items, spread over a split, whose input shapes are compared up front
+
+
+def _check_input_sizes(ds: Dataset, split: str, name: str, shape: tuple[int, ...]) -> None:
+    """Inputs of one size: batches stack them (a sample of items is read; the loader's
+    collate says so too for any it missed)."""
+    if as_tensors(ds) is not None:
+        return  # one tensor: one size
+    for i in sorted({round(k * (len(ds) - 1) / (SIZE_SCAN - 1)) for k in range(SIZE_SCAN)}):
+        got = tuple(ds[i][0].shape)
+        if got != shape:
+            raise UserError(mixed_sizes(name, split, shape, got, i))
+
+
+def mixed_sizes(name: str, split: str, shape: tuple, got: tuple, index: int | str) -> str:
+    return (f"{name}: inputs of mixed sizes ({shape} in val, {got} at {split} item {index}): "
+            "resize them to one size in your Dataset")  # fmt: skip
 
 
 CLASS_SCAN = 20_000  # targets read to count classes (a bigger val split is only sampled)

@@ -6,7 +6,9 @@ import weakref
 from collections.abc import Iterator
 
 import torch
-from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
+from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset, default_collate
+
+from seernet.errors import UserError
 
 # A Subset's gathered tensors, kept while the Subset lives: every measured policy iterates
 # the same train split 3-4 times, and gathering 55,000 images took 0.1 s each time.
@@ -93,4 +95,17 @@ def batches(
     if tensors is not None:
         return TensorBatches(*tensors, batch_size, shuffle, seed, train_augment)
     gen = torch.Generator().manual_seed(seed)
-    return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, generator=gen, num_workers=0)
+    return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, generator=gen, num_workers=0,
+                      collate_fn=_collate)  # fmt: skip
+
+
+def _collate(items: list) -> object:
+    """torch's default collate; inputs of mixed sizes are the user's to fix: one line."""
+    try:
+        return default_collate(items)
+    except RuntimeError as exc:
+        if "equal size" not in str(exc):
+            raise
+        raise UserError(
+            f"a batch holds inputs of mixed sizes ({exc}): resize them to one size in your Dataset"
+        ) from None

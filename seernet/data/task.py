@@ -62,7 +62,12 @@ class Task:
         on_device = _on_device(batches(data, batch_size, limit=limit), device)
         if self.metric is None:
             return top1(model, on_device)
-        value = self.metric(model, on_device)
+        try:
+            value = self.metric(model, on_device)
+        except UserError:
+            raise
+        except Exception as exc:  # the user's code: say where, in one line
+            raise UserError(f"the metric raised {type(exc).__name__}: {exc}") from exc
         try:
             value = float(value)
         except (TypeError, ValueError) as exc:
