@@ -180,9 +180,12 @@ def test_exact_form_runs_float_convs_on_constant_weights_and_computes_the_simula
     with torch.no_grad():
         ref = model(x).numpy()
     # Float sums in another order can move an activation at a code boundary to the next code, so
-    # not every row is exact; with 8-bit residual branches about one row in ten was.
+    # not every row is exact; with 8-bit residual branches about one row in ten was. The order
+    # ORT's float kernels sum in depends on the CPU (bit-exact rows on one machine, last-bit
+    # differences on another), so "exact" here is float32 rounding of the logits' scale.
     assert (got.argmax(1) == ref.argmax(1)).all()
-    assert (np.abs(got - ref).max(1) == 0).mean() >= 0.5
+    rounding = 1e-6 * np.abs(ref).max()
+    assert (np.abs(got - ref).max(1) <= rounding).mean() >= 0.5
 
 
 def test_missing_onnxruntime_is_one_clear_line(monkeypatch, tmp_path: Path, capsys):
