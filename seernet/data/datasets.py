@@ -171,12 +171,10 @@ def _check_input_sizes(ds: Dataset, split: str, name: str, shape: tuple[int, ...
     for i in sorted({round(k * (len(ds) - 1) / (SIZE_SCAN - 1)) for k in range(SIZE_SCAN)}):
         got = tuple(ds[i][0].shape)
         if got != shape:
-            raise UserError(mixed_sizes(name, split, shape, got, i))
-
-
-def mixed_sizes(name: str, split: str, shape: tuple, got: tuple, index: int | str) -> str:
-    return (f"{name}: inputs of mixed sizes ({shape} in val, {got} at {split} item {index}): "
-            "resize them to one size in your Dataset")  # fmt: skip
+            raise UserError(
+                f"{name}: inputs of mixed sizes ({shape} at val item 0, {got} at {split} item {i}): "
+                "resize them to one size in your Dataset"
+            )
 
 
 CLASS_SCAN = 20_000  # targets read to count classes (a bigger val split is only sampled)
