@@ -39,8 +39,15 @@ def seernet(*args: str) -> str:
 
 
 def run_cell(ws: Path, fraction: int, bits: str, runs: int) -> dict:
-    (doc,) = json.loads(seernet("solve", "--workdir", str(ws), "--latency", f"{fraction}%",
-                                "--bits", bits, "--json"))  # fmt: skip
+    try:
+        (doc,) = json.loads(seernet("solve", "--workdir", str(ws), "--latency", f"{fraction}%",
+                                    "--bits", bits, "--json"))  # fmt: skip
+    except SystemExit as exc:
+        if "below the smallest model" not in str(exc):
+            raise
+        return {
+            "refused": str(exc).rsplit("error: ", 1)[-1]
+        }  # the table says no model is that fast
     policy = ws / "policies" / f"{doc['name']}.json"
     metrics = json.loads(seernet("compress", str(policy), "--workdir", str(ws), "--device", "cpu",
                                  "--steps", "0", "--latency-runs", str(runs), "--json"))  # fmt: skip
@@ -51,6 +58,8 @@ def run_cell(ws: Path, fraction: int, bits: str, runs: int) -> dict:
 
 def report(res: dict) -> str:
     rows, errors = [], []
+    refused = sorted(k for k, r in res.items() if "refused" in r)
+    res = {k: r for k, r in res.items() if "refused" not in r}
     for key, r in sorted(res.items()):
         err = 100 * (r["predicted_ms"] - r["measured_ms"]) / r["measured_ms"]
         errors.append(abs(err))
@@ -62,6 +71,8 @@ def report(res: dict) -> str:
                           "FLOPs reduction", "load"], rows)  # fmt: skip
     summary = (f"budget held in {held}/{len(res)}; latency model |error| median "
                f"{statistics.median(errors):.1f}%, max {max(errors):.1f}%") if res else "no cells"  # fmt: skip
+    if refused:
+        summary += f"; refused by solve as infeasible (no model of the space predicted that fast): {', '.join(refused)}"
     return table + "\n" + summary
 
 
