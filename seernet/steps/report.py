@@ -9,7 +9,9 @@ policies measured afterwards), ``policies/*.json`` (solved, predicted) and
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -21,24 +23,24 @@ from seernet.workspace.artifacts import POLICIES_NAME, STORE_NAME
 from seernet.workspace.folder import Workspace
 
 
-def _read_json_files(paths: list[Path]) -> list[dict]:
+def _read_all(paths: list[Path], read: Callable[[Path], Any], errors: tuple) -> list:
+    """What ``read`` makes of each file, in name order; one raising ``errors`` is skipped."""
     docs = []
     for p in sorted(paths):
         try:
-            docs.append(json.loads(p.read_text()) | {"_path": str(p)})
-        except (json.JSONDecodeError, OSError):
+            docs.append(read(p))
+        except errors:
             continue  # a half-written or foreign file is not worth failing the report over
     return docs
 
 
+def _read_json_files(paths: list[Path]) -> list[dict]:
+    read = lambda p: json.loads(p.read_text()) | {"_path": str(p)}  # noqa: E731
+    return _read_all(paths, read, (json.JSONDecodeError, OSError))
+
+
 def _read_policies(paths: list[Path]) -> list[PolicyDocument]:
-    docs = []
-    for p in sorted(paths):
-        try:
-            docs.append(PolicyDocument.load(p))
-        except (UserError, OSError):
-            continue  # as above: a half-written or foreign file does not fail the report
-    return docs
+    return _read_all(paths, PolicyDocument.load, (UserError, OSError))
 
 
 def gather(ws: Workspace) -> dict:
