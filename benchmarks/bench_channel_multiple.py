@@ -9,15 +9,19 @@ each channel multiple N (``SpaceChoices(channel_multiple=N)``, as ``seernet coll
 2. exports the pruned float model (``float_onnx``) and its QDQ int8 form (``export_qdq``, int8
    residual branches as ``seernet compress`` writes by default; calibrated on random inputs,
    which do not change ORT's kernels or their time);
-3. times the float base, the pruned float and the QDQ model together in ONNX Runtime
+3. times the float base and every cell's pruned float and QDQ model in one ONNX Runtime table
    (``ort_latency_table``: 1 intra-op thread, batch 1 and 64, median of ``--runs``, the 1-minute
-   load before and after), and prints each speed-up over the float base next to the FLOPs
-   reduction (base FLOPs / policy FLOPs) and their ratio (1.0: the speed-up the FLOPs promise).
+   load before and after), the models taking turns one run each, so every model sees the same
+   stretch of the machine (timed cell by cell, the same float base measured 0.45-0.78 ms across
+   one run's cells on this 2-core VM); and prints each speed-up over the float base next to the
+   FLOPs reduction (base FLOPs / policy FLOPs) and their ratio (1.0: the speed-up the FLOPs
+   promise).
 
 A cell "full" times the unpruned model's QDQ form (quantization alone). A budget a multiple
 cannot reach (16 leaves ResNet-20's 16-channel groups unpruned: >= 46% of the FLOPs) is listed
-as unattainable. Every finished cell is stored in ``OUT/results.json`` and skipped on a rerun
-(with other settings, use another ``--out``). Timings mean something only on a quiet machine.
+as unattainable. Every built cell and then the timing table are stored in ``OUT/results.json``
+and skipped on a rerun (with other settings, use another ``--out``). Timings mean something
+only on a quiet machine.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_channel_multiple.py --out benchmarks/out/channel-multiple
 """
@@ -86,22 +90,29 @@ def base_model(weights: str) -> torch.nn.Module:
     return model.eval()
 
 
+FORMS = ("pruned (float)", "QDQ int8")
+
+
+def export_files(folder: Path, key: str) -> dict[str, Path]:
+    """Where one cell's two exports live: ``{form: file}``."""
+    return {FORMS[0]: folder / f"{key}.float.onnx", FORMS[1]: folder / f"{key}.qdq.onnx"}
+
+
 def exports(
     model: torch.nn.Module, space: PolicySpace, policy: Policy, folder: Path, key: str
-) -> dict:
-    """The pruned float model (bytes) and its QDQ int8 file, from one pruned model."""
+) -> None:
+    """The pruned float model and its QDQ int8 form, from one pruned model, as files."""
     qmodel = quantized_model(model, space, policy)
-    qdq = folder / f"{key}.qdq.onnx"
+    files = export_files(folder, key)
     folder.mkdir(parents=True, exist_ok=True)
     calibration = torch.randn((8, *INPUT_SHAPE[1:]), generator=torch.Generator().manual_seed(0))
-    export_qdq(qmodel, torch.zeros((2, *INPUT_SHAPE[1:])), qdq, "int8", calibration)
-    return {"pruned (float)": float_onnx(deployable(qmodel, quantized=False), INPUT_SHAPE),
-            "QDQ int8": qdq}  # fmt: skip
+    export_qdq(qmodel, torch.zeros((2, *INPUT_SHAPE[1:])), files[FORMS[1]], "int8", calibration)
+    files[FORMS[0]].write_bytes(float_onnx(deployable(qmodel, quantized=False), INPUT_SHAPE))
 
 
-def measure_cell(model, space: PolicySpace, costs: CostModel, pct: int | None, args, folder: Path,
-                 key: str) -> dict:  # fmt: skip
-    """One (N, budget) cell: the global-ranking policy, its FLOPs and its ORT latencies."""
+def build_cell(model, space: PolicySpace, costs: CostModel, pct: int | None, folder: Path,
+               key: str) -> dict:  # fmt: skip
+    """One (N, budget) cell: the global-ranking policy, its FLOPs and its exports."""
     full = costs.unpruned()["flops"]
     if pct is None:
         policy, ratio = space.full_policy(BITS), 0.0
@@ -112,15 +123,23 @@ def measure_cell(model, space: PolicySpace, costs: CostModel, pct: int | None, a
             )
         except ValueError as exc:
             return {"unattainable": str(exc)}
-    started = time.perf_counter()
-    variants = {
-        "base (float)": float_onnx(model, INPUT_SHAPE),
-        **exports(model, space, policy, folder, key),
-    }
-    latency = ort_latency_table(variants, INPUT_SHAPE, ints(args.batches), args.runs, threads=1)
+    exports(model, space, policy, folder, key)
     return {"ratio": ratio, "flops": costs.of_policy(policy)["flops"], "unpruned_flops": full,
-            "channels": policy.channels, "latency": latency,
-            "seconds": time.perf_counter() - started}  # fmt: skip
+            "channels": policy.channels}  # fmt: skip
+
+
+def time_all(model, results: dict, args, folder: Path) -> dict:
+    """One interleaved ORT table: the float base and both forms of every attainable cell."""
+    base = folder / "base.float.onnx"
+    base.write_bytes(float_onnx(model, INPUT_SHAPE))
+    variants: dict[str, Path] = {"base (float)": base}
+    for key, cell in results["cells"].items():
+        if "unattainable" not in cell:
+            variants.update({f"{key} {form}": f for form, f in export_files(folder, key).items()})
+    started = time.perf_counter()
+    print(f"timing {len(variants)} models in turn ...", flush=True)
+    table = ort_latency_table(variants, INPUT_SHAPE, ints(args.batches), args.runs, threads=1)
+    return {**table, "seconds": time.perf_counter() - started}
 
 
 def cells(args) -> list[tuple[int, int | None]]:
@@ -129,25 +148,24 @@ def cells(args) -> list[tuple[int, int | None]]:
 
 def rows(results: dict, args) -> list[list[str]]:
     out = []
+    models = results["latency"]["models"]
     for n, pct in cells(args):
         key = cell_key(n, pct)
         cell = results["cells"].get(key)
         if cell is None:
             continue
         if "unattainable" in cell:
-            out.append([key, "-", "unattainable", *["-"] * 7])
+            out.append([key, "-", "unattainable", *["-"] * 6])
             continue
         reduction = cell["unpruned_flops"] / cell["flops"]
-        models, load = cell["latency"]["models"], cell["latency"]["load_average_1min"]
         counts = sorted(set(cell["channels"].values()))
         for b in map(str, ints(args.batches)):
-            base, pruned, qdq = (
-                models[k][b]["median_ms"] for k in ("base (float)", "pruned (float)", "QDQ int8")
-            )
+            base = models["base (float)"][b]["median_ms"]
+            pruned, qdq = (models[f"{key} {form}"][b]["median_ms"] for form in FORMS)
             out.append([key, b, f"{reduction:.2f}x", f"{base:.3f}", f"{pruned:.3f}", f"{qdq:.3f}",
                         f"{base / pruned:.2f}x ({base / pruned / reduction:.2f})",
                         f"{base / qdq:.2f}x ({base / qdq / reduction:.2f})",
-                        f"{load['before']} / {load['after']}", " ".join(map(str, counts))])  # fmt: skip
+                        " ".join(map(str, counts))])  # fmt: skip
     return out
 
 
@@ -172,14 +190,20 @@ def main() -> None:
             )
             spaces[n] = (space, CostModel(space))
         print(f"measuring {key} ...", flush=True)
-        results["cells"][key] = measure_cell(model, *spaces[n], pct, args, out / "models", key)
+        results["cells"][key] = build_cell(model, *spaces[n], pct, out / "models", key)
+        results.pop("latency", None)  # a new cell: the models are timed together again
         write_json(path, results)  # after every cell: a rerun resumes here
+    if "latency" not in results:
+        results["latency"] = time_all(model, results, args, out / "models")
+        write_json(path, results)
+    load = results["latency"]["load_average_1min"]
     print(
-        "ORT CPU median ms, 1 intra-op thread, global-ranking policies at 8 bits; speed-up over the"
+        "ORT CPU median ms, 1 intra-op thread, every model timed in turn, global-ranking policies at"
     )
-    print("float base (its ratio to the FLOPs reduction); 1-min load before / after each cell")
+    print("8 bits; speed-up over the float base (its ratio to the FLOPs reduction); 1-min load "
+          f"{load['before']} before, {load['after']} after")  # fmt: skip
     print(format_table(["cell", "batch", "FLOPs reduction", "float base", "pruned float", "QDQ int8",
-                        "pruned speed-up", "QDQ speed-up", "load", "kept counts"], rows(results, args)))  # fmt: skip
+                        "pruned speed-up", "QDQ speed-up", "kept counts"], rows(results, args)))  # fmt: skip
 
 
 if __name__ == "__main__":

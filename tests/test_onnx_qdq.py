@@ -227,6 +227,32 @@ def test_ort_latency_table_states_threads_and_load(qdq_file: Path):
     assert all(table["models"]["qdq"][b]["median_ms"] > 0 for b in ("1", "3"))
 
 
+def test_models_timed_together_take_turns_one_run_per_round():
+    """Interleaved timing: every round runs each model once, in turn, after the warm-up runs;
+    each model gets exactly ``runs`` times (a drifting machine then hits them alike)."""
+    from seernet.compression.ort_runtime import interleaved_times
+
+    calls: list[str] = []
+
+    class Fake:  # the two methods of an InferenceSession that timing uses
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def get_inputs(self):
+            return [type("Input", (), {"name": "input"})()]
+
+        def run(self, outputs, feed):
+            assert outputs is None and set(feed) == {"input"}
+            calls.append(self.name)
+
+    times = interleaved_times({"a": Fake("a"), "b": Fake("b")}, np.zeros(1), runs=3, warmup=1)
+    assert calls == ["a", "b"] * 4
+    assert {k: len(v) for k, v in times.items()} == {"a": 3, "b": 3}
+    assert all(t >= 0 for v in times.values() for t in v)
+    with pytest.raises(ValueError, match="runs >= 1"):
+        interleaved_times({"a": Fake("a")}, np.zeros(1), runs=0, warmup=0)
+
+
 def test_int8_residual_branches_run_every_block_conv_on_integer_kernels(
     policy_model, tmp_path: Path
 ):

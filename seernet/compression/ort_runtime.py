@@ -5,7 +5,10 @@ Assumptions, stated once:
   ``DequantizeLinear -> Conv -> QuantizeLinear`` into integer QLinearConv kernels),
   ``threads`` intra-op threads (default 1) and one inter-op thread, sequential execution.
 - Latency is the median of ``runs`` timed ``run`` calls after ``warmup`` untimed ones, on
-  one fixed random input per batch size (a CNN's time does not depend on the values). The
+  one fixed random input per batch size (a CNN's time does not depend on the values).
+  Several models timed together take turns, one run each per round (``interleaved_times``):
+  timed one after the other, the same float model measured 0.45-0.78 ms from one block to
+  the next on a 2-core VM at load 1, a drift larger than the differences being compared. The
   thread count and the machine's 1-minute load average are recorded with every result:
   timings on a shared machine mean little without them.
 - onnxruntime is an optional dependency (``pip install 'seernet[onnx]'``); code that needs it
@@ -102,6 +105,32 @@ def time_session(sess, x: np.ndarray, runs: int, warmup: int) -> list[float]:
     return times
 
 
+def interleaved_times(
+    sessions: Mapping[str, Any], x: np.ndarray, runs: int, warmup: int
+) -> dict[str, list[float]]:
+    """Milliseconds of ``runs`` timed runs of every session on ``x``, taken in rounds of one
+    run per session (in turn), so that a slow stretch of the machine hits every model alike."""
+    if runs < 1 or warmup < 0:
+        raise ValueError(f"need runs >= 1 and warmup >= 0, got {runs}, {warmup}")
+    feeds = {name: {s.get_inputs()[0].name: x} for name, s in sessions.items()}
+    for _ in range(warmup):
+        for name, s in sessions.items():
+            s.run(None, feeds[name])
+    times: dict[str, list[float]] = {name: [] for name in sessions}
+    for _ in range(runs):
+        for name, s in sessions.items():
+            start = time.perf_counter()
+            s.run(None, feeds[name])
+            times[name].append(1e3 * (time.perf_counter() - start))
+    return times
+
+
+def summary(times: list[float]) -> dict:
+    """Median, min and max milliseconds of timed runs, and their number."""
+    return {"median_ms": statistics.median(times), "min_ms": min(times), "max_ms": max(times),
+            "runs": len(times)}  # fmt: skip
+
+
 def random_input(input_shape: tuple[int, ...], batch_size: int) -> np.ndarray:
     """The fixed (seeded) random input of one batch size."""
     return (
@@ -113,13 +142,7 @@ def session_latency(
     sess, input_shape: tuple[int, ...], batch_size: int, runs: int = 20, warmup: int = 3
 ) -> dict:
     """Median, min and max milliseconds of one run at ``batch_size``."""
-    times = time_session(sess, random_input(input_shape, batch_size), runs, warmup)
-    return {
-        "median_ms": statistics.median(times),
-        "min_ms": min(times),
-        "max_ms": max(times),
-        "runs": runs,
-    }
+    return summary(time_session(sess, random_input(input_shape, batch_size), runs, warmup))
 
 
 def load_average() -> float | None:
@@ -132,13 +155,18 @@ def load_average() -> float | None:
 
 def ort_latency_table(
     models: Mapping[str, bytes | Path], input_shape: tuple[int, ...], batch_sizes: Iterable[int] = (1, 64),
-    runs: int = 20, threads: int = DEFAULT_THREADS,
+    runs: int = 20, threads: int = DEFAULT_THREADS, warmup: int = 3,
 ) -> dict[str, Any]:  # fmt: skip
-    """ORT CPU latency of every named ONNX model at every batch size, with threads and load."""
+    """ORT CPU latency of every named ONNX model at every batch size (the models timed in
+    turn, ``interleaved_times``), with threads and load."""
     batch_sizes = list(batch_sizes)
     load_before = load_average()
-    table = {name: {str(b): session_latency(session(m, threads), input_shape, b, runs) for b in batch_sizes}
-             for name, m in models.items()}  # fmt: skip
+    sessions = {name: session(m, threads) for name, m in models.items()}
+    table: dict[str, dict] = {name: {} for name in models}
+    for b in batch_sizes:
+        times = interleaved_times(sessions, random_input(input_shape, b), runs, warmup)
+        for name, t in times.items():
+            table[name][str(b)] = summary(t)
     return {"runtime": "onnxruntime", "version": require_onnxruntime().__version__, "device": "cpu",
             "threads": threads, "batch_sizes": batch_sizes, "models": table,
             "load_average_1min": {"before": load_before, "after": load_average()}}  # fmt: skip

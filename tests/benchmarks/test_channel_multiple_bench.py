@@ -30,6 +30,12 @@ def test_cells_are_measured_once_and_multiples_kept(tmp_path, monkeypatch, capsy
         kept = cells[f"N{n}_flops50"]["channels"].values()
         assert all(k % n == 0 or k in (16, 32, 64) for k in kept)
         assert cells[f"N{n}_flops50"]["flops"] <= 0.5 * cells[f"N{n}_flops50"]["unpruned_flops"]
-    assert "measuring" not in run(monkeypatch, capsys, *flags)  # resumed: nothing measured again
+    # one table for every model, timed in turn: the base once, both forms of each attainable cell
+    models = json.loads((tmp_path / "results.json").read_text())["latency"]["models"]
+    forms = ("pruned (float)", "QDQ int8")
+    cells_timed = ("full", "N8_flops30", "N8_flops50", "N16_flops50")
+    assert set(models) == {"base (float)"} | {f"{c} {f}" for c in cells_timed for f in forms}
+    again = run(monkeypatch, capsys, *flags)
+    assert "measuring" not in again and "timing" not in again  # resumed: nothing measured again
     with pytest.raises(SystemExit, match="another --out"):
         run(monkeypatch, capsys, *flags[:-1], "2")
