@@ -76,12 +76,16 @@ def predictor_tables(ctx: RunContext, protocol: dict | None = None) -> dict:
     return prior_tables(ctx, damage_table(ctx, Protocol(**protocol)))
 
 
-def make_predictor(X: np.ndarray, y: np.ndarray, seed: int, n_val: int, tables: dict):  # PriorModel
+def make_predictor(
+    X: np.ndarray, y: np.ndarray, seed: int, n_val: int, tables: dict
+):  # LinkAverage
     """The workspace's predictor fitted on (X, y): what fit-predictor saves and solve --refine refits."""
-    from predictor.prior_model import PriorModel
+    from predictor.link_average import LinkAverage
 
     cap = base_cap(X, y, n_val)
-    return PriorModel(**tables, cap=None if cap is None else cap.value, random_state=seed).fit(X, y)
+    return LinkAverage(**tables, cap=None if cap is None else cap.value, random_state=seed).fit(
+        X, y
+    )
 
 
 def cross_validate_samples(
@@ -89,7 +93,7 @@ def cross_validate_samples(
 ):  # CVResult
     """k-fold CV of the predictor and the ridge / GP / random-forest baselines on the same folds."""
     from predictor.crossval import PREDICTOR, baseline_models, cross_validate
-    from predictor.prior_model import PriorModel
+    from predictor.link_average import LinkAverage
 
     if len(y) < max(10, folds):
         raise UserError(
@@ -97,7 +101,7 @@ def cross_validate_samples(
         )
     # Within a fold the cap is what that fold's rows say (their base policy, else max(y)).
     models = {
-        PREDICTOR: PriorModel(**tables, random_state=seed),
+        PREDICTOR: LinkAverage(**tables, random_state=seed),
         **baseline_models(X.shape[1], seed),
     }
     try:
@@ -141,7 +145,7 @@ def fit_and_save(
     return model
 
 
-def trust_lines(model, cv, cap: Cap | None = None) -> list[str]:  # PriorModel, CVResult
+def trust_lines(model, cv, cap: Cap | None = None) -> list[str]:  # LinkAverage, CVResult
     """What the saved predictor promises: out-of-fold coverage of its spread, and its cap."""
     lines = []
     if cv.calibration is not None:
@@ -149,15 +153,17 @@ def trust_lines(model, cv, cap: Cap | None = None) -> list[str]:  # PriorModel, 
         lines.append(
             f"spread, out-of-fold over {len(cv.y)} samples: {one:.0%} within 1 std, {two:.0%} within 2 std"
         )
-    gp = "" if model.Z_train_ is None else f", GP length {model.gp_length_:.3g} in damage space"
-    lines.append(f"spread: {model.sigma0_:.2f} + {model.sigma1_:.3f} x predicted loss, the prior's parameter "
-                 f"uncertainty and the residual GP's (grows away from measured policies){gp}")  # fmt: skip
+    first = model.first_  # the spread terms below are its first member's (link power 1)
+    gp = "" if first.Z_train_ is None else f", GP length {first.gp_length_:.3g} in damage space"
+    lines.append(f"spread: {first.sigma0_:.2f} + {first.sigma1_:.3f} x predicted loss, the prior's parameter "
+                 f"uncertainty and the residual GP's (grows away from measured policies){gp}, "
+                 f"plus the disagreement of link powers {', '.join(f'{p:g}' for p in model.powers)}")  # fmt: skip
     if cap is not None:
         lines.append(f"predictions capped at {cap.value:.2f}: measured base policy {cap.base:.2f} + {cap.margin:.2f} "
                      f"(sampling std of an accuracy on {cap.n_val} val images)")  # fmt: skip
     else:
         lines.append(
-            f"predictions capped at {model.cap_:.2f}: best sample + 1 (base policy not measured)"
+            f"predictions capped at {first.cap_:.2f}: best sample + 1 (base policy not measured)"
         )
     return lines
 

@@ -93,15 +93,15 @@ def attach_latency(ctx: RunContext, required: bool):  # a LatencyTable or None
     return table
 
 
-def load_predictor(ctx: RunContext):  # a PriorModel
+def load_predictor(ctx: RunContext):  # a LinkAverage
     """The workspace's predictor, refused if it was fitted for another space."""
-    from predictor.prior_model import PriorModel
+    from predictor.link_average import LinkAverage
 
     path = ctx.ws.path(PREDICTOR_NAME)
     if not path.is_file():
         raise UserError(f"no predictor in {ctx.ws.root}: run 'seernet fit-predictor' first")
     try:
-        model, meta = PriorModel.load(path)
+        model, meta = LinkAverage.load(path)
     except (ValueError, KeyError, RuntimeError, OSError) as exc:
         raise UserError(
             f"{path} is not a readable seernet predictor ({exc}); rerun 'seernet fit-predictor'"
