@@ -21,7 +21,7 @@ from predictor.ensemble import MLPEnsemble
 from predictor.metrics import calibration, kendall_tau, rmse, spearman_rho
 
 ENSEMBLE = "mlp-ensemble"
-PREDICTOR = "link-average"  # seernet's predictor (``predictor.link_average``)
+PREDICTOR = "prior-model"  # seernet's predictor (``predictor.prior_model``)
 MIN_SAMPLES = 10
 
 

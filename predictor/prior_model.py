@@ -331,14 +331,10 @@ class PriorModel(RegressorMixin, BaseEstimator):
     # --- persistence -----------------------------------------------------------------
     def save(self, path: str | Path, metadata: dict) -> None:
         """Tensors plus a JSON header (no pickle); ``load`` rebuilds the fitted model."""
-        torch.save(self.to_blob(metadata), Path(path))
-
-    def to_blob(self, metadata: dict) -> dict:
-        """What ``save`` writes: a JSON header (params, fitted scalars, ``metadata``) and tensors."""
         fitted = {k: _plain(getattr(self, k)) for k in _FITTED_SCALARS}
         header = {"format": FORMAT, "version": VERSION, "params": _plain(self.get_params()),
                   "fitted": fitted, "metadata": metadata}  # fmt: skip
-        return {
+        blob = {
             "header": json.dumps(header),
             "scale": torch.from_numpy(self.scale_),
             "param_cov": torch.from_numpy(self.param_cov_),
@@ -346,15 +342,11 @@ class PriorModel(RegressorMixin, BaseEstimator):
             if self.Z_train_ is None
             else {k: torch.from_numpy(getattr(self, k)) for k in _GP_ARRAYS},
         }
+        torch.save(blob, Path(path))
 
     @classmethod
     def load(cls, path: str | Path) -> tuple[PriorModel, dict]:
         blob, header = read_header(path, FORMAT, VERSION, "a seernet prior-model predictor")
-        return cls.from_blob(blob, header, path), header["metadata"]
-
-    @classmethod
-    def from_blob(cls, blob: dict, header: dict, path: str | Path) -> PriorModel:
-        """The fitted model of a ``to_blob`` dict (``header`` its parsed JSON; ``path`` for messages)."""
         try:
             params = header["params"]
             model = cls(**params)
@@ -370,7 +362,7 @@ class PriorModel(RegressorMixin, BaseEstimator):
             raise ValueError(
                 f"{path} is an incomplete or older prior-model file ({err}); refit it"
             ) from None
-        return model
+        return model, header["metadata"]
 
 
 _FITTED_SCALARS = (

@@ -106,11 +106,11 @@ def run_args(tmp_path_factory: pytest.TempPathFactory, fake_fmnist: Path) -> lis
 
 
 def _noise_predictor(ws: Path) -> None:
-    """Write ``ws/predictor.pt``: the model ``fit-predictor`` writes, on made-up tables
+    """Write ``ws/predictor.pt``: the prior model ``fit-predictor`` writes, on made-up tables
     (damage falls linearly to the top) and 40 random policies: the solve's code path, cheaply."""
     import torch
 
-    from predictor.link_average import LinkAverage
+    from predictor.prior_model import PriorModel
     from seernet.steps.context import RunContext
     from seernet.workspace.folder import Workspace
 
@@ -119,7 +119,7 @@ def _noise_predictor(ws: Path) -> None:
     levels = [lv.tolist() for lv in space.levels()]
     damage = [(1.0 - np.asarray(lv)).tolist() for lv in levels]
     kinds = [0] * space.n_groups + [1] * (space.dim - space.n_groups)
-    model = LinkAverage(levels, damage, kinds).fit(x, 50 + 10 * x.mean(1))
+    model = PriorModel(levels, damage, kinds).fit(x, 50 + 10 * x.mean(1))
     model.save(ws / "predictor.pt", {"space_fingerprint": space.fingerprint})
 
 

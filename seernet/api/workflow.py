@@ -60,7 +60,7 @@ def collect_samples(
 class Fitted:
     """A fitted predictor and how well it cross-validated."""
 
-    predictor: Any  # a predictor.link_average.LinkAverage
+    predictor: Any  # a predictor.prior_model.PriorModel
     cv: Any  # a predictor.crossval.CVResult
     trust: list[str]  # what the spread and the cap mean, in words
     y: np.ndarray  # the accuracies it was fitted on

@@ -158,10 +158,8 @@ def eta_line(seconds: float, remaining: int, workers: int = 1) -> str:
 def make_predictor_factory(
     ctx: RunContext, protocol: Protocol, backend: BackendConfig | None = None, runner=None
 ):  # returns a factory
-    """Predictor factory for the active sampler: the first member of ``fit-predictor``'s
-    model (``PriorModel`` at link power 1) with a given seed; its spread is what the landing
-    acquisition reads. One member, not the average: it chose the policies of every store the
-    benches measured, and changing it would change what collect stores (untested).
+    """Predictor factory for the active sampler: ``fit-predictor``'s model with a given seed
+    (its spread is what the landing acquisition reads).
 
     The damage tables are measured (or read) on the first call, when the first active
     round starts: the warm-up needs no predictor, so its samples are stored at once and a

@@ -76,16 +76,12 @@ def predictor_tables(ctx: RunContext, protocol: dict | None = None) -> dict:
     return prior_tables(ctx, damage_table(ctx, Protocol(**protocol)))
 
 
-def make_predictor(
-    X: np.ndarray, y: np.ndarray, seed: int, n_val: int, tables: dict
-):  # LinkAverage
+def make_predictor(X: np.ndarray, y: np.ndarray, seed: int, n_val: int, tables: dict):  # PriorModel
     """The workspace's predictor fitted on (X, y): what fit-predictor saves and solve --refine refits."""
-    from predictor.link_average import LinkAverage
+    from predictor.prior_model import PriorModel
 
     cap = base_cap(X, y, n_val)
-    return LinkAverage(**tables, cap=None if cap is None else cap.value, random_state=seed).fit(
-        X, y
-    )
+    return PriorModel(**tables, cap=None if cap is None else cap.value, random_state=seed).fit(X, y)
 
 
 def cross_validate_samples(
@@ -93,7 +89,7 @@ def cross_validate_samples(
 ):  # CVResult
     """k-fold CV of the predictor and the ridge / GP / random-forest baselines on the same folds."""
     from predictor.crossval import PREDICTOR, baseline_models, cross_validate
-    from predictor.link_average import LinkAverage
+    from predictor.prior_model import PriorModel
 
     if len(y) < max(10, folds):
         raise UserError(
@@ -101,7 +97,7 @@ def cross_validate_samples(
         )
     # Within a fold the cap is what that fold's rows say (their base policy, else max(y)).
     models = {
-        PREDICTOR: LinkAverage(**tables, random_state=seed),
+        PREDICTOR: PriorModel(**tables, random_state=seed),
         **baseline_models(X.shape[1], seed),
     }
     try:
@@ -145,7 +141,7 @@ def fit_and_save(
     return model
 
 
-def trust_lines(model, cv, cap: Cap | None = None) -> list[str]:  # LinkAverage, CVResult
+def trust_lines(model, cv, cap: Cap | None = None) -> list[str]:  # PriorModel, CVResult
     """What the saved predictor promises: out-of-fold coverage of its spread, and its cap."""
     lines = []
     if cv.calibration is not None:
@@ -153,17 +149,15 @@ def trust_lines(model, cv, cap: Cap | None = None) -> list[str]:  # LinkAverage,
         lines.append(
             f"spread, out-of-fold over {len(cv.y)} samples: {one:.0%} within 1 std, {two:.0%} within 2 std"
         )
-    first = model.first_  # the spread terms below are its first member's (link power 1)
-    gp = "" if first.Z_train_ is None else f", GP length {first.gp_length_:.3g} in damage space"
-    lines.append(f"spread: {first.sigma0_:.2f} + {first.sigma1_:.3f} x predicted loss, the prior's parameter "
-                 f"uncertainty and the residual GP's (grows away from measured policies){gp}, "
-                 f"plus the disagreement of link powers {', '.join(f'{p:g}' for p in model.powers)}")  # fmt: skip
+    gp = "" if model.Z_train_ is None else f", GP length {model.gp_length_:.3g} in damage space"
+    lines.append(f"spread: {model.sigma0_:.2f} + {model.sigma1_:.3f} x predicted loss, the prior's parameter "
+                 f"uncertainty and the residual GP's (grows away from measured policies){gp}")  # fmt: skip
     if cap is not None:
         lines.append(f"predictions capped at {cap.value:.2f}: measured base policy {cap.base:.2f} + {cap.margin:.2f} "
                      f"(sampling std of an accuracy on {cap.n_val} val images)")  # fmt: skip
     else:
         lines.append(
-            f"predictions capped at {first.cap_:.2f}: best sample + 1 (base policy not measured)"
+            f"predictions capped at {model.cap_:.2f}: best sample + 1 (base policy not measured)"
         )
     return lines
 

@@ -93,15 +93,15 @@ def attach_latency(ctx: RunContext, required: bool):  # a LatencyTable or None
     return table
 
 
-def load_predictor(ctx: RunContext):  # a LinkAverage
+def load_predictor(ctx: RunContext):  # a PriorModel
     """The workspace's predictor, refused if it was fitted for another space."""
-    from predictor.link_average import LinkAverage
+    from predictor.prior_model import PriorModel
 
     path = ctx.ws.path(PREDICTOR_NAME)
     if not path.is_file():
         raise UserError(f"no predictor in {ctx.ws.root}: run 'seernet fit-predictor' first")
     try:
-        model, meta = LinkAverage.load(path)
+        model, meta = PriorModel.load(path)
     except (ValueError, KeyError, RuntimeError, OSError) as exc:
         raise UserError(
             f"{path} is not a readable seernet predictor ({exc}); rerun 'seernet fit-predictor'"
