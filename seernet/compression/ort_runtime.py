@@ -92,17 +92,7 @@ def float_onnx(model: nn.Module, input_shape: tuple[int, ...]) -> bytes:
 
 def time_session(sess, x: np.ndarray, runs: int, warmup: int) -> list[float]:
     """Milliseconds of each of ``runs`` timed runs of ``sess`` on ``x``."""
-    if runs < 1 or warmup < 0:
-        raise ValueError(f"need runs >= 1 and warmup >= 0, got {runs}, {warmup}")
-    feed = {sess.get_inputs()[0].name: x}
-    for _ in range(warmup):
-        sess.run(None, feed)
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        sess.run(None, feed)
-        times.append(1e3 * (time.perf_counter() - start))
-    return times
+    return interleaved_times({"model": sess}, x, runs, warmup)["model"]
 
 
 def interleaved_times(
