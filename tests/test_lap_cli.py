@@ -62,6 +62,7 @@ def test_profile_then_solve_under_a_latency_budget(workspace: Path, capsys):
     assert main(["profile-latency", "--workdir", str(workspace), *PROFILE, "--json"]) == 0
     said = json.loads(capsys.readouterr().out)  # stdout holds the JSON document only
     assert said["path"] == str(workspace / "latency.json") and set(said["checks"]) == {
+        "calibration",
         "smallest",
         "half",
     }
@@ -193,11 +194,12 @@ def test_profile_in_onnxruntime_then_solve_under_its_latency_budget(
     assert "onnxruntime" in out and "QDQ" in out
     table = json.loads((ws / "latency.json").read_text())
     assert table["runtime"] == "onnxruntime" and table["threads"] == 1 and table["float_layers"]
-    # 100%: the unpruned model's prediction equals its measurement, so the budget holds whatever the timings.
+    assert set(table["align_ms"]) == {"8", "16"} and table["lowbit_ms"] >= 0
+    # 100% is the unpruned model's predicted latency: it fits whatever the timings.
     code, out = solve(ws, capsys, "--latency", "100%", "--flops", "70%", "--json")
     (doc,) = json.loads(out)
     assert code == 0 and doc["costs"]["latency"] <= doc["budgets"]["latency"] == pytest.approx(
-        table["full_model_ms"]
+        doc["unpruned"]["latency"]
     )
 
 

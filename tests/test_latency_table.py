@@ -20,7 +20,7 @@ from seernet.latency.table import (
 from seernet.models import create_model
 from seernet.space.costs import COST_NAMES, CostModel
 from seernet.space.graph import build_space
-from seernet.space.policy import SpaceChoices
+from seernet.space.policy import Policy, SpaceChoices
 
 SHAPE = (1, 1, 28, 28)
 
@@ -136,9 +136,73 @@ def test_profile_in_onnxruntime_times_qdq_and_float_kernels(arch):
     table = profile(model, space, "resnet20", settings, torch.device("cpu"))
     assert table.runtime == "onnxruntime" and table.threads == 1 and table.runtime_version
     assert set(table.layers) == set(table.float_layers) == {ly.name for ly in space.quant_layers}
+    # fitted on the unpruned model, 2 calibration models and their low-bit twins
+    assert table.checks["calibration"]["models"] == 4 and table.full_model_ms > 0
+    assert table.scale >= 0 and table.lowbit_ms >= 0 and table.lowbit_ms_per_element >= 0
+    assert set(table.align_ms) == {"8", "16"} and min(table.align_ms.values()) >= 0
+    assert set(table.input_pixels) == set(table.layers)
     costs = CostModel(space, latency=table)
-    assert costs.unpruned()["latency"] == pytest.approx(table.full_model_ms, abs=1e-6)
+    assert np.isfinite(costs.unpruned()["latency"])
     again = LatencyTable.from_json(table.to_json())
     assert again.runtime == "onnxruntime" and set(again.float_layers) == set(table.float_layers)
     with pytest.raises(ValueError, match="unknown runtime"):
         ProfileSettings(runtime="tensorrt")
+
+
+def test_ort_latency_adds_requantization_below_8_bits_and_broken_channel_blocks(arch):
+    """The ORT terms, exactly: an input below 8 bits adds lowbit_ms + per-element x channels x
+    pixels, a group off a multiple adds align_ms; latency falls as an input rises from 7 to 8."""
+    _, space = arch
+    table = synthetic(space, lambda a, b: 1e-3 * a * b)
+    table.lowbit_ms, table.lowbit_ms_per_element = 0.01, 1e-6
+    table.input_pixels = {ly.name: 100 for ly in space.quant_layers}
+    table.align_ms = {"16": 0.05}
+    costs = CostModel(space, latency=table)
+    full = space.full_policy()
+    base = costs.of_policy(full)["latency"]
+    layer = space.free_layers[3]
+    low = Policy(dict(full.channels), {**full.bits, layer.name: (8, 4)})
+    assert costs.of_policy(low)["latency"] == pytest.approx(base + 0.01 + 1e-6 * layer.c_in * 100)
+    w_low = Policy(dict(full.channels), {**full.bits, layer.name: (2, 8)})
+    assert costs.of_policy(w_low)["latency"] == pytest.approx(base)  # weight bits: stored as int8
+    group = next(g for g in space.groups if g.channels % 16 == 0 and any(k % 16 for k in g.keep))
+    odd = next(k for k in group.keep if k % 16)
+    pruned = Policy({**full.channels, group.name: odd}, dict(full.bits))
+    x = torch.as_tensor(space.encode(pruned))[None]
+    assert costs.misaligned_groups(x, 16).item() == 1 and costs.misaligned_groups(x, 8).item() <= 1
+    sum_only = CostModel(space, latency=synthetic(space, lambda a, b: 1e-3 * a * b))
+    assert costs.latency(x).item() == pytest.approx(sum_only.latency(x).item() + 0.05)
+    # on the relaxed box: continuous, and the a-bits coordinate's gradient is negative near 8
+    xa = torch.as_tensor(space.encode(full))[None].clone()
+    j = space.n_groups + len(space.free_layers) + 3  # abits of free layer 3
+    xa[0, j] -= 0.5 * (space.encode_bits(8) - space.encode_bits(7))
+    xa.requires_grad_(True)
+    (grad,) = torch.autograd.grad(costs.latency(xa).sum(), xa)
+    assert grad[0, j] < 0 and torch.isfinite(grad).all()
+
+
+def test_solve_accepts_a_latency_budget_only_8_bit_inputs_reach(arch):
+    """The fastest ORT model has 8-bit inputs, not the space's lowest bits: a budget between
+    the two is attainable; one below the fastest is refused."""
+    from search.levels import Levels
+    from seernet.steps.solve import check_attainable
+
+    _, space = arch
+    table = synthetic(space, lambda a, b: 1e-3 * a * b)
+    table.lowbit_ms, table.input_pixels = 0.05, {ly.name: 1 for ly in space.quant_layers}
+    costs = CostModel(space, latency=table)
+    lower = Levels(space.levels()).lower
+    top_bits = lower.copy()
+    top_bits[space.n_groups :] = 1.0
+    fast = costs.latency(torch.as_tensor(top_bits)[None]).item()
+    slow = costs.latency(torch.as_tensor(lower)[None]).item()
+    assert fast < slow
+
+    class Ctx:  # what check_attainable reads of a RunContext
+        channel_multiple = 1
+
+    ctx = Ctx()
+    ctx.space, ctx.costs = space, costs
+    check_attainable(ctx, {"latency": 0.5 * (fast + slow)}, None, None)  # no error
+    with pytest.raises(UserError, match="smallest model"):
+        check_attainable(ctx, {"latency": 0.99 * fast}, None, None)

@@ -228,8 +228,10 @@ def test_ort_latency_table_states_threads_and_load(qdq_file: Path):
 
 
 def test_models_timed_together_take_turns_one_run_per_round():
-    """Interleaved timing: every round runs each model once, in turn, after the warm-up runs;
-    each model gets exactly ``runs`` times (a drifting machine then hits them alike)."""
+    """Interleaved timing: every round gives each model a turn (an untimed run, then the
+    timed one), after the warm-up runs, each round starting one model later; each model gets
+    exactly ``runs`` times (a drifting machine then hits them alike, and so does the first
+    turn of a round)."""
     from seernet.compression.ort_runtime import interleaved_times
 
     calls: list[str] = []
@@ -246,7 +248,7 @@ def test_models_timed_together_take_turns_one_run_per_round():
             calls.append(self.name)
 
     times = interleaved_times({"a": Fake("a"), "b": Fake("b")}, np.zeros(1), runs=3, warmup=1)
-    assert calls == ["a", "b"] * 4
+    assert calls == ["a", "b"] + ["a", "a", "b", "b"] + ["b", "b", "a", "a"] + ["a", "a", "b", "b"]
     assert {k: len(v) for k, v in times.items()} == {"a": 3, "b": 3}
     assert all(t >= 0 for v in times.values() for t in v)
     with pytest.raises(ValueError, match="runs >= 1"):

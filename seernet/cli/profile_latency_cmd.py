@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
         ProfileSettings,
         at_top_bits,
         grid_points,
-        measured_latency_ms,
+        measured_latencies_ms,
         profile,
         save_table,
     )
@@ -107,12 +107,16 @@ def run(args: argparse.Namespace) -> int:
         table = profile(arch, space, ctx.config.model, settings, device, bar)
     costs = CostModel(space, latency=table)
     levels = Levels(space.levels())
-    # Two pruned models the table never saw whole: how well the sum of layers predicts them.
-    for name, x in (("smallest", levels.lower), ("half", np.full(space.dim, 0.5))):
-        policy = space.decode(at_top_bits(x, space) if table.runtime == "onnxruntime" else x)
-        predicted = costs.of_policy(policy)["latency"]
-        measured = measured_latency_ms(arch, space, policy, table, runs=settings.model_runs)
-        table.checks[name] = {"predicted_ms": predicted, "measured_ms": measured}
+    # Pruned models the table never saw whole (in ORT timed in turn with the unpruned one, and
+    # a half-size model with mixed bits): how well the table predicts them.
+    checks = {"smallest": levels.lower, "half": np.full(space.dim, 0.5)}
+    if table.runtime == "onnxruntime":
+        checks = {"unpruned": levels.upper, **{k: at_top_bits(x, space) for k, x in checks.items()},
+                  "half, mixed bits": np.full(space.dim, 0.5)}  # fmt: skip
+    policies = [space.decode(x) for x in checks.values()]
+    measured = measured_latencies_ms(arch, space, policies, table, runs=settings.model_runs)
+    for name, policy, ms in zip(checks, policies, measured, strict=True):
+        table.checks[name] = {"predicted_ms": costs.of_policy(policy)["latency"], "measured_ms": ms}
     if table.checks["smallest"]["predicted_ms"] <= 0:
         raise UserError(
             "the timings are too noisy (the smallest model is predicted to take no time): "
@@ -131,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
 def summary(table, path) -> dict:
     """``--json``: where the table went, how it was measured, and how well it predicts."""
     keys = ("device", "runtime", "threads", "batch_size", "repeats", "full_model_ms", "scale",
-            "overhead_ms", "checks", "seconds")  # fmt: skip
+            "overhead_ms", "lowbit_ms", "lowbit_ms_per_element", "align_ms", "checks", "seconds")  # fmt: skip
     return {"path": str(path), "layers": len(table.layers), **{k: getattr(table, k) for k in keys}}
 
 
@@ -139,43 +143,36 @@ def render(table, path) -> str:
     """Summary of a freshly profiled table."""
     from seernet.tables import format_table
 
-    rows = [
-        [
-            name,
-            f"{c['predicted_ms']:.3f}",
-            f"{c['measured_ms']:.3f}",
-            f"{100 * (c['predicted_ms'] / c['measured_ms'] - 1):+.1f}%",
-        ]
-        for name, c in table.checks.items()
-    ]
-    rows.insert(
-        0,
-        [
-            "unpruned",
-            f"{table.full_model_ms:.3f}",
-            f"{table.full_model_ms:.3f}",
-            "+0.0% (by construction)",
-        ],
-    )
+    ort = table.runtime == "onnxruntime"
+    checks = {k: c for k, c in table.checks.items() if "predicted_ms" in c}
+    rows = [[name, f"{c['predicted_ms']:.3f}", f"{c['measured_ms']:.3f}",
+             f"{100 * (c['predicted_ms'] / c['measured_ms'] - 1):+.1f}%"] for name, c in checks.items()]  # fmt: skip
+    if not ort:
+        ms = f"{table.full_model_ms:.3f}"
+        rows.insert(0, ["unpruned", ms, ms, "+0.0% (by construction)"])
     runtime = (
         f"onnxruntime {table.runtime_version} (QDQ model)"
-        if table.runtime == "onnxruntime"
+        if ort
         else f"torch {table.torch_version}"
     )
-    return "\n".join(
-        [
-            f"device {table.device}, {runtime}, {table.threads} thread(s), batch {table.batch_size}",
-            f"{len(table.layers)} layers, median of {table.repeats} runs per entry; "
-            f"prediction = {table.scale:.3f} x sum of layers {table.overhead_ms:+.3f} ms; profiled in {table.seconds:.1f} s",
-            format_table(
-                [
-                    "model (QDQ in ORT)" if table.runtime == "onnxruntime" else "model (float)",
-                    "predicted ms",
-                    "measured ms",
-                    "error",
-                ],
-                rows,
-            ),
-            f"wrote {path}",
-        ]
-    )
+    formula = f"prediction = {table.scale:.3f} x sum of layers {table.overhead_ms:+.3f} ms"
+    if ort:
+        align = ", ".join(f"{v * 1e3:.1f} us per group off x{m}" for m, v in table.align_ms.items())
+        formula += (f" + {table.lowbit_ms * 1e3:.2f} us per input below 8 bits "
+                    f"(+ {table.lowbit_ms_per_element * 1e6:.3f} ns per element) + {align}")  # fmt: skip
+    fit = table.checks.get("calibration")
+    lines = [
+        f"device {table.device}, {runtime}, {table.threads} thread(s), batch {table.batch_size}",
+        f"{len(table.layers)} layers, median of {table.repeats} runs per entry; {formula}; "
+        f"profiled in {table.seconds:.1f} s",
+    ]
+    if fit:
+        lines.append(f"fitted on {fit['models']:.0f} whole models: |error| median "
+                     f"{fit['median_abs_error_pct']:.1f}%, max {fit['max_abs_error_pct']:.1f}%")  # fmt: skip
+    header = [
+        "model (QDQ in ORT)" if ort else "model (float)",
+        "predicted ms",
+        "measured ms",
+        "error",
+    ]
+    return "\n".join([*lines, format_table(header, rows), f"wrote {path}"])

@@ -27,7 +27,14 @@ from torch import nn
 
 from seernet.compression.onnx_qdq import QuantizeInput, consumers, export_qdq, requantized
 from seernet.compression.onnx_residuals import DEFAULT_RESIDUALS
-from seernet.compression.ort_runtime import float_onnx, random_input, session, time_session
+from seernet.compression.ort_runtime import (
+    float_onnx,
+    interleaved_feeds,
+    interleaved_times,
+    random_input,
+    session,
+    time_session,
+)
 from seernet.compression.quant import calibrate_, quantize_
 from seernet.space.policy import Policy, PolicySpace
 
@@ -88,25 +95,34 @@ def requantized_layers(
     return out
 
 
-def block_ms(
-    block: nn.Module, x: torch.Tensor, quantized: bool, requantize: bool, repeats: int, warmup: int, threads: int
-) -> float:  # fmt: skip
-    """Median ms in ORT of one layer block (from ``seernet.latency.table``), QDQ or float."""
+def block_onnx(block: nn.Module, x: torch.Tensor, quantized: bool, requantize: bool) -> bytes:
+    """One layer block (from ``seernet.latency.table``) as ONNX: QDQ (8-bit input and weight,
+    with the next layer's input quantizer when ``requantize``) or float."""
     block = copy.deepcopy(block).eval()
     if not quantized:
-        data = float_onnx(block, tuple(x.shape))
-    else:
-        first = "0" if isinstance(block, nn.Sequential) else ""
-        if first:
-            quantize_(block, {first: (8, 8)})
-        else:  # a bare Linear: wrap it so it has a name to quantize
-            block = quantize_(nn.Sequential(block), {"0": (8, 8)})
-        calibrate_(block, [x])
-        if requantize:
-            block = nn.Sequential(*block, OutputQuant())
-        data = _qdq_bytes(block.eval(), x)
-    times = time_session(session(data, threads), x.numpy(), repeats, warmup)
-    return statistics.median(times)
+        return float_onnx(block, tuple(x.shape))
+    first = "0" if isinstance(block, nn.Sequential) else ""
+    if first:
+        quantize_(block, {first: (8, 8)})
+    else:  # a bare Linear: wrap it so it has a name to quantize
+        block = quantize_(nn.Sequential(block), {"0": (8, 8)})
+    calibrate_(block, [x])
+    if requantize:
+        block = nn.Sequential(*block, OutputQuant())
+    return _qdq_bytes(block.eval(), x)
+
+
+def blocks_ms(
+    blocks: list[nn.Module], xs: list[torch.Tensor], quantized: bool, requantize: bool, repeats: int, warmup: int,
+    threads: int,
+) -> list[float]:  # fmt: skip
+    """Median ms in ORT of each block on its input, the blocks timed in turn (one run each
+    per round, ``interleaved_times``), so that a slow stretch of the machine hits all alike."""
+    sessions = {str(i): session(block_onnx(b, x, quantized, requantize), threads)
+                for i, (b, x) in enumerate(zip(blocks, xs, strict=True))}  # fmt: skip
+    feeds = {str(i): x.numpy() for i, x in enumerate(xs)}
+    times = interleaved_feeds(sessions, feeds, repeats, warmup)
+    return [statistics.median(times[str(i)]) for i in range(len(blocks))]
 
 
 def model_ms(
@@ -114,13 +130,19 @@ def model_ms(
     residuals: str = DEFAULT_RESIDUALS,
 ) -> float:  # fmt: skip
     """Median ms in ORT of ``policy``'s pruned model in QDQ form (``residuals`` as in export_qdq) at ``batch_size``."""
-    qmodel = quantized_model(model, space, policy)
-    data = _qdq_bytes(qmodel, torch.zeros((2, *space.input_shape[1:])), residuals)
-    return statistics.median(
-        time_session(
-            session(data, threads), random_input(space.input_shape, batch_size), runs, warmup
-        )
-    )
+    return models_ms(model, space, [policy], batch_size, runs, warmup, threads, residuals)[0]
+
+
+def models_ms(
+    model: nn.Module, space: PolicySpace, policies: list[Policy], batch_size: int, runs: int, warmup: int,
+    threads: int, residuals: str = DEFAULT_RESIDUALS,
+) -> list[float]:  # fmt: skip
+    """``model_ms`` of several policies, their models timed in turn (``interleaved_times``)."""
+    x2 = torch.zeros((2, *space.input_shape[1:]))
+    sessions = {str(i): session(_qdq_bytes(quantized_model(model, space, p), x2, residuals), threads)
+                for i, p in enumerate(policies)}  # fmt: skip
+    times = interleaved_times(sessions, random_input(space.input_shape, batch_size), runs, warmup)
+    return [statistics.median(times[str(i)]) for i in range(len(policies))]
 
 
 def float_model_ms(model: nn.Module, input_shape: tuple[int, ...], batch_size: int, runs: int, warmup: int,

@@ -11,12 +11,21 @@ What is measured, stated once:
   of the *pruned float* model; bit-widths do not change it.
 - Runtime ``onnxruntime``: the model as it is deployed, its QDQ export run by ONNX Runtime on
   the CPU (``seernet.latency.ort``). Each entry is the layer in QDQ form on ORT's integer
-  kernels; every bit-width of the space (2..8) runs on those same kernels, so the table does
-  not depend on bits. The same layers as float convs are timed too (``float_layers``): the
-  kernel a float layer would run on. A layer timed alone in ORT pays for converting its input
-  to integers and its output back, which inside an integer model it does not; the whole-model
-  fit below absorbs that, and it is made on 8-bit models (``at_top_bits``): below 8 bits the
-  QDQ form adds small requantization ops that the table does not model.
+  kernels; every bit-width of the space (2..8) runs on those same kernels. The same layers as
+  float convs are timed too (``float_layers``): the kernel a float layer would run on. A
+  layer timed alone in ORT pays for converting its input to integers and its output back,
+  which inside an integer model it does not; the whole-model fit below absorbs that.
+- Bits in ORT: weight bits change nothing at run time (b-bit codes are stored as int8), but
+  every input below 8 bits adds a Clip and a requantization (``seernet.compression.onnx_qdq``),
+  elementwise ops on that input: ``lowbit_ms + lowbit_ms_per_element x elements`` per such
+  layer (elements = input channels x pixels per sample), fitted by non-negative least
+  squares on pairs of whole models that differ only in their input bits (measured: all 19
+  free inputs of ResNet-20 at 4 bits took 0.526 ms against 0.477 at 8 bits, batch 1). So
+  in ORT latency *falls* as an input's bits rise from 7 to 8: the one cost that is not
+  non-decreasing in every coordinate (``seernet.space.costs``).
+- ORT grids and whole models are timed in turn (one run of each per round,
+  ``ort_runtime.interleaved_times``): timed one after the other, one layer's grid had
+  entries jump by 2x between neighbours as the machine drifted.
 - Each entry is the median of ``repeats`` timed passes after ``warmup`` ones, at
   ``batch_size`` inputs and ``threads`` torch threads, on ``device``.
 - Measured noise can make a larger layer look faster; the table the cost model uses is the
@@ -25,10 +34,13 @@ What is measured, stated once:
   are kept next to it.
 - Whatever the layers do not cover (residual adds, pooling, Python dispatch, timing
   overhead) is one constant, and layers timed alone are not exactly as fast as inside the
-  model, so the prediction is ``scale * sum(layers) + overhead_ms``: ``scale`` is fitted by
-  least squares on ``calibration`` whole pruned models measured at profile time, through
-  the unpruned model's point, so the prediction of the unpruned model equals its
-  measurement exactly. (A constant alone over-predicted small models by ~25%.)
+  model, so the prediction is ``scale * sum(layers) + overhead_ms``: in torch ``scale`` is
+  fitted by least squares on ``calibration`` whole pruned models measured at profile time,
+  through the unpruned model's point, so the prediction of the unpruned model equals its
+  measurement exactly. (A constant alone over-predicted small models by ~25%.) In ORT the
+  low-bit terms above and a cost per group whose count breaks ORT's channel blocks are
+  fitted with them, the constant free (``_fit_ort``). How well the fit explains its own
+  models is kept in ``checks["calibration"]``.
 """
 
 from __future__ import annotations
@@ -52,8 +64,8 @@ from seernet.space.costs import CostModel
 from seernet.space.policy import Layer, Policy, PolicySpace
 from seernet.workspace.artifacts import write_json
 
-_FLAT_SLOPE = 1e-3  # scale of an ORT table whose whole-model fit found no slope
-FORMAT = 1
+ALIGNMENTS = (8, 16)  # channel blocks of ORT's float kernels (AVX2, AVX-512): see _fit_ort
+FORMAT = 2  # 2: ORT tables time requantization below 8 bits, models in turn
 
 
 @dataclass
@@ -92,6 +104,13 @@ class LatencyTable:
     # onnxruntime: the same layers on float kernels, and the QDQ form timed ("int8" or "float" residuals)
     float_layers: dict[str, LayerEntry] = field(default_factory=dict)
     qdq_residuals: str = ""
+    # onnxruntime: what an input below 8 bits adds (its Clip and requantization), per layer:
+    # lowbit_ms + lowbit_ms_per_element x (input channels x input pixels); fitted on whole models
+    lowbit_ms: float = 0.0
+    lowbit_ms_per_element: float = 0.0
+    input_pixels: dict[str, int] = field(default_factory=dict)  # per layer: its input's H x W
+    # onnxruntime: ms per pruned group whose kept count is not a multiple of N ({"8": ms, "16": ms})
+    align_ms: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -230,7 +249,7 @@ class ProfileSettings:
     repeats: int = 25  # layer timings are tens of microseconds: medians need many runs
     warmup: int = 5
     model_runs: int = 100  # whole-model timings behind the overhead constant
-    calibration: int = 6  # random pruned whole models the layer-sum scale is fitted on
+    calibration: int = 24  # random pruned models the whole-model terms are fitted on (+ twins)
     runtime: str = "torch"  # or "onnxruntime" (seernet.compression.ort_runtime.RUNTIMES)
     qdq_residuals: str = DEFAULT_RESIDUALS  # onnxruntime: the QDQ form timed, as compress writes it
 
@@ -281,8 +300,9 @@ def profile(
         float_layers = (
             _grid(model, space, settings, device, n_threads, bar, quantized=False) if ort else {}
         )
-        full = whole_model_ms(model, space, space.full_policy(), settings.batch_size, settings.model_runs,
-                              settings.warmup, device, settings.runtime, n_threads, settings.qdq_residuals)  # fmt: skip
+        # ORT: the unpruned model is timed in turn with the calibration models (calibrate_)
+        full = 0.0 if ort else whole_model_ms(model, space, space.full_policy(), settings.batch_size,
+                                              settings.model_runs, settings.warmup, device)  # fmt: skip
     table = LatencyTable(
         space.fingerprint, model_name, device_description(device), device.type, torch.__version__, n_threads,
         settings.batch_size, settings.repeats, settings.warmup, layers, full, 0.0, runtime=settings.runtime,
@@ -307,7 +327,7 @@ def _grid(
     """Every layer's grid: torch float blocks, or ORT blocks (QDQ when ``quantized``, else float)."""
     ort = settings.runtime == "onnxruntime"
     if ort:
-        from seernet.latency.ort import block_ms, requantized_layers
+        from seernet.latency.ort import requantized_layers
 
         requantized = requantized_layers(model, space, settings.qdq_residuals)
     shapes = input_shapes(model, space.input_shape)
@@ -318,35 +338,34 @@ def _grid(
         m = model.get_submodule(ly.name)
         sig = (_signature(m, shapes[ly.name], ly.depthwise), ort and ly.name in requantized)
         c_in, c_out = layer_grid(ly, space)
-        raw = np.zeros((len(c_in), len(c_out)))
-        for i, ci in enumerate(c_in):
-            for j, co in enumerate(c_out):
-                key = (sig, ci, co)
-                if key not in cache:
-                    block = _block(m, ci, co, ly.depthwise).to(device).eval()
-                    x_in = co if ly.depthwise else ci
-                    x = torch.randn(
-                        (settings.batch_size, x_in, *shapes[ly.name][1:]), generator=gen
-                    ).to(device)
-                    if ort:
-                        cache[key] = block_ms(
-                            block,
-                            x,
-                            quantized,
-                            sig[1],
-                            settings.repeats,
-                            settings.warmup,
-                            n_threads,
-                        )
-                    else:
-                        cache[key] = statistics.median(
-                            time_forward(block, x, settings.repeats, settings.warmup)
-                        )
-                raw[i, j] = cache[key]
-                if bar is not None:
-                    bar.update(1)
+        new = [(ci, co) for ci in c_in for co in c_out if (sig, ci, co) not in cache]
+        blocks = [_block(m, ci, co, ly.depthwise).to(device).eval() for ci, co in new]
+        xs = [torch.randn((settings.batch_size, co if ly.depthwise else ci, *shapes[ly.name][1:]),
+                          generator=gen).to(device) for ci, co in new]  # fmt: skip
+        for key, ms in zip(new, _time_blocks(blocks, xs, settings, n_threads, quantized, sig[1]),
+                           strict=True):  # fmt: skip
+            cache[(sig, *key)] = ms
+        raw = np.array([[cache[(sig, ci, co)] for co in c_out] for ci in c_in])
+        if bar is not None:
+            bar.update(raw.size)
         layers[ly.name] = LayerEntry(c_in, c_out, _monotone(raw).tolist(), raw.tolist())
     return layers
+
+
+def _time_blocks(blocks: list[nn.Module], xs: list[torch.Tensor], settings: ProfileSettings, n_threads: int,
+                 quantized: bool, requantize: bool) -> list[float]:  # fmt: skip
+    """Median ms of each block: in ORT all of a layer's grid points take turns (one run each
+    per round), so the machine's drift during the profile does not bend one layer's grid;
+    in torch one after the other."""
+    if not blocks:
+        return []
+    if settings.runtime == "onnxruntime":
+        from seernet.latency.ort import blocks_ms
+
+        return blocks_ms(blocks, [x.cpu() for x in xs], quantized, requantize, settings.repeats,
+                         settings.warmup, n_threads)  # fmt: skip
+    return [statistics.median(time_forward(b, x, settings.repeats, settings.warmup))
+            for b, x in zip(blocks, xs, strict=True)]  # fmt: skip
 
 
 def whole_model_ms(
@@ -370,47 +389,138 @@ def whole_model_ms(
 
 def calibrate_(table: LatencyTable, model: nn.Module, space: PolicySpace, settings: ProfileSettings,
                device: torch.device) -> None:  # fmt: skip
-    """Fit ``scale`` (and so ``overhead_ms``) on whole pruned models, anchored at the unpruned one."""
-    table.scale, table.overhead_ms = 1.0, table.full_model_ms - table.full_layers_ms()
+    """Fit ``scale`` (and so ``overhead_ms``) on whole pruned models, anchored at the unpruned
+    one; in ORT also the low-bit terms, on a low-bit twin of every calibration model."""
+    ort = table.runtime == "onnxruntime"
     rng = np.random.default_rng(0)
-    # Random level indices, each policy around its own overall size, so small and large models are both seen.
+    base = [space.decode(at_top_bits(x, space)) if ort else space.decode(x)
+            for x in _calibration_points(space, settings.calibration, rng)]  # fmt: skip
+    twins = [low_bit_twin(p, space, rng) for p in base] if ort else []
+    measured = _whole_models_ms(table, model, space, [space.full_policy(), *base, *twins], settings,
+                                device)  # fmt: skip
+    if ort:  # timed in turn with the others: the anchor shares their stretch of the machine
+        table.full_model_ms = measured[0]
+        table.input_pixels = {k: int(np.prod(v[1:])) for k, v in input_shapes(model, space.input_shape).items()
+                              if k in table.layers}  # fmt: skip
+    if ort:
+        _fit_ort(table, space, [space.full_policy(), *base, *twins], measured)
+    else:
+        _fit_scale(table, space, base, measured[1:])
+    _record_fit(table, space, [*base, *twins], measured[1:])
+
+
+def _calibration_points(space: PolicySpace, n: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """``n`` encoded policies of random level indices, each around its own overall size
+    (k/n of the way up), so small and large models are both seen."""
     sizes = [len(v) for v in space.levels()]
-    sums, measured = [], []
+    out = []
+    for k in range(n):
+        u = np.clip((k + rng.random()) / max(n, 1) + 0.25 * (rng.random(len(sizes)) - 0.5), 0, 1)
+        out.append(
+            np.array(
+                [
+                    lv[min(int(q * m), m - 1)]
+                    for q, m, lv in zip(u, sizes, space.levels(), strict=True)
+                ]
+            )
+        )
+    return out
+
+
+def low_bit_twin(policy: Policy, space: PolicySpace, rng: np.random.Generator) -> Policy:
+    """``policy`` with the bits of every free layer drawn from the space's choices, half of
+    the inputs (on average) below the top: the same channels, another bit pattern."""
+    bits = dict(policy.bits)
+    choices = space.choices.bits
+    for ly in space.free_layers:
+        low = choices[int(rng.integers(len(choices) - 1))] if len(choices) > 1 else choices[-1]
+        a = low if rng.random() < 0.5 else choices[-1]
+        bits[ly.name] = (int(choices[int(rng.integers(len(choices)))]), int(a))
+    return Policy(dict(policy.channels), bits)
+
+
+def _whole_models_ms(table: LatencyTable, model: nn.Module, space: PolicySpace, policies: list[Policy],
+                     settings: ProfileSettings, device: torch.device) -> list[float]:  # fmt: skip
+    """Measured ms of each policy's model: in ORT all timed in turn, in torch one by one."""
+    if table.runtime == "onnxruntime":
+        from seernet.latency.ort import models_ms
+
+        return models_ms(model, space, policies, settings.batch_size, settings.model_runs, settings.warmup,
+                         table.threads, table.qdq_residuals or "float")  # fmt: skip
+    return [whole_model_ms(model, space, p, settings.batch_size, settings.model_runs, settings.warmup,
+                           device, table.runtime, table.threads) for p in policies]  # fmt: skip
+
+
+def _layer_sums(table: LatencyTable, space: PolicySpace, policies: list[Policy]) -> np.ndarray:
     costs = CostModel(space, latency=table)
-    for k in range(settings.calibration):
-        u = np.clip(
-            (k + rng.random()) / max(settings.calibration, 1)
-            + 0.25 * (rng.random(len(sizes)) - 0.5),
-            0,
-            1,
-        )
-        x = np.array(
-            [lv[min(int(q * n), n - 1)] for q, n, lv in zip(u, sizes, space.levels(), strict=True)]
-        )
-        policy = space.decode(at_top_bits(x, space) if table.runtime == "onnxruntime" else x)
-        sums.append(float(costs.layer_latency(torch.as_tensor(space.encode(policy))[None]).sum()))
-        measured.append(whole_model_ms(model, space, policy, settings.batch_size, settings.model_runs,
-                                       settings.warmup, device, table.runtime, table.threads,
-                                       table.qdq_residuals or "float"))  # fmt: skip
-    ds = np.array(sums) - table.full_layers_ms()
+    x = torch.as_tensor(np.stack([space.encode(p) for p in policies]))
+    return costs.layer_latency(x).sum(1).numpy()
+
+
+def _fit_scale(
+    table: LatencyTable, space: PolicySpace, policies: list[Policy], measured: list[float]
+) -> None:
+    """Least-squares slope of measured on summed layers, through the unpruned model's point
+    (torch tables; ORT tables fit more terms, ``_fit_ort``)."""
+    table.scale, table.overhead_ms = 1.0, table.full_model_ms - table.full_layers_ms()
+    if not policies:
+        return
+    ds = _layer_sums(table, space, policies) - table.full_layers_ms()
     dy = np.array(measured) - table.full_model_ms
     slope = float((ds * dy).sum() / (ds * ds).sum()) if (ds * ds).sum() > 0 else 1.0
-    if slope <= 0 and table.runtime == "onnxruntime":
-        # Smaller models measured no faster (ORT at small batches is per-op overhead); the layers
-        # alone, timed with their integer conversions, overstate them: keep them only as a
-        # (tiny) slope, so the cost stays non-decreasing and predicts about the unpruned time.
-        slope = _FLAT_SLOPE
     if slope > 0:  # a noisy fit must not make latency fall as channels are added
         table.scale = slope
         table.overhead_ms = table.full_model_ms - slope * table.full_layers_ms()
 
 
+def _fit_ort(
+    table: LatencyTable, space: PolicySpace, policies: list[Policy], measured: list[float]
+) -> None:
+    """Every whole-model term at once, by least squares over the unpruned, calibration and
+    twin models: a free constant, then non-negative weights on the summed layers, the
+    groups off each ``ALIGNMENTS`` multiple, and the low-bit inputs and their elements.
+
+    Why these: ORT runs float convs in a blocked layout (NCHWc, 8 or 16 channels a block with
+    AVX2 or AVX-512) and reorders tensors where a count breaks it, which layers timed alone
+    do not show. Measured on ResNet-20 at batch 1 (30 models, leave-one-out): the layer sum
+    alone missed by 5.0% (median) and 18% (max), with the groups off 16 added 2.9% and 10%;
+    a pruned model with counts like 56 and 14 ran slower than the unpruned one."""
+    from scipy.optimize import lsq_linear
+
+    table.align_ms = dict.fromkeys(map(str, ALIGNMENTS), 0.0)
+    costs = CostModel(space, latency=table)
+    x = torch.as_tensor(np.stack([space.encode(p) for p in policies]))
+    with torch.no_grad():
+        cols = [costs.layer_latency(x).sum(1), *costs.low_bit_features(x),
+                *(costs.misaligned_groups(x, m) for m in ALIGNMENTS)]  # fmt: skip
+    design = np.column_stack([np.ones(len(policies)), *(c.numpy() for c in cols)])
+    lower = np.r_[-np.inf, np.zeros(design.shape[1] - 1)]
+    fit = lsq_linear(design, np.asarray(measured), bounds=(lower, np.inf), method="bvls").x
+    table.overhead_ms, table.scale, table.lowbit_ms, table.lowbit_ms_per_element = map(
+        float, fit[:4]
+    )
+    table.align_ms = {str(m): float(v) for m, v in zip(ALIGNMENTS, fit[4:], strict=True)}
+
+
+def _record_fit(
+    table: LatencyTable, space: PolicySpace, policies: list[Policy], measured: list[float]
+) -> None:
+    """How far the fitted table is from the whole models it was fitted on (relative errors)."""
+    if not policies:
+        return
+    costs = CostModel(space, latency=table)
+    x = torch.as_tensor(np.stack([space.encode(p) for p in policies]))
+    err = 100 * (costs.latency(x).numpy() / np.array(measured) - 1)
+    table.checks["calibration"] = {"models": float(len(err)), "median_abs_error_pct": float(np.median(np.abs(err))),
+                                   "max_abs_error_pct": float(np.abs(err).max())}  # fmt: skip
+
+
 def at_top_bits(x: np.ndarray, space: PolicySpace) -> np.ndarray:
     """Encoded policy ``x`` with every bit-width at the space's highest choice (8 bits).
 
-    An ORT table is fitted and checked on 8-bit models: at b < 8 bits the QDQ form adds a
-    Clip and a requantization per input (``seernet.compression.onnx_qdq``), elementwise ops that the layer
-    grid does not time, so low-bit models run somewhat slower than the table predicts.
+    An ORT table's layer scale is fitted on 8-bit models: at b < 8 bits the QDQ form adds a
+    Clip and a requantization per input (``seernet.compression.onnx_qdq``), which the low-bit
+    terms, fitted on twins of these models, account for.
     """
     x = np.array(x, dtype=float)
     x[space.n_groups :] = 1.0  # the top of each bit axis (levels span 0..1)
@@ -436,13 +546,24 @@ def measured_latency_ms(
 
     Without a table: the float model, batch 1 on the CPU with torch's current threads.
     """
+    return measured_latencies_ms(model, space, [policy], table, runs)[0]
+
+
+def measured_latencies_ms(
+    model: nn.Module, space: PolicySpace, policies: list[Policy], table: LatencyTable | None = None,
+    runs: int = 30,
+) -> list[float]:  # fmt: skip
+    """``measured_latency_ms`` of several policies; in ORT their models are timed in turn."""
     batch, n_threads, device = (
         (table.batch_size, table.threads, table.device_type) if table else (1, None, "cpu")
     )
     warmup = table.warmup if table else 3
     runtime = table.runtime if table else "torch"
-    with threads(n_threads if runtime == "torch" else None):
-        residuals = (table.qdq_residuals or "float") if table else "float"
-        return whole_model_ms(
-            model, space, policy, batch, runs, warmup, device, runtime, n_threads, residuals
-        )
+    residuals = (table.qdq_residuals or "float") if table else "float"
+    if runtime == "onnxruntime":
+        from seernet.latency.ort import models_ms
+
+        return models_ms(model, space, policies, batch, runs, warmup, n_threads or 1, residuals)
+    with threads(n_threads):
+        return [whole_model_ms(model, space, p, batch, runs, warmup, device, runtime, n_threads, residuals)
+                for p in policies]  # fmt: skip

@@ -19,8 +19,12 @@ relaxed box: the space's codec (``PolicySpace.relaxed_channels``/``relaxed_bits`
 Latency (ms) is a cost only when a measured table is given (``seernet.latency.table``):
 each layer's entry is interpolated bilinearly in its (input, output) channel counts and
 the table's whole-model constant is added. It is exact at the table's grid points,
-continuous and non-decreasing between them, and is the latency of the pruned *float*
-model (bit-widths do not enter). It is not in ``COST_NAMES``, the sample store's schema.
+continuous and non-decreasing in channels between them. In torch it is the latency of the
+pruned *float* model (bit-widths do not enter); in ONNX Runtime, of the QDQ model, where an
+input below 8 bits adds its requantization: there latency *falls* as an input's bits rise
+from 7 to 8, the one cost that is not non-decreasing in every coordinate (the solver checks
+every answer's budgets exactly; ``seernet.steps.solve.check_attainable`` knows the fastest
+model has 8-bit inputs). It is not in ``COST_NAMES``, the sample store's schema.
 """
 
 from __future__ import annotations
@@ -161,6 +165,14 @@ class CostModel:
         self._lat_ms = torch.tensor(ms, dtype=_F).reshape(len(entries), gi * go)
         self._lat_overhead = float(table.overhead_ms)
         self._lat_scale = float(table.scale)
+        pixels = table.input_pixels
+        self._lat_pixels = torch.tensor([float(pixels.get(n, 0)) for n in names], dtype=_F)
+        self._lat_low = (float(table.lowbit_ms), float(table.lowbit_ms_per_element))
+        self._lat_align = {int(m): float(v) for m, v in table.align_ms.items() if v}
+        keep = [list(g.keep) for g in self.space.groups]
+        k = max(2, *(len(v) for v in keep))
+        self._keep = torch.tensor([pad(v, k) for v in keep], dtype=_F)
+        self._keep_n = torch.tensor([len(v) for v in keep])
 
     @staticmethod
     def _segment(
@@ -189,9 +201,37 @@ class CostModel:
         return ((1 - ti) * (1 - tj) * at(i, j) + ti * (1 - tj) * at(i + 1, j)
                 + (1 - ti) * tj * at(i, j + 1) + ti * tj * at(i + 1, j + 1))  # fmt: skip
 
+    def low_bit_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N,) inputs below 8 bits and (N,) their elements per sample (channels x pixels), each
+        input weighted by how far below 8 it is, up to 1 (so 7..8 bits is a linear ramp on the
+        relaxed box, and every b < 8 counts fully at valid choices)."""
+        if self.latency_table is None:
+            raise ValueError("this cost model has no latency table")
+        _, a_bits = self.layer_bits(x)
+        low = (8.0 - a_bits).clamp(0.0, 1.0) * (self._lat_pixels > 0)
+        c_in, _ = self.layer_channels(x)
+        return low.sum(1), (low * c_in * self._lat_pixels).sum(1)
+
+    def misaligned_groups(self, x: torch.Tensor, multiple: int) -> torch.Tensor:
+        """(N,) groups whose kept count is not a multiple of ``multiple``; on the relaxed box
+        each group's 0/1 is interpolated linearly between its neighbouring keep levels."""
+        c = self.space.relaxed_channels(x)
+        off = (torch.remainder(self._keep, multiple) != 0).to(_F)
+        idx, t = self._segment(self._keep, self._keep_n, c)
+        lo, hi = off.gather(1, idx.T).T, off.gather(1, (idx + 1).T).T
+        return ((1 - t) * lo + t * hi).sum(1)
+
     def latency(self, x: torch.Tensor) -> torch.Tensor:
-        """Predicted ms (the table's runtime: torch float or ORT QDQ): scaled layer sum + a constant."""
-        return self._lat_scale * self.layer_latency(x).sum(1) + self._lat_overhead
+        """Predicted ms (the table's runtime: torch float or ORT QDQ): scaled layer sum + a
+        constant, + in ORT what the inputs below 8 bits add (``seernet.latency.table``)."""
+        out = self._lat_scale * self.layer_latency(x).sum(1) + self._lat_overhead
+        per_input, per_element = self._lat_low
+        if per_input or per_element:
+            n_low, elements = self.low_bit_features(x)
+            out = out + per_input * n_low + per_element * elements
+        for multiple, ms in self._lat_align.items():
+            out = out + ms * self.misaligned_groups(x, multiple)
+        return out
 
     def functions(self) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
         """Cost name -> differentiable function of (N, D) encoded policies."""
