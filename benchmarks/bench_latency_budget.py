@@ -63,13 +63,19 @@ def report(res: dict) -> str:
     for key, r in sorted(res.items()):
         err = 100 * (r["predicted_ms"] - r["measured_ms"]) / r["measured_ms"]
         errors.append(abs(err))
+        share = (f"{100 * r['share_measured']:.1f}% / {100 * r['share_allowed']:.1f}%"
+                 if "share_allowed" in r else "-")  # fmt: skip
+        as_share = ("yes" if r["held_as_share"] else "NO") if "held_as_share" in r else "-"
         rows.append([key, f"{r['budget_ms']:.3f}", f"{r['predicted_ms']:.3f}", f"{r['measured_ms']:.3f}",
-                     f"{err:+.1f}%", "yes" if r["held"] else "NO", f"{r['unpruned_flops'] / r['flops']:.2f}x",
-                     str(r["load_average_1min"])])  # fmt: skip
+                     f"{err:+.1f}%", "yes" if r["held"] else "NO", share, as_share,
+                     f"{r['unpruned_flops'] / r['flops']:.2f}x", str(r["load_average_1min"])])  # fmt: skip
     held = sum(r["held"] for r in res.values())
+    shares = [r["held_as_share"] for r in res.values() if "held_as_share" in r]
     table = format_table(["cell", "budget ms", "predicted ms", "measured ms", "error", "held",
-                          "FLOPs reduction", "load"], rows)  # fmt: skip
-    summary = (f"budget held in {held}/{len(res)}; latency model |error| median "
+                          "share of unpruned: measured / allowed", "held as share", "FLOPs reduction",
+                          "load"], rows)  # fmt: skip
+    summary = (f"budget held in {held}/{len(res)}" + (f" (as a share of the unpruned model timed with it: "
+               f"{sum(shares)}/{len(shares)})" if shares else "") + "; latency model |error| median "
                f"{statistics.median(errors):.1f}%, max {max(errors):.1f}%") if res else "no cells"  # fmt: skip
     if refused:
         summary += f"; refused by solve as infeasible (no model of the space predicted that fast): {', '.join(refused)}"

@@ -74,11 +74,34 @@ def result(problem: Problem, idx: Tensor, started: float, note: str = "") -> Sol
     )
 
 
-def corner_shortcut(problem: Problem, started: float) -> SolveResult | None:
-    """Raise if no policy fits; the upper corner if every policy fits; else None."""
+def floor_index(problem: Problem, floors: np.ndarray | None = None) -> Tensor:
+    """The index row the search grows from: the lower corner, or else the first of
+    ``floors`` (encoded policies, snapped to the grid) that fits every budget.
+
+    With monotone costs the lower corner is the cheapest policy there is. A cost that is
+    not monotone (ONNX Runtime latency: an input below 8 bits adds a requantization, a
+    channel count off ORT's blocks a reorder) can make it dearer than a policy above it;
+    the caller names such cheaper policies (a window's own centre, the lower corner at the
+    top bits). None fitting: the lower corner (``corner_shortcut`` then says why)."""
     grid = problem.grid
+    rows = [grid.lo_idx[None]]
+    if floors is not None and len(floors):
+        rows.append(grid.nearest_index(torch.as_tensor(np.atleast_2d(floors), dtype=_F64)))
+    cand = torch.cat(rows)
     with torch.no_grad():
-        c_lo = problem.normalized_costs(grid.lower[None])[0]
+        ok = problem.feasible(cand)
+    return cand[int(ok.nonzero()[0, 0])] if ok.any() else grid.lo_idx
+
+
+def corner_shortcut(
+    problem: Problem, started: float, base: Tensor | None = None
+) -> SolveResult | None:
+    """Raise if no policy fits (judged at ``base``, the floor index row; default the lower
+    corner); the upper corner if every policy fits; else None."""
+    grid = problem.grid
+    low = grid.lower if base is None else grid.values(base[None])[0]
+    with torch.no_grad():
+        c_lo = problem.normalized_costs(low[None])[0]
         c_hi = problem.normalized_costs(grid.upper[None])[0]
     if (c_lo > 1.0).any():
         parts = [
@@ -92,10 +115,11 @@ def corner_shortcut(problem: Problem, started: float) -> SolveResult | None:
     return None
 
 
-def _scale_to_fit(problem: Problem, direction: Tensor, slack: float, iters: int = 30) -> Tensor:
+def _scale_to_fit(
+    problem: Problem, lower: Tensor, direction: Tensor, slack: float, iters: int = 30
+) -> Tensor:
     """Per row, the largest s in [0, 1] with lower + s * direction leaving ``slack`` on
     every budget (bisection; monotone costs make it well defined)."""
-    lower = problem.grid.lower
     lo = torch.zeros(direction.shape[0], dtype=_F64)
     hi = torch.ones_like(lo)
     fits = (problem.normalized_costs(lower + direction) <= 1.0 - slack).all(dim=1)
@@ -108,16 +132,16 @@ def _scale_to_fit(problem: Problem, direction: Tensor, slack: float, iters: int 
     return lower + lo[:, None] * direction
 
 
-def _starts(problem: Problem, n: int, gen: torch.Generator) -> Tensor:
+def _starts(problem: Problem, base: Tensor, n: int, gen: torch.Generator) -> Tensor:
     """Strictly feasible starts: the uniform point on the budget (less a margin) and
-    jittered directions scaled back inside the budgets."""
+    jittered directions from ``base`` (the floor's values) scaled back inside the budgets."""
     grid = problem.grid
-    span = grid.upper - grid.lower
-    slack_lo = float((1.0 - problem.normalized_costs(grid.lower[None])).min())
+    span = grid.upper - base
+    slack_lo = float((1.0 - problem.normalized_costs(base[None])).min())
     margin = min(0.02, 0.5 * slack_lo)
     jitter = 0.3 + 0.7 * torch.rand(n, grid.dim, generator=gen, dtype=_F64)
     jitter[0] = 1.0
-    return _scale_to_fit(problem, jitter * span, margin)
+    return _scale_to_fit(problem, base, jitter * span, margin)
 
 
 def _grad(problem: Problem, x: Tensor, mu: float) -> tuple[Tensor, Tensor]:
@@ -228,6 +252,7 @@ def barrier_ascent(
     do_fill: bool = True,
     seed: int = 0,
     threads: int | None = 1,
+    floors: np.ndarray | None = None,
 ) -> SolveResult:
     """Best policy under every budget by barrier gradient ascent, rounding and repair.
 
@@ -237,15 +262,19 @@ def barrier_ascent(
     at ``fixed_values``, e.g. every bit-width at 8. ``threads``: torch intra-op threads
     during the solve, restored after (None: leave as is). One is the default because
     these batches are too small to gain from more, and on a busy machine more threads
-    made a solve 5-50x slower (spinning workers wait for descheduled ones).
+    made a solve 5-50x slower (spinning workers wait for descheduled ones). ``floors``:
+    policies that may fit where the lower corner does not (``floor_index``).
     """
     started = time.perf_counter()
     with torch_threads(threads):
         problem = make_problem(mean_std, costs, budgets, levels, fixed, fixed_values, risk)
-        early = corner_shortcut(problem, started)
+        base = floor_index(problem, floors)
+        early = corner_shortcut(problem, started, base)
         if early is not None:
             return early
-        cand = _candidates(problem, starts, steps, lr, (mu_start, mu_end), keep, do_fill, seed)
+        cand = _candidates(
+            problem, base, starts, steps, lr, (mu_start, mu_end), keep, do_fill, seed
+        )
         with torch.no_grad():
             best = cand[problem.objective(problem.grid.values(cand)).argmax()]
         return result(problem, best, started)
@@ -253,6 +282,7 @@ def barrier_ascent(
 
 def _candidates(
     problem: Problem,
+    base: Tensor,
     starts: int,
     steps: int,
     lr: float,
@@ -261,14 +291,16 @@ def _candidates(
     do_fill: bool,
     seed: int,
 ) -> Tensor:
-    """Feasible index rows to choose the answer from (never empty)."""
+    """Feasible index rows to choose the answer from (never empty); ``base`` is the floor
+    index row, which fits."""
+    low = problem.grid.values(base[None])
     with torch.no_grad():
-        tight = (problem.normalized_costs(problem.grid.lower[None]) >= 1.0).any()
-    if tight:  # a budget equals its minimum: no interior; grow the lower corner instead
-        return fill(problem, problem.grid.lo_idx[None])
+        tight = (problem.normalized_costs(low) >= 1.0).any()
+    if tight:  # a budget equals its minimum: no interior; grow the floor instead
+        return fill(problem, base[None])
     with torch.no_grad():
-        x0 = _starts(problem, starts, torch.Generator().manual_seed(seed))
+        x0 = _starts(problem, low[0], starts, torch.Generator().manual_seed(seed))
     x = _ascend(problem, x0, steps, lr, mu)
     cand = _discretize(problem, x, keep, do_fill)
     # Unreachable while costs are monotone (rounding down is feasible); the floor is safe.
-    return cand if cand.shape[0] else problem.grid.lo_idx[None]
+    return cand if cand.shape[0] else base[None]

@@ -201,6 +201,19 @@ def test_profile_in_onnxruntime_then_solve_under_its_latency_budget(
     assert code == 0 and doc["costs"]["latency"] <= doc["budgets"]["latency"] == pytest.approx(
         doc["unpruned"]["latency"]
     )
+    # compress times the QDQ export in turn with the unpruned model's, and judges the budget
+    # both in ms and as the share of the unpruned model's time it allows (here 100%)
+    capsys.readouterr()
+    flags = ["--workdir", str(ws), "--device", "cpu", "--steps", "0", "--latency-runs", "3"]
+    policy = ws / "policies" / f"{doc['name']}.json"
+    assert main(["compress", str(policy), *flags, "--json"]) == 0
+    held = json.loads(capsys.readouterr().out)["latency_budget"]
+    assert held["runtime"] == "onnxruntime" and held["share_allowed"] == pytest.approx(1.0)
+    assert held["share_measured"] == pytest.approx(
+        held["measured_ms"] / held["unpruned_measured_ms"]
+    )
+    assert held["held_as_share"] == (held["share_measured"] <= 1.0)
+    assert held["held"] == (held["measured_ms"] <= held["budget_ms"])
 
 
 def test_compress_refuses_a_batch_that_would_exhaust_memory(

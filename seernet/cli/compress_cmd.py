@@ -149,11 +149,18 @@ def _render_budget(held: dict | None) -> list[str]:
     if not held:
         return []
     verdict = "held" if held["held"] else "NOT held"
-    return [
+    lines = [
         f"latency budget {held['budget_ms']:.3f} ms ({held['runtime']}, batch {held['batch_size']}, "
         f"{held['threads']} thread(s)): measured {held['measured_ms']:.3f} ms, median of {held['runs']} "
         f"runs at 1-min load {held['load_average_1min']}: {verdict}"
     ]
+    if "held_as_share" in held:
+        share = "held" if held["held_as_share"] else "NOT held"
+        lines.append(
+            f"  as a share of the unpruned model timed with it ({held['unpruned_measured_ms']:.3f} ms): "
+            f"{100 * held['share_measured']:.1f}% against {100 * held['share_allowed']:.1f}% allowed: {share}"
+        )
+    return lines
 
 
 def _render_ort(ort: dict | None) -> list[str]:

@@ -125,6 +125,15 @@ def blocks_ms(
     return [statistics.median(times[str(i)]) for i in range(len(blocks))]
 
 
+def policy_qdq(
+    model: nn.Module, space: PolicySpace, policy: Policy, residuals: str = DEFAULT_RESIDUALS
+) -> bytes:
+    """``policy``'s pruned model in QDQ form as serialized ONNX (random calibration: the
+    shapes and bits, not the weights, set its speed)."""
+    x2 = torch.zeros((2, *space.input_shape[1:]))
+    return _qdq_bytes(quantized_model(model, space, policy), x2, residuals)
+
+
 def model_ms(
     model: nn.Module, space: PolicySpace, policy: Policy, batch_size: int, runs: int, warmup: int, threads: int,
     residuals: str = DEFAULT_RESIDUALS,
@@ -138,8 +147,7 @@ def models_ms(
     threads: int, residuals: str = DEFAULT_RESIDUALS,
 ) -> list[float]:  # fmt: skip
     """``model_ms`` of several policies, their models timed in turn (``interleaved_times``)."""
-    x2 = torch.zeros((2, *space.input_shape[1:]))
-    sessions = {str(i): session(_qdq_bytes(quantized_model(model, space, p), x2, residuals), threads)
+    sessions = {str(i): session(policy_qdq(model, space, p, residuals), threads)
                 for i, p in enumerate(policies)}  # fmt: skip
     times = interleaved_times(sessions, random_input(space.input_shape, batch_size), runs, warmup)
     return [statistics.median(times[str(i)]) for i in range(len(policies))]

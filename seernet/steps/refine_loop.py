@@ -165,7 +165,7 @@ def refine_budget(
     while out.evaluations < n_evals:
         if out.candidates:
             window = grid.window(out.best.x, TRUST_RADIUS)
-            res = solve_one(ctx, out.predictor, bset, fixed, values, seed, levels=window)
+            res = solve_one(ctx, out.predictor, bset, fixed, values, seed, window, out.best.x)
         else:  # nothing measured within the budgets yet: the plain solve
             res = solve_one(ctx, out.predictor, bset, fixed, values, seed)
         if not consider(res.x, "trust-region" if len(out.candidates) else "solve"):

@@ -220,17 +220,19 @@ def on_grid(ctx: RunContext, centers: list[np.ndarray], budgets: dict[str, float
     return out
 
 
+def cheap_corners(ctx: RunContext, fixed, values) -> np.ndarray:
+    """(2, D): the solve grid's lower corner, and its fewest channels at the top bits. ORT
+    latency falls as inputs rise to 8 bits, so its cheapest model is the second; every
+    other cost's is the first."""
+    grid = solve_grid(ctx)
+    k = ctx.space.n_groups
+    corners = np.stack([grid.lower, np.concatenate([grid.lower[:k], grid.upper[k:]])])
+    return corners if fixed is None else np.where(fixed, values, corners)
+
+
 def check_attainable(ctx: RunContext, budgets: dict[str, float], fixed, values) -> None:
     """A budget below the smallest model the space allows is a clear user error."""
-    grid = solve_grid(ctx)
-    lower = grid.lower
-    # ORT latency falls as inputs rise to 8 bits: its cheapest model has the fewest channels
-    # at the top bits, every other cost's is the lower corner.
-    top_bits = np.concatenate([lower[: ctx.space.n_groups], grid.upper[ctx.space.n_groups :]])
-    corners = np.stack([lower, top_bits])
-    if fixed is not None:
-        corners = np.where(fixed, values, corners)
-    x = torch.as_tensor(corners)
+    x = torch.as_tensor(cheap_corners(ctx, fixed, values))
     for k, b in budgets.items():
         smallest = ctx.costs.functions()[k](x).min().item()
         if smallest > b:
@@ -248,16 +250,21 @@ def solve_one(
     values,
     seed: int = 0,
     levels: Levels | None = None,
+    center: np.ndarray | None = None,
 ) -> SolveResult:
     """Barrier ascent on the predictor under ``bset``'s budgets, over ``levels`` (default:
-    the whole space; ``solve --refine`` passes a trust region around a measured policy)."""
+    the whole space; ``solve --refine`` passes a trust region around a measured policy,
+    ``center``, which fits: where a cost is not monotone, the window grows from it)."""
     check_attainable(ctx, bset.budgets, fixed, values)
     fns = ctx.costs.functions()
     costs = {k: fns[k] for k in bset.budgets}
     size = {} if levels is None else {"starts": WINDOW_STARTS, "steps": WINDOW_STEPS}
+    floors = cheap_corners(ctx, fixed, values)
+    if center is not None:
+        floors = np.concatenate([center[None], floors])
     return barrier_ascent(
         predictor.mean_std_torch, costs, bset.budgets, levels or solve_grid(ctx),
-        fixed=fixed, fixed_values=values, seed=seed, risk=RISK, **size,
+        fixed=fixed, fixed_values=values, seed=seed, risk=RISK, floors=floors, **size,
     )  # fmt: skip
 
 
@@ -380,7 +387,7 @@ def solve_fast(
         res.note = "no measured policy fits these budgets: searched the whole space"
         return res
     grid = solve_grid(ctx)
-    found = [solve_one(ctx, predictor, bset, fixed, values, seed, levels=grid.window(c, TRUST_RADIUS))
+    found = [solve_one(ctx, predictor, bset, fixed, values, seed, grid.window(c, TRUST_RADIUS), c)
              for c in centers]  # fmt: skip
     best = max(found, key=lambda r: r.mean - RISK * r.std)
     best.seconds = sum(r.seconds for r in found)

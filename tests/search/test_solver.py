@@ -191,3 +191,30 @@ def test_a_solve_inside_a_window_stays_inside_it(mlp):
     mlp.check(r, budgets)
     steps = np.abs(mlp.levels.to_index(r.x) - mlp.levels.to_index(center))
     assert steps.max() <= 1
+
+
+def test_a_cost_dearer_at_the_lower_corner_grows_from_a_floor_that_fits():
+    """A cost that is not monotone (ORT latency: low bits add requantization) can make the
+    lower corner dearer than a policy above it; named as a floor, that policy is where the
+    search starts, and every answer still meets the budget exactly."""
+    levels = Levels([np.linspace(0, 1, 5)] * 4)
+
+    def latency(x):  # dims 0-1 shrink it; dims 2-3 ("bits") cost extra below their top
+        return 1.0 + x[:, 0] + x[:, 1] + 0.8 * ((1.0 - x[:, 2]) + (1.0 - x[:, 3]))
+
+    def mean_std(x):
+        mean = (x * torch.tensor([1.0, 2.0, 0.5, 0.5], dtype=x.dtype)).sum(1)
+        return mean, torch.zeros_like(mean)
+
+    budget = {"latency": 2.0}
+    lower_bits_top = np.array([0.0, 0.0, 1.0, 1.0])
+    assert (
+        latency(torch.zeros(1, 4)).item()
+        > 2.0
+        >= latency(torch.as_tensor(lower_bits_top)[None]).item()
+    )
+    with pytest.raises(ValueError, match="smallest attainable"):
+        barrier_ascent(mean_std, {"latency": latency}, budget, levels)
+    r = barrier_ascent(mean_std, {"latency": latency}, budget, levels, floors=lower_bits_top[None])
+    assert latency(torch.as_tensor(r.x)[None]).item() <= 2.0 + 1e-9
+    assert r.x[1] == 1.0 and r.x[0] == 0.0  # the budget goes to the better channel dim
