@@ -195,7 +195,7 @@ def test_profile_in_onnxruntime_then_solve_under_its_latency_budget(
     table = json.loads((ws / "latency.json").read_text())
     assert table["runtime"] == "onnxruntime" and table["threads"] == 1 and table["float_layers"]
     assert set(table["align_ms"]) == {"8", "16"} and table["lowbit_ms"] >= 0
-    # 100% is the unpruned model's predicted latency: it fits whatever the timings.
+    # 100%: the unpruned model's prediction equals its measurement, so the budget holds whatever the timings.
     code, out = solve(ws, capsys, "--latency", "100%", "--flops", "70%", "--json")
     (doc,) = json.loads(out)
     assert code == 0 and doc["costs"]["latency"] <= doc["budgets"]["latency"] == pytest.approx(

@@ -18,9 +18,9 @@ What is measured, stated once:
 - Bits in ORT: weight bits change nothing at run time (b-bit codes are stored as int8), but
   every input below 8 bits adds a Clip and a requantization (``seernet.compression.onnx_qdq``),
   elementwise ops on that input: ``lowbit_ms + lowbit_ms_per_element x elements`` per such
-  layer (elements = input channels x pixels per sample), fitted by non-negative least
-  squares on pairs of whole models that differ only in their input bits (measured: all 19
-  free inputs of ResNet-20 at 4 bits took 0.526 ms against 0.477 at 8 bits, batch 1). So
+  layer (elements = input channels x pixels per sample), fitted on whole models, each
+  calibration model next to a twin that differs only in its bits (measured: all 19 free
+  inputs of ResNet-20 at 4 bits took 0.526 ms against 0.477 at 8 bits, batch 1). So
   in ORT latency *falls* as an input's bits rise from 7 to 8: the one cost that is not
   non-decreasing in every coordinate (``seernet.space.costs``).
 - ORT grids and whole models are timed in turn (one run of each per round,
@@ -34,13 +34,13 @@ What is measured, stated once:
   are kept next to it.
 - Whatever the layers do not cover (residual adds, pooling, Python dispatch, timing
   overhead) is one constant, and layers timed alone are not exactly as fast as inside the
-  model, so the prediction is ``scale * sum(layers) + overhead_ms``: in torch ``scale`` is
-  fitted by least squares on ``calibration`` whole pruned models measured at profile time,
-  through the unpruned model's point, so the prediction of the unpruned model equals its
+  model, so the prediction is ``scale * sum(layers) + overhead_ms``: ``scale`` is fitted by
+  least squares on ``calibration`` whole pruned models measured at profile time, through
+  the unpruned model's point, so the prediction of the unpruned model equals its
   measurement exactly. (A constant alone over-predicted small models by ~25%.) In ORT the
   low-bit terms above and a cost per group whose count breaks ORT's channel blocks are
-  fitted with them, the constant free (``_fit_ort``). How well the fit explains its own
-  models is kept in ``checks["calibration"]``.
+  fitted with it (``_fit_ort``). How well the fit explains its own models is kept in
+  ``checks["calibration"]``.
 """
 
 from __future__ import annotations
@@ -389,27 +389,27 @@ def whole_model_ms(
 
 def calibrate_(table: LatencyTable, model: nn.Module, space: PolicySpace, settings: ProfileSettings,
                device: torch.device) -> None:  # fmt: skip
-    """Fit ``scale`` (and so ``overhead_ms``) on whole pruned models, anchored at the unpruned
-    one; in ORT also the low-bit terms, on a low-bit twin of every calibration model."""
+    """Fit the whole-model terms on pruned models timed now: in torch ``scale`` (and so
+    ``overhead_ms``) anchored at the unpruned model; in ORT every term of ``_fit_ort``, on
+    the unpruned model, the calibration models and a low-bit twin of each, timed in turn."""
     ort = table.runtime == "onnxruntime"
     rng = np.random.default_rng(0)
     base = [space.decode(at_top_bits(x, space)) if ort else space.decode(x)
-            for x in _calibration_points(space, settings.calibration, rng)]  # fmt: skip
+            for x in calibration_points(space, settings.calibration, rng)]  # fmt: skip
     twins = [low_bit_twin(p, space, rng) for p in base] if ort else []
-    measured = _whole_models_ms(table, model, space, [space.full_policy(), *base, *twins], settings,
-                                device)  # fmt: skip
-    if ort:  # timed in turn with the others: the anchor shares their stretch of the machine
+    models = [space.full_policy(), *base, *twins]
+    measured = measured_latencies_ms(model.to(device), space, models, table, settings.model_runs)
+    if ort:  # timed in turn with the others: the unpruned model shares their stretch of the machine
         table.full_model_ms = measured[0]
         table.input_pixels = {k: int(np.prod(v[1:])) for k, v in input_shapes(model, space.input_shape).items()
                               if k in table.layers}  # fmt: skip
-    if ort:
-        _fit_ort(table, space, [space.full_policy(), *base, *twins], measured)
+        _fit_ort(table, space, models, measured)
     else:
         _fit_scale(table, space, base, measured[1:])
     _record_fit(table, space, [*base, *twins], measured[1:])
 
 
-def _calibration_points(space: PolicySpace, n: int, rng: np.random.Generator) -> list[np.ndarray]:
+def calibration_points(space: PolicySpace, n: int, rng: np.random.Generator) -> list[np.ndarray]:
     """``n`` encoded policies of random level indices, each around its own overall size
     (k/n of the way up), so small and large models are both seen."""
     sizes = [len(v) for v in space.levels()]
@@ -439,18 +439,6 @@ def low_bit_twin(policy: Policy, space: PolicySpace, rng: np.random.Generator) -
     return Policy(dict(policy.channels), bits)
 
 
-def _whole_models_ms(table: LatencyTable, model: nn.Module, space: PolicySpace, policies: list[Policy],
-                     settings: ProfileSettings, device: torch.device) -> list[float]:  # fmt: skip
-    """Measured ms of each policy's model: in ORT all timed in turn, in torch one by one."""
-    if table.runtime == "onnxruntime":
-        from seernet.latency.ort import models_ms
-
-        return models_ms(model, space, policies, settings.batch_size, settings.model_runs, settings.warmup,
-                         table.threads, table.qdq_residuals or "float")  # fmt: skip
-    return [whole_model_ms(model, space, p, settings.batch_size, settings.model_runs, settings.warmup,
-                           device, table.runtime, table.threads) for p in policies]  # fmt: skip
-
-
 def _layer_sums(table: LatencyTable, space: PolicySpace, policies: list[Policy]) -> np.ndarray:
     costs = CostModel(space, latency=table)
     x = torch.as_tensor(np.stack([space.encode(p) for p in policies]))
@@ -476,15 +464,18 @@ def _fit_scale(
 def _fit_ort(
     table: LatencyTable, space: PolicySpace, policies: list[Policy], measured: list[float]
 ) -> None:
-    """Every whole-model term at once, by least squares over the unpruned, calibration and
-    twin models: a free constant, then non-negative weights on the summed layers, the
-    groups off each ``ALIGNMENTS`` multiple, and the low-bit inputs and their elements.
+    """Every whole-model term at once, by least squares over the calibration and twin models,
+    through the unpruned model's point (``policies[0]``, predicted exactly, so a budget in %
+    of it means that share of its measured time): non-negative weights on the summed layers,
+    the low-bit inputs and their elements, and the groups off each ``ALIGNMENTS`` multiple.
 
     Why these: ORT runs float convs in a blocked layout (NCHWc, 8 or 16 channels a block with
     AVX2 or AVX-512) and reorders tensors where a count breaks it, which layers timed alone
     do not show. Measured on ResNet-20 at batch 1 (30 models, leave-one-out): the layer sum
     alone missed by 5.0% (median) and 18% (max), with the groups off 16 added 2.9% and 10%;
-    a pruned model with counts like 56 and 14 ran slower than the unpruned one."""
+    a pruned model with counts like 56 and 14 ran slower than the unpruned one. Why through
+    the unpruned point: fitted freely, the unpruned model (every count on a block) came out
+    9% slow, while the answers scored 2.3% against 3.7% through it."""
     from scipy.optimize import lsq_linear
 
     table.align_ms = dict.fromkeys(map(str, ALIGNMENTS), 0.0)
@@ -493,13 +484,12 @@ def _fit_ort(
     with torch.no_grad():
         cols = [costs.layer_latency(x).sum(1), *costs.low_bit_features(x),
                 *(costs.misaligned_groups(x, m) for m in ALIGNMENTS)]  # fmt: skip
-    design = np.column_stack([np.ones(len(policies)), *(c.numpy() for c in cols)])
-    lower = np.r_[-np.inf, np.zeros(design.shape[1] - 1)]
-    fit = lsq_linear(design, np.asarray(measured), bounds=(lower, np.inf), method="bvls").x
-    table.overhead_ms, table.scale, table.lowbit_ms, table.lowbit_ms_per_element = map(
-        float, fit[:4]
-    )
-    table.align_ms = {str(m): float(v) for m, v in zip(ALIGNMENTS, fit[4:], strict=True)}
+    design = np.column_stack([c.numpy() for c in cols])
+    y = np.asarray(measured)
+    coef = lsq_linear(design[1:] - design[0], y[1:] - y[0], bounds=(0.0, np.inf), method="bvls").x
+    table.scale, table.lowbit_ms, table.lowbit_ms_per_element = map(float, coef[:3])
+    table.align_ms = {str(m): float(v) for m, v in zip(ALIGNMENTS, coef[3:], strict=True)}
+    table.overhead_ms = float(y[0] - design[0] @ coef)
 
 
 def _record_fit(
