@@ -25,24 +25,17 @@ import argparse
 import json
 import shutil
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_latency_budget import seernet  # noqa: E402
+
 from seernet.compression.ort_runtime import load_average
 from seernet.tables import format_table
 from seernet.workspace.artifacts import TABLE_NAME, write_json
-
-
-def seernet(*args: str) -> str:
-    """One seernet command in a subprocess; its stdout (exits on failure)."""
-    cmd = [sys.executable, "-m", "seernet.cli.main", *args]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if out.returncode != 0:
-        raise SystemExit(f"{' '.join(cmd)} failed: {out.stderr.strip()[-2000:]}")
-    return out.stdout
 
 
 def cells(flops: list[int], latency: list[int]) -> dict[str, list[str]]:
