@@ -5,6 +5,9 @@ batched over rows and over candidate coordinates, so a greedy step costs one
 objective call, not one per dimension. It relies on the fact stated in
 ``search.levels``: every cost is non-decreasing in every coordinate, so stepping
 down never breaks a budget and the lower corner is the cheapest policy there is.
+(ONNX Runtime latency is the exception, see ``seernet.space.costs``: repair then counts
+only moves that save on a violated budget, and ``search.solver.floor_index`` names a
+cheaper start; every answer's budgets are checked exactly either way.)
 
 Costs are evaluated on float64 policies (budgets are checked exactly); the objective
 gets policies in torch's default dtype, the one predictors are trained in.

@@ -21,7 +21,8 @@ What is measured, stated once:
   layer (elements = input channels x pixels per sample), fitted on whole models, each
   calibration model next to a twin that differs only in its bits (measured: all 19 free
   inputs of ResNet-20 at 4 bits took 0.526 ms against 0.477 at 8 bits, batch 1). So
-  in ORT latency *falls* as an input's bits rise from 7 to 8: the one cost that is not
+  in ORT latency *falls* as an input's bits rise from 7 to 8 (and, with ``align_ms``
+  below, can fall as a count rises onto ORT's channel blocks): the one cost that is not
   non-decreasing in every coordinate (``seernet.space.costs``).
 - ORT grids and whole models are timed in turn (one run of each per round,
   ``ort_runtime.interleaved_times``): timed one after the other, one layer's grid had

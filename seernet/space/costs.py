@@ -20,11 +20,13 @@ Latency (ms) is a cost only when a measured table is given (``seernet.latency.ta
 each layer's entry is interpolated bilinearly in its (input, output) channel counts and
 the table's whole-model constant is added. It is exact at the table's grid points,
 continuous and non-decreasing in channels between them. In torch it is the latency of the
-pruned *float* model (bit-widths do not enter); in ONNX Runtime, of the QDQ model, where an
-input below 8 bits adds its requantization: there latency *falls* as an input's bits rise
-from 7 to 8, the one cost that is not non-decreasing in every coordinate (the solver checks
-every answer's budgets exactly; ``seernet.steps.solve.check_attainable`` knows the fastest
-model has 8-bit inputs). It is not in ``COST_NAMES``, the sample store's schema.
+pruned *float* model (bit-widths do not enter). In ONNX Runtime it is the QDQ model's, with
+two more terms: an input below 8 bits adds its requantization, and a group whose count is
+off ORT's 8/16-channel blocks a reorder. So there latency *falls* as an input's bits rise
+from 7 to 8, and can fall as a count rises to a multiple of 16: the one cost that is not
+non-decreasing in every coordinate (the solver grows from a floor that fits and checks
+every answer's budgets exactly; ``seernet.steps.solve.cheap_corners``). It is not in
+``COST_NAMES``, the sample store's schema.
 """
 
 from __future__ import annotations
