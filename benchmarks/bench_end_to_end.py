@@ -74,7 +74,8 @@ from seernet.errors import UserError
 from seernet.space.policy import Policy, SpaceChoices
 from seernet.steps.compress import CompressSettings, compress
 from seernet.steps.context import RunContext, record_space
-from seernet.steps.solve import BudgetSet, bits_mask, load_predictor, solve_one
+from seernet.steps.fit import load_samples
+from seernet.steps.solve import BudgetSet, bits_mask, load_predictor, solve_fast
 from seernet.tables import format_table
 from seernet.workspace.artifacts import write_json
 from seernet.workspace.folder import Workspace
@@ -274,8 +275,9 @@ def seernet_arm(
     if args.refine:
         return refined_arm(ctx, cell, budgets, sb, args)
     fixed, values = bits_mask(ctx, 8 if cell.mode == "8bit" else None)
-    try:
-        res = solve_one(ctx, predictor, BudgetSet(sb, cell.name, {}), fixed, values)
+    try:  # what `seernet solve` runs: windows around the best stored and ranking policies
+        stored = load_samples(ctx)[:2]
+        res = solve_fast(ctx, predictor, BudgetSet(sb, cell.name, {}), fixed, values, stored)
     except UserError as exc:
         print(f"seernet arm of {cell.name} skipped: {exc}")
         return []
