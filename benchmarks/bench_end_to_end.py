@@ -276,7 +276,8 @@ def seernet_arm(
         return refined_arm(ctx, cell, budgets, sb, args)
     fixed, values = bits_mask(ctx, 8 if cell.mode == "8bit" else None)
     try:  # what `seernet solve` runs: windows around the best stored and ranking policies
-        stored = load_samples(ctx)[:2]
+        src = Workspace(args.workdir)  # the predictor's store (OUT/ws holds no samples)
+        stored = load_samples(RunContext(src, src.read(), ctx.device))[:2]
         res = solve_fast(ctx, predictor, BudgetSet(sb, cell.name, {}), fixed, values, stored)
     except UserError as exc:
         print(f"seernet arm of {cell.name} skipped: {exc}")
