@@ -22,7 +22,8 @@ Cells (budgets) and the methods compared in each:
   ``mct-ft`` (MCT's bit allocation, activations 8-bit, put through seernet's fine-tuning;
   its first/last layers forced to 8 bits like every policy here, a little over the level).
 
-``seernet`` is the plain solve on ``--workdir``'s predictor, or with ``--refine N`` the answer
+``seernet`` is what ``seernet solve`` returns on ``--workdir``'s predictor and store (the fast
+solve: windows around the best stored and ranking policies), or with ``--refine N`` the answer
 of ``solve --refine N`` there (store, global-ranking and HAWQ anchors, trust region: it may
 return a baseline's own policy, and then shares that policy's runs).
 
