@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -145,6 +147,10 @@ def test_profile_in_onnxruntime_times_qdq_and_float_kernels(arch):
     assert costs.unpruned()["latency"] == pytest.approx(table.full_model_ms, abs=1e-6)
     again = LatencyTable.from_json(table.to_json())
     assert again.runtime == "onnxruntime" and set(again.float_layers) == set(table.float_layers)
+    # no calibration models: the layer sum as timed, through the unpruned model's point
+    bare = profile(model, space, "resnet20", replace(settings, calibration=0), torch.device("cpu"))
+    assert bare.scale == 1.0 and bare.lowbit_ms == 0.0 and not any(bare.align_ms.values())
+    assert CostModel(space, latency=bare).unpruned()["latency"] == pytest.approx(bare.full_model_ms)
     with pytest.raises(ValueError, match="unknown runtime"):
         ProfileSettings(runtime="tensorrt")
 

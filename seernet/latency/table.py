@@ -487,7 +487,11 @@ def _fit_ort(
                 *(costs.misaligned_groups(x, m) for m in ALIGNMENTS)]  # fmt: skip
     design = np.column_stack([c.numpy() for c in cols])
     y = np.asarray(measured)
-    coef = lsq_linear(design[1:] - design[0], y[1:] - y[0], bounds=(0.0, np.inf), method="bvls").x
+    coef = np.r_[1.0, np.zeros(design.shape[1] - 1)]  # --calibration 0: the layer sum as timed
+    if len(y) > 1:
+        coef = lsq_linear(
+            design[1:] - design[0], y[1:] - y[0], bounds=(0.0, np.inf), method="bvls"
+        ).x
     table.scale, table.lowbit_ms, table.lowbit_ms_per_element = map(float, coef[:3])
     table.align_ms = {str(m): float(v) for m, v in zip(ALIGNMENTS, coef[3:], strict=True)}
     table.overhead_ms = float(y[0] - design[0] @ coef)
