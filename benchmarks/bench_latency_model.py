@@ -75,16 +75,23 @@ def solve_cell(ws: Path, flags: list[str]) -> dict:
             "flops_reduction": doc["unpruned"]["flops"] / doc["costs"]["flops"]}  # fmt: skip
 
 
-def measure(ws: Path, solved: dict[str, dict], runs: int) -> dict:
-    """Every answer's QDQ model and the unpruned one, timed in turn at the table's batch."""
-    from seernet.latency.table import load_table, measured_latencies_ms
-    from seernet.space.policy import Policy
+def open_workspace(ws: Path):  # (RunContext, LatencyTable)
+    """The copy's run context on the CPU and its latency table."""
+    from seernet.latency.table import load_table
     from seernet.steps.context import RunContext
     from seernet.workspace.folder import Workspace
 
     w = Workspace(ws)
     ctx = RunContext(w, w.read(), torch.device("cpu"))
-    table = load_table(ws / TABLE_NAME, ctx.space)
+    return ctx, load_table(ws / TABLE_NAME, ctx.space)
+
+
+def measure(ws: Path, solved: dict[str, dict], runs: int) -> dict:
+    """Every answer's QDQ model and the unpruned one, timed in turn at the table's batch."""
+    from seernet.latency.table import measured_latencies_ms
+    from seernet.space.policy import Policy
+
+    ctx, table = open_workspace(ws)
     names = [k for k, r in solved.items() if "policy" in r]
     policies = [ctx.space.full_policy(), *(Policy.from_json(solved[k]["policy"]) for k in names)]
     load = load_average()
@@ -105,26 +112,15 @@ def same_set(ws: Path, solved: dict[str, dict], runs: int) -> dict:
     from seernet.latency.table import (
         ALIGNMENTS,
         ProfileSettings,
-        at_top_bits,
-        calibration_points,
-        load_table,
-        low_bit_twin,
+        calibration_models,
         measured_latencies_ms,
-    )  # fmt: skip
+    )
     from seernet.space.costs import CostModel
     from seernet.space.policy import Policy
-    from seernet.steps.context import RunContext
-    from seernet.workspace.folder import Workspace
 
-    w = Workspace(ws)
-    ctx = RunContext(w, w.read(), torch.device("cpu"))
-    space, table = ctx.space, load_table(ws / TABLE_NAME, ctx.space)
-    rng = np.random.default_rng(0)
-    base = [
-        space.decode(at_top_bits(x, space))
-        for x in calibration_points(space, ProfileSettings().calibration, rng)
-    ]
-    calib = [space.full_policy(), *base, *(low_bit_twin(p, space, rng) for p in base)]
+    ctx, table = open_workspace(ws)
+    space = ctx.space
+    calib = calibration_models(space, ProfileSettings().calibration, ort=True)
     answers = [Policy.from_json(r["policy"]) for r in solved.values() if "policy" in r]
     ms = np.array(measured_latencies_ms(ctx.model, space, [*calib, *answers], table, runs))
     costs = CostModel(space, latency=table)
@@ -138,10 +134,8 @@ def same_set(ws: Path, solved: dict[str, dict], runs: int) -> dict:
              "+ channel-block terms (the table's form)": np.column_stack([layers.sum(1), low, align]),
              "one scale per layer": np.column_stack([layers, low, align])}  # fmt: skip
     n, out = len(calib), {}
-    for (
-        name,
-        f,
-    ) in forms.items():  # as the table fits: non-negative terms through the unpruned point
+    # as the table fits: non-negative terms through the unpruned point
+    for name, f in forms.items():
         coef = lsq_linear(f[1:n] - f[0], ms[1:n] - ms[0], bounds=(0.0, np.inf), method="bvls").x
         err = 100 * ((ms[0] + (f - f[0]) @ coef) / ms - 1)
         out[name] = {"calibration": float(np.median(np.abs(err[:n]))), "answers": float(np.median(np.abs(err[n:]))),

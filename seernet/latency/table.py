@@ -394,11 +394,8 @@ def calibrate_(table: LatencyTable, model: nn.Module, space: PolicySpace, settin
     ``overhead_ms``) anchored at the unpruned model; in ORT every term of ``_fit_ort``, on
     the unpruned model, the calibration models and a low-bit twin of each, timed in turn."""
     ort = table.runtime == "onnxruntime"
-    rng = np.random.default_rng(0)
-    base = [space.decode(at_top_bits(x, space)) if ort else space.decode(x)
-            for x in calibration_points(space, settings.calibration, rng)]  # fmt: skip
-    twins = [low_bit_twin(p, space, rng) for p in base] if ort else []
-    models = [space.full_policy(), *base, *twins]
+    models = calibration_models(space, settings.calibration, ort)
+    base, twins = models[1 : 1 + settings.calibration], models[1 + settings.calibration :]
     measured = measured_latencies_ms(model.to(device), space, models, table, settings.model_runs)
     if ort:  # timed in turn with the others: the unpruned model shares their stretch of the machine
         table.full_model_ms = measured[0]
@@ -408,6 +405,16 @@ def calibrate_(table: LatencyTable, model: nn.Module, space: PolicySpace, settin
     else:
         _fit_scale(table, space, base, measured[1:])
     _record_fit(table, space, [*base, *twins], measured[1:])
+
+
+def calibration_models(space: PolicySpace, n: int, ort: bool) -> list[Policy]:
+    """What ``calibrate_`` times: the unpruned model, ``n`` random pruned ones
+    (``calibration_points``) and, in ORT, at the top bits with a low-bit twin of each."""
+    rng = np.random.default_rng(0)
+    base = [space.decode(at_top_bits(x, space)) if ort else space.decode(x)
+            for x in calibration_points(space, n, rng)]  # fmt: skip
+    twins = [low_bit_twin(p, space, rng) for p in base] if ort else []
+    return [space.full_policy(), *base, *twins]
 
 
 def calibration_points(space: PolicySpace, n: int, rng: np.random.Generator) -> list[np.ndarray]:

@@ -175,6 +175,7 @@ class CostModel:
         k = max(2, *(len(v) for v in keep))
         self._keep = torch.tensor([pad(v, k) for v in keep], dtype=_F)
         self._keep_n = torch.tensor([len(v) for v in keep])
+        self._keep_off: dict[int, torch.Tensor] = {}  # per multiple: 1 where a level is off it
 
     @staticmethod
     def _segment(
@@ -214,12 +215,23 @@ class CostModel:
         c_in, _ = self.layer_channels(x)
         return low.sum(1), (low * c_in * self._lat_pixels).sum(1)
 
-    def misaligned_groups(self, x: torch.Tensor, multiple: int) -> torch.Tensor:
+    def _keep_position(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each group's kept count located on its keep levels (``_segment``), (N, groups) each."""
+        return self._segment(self._keep, self._keep_n, self.space.relaxed_channels(x))
+
+    def misaligned_groups(
+        self,
+        x: torch.Tensor,
+        multiple: int,
+        position: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
         """(N,) groups whose kept count is not a multiple of ``multiple``; on the relaxed box
-        each group's 0/1 is interpolated linearly between its neighbouring keep levels."""
-        c = self.space.relaxed_channels(x)
-        off = (torch.remainder(self._keep, multiple) != 0).to(_F)
-        idx, t = self._segment(self._keep, self._keep_n, c)
+        each group's 0/1 is interpolated linearly between its neighbouring keep levels.
+        ``position``: ``_keep_position(x)``, when the caller already has it."""
+        if multiple not in self._keep_off:
+            self._keep_off[multiple] = (torch.remainder(self._keep, multiple) != 0).to(_F)
+        off = self._keep_off[multiple]
+        idx, t = position if position is not None else self._keep_position(x)
         lo, hi = off.gather(1, idx.T).T, off.gather(1, (idx + 1).T).T
         return ((1 - t) * lo + t * hi).sum(1)
 
@@ -231,8 +243,10 @@ class CostModel:
         if per_input or per_element:
             n_low, elements = self.low_bit_features(x)
             out = out + per_input * n_low + per_element * elements
-        for multiple, ms in self._lat_align.items():
-            out = out + ms * self.misaligned_groups(x, multiple)
+        if self._lat_align:  # every multiple reads the same positions: locate the counts once
+            position = self._keep_position(x)
+            for multiple, ms in self._lat_align.items():
+                out = out + ms * self.misaligned_groups(x, multiple, position)
         return out
 
     def functions(self) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
