@@ -86,6 +86,11 @@ class Results:
         os.replace(tmp, self.path)
 
 
+def policy_key(encoded) -> str:
+    """An encoded policy as the benches' caches key it (``variants.json``, ``noise.json``)."""
+    return json.dumps([round(float(v), 9) for v in encoded])
+
+
 def measure_policy(ctx: RunContext, protocol: Protocol, policy: Policy) -> float:
     criterion = ctx.criterion(protocol.criterion)
     acc, _ = evaluate_policy(

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_fast_solve import measure_policy  # noqa: E402
+from bench_fast_solve import measure_policy, policy_key  # noqa: E402
 
 from seernet.compression.protocol import Protocol  # noqa: E402
 from seernet.steps.context import RunContext  # noqa: E402
@@ -43,10 +43,6 @@ from seernet.workspace.folder import Workspace  # noqa: E402
 from seernet.workspace.store import SampleStore  # noqa: E402
 
 TOLERANCE = 0.3  # issue #22's "within 0.3 of the best anchor"
-
-
-def policy_key(encoded) -> str:
-    return json.dumps([round(float(v), 9) for v in encoded])
 
 
 def arms_of(bench: Path, variants: bool) -> dict[str, dict[str, tuple[str, float]]]:
@@ -94,6 +90,22 @@ def verdicts(gaps: dict[str, float]) -> str:
             f"mean {g.mean():+.2f}, {sum(v > TOLERANCE for v in low)}/{len(low)} 9x/4x cells above")  # fmt: skip
 
 
+def seed_accuracies(cell: dict, done: dict, seeds: list[int]) -> dict[str, np.ndarray]:
+    """{arm: accuracies at the store's seed, then at each of ``seeds``} of one cell."""
+    return {a: np.array([v, *(done[f"{s}|{k}"] for s in seeds)]) for a, (k, v) in cell.items()}
+
+
+def anchor_arms(accs: dict) -> list[str]:
+    return [a for a in accs if not a.startswith("fast")]
+
+
+def gaps_of(accs: dict, arm: str) -> tuple[float, float]:
+    """``arm`` minus the best anchor: at the store's seed, and on the seed mean."""
+    anchors = anchor_arms(accs)
+    return (accs[arm][0] - max(accs[a][0] for a in anchors),
+            accs[arm].mean() - max(accs[a].mean() for a in anchors))  # fmt: skip
+
+
 def variant_lines(arms: dict, done: dict, seeds: list[int]) -> list[str]:
     """The same two verdicts for every other fast answer (``--variants``) found in all cells."""
     names = sorted({a for cell in arms.values() for a in cell if a.startswith("fast[")})
@@ -101,14 +113,8 @@ def variant_lines(arms: dict, done: dict, seeds: list[int]) -> list[str]:
     for name in names:
         if not all(name in cell for cell in arms.values()):
             continue
-        first, mean = {}, {}
-        for cell_name, cell in arms.items():
-            accs = {
-                a: np.array([v, *(done[f"{s}|{k}"] for s in seeds)]) for a, (k, v) in cell.items()
-            }
-            anchors = [a for a in accs if not a.startswith("fast")]
-            first[cell_name] = accs[name][0] - max(accs[a][0] for a in anchors)
-            mean[cell_name] = accs[name].mean() - max(accs[a].mean() for a in anchors)
+        gaps = {c: gaps_of(seed_accuracies(cell, done, seeds), name) for c, cell in arms.items()}
+        first, mean = ({c: g[i] for c, g in gaps.items()} for i in (0, 1))
         lines.append(
             f"{name}: at the store's seed {verdicts(first)}; on the seed mean {verdicts(mean)}"
         )
@@ -119,17 +125,12 @@ def report(arms: dict, done: dict, seeds: list[int], base_seed: int) -> str:
     rows, spreads, diffs = [], {}, []
     gaps = {"store seed": {}, "seed mean": {}}
     for cell, cell_arms in arms.items():
-        accs = {}
-        for arm, (k, first) in cell_arms.items():
-            accs[arm] = np.array([first, *(done[f"{s}|{k}"] for s in seeds)])
-            spreads[k] = accs[arm].std(ddof=1)
-        anchors = [a for a in accs if not a.startswith("fast")]
+        accs = seed_accuracies(cell_arms, done, seeds)
+        spreads.update({k: accs[a].std(ddof=1) for a, (k, _) in cell_arms.items()})
+        anchors = anchor_arms(accs)
         best = max(anchors, key=lambda a: accs[a].mean())
         diffs.append((accs["fast"] - accs[best]).std(ddof=1))
-        best0 = max(accs[a][0] for a in anchors)
-        bestm = max(accs[a].mean() for a in anchors)
-        gaps["store seed"][cell] = accs["fast"][0] - best0
-        gaps["seed mean"][cell] = accs["fast"].mean() - bestm
+        gaps["store seed"][cell], gaps["seed mean"][cell] = gaps_of(accs, "fast")
         rows.append([cell, *(f"{accs[a].mean():.2f} +/- {accs[a].std(ddof=1):.2f}" for a in ("fast", *anchors)),
                      f"{gaps['store seed'][cell]:+.2f}", f"{gaps['seed mean'][cell]:+.2f}"])  # fmt: skip
     width = max(len(r) for r in rows)
