@@ -1,7 +1,7 @@
 """PriorModel: accuracy from per-coordinate damage tables, corrected by samples.
 
 A policy is a point x in [0, 1]^D. Each coordinate d comes with a damage table: the
-loss increase measured when that coordinate alone is lowered to each of its levels
+damage (KL divergence from the base model's outputs, or loss increase) measured when that coordinate alone is lowered to each of its levels
 (``seernet.compression.sensitivity``). The model reads the table as a monotone,
 piecewise-linear function t_d and predicts
 
@@ -16,7 +16,7 @@ piecewise-linear function t_d and predicts
   that store predicts 152 policies measured outside it (bench anchors and solver answers
   above 70%) with bias -0.3 and 8 beyond 2 std, the 200-sample store (which learned
   p = 1.44) with bias +0.1 and 7 beyond 2 std.
-- a_d = exp(log_a + v_k(d) + u_d): every table is a loss increase, so one common scale
+- a_d = exp(log_a + v_k(d) + u_d): every table is the same kind of damage, so one common scale
   a is the prior; per-kind (pruning, weight bits, activation bits) deviations v_k and
   per-coordinate ones u_d have a Gaussian prior (std ``deviation_std``), so with few
   samples the model ranks as the tables do and samples correct it.
@@ -117,7 +117,7 @@ class DamageCurves(torch.nn.Module):
 class PriorModel(RegressorMixin, BaseEstimator):
     """Damage-table prior x learned scales + GP residual (see the module doc).
 
-    ``levels``/``damage``: per coordinate, ascending codes and their loss increases.
+    ``levels``/``damage``: per coordinate, ascending codes and their damages.
     ``kinds``: per coordinate an integer kind (coordinates of a kind share a deviation).
     ``cap``: no mean above it (None: max(y) + 1).
     ``power``: the link's exponent p (None: learned in [1, ``MAX_POWER``]).
@@ -164,7 +164,7 @@ class PriorModel(RegressorMixin, BaseEstimator):
     def _fit_core(self, X: np.ndarray, y: np.ndarray) -> None:
         """Prior parameters by robust least squares.
 
-        a_d = exp(log_a + v_k(d) + u_d): every table is a loss increase, so one common
+        a_d = exp(log_a + v_k(d) + u_d): every table is the same kind of damage, so one common
         scale is the prior; kind (v) and coordinate (u) deviations have a Gaussian prior
         of std ``deviation_std``. Their penalty is weighted by the residual scale (two
         passes), so the prior means the same with accuracies spread over 2 or 60 points.

@@ -230,7 +230,7 @@ def _memo_damage(measure):  # returns the wrapper
             for t in splits.train[i]:
                 h.update(np.asarray(t).tobytes())
         settings = tuple(getattr(sensitivity, n) for n in (
-            "PRUNE_LEVEL_STEP", "BITS_LEVEL_STEP", "LOSS_BATCHES", "CALIB_BATCHES", "BN_BATCHES", "VERSION"
+            "PRUNE_LEVEL_STEP", "BITS_LEVEL_STEP", "LOSS_BATCHES", "CALIB_BATCHES", "BN_BATCHES", "DAMAGE", "VERSION"
         ))  # fmt: skip
         return (space.fingerprint, type(model).__qualname__, h.hexdigest(), len(splits.train),
                 json.dumps(protocol.to_json(), sort_keys=True), str(device), settings)  # fmt: skip

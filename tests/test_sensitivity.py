@@ -111,3 +111,36 @@ def test_table_measured_in_worker_processes_equals_the_serial_one(ctx):
     np.testing.assert_allclose(
         np.concatenate(shared.damage), np.concatenate(serial.damage), rtol=1e-4, atol=1e-6
     )
+
+
+def _two_models():
+    torch.manual_seed(0)
+    base, other = torch.nn.Linear(6, 4), torch.nn.Linear(6, 4)
+    data = [(torch.randn(8, 6), torch.randint(0, 4, (8,))) for _ in range(3)]
+    return base, other, data
+
+
+def test_classification_damage_is_the_mean_kl_divergence_from_the_base():
+    from seernet.data.task import CLASSIFICATION
+
+    base, other, data = _two_models()
+    damage = sensitivity._Damage(data, torch.device("cpu"), CLASSIFICATION, (other, base))
+    with torch.no_grad():
+        x = torch.cat([x for x, _ in data])
+        p, q = base(x).double().softmax(1), other(x).double().softmax(1)
+    expected = float((p * (p.log() - q.log())).sum(1).mean())
+    assert damage(other, 1) == pytest.approx(expected, rel=1e-9) and expected > 0
+    assert damage(base, 1) == pytest.approx(0.0, abs=1e-12)
+    assert damage(other, 0) == pytest.approx(0.0, abs=1e-12)  # measured from its own base
+
+
+def test_own_loss_damage_is_the_loss_increase():
+    from seernet.data.task import Task
+
+    base, other, data = _two_models()
+    task = Task(loss=lambda out, y: (out[:, 0] - y.float()).pow(2).mean())
+    damage = sensitivity._Damage(data, torch.device("cpu"), task, (base,))
+    def loss(m):  # the batches are of equal size
+        return float(np.mean([float(task.criterion(m(x), y)) for x, y in data]))
+    assert damage(other, 0) == pytest.approx(loss(other) - loss(base), rel=1e-6)
+    assert damage.base_loss == pytest.approx(loss(base), rel=1e-6)
