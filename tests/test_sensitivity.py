@@ -140,7 +140,9 @@ def test_own_loss_damage_is_the_loss_increase():
     base, other, data = _two_models()
     task = Task(loss=lambda out, y: (out[:, 0] - y.float()).pow(2).mean())
     damage = sensitivity._Damage(data, torch.device("cpu"), task, (base,))
+
     def loss(m):  # the batches are of equal size
         return float(np.mean([float(task.criterion(m(x), y)) for x, y in data]))
+
     assert damage(other, 0) == pytest.approx(loss(other) - loss(base), rel=1e-6)
     assert damage.base_loss == pytest.approx(loss(base), rel=1e-6)
