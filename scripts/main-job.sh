@@ -27,9 +27,14 @@ stage() {
 stage $S evaluate --workdir "$W"
 stage $S collect --workdir "$W" --samples "$SAMPLES" --workers "$WORKERS"
 stage $S fit-predictor --workdir "$W"
-# --refine measures each solved policy (and up to 3 per budget, refitting in between):
-# every accuracy the job prints for a policy is a measurement next to its prediction.
-stage $S solve --workdir "$W" --flops 30%,50%,70% --bits mixed --refine "${SEERNET_REFINE:-3}"
+# --refine measures each solved policy (and up to 2 per budget, refitting in between):
+# every accuracy the job prints for a policy is a measurement next to its prediction. Why 2
+# and not 3: the fast answer and the anchor the predictor rates highest. In the two runs
+# with the current damage tables (16 loss batches at 9be4ea7, KL at 26be5b6) the third
+# measurement (a second global-ranking bit-width, or HAWQ-V3, whose Hessian traces cost
+# 40-80 s per budget) gave the answer in none of 6 budgets; with it, solve took 218 s of
+# the KL run's 699 s (docs/results.md, the main job).
+stage $S solve --workdir "$W" --flops 30%,50%,70% --bits mixed --refine "${SEERNET_REFINE:-2}"
 # Compress the middle budget's policy (the 50% one).
 policy=$(.venv/bin/python - "$W" <<'PY'
 import glob, json, sys
