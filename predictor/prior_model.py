@@ -1,7 +1,8 @@
 """PriorModel: accuracy from per-coordinate damage tables, corrected by samples.
 
 A policy is a point x in [0, 1]^D. Each coordinate d comes with a damage table: the
-damage (KL divergence from the base model's outputs, or loss increase) measured when that coordinate alone is lowered to each of its levels
+damage (KL divergence from the base model's outputs, or loss increase) measured when
+that coordinate alone is lowered to each of its levels
 (``seernet.compression.sensitivity``). The model reads the table as a monotone,
 piecewise-linear function t_d and predicts
 
@@ -16,8 +17,8 @@ piecewise-linear function t_d and predicts
   that store predicts 152 policies measured outside it (bench anchors and solver answers
   above 70%) with bias -0.3 and 8 beyond 2 std, the 200-sample store (which learned
   p = 1.44) with bias +0.1 and 7 beyond 2 std.
-- a_d = exp(log_a + v_k(d) + u_d): every table is the same kind of damage, so one common scale
-  a is the prior; per-kind (pruning, weight bits, activation bits) deviations v_k and
+- a_d = exp(log_a + v_k(d) + u_d): every table is the same kind of damage, so one common
+  scale a is the prior; per-kind (pruning, weight bits, activation bits) deviations v_k and
   per-coordinate ones u_d have a Gaussian prior (std ``deviation_std``), so with few
   samples the model ranks as the tables do and samples correct it.
 - r (``residual="gp"``; "none" leaves it out) is a Gaussian process on what the prior
@@ -164,8 +165,8 @@ class PriorModel(RegressorMixin, BaseEstimator):
     def _fit_core(self, X: np.ndarray, y: np.ndarray) -> None:
         """Prior parameters by robust least squares.
 
-        a_d = exp(log_a + v_k(d) + u_d): every table is the same kind of damage, so one common
-        scale is the prior; kind (v) and coordinate (u) deviations have a Gaussian prior
+        a_d = exp(log_a + v_k(d) + u_d): every table is the same kind of damage, so one
+        common scale is the prior; kind (v) and coordinate (u) deviations have a Gaussian prior
         of std ``deviation_std``. Their penalty is weighted by the residual scale (two
         passes), so the prior means the same with accuracies spread over 2 or 60 points.
         The parameters' Laplace covariance goes into the spread (``_param_var``); the

@@ -32,7 +32,7 @@ stage $S fit-predictor --workdir "$W"
 # and not 3: the fast answer and the anchor the predictor rates highest. In the two runs
 # with the current damage tables (16 loss batches at 9be4ea7, KL at 26be5b6) the third
 # measurement (a second global-ranking bit-width, or HAWQ-V3, whose Hessian traces cost
-# 40-80 s per budget) gave the answer in none of 6 budgets; with it, solve took 218 s of
+# 40-90 s per budget) gave the answer in none of 6 budgets; with it, solve took 218 s of
 # the KL run's 699 s (docs/results.md, the main job).
 stage $S solve --workdir "$W" --flops 30%,50%,70% --bits mixed --refine "${SEERNET_REFINE:-2}"
 # Compress the middle budget's policy (the 50% one).

@@ -3,12 +3,13 @@
 For every coordinate ``d`` of the policy space (a channel group's keep count, a layer's
 weight bits, a layer's activation bits) and every one of its levels, the base policy
 (unpruned, highest bits) is changed in that coordinate only and run on a few fixed
-training batches; the table entry is its damage over the base policy (the KL divergence of
-its outputs from the base's, or its loss increase: see below). A pruning variant is built as the collect protocol builds a policy (prune,
-BatchNorm re-estimation, quantize, calibrate; no fine-tuning, fewer BN batches); a
-bit-width variant changes one layer of the built base policy, so no other layer moves (and
-it costs a forward pass, not a build): a new activation width takes the range that
-calibration picks for it from the base's own calibration inputs, which it does not change.
+training batches; the table entry is its damage over the base policy (the KL divergence
+of its outputs from the base's, or its loss increase: see below). A pruning variant is
+built as the collect protocol builds a policy (prune, BatchNorm re-estimation, quantize,
+calibrate; no fine-tuning, fewer BN batches); a bit-width variant changes one layer of
+the built base policy, so no other layer moves (and it costs a forward pass, not a
+build): a new activation width takes the range that calibration picks for it from the
+base's own calibration inputs, which it does not change.
 
 Every level is measured. Interpolating between every other level (the first version) read
 3-bit as half the 2-bit damage and the keep levels between measured ones likewise, where
