@@ -141,6 +141,7 @@ def test_own_loss_damage_is_the_loss_increase():
     task = Task(loss=lambda out, y: (out[:, 0] - y.float()).pow(2).mean())
     damage = sensitivity._Damage(data, torch.device("cpu"), task, (base,))
 
+    @torch.no_grad()
     def loss(m):  # the batches are of equal size
         return float(np.mean([float(task.criterion(m(x), y)) for x, y in data]))
 
