@@ -1,0 +1,49 @@
+"""How the fast-solve bench's predictor rates what it did not choose: measured - predicted
+for every measured arm of a ``bench_fast_solve.py`` output (fast answers and anchors).
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_anchor_errors.py BENCH [MIN_ACC]
+
+The predictor is the one in ``BENCH/ws`` (what ``seernet solve`` used); arms measured
+below ``MIN_ACC`` (default 50) are left out (failed anchors, e.g. 2-bit activations).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from seernet.steps.context import RunContext
+from seernet.steps.solve import load_predictor, predict
+from seernet.workspace.folder import Workspace
+
+
+def errors(bench: Path, min_acc: float) -> dict[str, list[float]]:
+    """{"fast" or "anchor": [measured - predicted, ...]} over every cell."""
+    ws = Workspace(bench / "ws")
+    predictor = load_predictor(RunContext(ws, ws.read(), torch.device("cpu")))
+    out: dict[str, list[float]] = {"fast": [], "anchor": []}
+    for arms in json.loads((bench / "results.json").read_text()).values():
+        for arm, r in arms.items():
+            if not isinstance(r, dict) or r.get("measured") is None or "encoded" not in r:
+                continue
+            if r["measured"] < min_acc:
+                continue
+            mean, _ = predict(predictor, np.asarray(r["encoded"], dtype=np.float64))
+            out["fast" if arm == "fast" else "anchor"].append(r["measured"] - mean)
+    return out
+
+
+def main(argv: list[str]) -> None:
+    bench, min_acc = Path(argv[0]), float(argv[1]) if len(argv) > 1 else 50.0
+    for kind, e in errors(bench, min_acc).items():
+        e = np.asarray(e)
+        print(f"{kind}: {len(e)} arms, measured - predicted median {np.median(e):+.2f}, "
+              f"mean {e.mean():+.2f}, {int((e > 0).sum())} above their prediction")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
