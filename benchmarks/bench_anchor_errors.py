@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -21,25 +22,29 @@ from seernet.steps.solve import load_predictor, predict
 from seernet.workspace.folder import Workspace
 
 
-def errors(bench: Path, min_acc: float) -> dict[str, list[float]]:
-    """{"fast" or "anchor": [measured - predicted, ...]} over every cell."""
-    ws = Workspace(bench / "ws")
-    predictor = load_predictor(RunContext(ws, ws.read(), torch.device("cpu")))
+def errors(
+    results: dict, rate: Callable[[np.ndarray], float], min_acc: float
+) -> dict[str, list[float]]:
+    """{"fast" or "anchor": [measured - rate(policy), ...]} over every cell of a bench's
+    ``results.json``."""
     out: dict[str, list[float]] = {"fast": [], "anchor": []}
-    for arms in json.loads((bench / "results.json").read_text()).values():
+    for arms in results.values():
         for arm, r in arms.items():
             if not isinstance(r, dict) or r.get("measured") is None or "encoded" not in r:
                 continue
             if r["measured"] < min_acc:
                 continue
-            mean, _ = predict(predictor, np.asarray(r["encoded"], dtype=np.float64))
-            out["fast" if arm == "fast" else "anchor"].append(r["measured"] - mean)
+            x = np.asarray(r["encoded"], dtype=np.float64)
+            out["fast" if arm == "fast" else "anchor"].append(r["measured"] - rate(x))
     return out
 
 
 def main(argv: list[str]) -> None:
     bench, min_acc = Path(argv[0]), float(argv[1]) if len(argv) > 1 else 50.0
-    for kind, e in errors(bench, min_acc).items():
+    ws = Workspace(bench / "ws")
+    predictor = load_predictor(RunContext(ws, ws.read(), torch.device("cpu")))
+    results = json.loads((bench / "results.json").read_text())
+    for kind, e in errors(results, lambda x: predict(predictor, x)[0], min_acc).items():
         e = np.asarray(e)
         print(f"{kind}: {len(e)} arms, measured - predicted median {np.median(e):+.2f}, "
               f"mean {e.mean():+.2f}, {int((e > 0).sum())} above their prediction")  # fmt: skip
