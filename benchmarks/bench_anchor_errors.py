@@ -17,25 +17,25 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from seernet.steps.context import RunContext
-from seernet.steps.solve import load_predictor, predict
-from seernet.workspace.folder import Workspace
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_protocol_noise import arms_of  # noqa: E402
+
+from seernet.steps.context import RunContext  # noqa: E402
+from seernet.steps.solve import load_predictor, predict  # noqa: E402
+from seernet.workspace.folder import Workspace  # noqa: E402
 
 
 def errors(
-    results: dict, rate: Callable[[np.ndarray], float], min_acc: float
+    arms: dict, rate: Callable[[np.ndarray], float], min_acc: float
 ) -> dict[str, list[float]]:
-    """{"fast" or "anchor": [measured - rate(policy), ...]} over every cell of a bench's
-    ``results.json``."""
+    """{"fast" or "anchor": [measured - rate(policy), ...]} over every cell of
+    ``bench_protocol_noise.arms_of``'s {cell: {arm: (policy key, accuracy)}}."""
     out: dict[str, list[float]] = {"fast": [], "anchor": []}
-    for arms in results.values():
-        for arm, r in arms.items():
-            if not isinstance(r, dict) or r.get("measured") is None or "encoded" not in r:
-                continue
-            if r["measured"] < min_acc:
-                continue
-            x = np.asarray(r["encoded"], dtype=np.float64)
-            out["fast" if arm == "fast" else "anchor"].append(r["measured"] - rate(x))
+    for cell in arms.values():
+        for arm, (key, acc) in cell.items():
+            if acc >= min_acc:
+                x = np.asarray(json.loads(key), dtype=np.float64)
+                out["fast" if arm == "fast" else "anchor"].append(acc - rate(x))
     return out
 
 
@@ -43,8 +43,8 @@ def main(argv: list[str]) -> None:
     bench, min_acc = Path(argv[0]), float(argv[1]) if len(argv) > 1 else 50.0
     ws = Workspace(bench / "ws")
     predictor = load_predictor(RunContext(ws, ws.read(), torch.device("cpu")))
-    results = json.loads((bench / "results.json").read_text())
-    for kind, e in errors(results, lambda x: predict(predictor, x)[0], min_acc).items():
+    arms = arms_of(bench, variants=False)
+    for kind, e in errors(arms, lambda x: predict(predictor, x)[0], min_acc).items():
         e = np.asarray(e)
         print(f"{kind}: {len(e)} arms, measured - predicted median {np.median(e):+.2f}, "
               f"mean {e.mean():+.2f}, {int((e > 0).sum())} above their prediction")  # fmt: skip

@@ -3,7 +3,7 @@
 # Copies each bench (its workspace, anchors, measured policies and seeds) with the table put
 # in, refits, solves and measures the 12 cells (bench_fast_solve_variants.py, the default
 # solver), then re-measures the answers with protocol seeds 1 and 2 (bench_protocol_noise.py).
-ROOT="$(cd "$ROOT" && pwd)"
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 name=$1; table="$(realpath "$2")"
 cd "$ROOT/benchmarks/out"
 for s in gr200 gr60; do

@@ -150,11 +150,12 @@ class _Damage:
     def __init__(self, data: list, device: torch.device, task: Task, bases) -> None:
         self.data, self.device, self.loss = data, device, task.criterion
         self.kl = DAMAGE == "kl" and task.is_classification
-        self.base_loss = _loss(bases[-1], data, device, self.loss)
         if self.kl:
             self.ref = [[self._log_probs(b, x) for x, _ in data] for b in bases]
+            self.base_loss = _loss(bases[-1], data, device, self.loss)
         else:
             self.ref = [_loss(b, data, device, self.loss) for b in bases]
+            self.base_loss = self.ref[-1]
 
     def _log_probs(self, model: nn.Module, x: Tensor) -> Tensor:
         return F.log_softmax(model(x.to(self.device)).double(), dim=1)
@@ -227,20 +228,20 @@ def _monotone_damage(raw: np.ndarray) -> np.ndarray:
     return np.maximum.accumulate(clipped[::-1])[::-1]
 
 
-# chunks of variant indices -> (chunk number, ``variant_losses`` of it) as each finishes
-Mapper = Callable[[list[np.ndarray]], Iterator[tuple[int, "VariantLosses"]]]
+# chunks of variant indices -> (chunk number, ``variant_damages`` of it) as each finishes
+Mapper = Callable[[list[np.ndarray]], Iterator[tuple[int, "VariantDamages"]]]
 
 
 @dataclass
-class VariantLosses:
+class VariantDamages:
     """One share's measurements: its damages, and the base they are measured over."""
 
-    losses: list[float]
+    damages: list[float]
     base_loss: float  # the calibrated base policy's loss
     images: int  # training images every loss is averaged over
 
 
-def variant_losses(
+def variant_damages(
     model: nn.Module,
     space: PolicySpace,
     splits: DataSplits,
@@ -249,7 +250,7 @@ def variant_losses(
     criterion: Criterion | None,
     indices: Sequence[int],
     progress: bool = False,
-) -> VariantLosses:
+) -> VariantDamages:
     """The damages of ``_variants(space)[i]`` for every ``i`` in ``indices``, over
     their base (what one worker measures; the base is built once per call)."""
     proto = Protocol(**{**protocol.to_json(), "bn_batches": BN_BATCHES})
@@ -266,7 +267,7 @@ def variant_losses(
         out.append(damage(_variant_model(builder, space, d, policy), int(d >= space.n_groups)))
         if progress and n % 50 == 0:
             print(f"sensitivity: {n}/{len(indices)} coordinate levels", file=sys.stderr)
-    return VariantLosses(out, damage.base_loss, sum(len(y) for _, y in data))
+    return VariantDamages(out, damage.base_loss, sum(len(y) for _, y in data))
 
 
 def measure_damage(
@@ -283,7 +284,7 @@ def measure_damage(
     """Measure the table (about one protocol build per coordinate level; see the module doc).
 
     ``mapper`` runs ``parts`` shares of the variants elsewhere (worker processes, each
-    calling ``variant_losses``); without it they are measured here, in one share."""
+    calling ``variant_damages``); without it they are measured here, in one share."""
     start = time.perf_counter()
     variants = _variants(space)
     # Strided shares: pruning variants (a build each) and bit-width ones (a forward pass)
@@ -291,16 +292,16 @@ def measure_damage(
     chunks = [np.arange(k, len(variants), parts) for k in range(parts)]
     if mapper is None:
         args = (model, space, splits, protocol, device, criterion)
-        mapper = lambda cs: ((k, variant_losses(*args, c, progress)) for k, c in enumerate(cs))  # noqa: E731
+        mapper = lambda cs: ((k, variant_damages(*args, c, progress)) for k, c in enumerate(cs))  # noqa: E731
     levels = [np.asarray(v, dtype=np.float64) for v in space.levels()]
     raw = [np.zeros(len(v)) for v in levels]
     measured = [np.zeros(len(v), dtype=bool) for v in levels]
     done, share = 0, None
     for k, share in mapper(chunks):
-        for i, value in zip(chunks[k], share.losses, strict=True):
+        for i, value in zip(chunks[k], share.damages, strict=True):
             d, j, _ = variants[i]
             raw[d][j], measured[d][j] = value, True
-        done += len(share.losses)
+        done += len(share.damages)
         if progress and parts > 1:
             print(f"sensitivity: {done}/{len(variants)} coordinate levels", file=sys.stderr)
     damage = [

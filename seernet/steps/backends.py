@@ -86,7 +86,7 @@ class WorkspaceEvaluator:
 
 @dataclass(frozen=True)
 class DamageShareEvaluator:
-    """Picklable: one share of the damage table's variants (``variant_losses``), measured in a
+    """Picklable: one share of the damage table's variants (``variant_damages``), measured in a
     worker process from the workspace, as ``WorkspaceEvaluator`` measures a policy."""
 
     workdir: str
@@ -94,14 +94,14 @@ class DamageShareEvaluator:
     protocol: Protocol
     threads: int = 1
 
-    def __call__(self, indices: np.ndarray):  # a VariantLosses
+    def __call__(self, indices: np.ndarray):  # a VariantDamages
         import torch
 
-        from seernet.compression.sensitivity import variant_losses
+        from seernet.compression.sensitivity import variant_damages
 
         torch.set_num_threads(self.threads)
         ctx = _worker_context(self.workdir, self.device)
-        return variant_losses(ctx.model, ctx.space, ctx.splits, self.protocol, ctx.device,
+        return variant_damages(ctx.model, ctx.space, ctx.splits, self.protocol, ctx.device,
                               ctx.criterion(self.protocol.criterion), indices)  # fmt: skip
 
 

@@ -8,14 +8,12 @@ from benchmarks.bench_anchor_errors import errors
 
 
 def test_errors_split_fast_answers_from_anchors_and_skip_failed_arms():
-    results = {
-        "c1": {"fast": {"measured": 90.0, "encoded": [1.0, 0.0]},
-               "hawq": {"measured": 91.0, "encoded": [0.0, 1.0]},
-               "global-ranking": {"measured": 40.0, "encoded": [0.5, 0.5]},  # failed: left out
-               "global-ranking-uniform": {"measured": None}},
-        "c2": {"fast": {"measured": 80.0, "encoded": [0.5, 0.0]}},
+    arms = {  # bench_protocol_noise.arms_of's form: (policy key, accuracy)
+        "c1": {"fast": ("[1.0, 0.0]", 90.0), "hawq": ("[0.0, 1.0]", 91.0),
+               "global-ranking": ("[0.5, 0.5]", 40.0)},  # failed: left out
+        "c2": {"fast": ("[0.5, 0.0]", 80.0)},
     }  # fmt: skip
     rate = lambda x: 80.0 + 10.0 * float(x[0])  # noqa: E731
-    out = errors(results, rate, min_acc=50.0)
+    out = errors(arms, rate, min_acc=50.0)
     assert out["fast"] == pytest.approx([0.0, -5.0])
     assert out["anchor"] == pytest.approx([11.0])
