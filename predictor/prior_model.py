@@ -73,10 +73,11 @@ from predictor.device import torch_threads
 from predictor.persistence import read_header
 
 FORMAT = "seernet.predictor.prior-model"
-VERSION = 3  # 2: GP residual, parameter covariance; 3: the link power fixed by default
+VERSION = 4  # 2: GP residual, parameter covariance; 3: the link power fixed by default; 4: exponents
 RESIDUALS = ("gp", "none")
 MIN_LENGTH = 0.1  # the GP's shortest length scale, as a fraction of the median sample distance
 MAX_POWER = 3.0  # the link's exponent: 1 = exponential decay, larger = flat near the base
+MAX_EXPONENT = 3.0  # a kind's damage exponent: 1 = damages add up, larger = small ones count less
 
 
 class DamageCurves(torch.nn.Module):
@@ -134,11 +135,12 @@ class PriorModel(RegressorMixin, BaseEstimator):
         residual: str = "gp",
         random_state: int = 0,
         power: float | None = 1.0,
+        exponents: Sequence[float | None] | None = None,
     ) -> None:
         self.levels, self.damage, self.kinds = levels, damage, kinds
         self.cap, self.deviation_std = cap, deviation_std
         self.residual, self.random_state = residual, random_state
-        self.power = power
+        self.power, self.exponents = power, exponents
 
     # --- fitting ---------------------------------------------------------------------
     def fit(self, X: np.ndarray, y: np.ndarray) -> PriorModel:
@@ -159,6 +161,13 @@ class PriorModel(RegressorMixin, BaseEstimator):
             raise ValueError(f"tables and kinds must have one entry per input ({dim})")
         self.curves_ = DamageCurves(self.levels, self.damage)
         self.kind_index_ = np.unique(kinds, return_inverse=True)[1]
+        self.n_kinds_ = int(self.kind_index_.max()) + 1
+        exps = [1.0] * self.n_kinds_ if self.exponents is None else list(self.exponents)
+        if len(exps) != self.n_kinds_ or any(
+            e is not None and not 1.0 <= e <= MAX_EXPONENT for e in exps
+        ):
+            raise ValueError(f"exponents: one per kind ({self.n_kinds_}), each None or in [1, {MAX_EXPONENT}]")
+        self.exponent_ = np.array([1.0 if e is None else float(e) for e in exps])
         self.n_features_in_ = dim
         self._torch = {}  # per dtype: the fitted arrays as tensors (``_tensors``)
 
@@ -172,27 +181,33 @@ class PriorModel(RegressorMixin, BaseEstimator):
         The parameters' Laplace covariance goes into the spread (``_param_var``); the
         parameter vector is (log_a, v, u, [power when learned], floor)."""
         self.top_ = _top(X, y)
-        T = self._damages(X)
-        n_kinds, dim = int(self.kind_index_.max()) + 1, T.shape[1]
-        self.n_kinds_ = n_kinds
+        T0 = self._raw_damages(X)
+        n_kinds, dim = self.n_kinds_, T0.shape[1]
         hi_floor = max(float(y.min()) - 1.0, 0.0)
         learn_power = self.power is None
+        learned = self._learned_exponents()
+        n_q = len(learned)
+        first = 1 + n_kinds + dim
 
         def unpack(p):
-            log_a, v, u = p[0], p[1 : 1 + n_kinds], p[1 + n_kinds : 1 + n_kinds + dim]
+            log_a, v, u = p[0], p[1 : 1 + n_kinds], p[1 + n_kinds : first]
+            exps = self.exponent_.copy()
+            exps[learned] = p[first : first + n_q]
             power = p[-2] if learn_power else self.power
-            return log_a, v, u, power, min(max(p[-1], 0.0), hi_floor)
+            return log_a, v, u, exps, power, min(max(p[-1], 0.0), hi_floor)
 
         def residuals(p, weight):
-            log_a, v, u, power, floor = unpack(p)
+            log_a, v, u, exps, power, floor = unpack(p)
             a = np.exp(log_a + v[self.kind_index_] + u)
+            T = T0 ** exps[self.kind_index_]
             pred = floor + (self.top_ - floor) * np.exp(-((T @ a) ** power))
             return np.concatenate([pred - y, weight * v, weight * u])
 
         power0, plo, phi = ([1.0], [1.0], [MAX_POWER]) if learn_power else ([], [], [])
-        p0 = np.concatenate([[0.0], np.zeros(n_kinds + dim), power0, [0.5 * hi_floor]])
-        lb = np.concatenate([[-12.0], np.full(n_kinds + dim, -4.0), plo, [0.0]])
-        ub = np.concatenate([[6.0], np.full(n_kinds + dim, 4.0), phi, [hi_floor + 1e-9]])
+        q0, qlo, qhi = [1.0] * n_q, [1.0] * n_q, [MAX_EXPONENT] * n_q
+        p0 = np.concatenate([[0.0], np.zeros(n_kinds + dim), q0, power0, [0.5 * hi_floor]])
+        lb = np.concatenate([[-12.0], np.full(n_kinds + dim, -4.0), qlo, plo, [0.0]])
+        ub = np.concatenate([[6.0], np.full(n_kinds + dim, 4.0), qhi, phi, [hi_floor + 1e-9]])
         scale = 1.0
         for _ in range(2):
             weight = scale / self.deviation_std
@@ -202,7 +217,7 @@ class PriorModel(RegressorMixin, BaseEstimator):
             p0 = fit.x
             # robust residual scale (MAD), floored: a perfect fit must not make the prior rigid
             scale = max(1.4826 * float(np.median(np.abs(fit.fun[: len(y)]))), 0.25)
-        log_a, v, u, self.power_, self.floor_ = unpack(fit.x)
+        log_a, v, u, self.exponent_, self.power_, self.floor_ = unpack(fit.x)
         self.scale_ = np.exp(log_a + v[self.kind_index_] + u)
         self.param_cov_ = scale**2 * np.linalg.pinv(fit.jac.T @ fit.jac)
         self.cap_ = self.cap if self.cap is not None else float(y.max()) + 1.0
@@ -246,9 +261,22 @@ class PriorModel(RegressorMixin, BaseEstimator):
         self.gp_alpha_ = self.gp_kinv_ @ rt
 
     # --- prediction ------------------------------------------------------------------
-    def _damages(self, X: np.ndarray) -> np.ndarray:
+    def _learned_exponents(self) -> np.ndarray:
+        """Indices of the kinds whose exponent is fitted."""
+        exps = [] if self.exponents is None else list(self.exponents)
+        return np.array([k for k, e in enumerate(exps) if e is None], dtype=np.int64)
+
+    def _raw_damages(self, X: np.ndarray) -> np.ndarray:
         with torch.no_grad():
             return self.curves_(torch.from_numpy(np.asarray(X, dtype=np.float64))).numpy()
+
+    def _damages(self, X: np.ndarray) -> np.ndarray:
+        """t_d(x_d) ** q_k(d): the tables read through each kind's exponent."""
+        return self._raw_damages(X) ** self.exponent_[self.kind_index_]
+
+    def _curves_torch(self, x: torch.Tensor, c: dict) -> torch.Tensor:
+        t = self.curves_(x)
+        return t if c["exponent"] is None else t ** c["exponent"]
 
     def _prior_np(self, X: np.ndarray) -> np.ndarray:
         loss = self._damages(X) @ self.scale_
@@ -258,7 +286,7 @@ class PriorModel(RegressorMixin, BaseEstimator):
         """Differentiable (mean, std), each (N,), in x's dtype: what the solver maximizes."""
         check_is_fitted(self, "scale_")
         c = self._tensors(x.dtype)
-        t = self.curves_(x)
+        t = self._curves_torch(x, c)
         a = c["scale"]
         lsum = (t @ a).clamp_min(0.0)
         loss = lsum if self.power_ == 1.0 else lsum**self.power_
@@ -281,7 +309,9 @@ class PriorModel(RegressorMixin, BaseEstimator):
     def _tensors(self, dtype: torch.dtype) -> dict:
         """The fitted arrays the prediction reads, as tensors of ``dtype`` (made once)."""
         if dtype not in self._torch:
-            c = {"scale": torch.as_tensor(self.scale_).to(dtype)}
+            c = {"scale": torch.as_tensor(self.scale_).to(dtype), "exponent": None}
+            if np.any(self.exponent_ != 1.0):
+                c["exponent"] = torch.as_tensor(self.exponent_[self.kind_index_]).to(dtype)
             c.update({k: v.to(dtype) for k, v in self._param_quadratic().items()})
             if self.Z_train_ is not None:
                 Z = torch.as_tensor(self.Z_train_)
@@ -315,10 +345,17 @@ class PriorModel(RegressorMixin, BaseEstimator):
         lsum = lsum.clamp_min(1e-12)
         lp = lsum if p == 1.0 else lsum**p
         e = torch.exp(-lp)
-        G = -(span * e * p * lsum ** (p - 1))[:, None] * a * t  # d mean / d log a_d
+        dmean = -(span * e * p * lsum ** (p - 1))  # d mean / d (sum_d a_d t_d)
+        G = dmean[:, None] * a * t  # d mean / d log a_d
         rest = [(1 - e)[:, None]]  # d mean / d floor
         if self.power is None:  # d mean / d power
             rest.insert(0, (-span * e * lp * torch.log(lsum))[:, None])
+        learned = self._learned_exponents()
+        if len(learned):  # d mean / d q_k: t = t0^q, so d t / d q = t ln(t) / q
+            at_log_t = a * torch.where(t > 0, t * torch.log(t.clamp_min(1e-300)), torch.zeros_like(t))
+            kinds = torch.as_tensor(self.kind_index_)
+            dq = [dmean * at_log_t[:, kinds == k].sum(1) / float(self.exponent_[k]) for k in learned]
+            rest = [torch.stack(dq, 1)] + rest
         E = torch.cat(rest, dim=1)
         var = ((G @ c["Q"]) * G).sum(1) + 2 * ((G @ c["R"]) * E).sum(1) + ((E @ c["S"]) * E).sum(1)
         return var.clamp_min(0.0)
@@ -355,6 +392,7 @@ class PriorModel(RegressorMixin, BaseEstimator):
             for k, v in header["fitted"].items():
                 setattr(model, k, tuple(v) if isinstance(v, list) else v)
             model.scale_ = blob["scale"].numpy()
+            model.exponent_ = np.asarray(model.exponent_, dtype=np.float64)
             model.param_cov_ = blob["param_cov"].numpy()
             model.Z_train_ = None
             for k, v in blob["gp"].items():
@@ -368,6 +406,7 @@ class PriorModel(RegressorMixin, BaseEstimator):
 
 _FITTED_SCALARS = (
     "top_",
+    "exponent_",
     "floor_",
     "power_",
     "n_kinds_",

@@ -66,18 +66,70 @@ def test_no_mean_above_cap():
     assert model.predict(np.ones((1, D)))[0] <= 85.0 + 1e-9
 
 
+@pytest.fixture(scope="module")
+def prior_only_exponent() -> PriorModel:
+    X, y = sub_additive_data(40)
+    return PriorModel(LEVELS, DAMAGE, KINDS, residual="none", exponents=EXPONENTS).fit(X, y)
+
+
 @settings(max_examples=25, deadline=None)
 @given(
     x=st.lists(st.floats(0.0, 1.0), min_size=D, max_size=D),
     d=st.integers(0, D - 1),
     up=st.floats(0.0, 1.0),
+    learned=st.booleans(),
 )
-def test_prior_mean_never_falls_when_a_coordinate_rises(prior_only: PriorModel, x, d, up):
+def test_prior_mean_never_falls_when_a_coordinate_rises(
+    prior_only: PriorModel, prior_only_exponent: PriorModel, x, d, up, learned
+):
     lo = np.asarray(x)
     hi = lo.copy()
     hi[d] = min(1.0, lo[d] + up)
-    m = prior_only.predict(np.stack([lo, hi]))
+    m = (prior_only_exponent if learned else prior_only).predict(np.stack([lo, hi]))
     assert m[1] >= m[0] - 1e-9
+
+
+# kind 2's damages count as their table entries ** 1.6: small ones less than they add up to
+TRUE_EXPONENT = 1.6
+EXPONENTS = [1.0, 1.0, None]  # learn kind 2's exponent
+
+
+def sub_additive_data(n: int, seed: int = 0, noise: float = 0.3) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    X = rng.choice(np.linspace(0.0, 1.0, 5), size=(n, D))
+    X[0] = 1.0
+    t = (1 - X) ** 2 * TRUE
+    t[:, 4:] = t[:, 4:] ** TRUE_EXPONENT
+    return X, 10 + 80 * np.exp(-0.7 * t.sum(1)) + rng.normal(0, noise, n)
+
+
+def test_learned_exponent_recovers_sub_additive_damages():
+    X, y = sub_additive_data(80)
+    learned = PriorModel(LEVELS, DAMAGE, KINDS, residual="none", exponents=EXPONENTS).fit(X, y)
+    additive = PriorModel(LEVELS, DAMAGE, KINDS, residual="none").fit(X, y)
+    assert learned.exponent_[2] == pytest.approx(TRUE_EXPONENT, abs=0.2)
+    assert learned.exponent_[:2].tolist() == [1.0, 1.0] and additive.exponent_.tolist() == [1.0] * 3
+    Xt, yt = sub_additive_data(300, seed=5, noise=0.0)
+    err = lambda m: np.sqrt(np.mean((m.predict(Xt) - yt) ** 2))  # noqa: E731
+    assert err(learned) < 0.5 * err(additive)
+
+
+def test_a_fixed_exponent_reads_the_tables_raised_to_it():
+    X, y = sub_additive_data(40)
+    raised = [(np.asarray(v) ** (1.5 if k == 2 else 1.0)).tolist() for v, k in zip(DAMAGE, KINDS, strict=True)]
+    fixed = PriorModel(LEVELS, DAMAGE, KINDS, exponents=[1.0, 1.0, 1.5]).fit(X, y)
+    plain = PriorModel(LEVELS, raised, KINDS).fit(X, y)
+    Xt, _ = sub_additive_data(50, seed=2)
+    a, sa = fixed.predict(Xt, return_std=True)
+    b, sb = plain.predict(Xt, return_std=True)
+    assert np.allclose(a, b, atol=1e-6) and np.allclose(sa, sb, atol=1e-6)
+
+
+@pytest.mark.parametrize("exponents", [[1.0, 1.0], [0.5, 1.0, 1.0], [None, 4.0, 1.0]])
+def test_exponents_are_checked(exponents):
+    X, y = data(20)
+    with pytest.raises(ValueError, match="exponents"):
+        PriorModel(LEVELS, DAMAGE, KINDS, exponents=exponents).fit(X, y)
 
 
 def test_spread_grows_away_from_the_samples(fitted: PriorModel):
@@ -105,13 +157,17 @@ def test_gradients_are_finite(fitted: PriorModel):
     assert torch.isfinite(x.grad).all()
 
 
-def test_save_load_round_trip(fitted: PriorModel, tmp_path):
+@pytest.mark.parametrize("exponents", [None, EXPONENTS])
+def test_save_load_round_trip(tmp_path, exponents):
+    X, y = sub_additive_data(40)
+    fitted = PriorModel(LEVELS, DAMAGE, KINDS, exponents=exponents).fit(X, y)
     fitted.save(tmp_path / "p.pt", {"space": "s"})
     loaded, meta = PriorModel.load(tmp_path / "p.pt")
     X, _ = data(20, seed=9)
     a, sa = fitted.predict(X, return_std=True)
     b, sb = loaded.predict(X, return_std=True)
     assert meta == {"space": "s"} and np.allclose(a, b) and np.allclose(sa, sb)
+    assert np.array_equal(loaded.exponent_, fitted.exponent_)
 
 
 def test_load_refuses_other_files(tmp_path):
@@ -120,29 +176,36 @@ def test_load_refuses_other_files(tmp_path):
         PriorModel.load(tmp_path / "x.pt")
 
 
-@pytest.mark.parametrize("power", [1.0, None])
-def test_parameter_variance_is_the_gradient_quadratic_form(power):
+@pytest.mark.parametrize(("power", "exponents"), [(1.0, None), (None, None), (1.0, EXPONENTS)])
+def test_parameter_variance_is_the_gradient_quadratic_form(power, exponents):
     """_param_var equals g' C g with g the prior mean's gradient in every fitted parameter
-    (log_a, v, u, [power], floor), taken by autograd through the link."""
-    X, y = data(40)
-    m = PriorModel(LEVELS, DAMAGE, KINDS, residual="none", power=power).fit(X, y)
+    (log_a, v, u, [exponent], [power], floor), taken by autograd through the link."""
+    X, y = sub_additive_data(40)
+    m = PriorModel(LEVELS, DAMAGE, KINDS, residual="none", power=power, exponents=exponents).fit(X, y)
     assert (m.power_ == 1.0) if power else (1.0 <= m.power_ <= 3.0)
     x = torch.as_tensor(data(7, seed=3)[0])
-    t = m.curves_(x)
+    t0 = m.curves_(x)
     kinds = torch.nn.functional.one_hot(torch.as_tensor(m.kind_index_)).double()
     v = torch.linalg.lstsq(kinds, torch.log(torch.as_tensor(m.scale_))[:, None]).solution[:, 0]
     u = torch.log(torch.as_tensor(m.scale_)) - kinds @ v  # any split of log a_d: g is the same
-    theta = torch.cat([torch.zeros(1), v, u, torch.tensor([m.power_] if power is None else []),
+    q = [m.exponent_[2]] if exponents else []
+    theta = torch.cat([torch.zeros(1), v, u, torch.tensor(q), torch.tensor([m.power_] if power is None else []),
                        torch.tensor([m.floor_])]).requires_grad_(True)  # fmt: skip
 
     def prior(th):
         nk = kinds.shape[1]
         a = torch.exp(th[0] + kinds @ th[1 : 1 + nk] + th[1 + nk : 1 + nk + D])
+        exps = torch.as_tensor(m.exponent_)
+        if exponents:
+            exps = torch.cat([exps[:2], th[1 + nk + D : 2 + nk + D]])
+        t = t0 ** exps[torch.as_tensor(m.kind_index_)]
         p = th[-2] if power is None else m.power_
         return th[-1] + (m.top_ - th[-1]) * torch.exp(-((t @ a) ** p))
 
     g = torch.autograd.functional.jacobian(prior, theta)
     expected = ((g @ torch.as_tensor(m.param_cov_)) * g).sum(1)
     a = torch.as_tensor(m.scale_)
-    got = m._param_var(t, a, t @ a, m._tensors(torch.float64))
+    c = m._tensors(torch.float64)
+    t = m._curves_torch(x, c)
+    got = m._param_var(t, a, t @ a, c)
     assert torch.allclose(got, expected.clamp_min(0.0), rtol=1e-6, atol=1e-9)
