@@ -21,6 +21,11 @@ piecewise-linear function t_d and predicts
   scale a is the prior; per-kind (pruning, weight bits, activation bits) deviations v_k and
   per-coordinate ones u_d have a Gaussian prior (std ``deviation_std``), so with few
   samples the model ranks as the tables do and samples correct it.
+- ``exponents`` (one per kind; default all 1) reads a kind's tables as t_d(x_d) ** q_k, q_k
+  fixed or learned (None) in [1, ``MAX_EXPONENT``]: q > 1 makes many small damages of that
+  kind cost less than their sum (sub-additive). seernet keeps them at 1: a learned pruning
+  exponent rated measured policies better and made the solver's answers worse
+  (``seernet.steps.sensitivity.prior_tables``).
 - r (``residual="gp"``; "none" leaves it out) is a Gaussian process on what the prior
   leaves, over the damage space z_d = a_d t_d(x_d) (RBF kernel, amplitude and length
   fitted by marginal likelihood): it corrects the prior near measured policies and
@@ -73,7 +78,7 @@ from predictor.device import torch_threads
 from predictor.persistence import read_header
 
 FORMAT = "seernet.predictor.prior-model"
-VERSION = 4  # 2: GP residual, parameter covariance; 3: the link power fixed by default; 4: exponents
+VERSION = 4  # 2: GP residual, covariance; 3: link power fixed by default; 4: exponents
 RESIDUALS = ("gp", "none")
 MIN_LENGTH = 0.1  # the GP's shortest length scale, as a fraction of the median sample distance
 MAX_POWER = 3.0  # the link's exponent: 1 = exponential decay, larger = flat near the base
@@ -166,7 +171,9 @@ class PriorModel(RegressorMixin, BaseEstimator):
         if len(exps) != self.n_kinds_ or any(
             e is not None and not 1.0 <= e <= MAX_EXPONENT for e in exps
         ):
-            raise ValueError(f"exponents: one per kind ({self.n_kinds_}), each None or in [1, {MAX_EXPONENT}]")
+            raise ValueError(
+                f"exponents: one per kind ({self.n_kinds_}), each None or in [1, {MAX_EXPONENT}]"
+            )
         self.exponent_ = np.array([1.0 if e is None else float(e) for e in exps])
         self.n_features_in_ = dim
         self._torch = {}  # per dtype: the fitted arrays as tensors (``_tensors``)
@@ -352,9 +359,13 @@ class PriorModel(RegressorMixin, BaseEstimator):
             rest.insert(0, (-span * e * lp * torch.log(lsum))[:, None])
         learned = self._learned_exponents()
         if len(learned):  # d mean / d q_k: t = t0^q, so d t / d q = t ln(t) / q
-            at_log_t = a * torch.where(t > 0, t * torch.log(t.clamp_min(1e-300)), torch.zeros_like(t))
+            at_log_t = a * torch.where(
+                t > 0, t * torch.log(t.clamp_min(1e-300)), torch.zeros_like(t)
+            )
             kinds = torch.as_tensor(self.kind_index_)
-            dq = [dmean * at_log_t[:, kinds == k].sum(1) / float(self.exponent_[k]) for k in learned]
+            dq = [
+                dmean * at_log_t[:, kinds == k].sum(1) / float(self.exponent_[k]) for k in learned
+            ]
             rest = [torch.stack(dq, 1)] + rest
         E = torch.cat(rest, dim=1)
         var = ((G @ c["Q"]) * G).sum(1) + 2 * ((G @ c["R"]) * E).sum(1) + ((E @ c["S"]) * E).sum(1)

@@ -27,14 +27,13 @@ stage() {
 stage $S evaluate --workdir "$W"
 stage $S collect --workdir "$W" --samples "$SAMPLES" --workers "$WORKERS"
 stage $S fit-predictor --workdir "$W"
-# --refine measures each solved policy (and up to 2 per budget, refitting in between):
-# every accuracy the job prints for a policy is a measurement next to its prediction. Why 2
-# and not 3: the fast answer and the anchor the predictor rates highest. In the two runs
-# with the current damage tables (16 loss batches at 9be4ea7, KL at 26be5b6) the third
-# measurement (a second global-ranking bit-width, or HAWQ-V3, whose Hessian traces cost
-# 40-90 s per budget) gave the answer in none of 6 budgets; with it, solve took 218 s of
-# the KL run's 699 s (docs/results.md, the main job).
-stage $S solve --workdir "$W" --flops 30%,50%,70% --bits mixed --refine "${SEERNET_REFINE:-2}"
+# --refine 1 measures each budget's fast answer (what `solve` without --refine returns; the
+# predictor is refitted after each measurement, so later budgets see it): every accuracy the
+# job prints for a policy is the method's own answer, measured, next to its prediction.
+# `--refine 2` or 3 also measures the anchors the predictor rates highest (never returning
+# below them): 25-110 s more per budget on 2 cores (HAWQ-V3's Hessian traces cost 40-90 s
+# per FLOPs level), which took the job past 10 minutes (docs/results.md, the main job).
+stage $S solve --workdir "$W" --flops 30%,50%,70% --bits mixed --refine "${SEERNET_REFINE:-1}"
 # Compress the middle budget's policy (the 50% one).
 policy=$(.venv/bin/python - "$W" <<'PY'
 import glob, json, sys

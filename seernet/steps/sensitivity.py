@@ -69,16 +69,11 @@ def coordinate_kinds(ctx: RunContext) -> np.ndarray:
 
 
 def prior_tables(ctx: RunContext, table: DamageTable) -> dict:
-    """The ``PriorModel`` arguments (levels, damage, kinds, exponents) of this workspace.
+    """The ``PriorModel`` arguments (levels, damage, kinds) of this workspace.
 
-    Pruning damages get a learned exponent (``PriorModel``'s ``exponents``; bit-width ones
-    add up as measured): a table entry is one group pruned with no fine-tuning, and the
-    protocol's fine-tuning recovers small damages proportionally more than large ones, so
-    many groups pruned a little each cost less than their entries' sum. With additive
-    damages the re-collected 200-sample store's predictor rated the global-ranking and HAWQ
-    anchors (which spread pruning) 1.7 points below their measurements (median); with the
-    exponent learned (1.39), -0.02 (docs/results.md, sub-additive pruning damages)."""
-    kinds = coordinate_kinds(ctx)
-    exponents = [None if k == KIND_PRUNE else 1.0 for k in np.unique(kinds)]
-    return {"levels": table.levels, "damage": table.damage, "kinds": kinds.tolist(),
-            "exponents": exponents}  # fmt: skip
+    Damages add up (``PriorModel``'s exponents all 1). A learned exponent on the pruning
+    damages (many groups pruned a little each costing less than their entries' sum) rated
+    measured policies outside the store better (the anchors' median error +1.72 -> -0.02
+    on the re-collected 200-sample store) but made the solver's own answers worse: 6 of 12
+    cells within 0.3 of the best anchor instead of 9, worst -13.7 (docs/results.md)."""
+    return {"levels": table.levels, "damage": table.damage, "kinds": coordinate_kinds(ctx).tolist()}

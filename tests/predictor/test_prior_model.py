@@ -116,7 +116,10 @@ def test_learned_exponent_recovers_sub_additive_damages():
 
 def test_a_fixed_exponent_reads_the_tables_raised_to_it():
     X, y = sub_additive_data(40)
-    raised = [(np.asarray(v) ** (1.5 if k == 2 else 1.0)).tolist() for v, k in zip(DAMAGE, KINDS, strict=True)]
+    raised = [
+        (np.asarray(v) ** (1.5 if k == 2 else 1.0)).tolist()
+        for v, k in zip(DAMAGE, KINDS, strict=True)
+    ]
     fixed = PriorModel(LEVELS, DAMAGE, KINDS, exponents=[1.0, 1.0, 1.5]).fit(X, y)
     plain = PriorModel(LEVELS, raised, KINDS).fit(X, y)
     Xt, _ = sub_additive_data(50, seed=2)
@@ -181,7 +184,9 @@ def test_parameter_variance_is_the_gradient_quadratic_form(power, exponents):
     """_param_var equals g' C g with g the prior mean's gradient in every fitted parameter
     (log_a, v, u, [exponent], [power], floor), taken by autograd through the link."""
     X, y = sub_additive_data(40)
-    m = PriorModel(LEVELS, DAMAGE, KINDS, residual="none", power=power, exponents=exponents).fit(X, y)
+    m = PriorModel(LEVELS, DAMAGE, KINDS, residual="none", power=power, exponents=exponents).fit(
+        X, y
+    )
     assert (m.power_ == 1.0) if power else (1.0 <= m.power_ <= 3.0)
     x = torch.as_tensor(data(7, seed=3)[0])
     t0 = m.curves_(x)
