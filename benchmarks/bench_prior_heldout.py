@@ -45,7 +45,7 @@ def store_rows(name: str) -> tuple[np.ndarray, np.ndarray, str]:
 def bench_rows() -> list[tuple[str, np.ndarray, float]]:
     """(group, encoded, measured) of every measured arm of every fast-solve bench."""
     rows = []
-    for f in sorted(OUT.glob("*/results.json")):
+    for f in sorted(OUT.glob("fast-solve-*/results.json")):  # other benches store other rows
         for arms in json.loads(f.read_text()).values():
             for arm, v in arms.items():
                 if isinstance(v, dict) and "encoded" in v and v.get("measured") is not None:
@@ -73,8 +73,9 @@ def pool(train: set[tuple], held: list[str]) -> dict[str, tuple[np.ndarray, np.n
     return {g: (np.array(a), np.array(b)) for g, (a, b) in groups.items()}
 
 
-def fit(names: list[str]):  # a PriorModel
-    """``fit-predictor``'s model on the union of the stores (the first one's damage tables)."""
+def fit(names: list[str], exponents: list[float | None] | None = None):  # a PriorModel
+    """``fit-predictor``'s model on the union of the stores (the first one's damage tables),
+    with ``PriorModel``'s ``exponents`` (per kind: pruning, weight bits, activation bits) if given."""
     import torch
 
     from seernet.steps.context import RunContext
@@ -87,7 +88,10 @@ def fit(names: list[str]):  # a PriorModel
     ws = Workspace(OUT / names[0])
     ctx = RunContext(ws, ws.read(), torch.device("cpu"))
     protocol = json.loads(store_rows(names[0])[2])
-    model = make_predictor(X, y, 0, val_images(ctx, protocol), predictor_tables(ctx, protocol))
+    tables = predictor_tables(ctx, protocol)
+    if exponents is not None:
+        tables = {**tables, "exponents": exponents}
+    model = make_predictor(X, y, 0, val_images(ctx, protocol), tables)
     return model, X, y
 
 
@@ -95,12 +99,17 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--train", action="append", required=True, help="store folder under out/")
     p.add_argument("--above", type=float, default=75.0)
+    p.add_argument("--exponents", help='per damage kind, e.g. "learn,1,1": PriorModel exponents '
+                   "(pruning, weight bits, activation bits; learn = fitted)")  # fmt: skip
     args = p.parse_args(argv)
+    exponents = None
+    if args.exponents:
+        exponents = [None if e == "learn" else float(e) for e in args.exponents.split(",")]
     stores = sorted(d.name for d in OUT.glob("ws-*") if (d / "samples.h5").is_file())
     protocols = {store_rows(n)[2] for n in stores}
     if len(protocols) != 1:
         raise SystemExit(f"the stores under {OUT} were measured with {len(protocols)} protocols")
-    model, X, y = fit(args.train)
+    model, X, y = fit(args.train, exponents)
     held = [n for n in stores if n not in args.train]
     rows = []
     for group, (Xg, yg) in sorted(pool({key(x) for x in X}, held).items()):
@@ -110,7 +119,10 @@ def main(argv: list[str] | None = None) -> None:
         rows.append([group, str(int(keep.sum())), f"{r.mean():+.2f}", f"{np.sqrt((r**2).mean()):.2f}",
                      f"{kendalltau(mean, yg[keep])[0]:.3f}", f"{np.mean(np.abs(r / std) < 2):.0%}",
                      f"{r.max():+.2f}"])  # fmt: skip
-    print(f"trained on {', '.join(args.train)}: {len(y)} samples ({int((y > 80).sum())} above 80%); "
+    learned = (
+        "" if exponents is None else f"; damage exponents {np.round(model.exponent_, 3).tolist()}"
+    )
+    print(f"trained on {', '.join(args.train)}: {len(y)} samples ({int((y > 80).sum())} above 80%){learned}; "
           f"held out: {', '.join(held)} and the benches' measurements, above {args.above:g}%")  # fmt: skip
     print(format_table(["group", "n", "bias", "RMSE", "tau", "within 2 std", "worst over"], rows))
 
