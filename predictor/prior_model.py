@@ -78,7 +78,9 @@ from predictor.device import torch_threads
 from predictor.persistence import read_header
 
 FORMAT = "seernet.predictor.prior-model"
-VERSION = 4  # 2: GP residual, covariance; 3: link power fixed by default; 4: exponents
+# 2: GP residual, parameter covariance; 3: the link power fixed by default. Files of version
+# 3 written before ``exponents`` existed load with every exponent 1 (what they were fitted with).
+VERSION = 3
 RESIDUALS = ("gp", "none")
 MIN_LENGTH = 0.1  # the GP's shortest length scale, as a fraction of the median sample distance
 MAX_POWER = 3.0  # the link's exponent: 1 = exponential decay, larger = flat near the base
@@ -186,7 +188,8 @@ class PriorModel(RegressorMixin, BaseEstimator):
         of std ``deviation_std``. Their penalty is weighted by the residual scale (two
         passes), so the prior means the same with accuracies spread over 2 or 60 points.
         The parameters' Laplace covariance goes into the spread (``_param_var``); the
-        parameter vector is (log_a, v, u, [power when learned], floor)."""
+        parameter vector is (log_a, v, u, [exponents when learned], [power when learned],
+        floor)."""
         self.top_ = _top(X, y)
         T0 = self._raw_damages(X)
         n_kinds, dim = self.n_kinds_, T0.shape[1]
@@ -403,7 +406,7 @@ class PriorModel(RegressorMixin, BaseEstimator):
             for k, v in header["fitted"].items():
                 setattr(model, k, tuple(v) if isinstance(v, list) else v)
             model.scale_ = blob["scale"].numpy()
-            model.exponent_ = np.asarray(model.exponent_, dtype=np.float64)
+            model.exponent_ = np.asarray(model.exponent_, dtype=np.float64)  # absent: _setup's
             model.param_cov_ = blob["param_cov"].numpy()
             model.Z_train_ = None
             for k, v in blob["gp"].items():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -171,6 +173,19 @@ def test_save_load_round_trip(tmp_path, exponents):
     b, sb = loaded.predict(X, return_std=True)
     assert meta == {"space": "s"} and np.allclose(a, b) and np.allclose(sa, sb)
     assert np.array_equal(loaded.exponent_, fitted.exponent_)
+
+
+def test_loads_files_saved_before_exponents(fitted: PriorModel, tmp_path):
+    """A version-3 file from before ``exponents`` existed: every exponent 1, same predictions."""
+    fitted.save(tmp_path / "p.pt", {})
+    blob = torch.load(tmp_path / "p.pt", weights_only=True)
+    header = json.loads(blob["header"])
+    del header["params"]["exponents"], header["fitted"]["exponent_"]
+    torch.save({**blob, "header": json.dumps(header)}, tmp_path / "old.pt")
+    loaded, _ = PriorModel.load(tmp_path / "old.pt")
+    X, _ = data(20, seed=9)
+    assert loaded.exponent_.tolist() == [1.0, 1.0, 1.0]
+    assert np.allclose(loaded.predict(X), fitted.predict(X))
 
 
 def test_load_refuses_other_files(tmp_path):
