@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The main job on the embedded default (ResNet-20, Fashion-MNIST, shipped weights):
-# the whole pipeline, sized to finish within about 15 minutes on 2 CPU cores.
+# the whole pipeline, sized to finish within 10 minutes on 2 idle CPU cores (8 min 41 s at 5f198bb).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 W="${SEERNET_WORKDIR:-seernet-run}"
