@@ -14,6 +14,7 @@ from search.levels import Levels
 from seernet.space.policy import SpaceChoices
 from seernet.steps.context import RunContext, record_space
 from seernet.steps.solve import BudgetSet, solve_fast
+from seernet.workspace.artifacts import RANKING_NAME
 from seernet.workspace.folder import Workspace
 
 
@@ -46,7 +47,7 @@ def steps_to(x: np.ndarray, centers: list[np.ndarray], grid: Levels) -> int:
 def test_ranking_table_is_cached_per_workspace(ctx, monkeypatch):
     import seernet.compression.global_ranking as gr
 
-    ctx.ws.path(solve.RANKING_NAME).unlink(missing_ok=True)
+    ctx.ws.path(RANKING_NAME).unlink(missing_ok=True)
     calls = []
     real = gr.kept_counts
     monkeypatch.setattr(gr, "kept_counts", lambda *a: calls.append(a[2]) or real(*a))
@@ -54,7 +55,7 @@ def test_ranking_table_is_cached_per_workspace(ctx, monkeypatch):
     assert calls == [0.0, 0.25, 0.5, 0.75] and table.shape == (4, ctx.space.n_groups)
     assert np.all(np.diff(table, axis=0) <= 0)  # a higher ratio keeps no more channels
     assert np.array_equal(solve.ranking_table(ctx), table) and len(calls) == 4  # read, not made
-    path = ctx.ws.path(solve.RANKING_NAME)
+    path = ctx.ws.path(RANKING_NAME)
     path.write_text(json.dumps({**json.loads(path.read_text()), "weights": "other.pt"}))
     solve.ranking_table(ctx)
     assert len(calls) == 8  # another model's counts are made again

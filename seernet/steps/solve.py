@@ -15,7 +15,7 @@ from seernet.errors import UserError
 from seernet.space.policy_document import PolicyDocument, Prediction
 from seernet.steps.context import RunContext
 from seernet.units import Budget, format_bytes, format_count, format_ms
-from seernet.workspace.artifacts import PREDICTOR_NAME, STORE_NAME, TABLE_NAME
+from seernet.workspace.artifacts import PREDICTOR_NAME, RANKING_NAME, STORE_NAME, TABLE_NAME
 
 # latency (ms) is a budget only with a measured table (``seernet profile-latency``)
 BUDGET_KINDS = {
@@ -54,7 +54,6 @@ RANKING_STEP = 0.01
 # A window of one level around a centre is a small box: the barrier ascent needs fewer
 # starts and steps there than over the whole space (the solver's defaults, 32 x 100).
 WINDOW_STARTS, WINDOW_STEPS = 16, 60
-RANKING_NAME = "ranking.json"
 RANKING_FORMAT, RANKING_VERSION = "seernet.ranking", 1
 
 

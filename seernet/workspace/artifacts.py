@@ -16,6 +16,7 @@ CONFIG_NAME = "seernet.json"  # the run's identity: model, weights, dataset, spl
 STORE_NAME = "samples.h5"  # measured (policy, accuracy) samples: collect, solve --verify/--refine
 PREDICTOR_NAME = "predictor.pt"  # the fitted MLP ensemble: fit-predictor, solve --refine
 SENSITIVITY_NAME = "sensitivity.json"  # per-coordinate damage tables: collect / fit-predictor
+RANKING_NAME = "ranking.json"  # the global ranking's channel counts per pruning ratio: solve
 TABLE_NAME = "latency.json"  # LAP's per-layer latency table: profile-latency
 SCORES_NAME = "dynamic_scores.pt"  # LAP's dynamic filter scores: dynamic-scores
 LEGR_NAME = "legr.json"  # LeGR's learned affine transform: legr
