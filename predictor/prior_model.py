@@ -24,7 +24,7 @@ piecewise-linear function t_d and predicts
 - ``exponents`` (one per kind; default all 1) reads a kind's tables as t_d(x_d) ** q_k, q_k
   fixed or learned (None) in [1, ``MAX_EXPONENT``]: q > 1 makes many small damages of that
   kind cost less than their sum (sub-additive). seernet keeps them at 1: a learned pruning
-  exponent rated measured policies better and made the solver's answers worse
+  exponent rated measured policies better but did not make the solver's answers better
   (``seernet.steps.sensitivity.prior_tables``).
 - r (``residual="gp"``; "none" leaves it out) is a Gaussian process on what the prior
   leaves, over the damage space z_d = a_d t_d(x_d) (RBF kernel, amplitude and length

@@ -74,6 +74,7 @@ def prior_tables(ctx: RunContext, table: DamageTable) -> dict:
     Damages add up (``PriorModel``'s exponents all 1). A learned exponent on the pruning
     damages (many groups pruned a little each costing less than their entries' sum) rated
     measured policies outside the store better (the anchors' median error +1.72 -> -0.02
-    on the re-collected 200-sample store) but made the solver's own answers worse: 6 of 12
-    cells within 0.3 of the best anchor instead of 9, worst -13.7 (docs/results.md)."""
+    on the re-collected 200-sample store) but did not make the solver's answers better: 9 of
+    12 cells within 0.3 of the best anchor instead of 7 on the 60-sample store, 6 instead of 9
+    on the 200-sample one, whose worst cell fell to -13.7 (docs/results.md)."""
     return {"levels": table.levels, "damage": table.damage, "kinds": coordinate_kinds(ctx).tolist()}

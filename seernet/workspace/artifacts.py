@@ -14,7 +14,7 @@ from typing import Any
 
 CONFIG_NAME = "seernet.json"  # the run's identity: model, weights, dataset, split, space
 STORE_NAME = "samples.h5"  # measured (policy, accuracy) samples: collect, solve --verify/--refine
-PREDICTOR_NAME = "predictor.pt"  # the fitted MLP ensemble: fit-predictor, solve --refine
+PREDICTOR_NAME = "predictor.pt"  # the fitted predictor: fit-predictor, solve --refine
 SENSITIVITY_NAME = "sensitivity.json"  # per-coordinate damage tables: collect / fit-predictor
 RANKING_NAME = "ranking.json"  # the global ranking's channel counts per pruning ratio: solve
 TABLE_NAME = "latency.json"  # LAP's per-layer latency table: profile-latency
