@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_protocol_noise import anchor_arms, arms_of, main_arm, seed_accuracies  # noqa: E402
+from bench_protocol_noise import anchor_arms, arms_of, gaps_of, main_arm, seed_accuracies  # noqa: E402
 
 
 def measured_seeds(bench: Path) -> list[int]:
@@ -42,11 +42,9 @@ def gap_rows(bench: Path) -> list[tuple[str, float, float, float]]:
     rows = []
     for cell, cell_arms in arms.items():
         accs = seed_accuracies(cell_arms, done, seeds)
-        anchors = anchor_arms(accs)
-        best = max(anchors, key=lambda a: accs[a].mean())
-        diff = accs[fast] - accs[best]
-        first = accs[fast][0] - max(accs[a][0] for a in anchors)
-        rows.append((cell, float(first), float(diff.mean()), float(diff.std(ddof=1))))
+        best = max(anchor_arms(accs), key=lambda a: accs[a].mean())
+        first, mean = gaps_of(accs, fast)
+        rows.append((cell, float(first), float(mean), float((accs[fast] - accs[best]).std(ddof=1))))
     return rows
 
 

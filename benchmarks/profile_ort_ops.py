@@ -24,22 +24,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from seernet.compression.ort_runtime import float_onnx, random_input, require_onnxruntime
+from seernet.compression.ort_runtime import float_onnx, random_input, session
 from seernet.steps.context import RunContext
 from seernet.tables import format_table
 from seernet.workspace.folder import Workspace
-
-
-def profiled_session(model: bytes | Path, prefix: str):  # an InferenceSession
-    ort = require_onnxruntime()
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads, opts.inter_op_num_threads = 1, 1
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.enable_profiling, opts.profile_file_prefix = True, prefix
-    opts.log_severity_level = 3
-    source = str(model) if isinstance(model, Path) else model
-    return ort.InferenceSession(source, opts, providers=["CPUExecutionProvider"])
 
 
 def op_times(trace: list[dict], runs: int) -> dict[str, float]:
@@ -54,7 +42,7 @@ def op_times(trace: list[dict], runs: int) -> dict[str, float]:
 def profile(model: bytes | Path, x: np.ndarray, runs: int, warmup: int) -> tuple[dict, float]:
     """(µs per inference by op type over ``runs`` profiled runs, median wall µs per run)."""
     with tempfile.TemporaryDirectory() as tmp:
-        sess = profiled_session(model, f"{tmp}/ort")
+        sess = session(model, threads=1, profile_prefix=f"{tmp}/ort")
         name = sess.get_inputs()[0].name
         walls = []
         for i in range(warmup + runs):

@@ -177,6 +177,8 @@ class PriorModel(RegressorMixin, BaseEstimator):
                 f"exponents: one per kind ({self.n_kinds_}), each None or in [1, {MAX_EXPONENT}]"
             )
         self.exponent_ = np.array([1.0 if e is None else float(e) for e in exps])
+        # the kinds whose exponent is fitted (read on every prediction's variance)
+        self.learned_kinds_ = np.array([k for k, e in enumerate(exps) if e is None], dtype=np.int64)
         self.n_features_in_ = dim
         self._torch = {}  # per dtype: the fitted arrays as tensors (``_tensors``)
 
@@ -195,7 +197,7 @@ class PriorModel(RegressorMixin, BaseEstimator):
         n_kinds, dim = self.n_kinds_, T0.shape[1]
         hi_floor = max(float(y.min()) - 1.0, 0.0)
         learn_power = self.power is None
-        learned = self._learned_exponents()
+        learned = self.learned_kinds_
         n_q = len(learned)
         first = 1 + n_kinds + dim
 
@@ -271,11 +273,6 @@ class PriorModel(RegressorMixin, BaseEstimator):
         self.gp_alpha_ = self.gp_kinv_ @ rt
 
     # --- prediction ------------------------------------------------------------------
-    def _learned_exponents(self) -> np.ndarray:
-        """Indices of the kinds whose exponent is fitted."""
-        exps = [] if self.exponents is None else list(self.exponents)
-        return np.array([k for k, e in enumerate(exps) if e is None], dtype=np.int64)
-
     def _raw_damages(self, X: np.ndarray) -> np.ndarray:
         with torch.no_grad():
             return self.curves_(torch.from_numpy(np.asarray(X, dtype=np.float64))).numpy()
@@ -360,7 +357,7 @@ class PriorModel(RegressorMixin, BaseEstimator):
         rest = [(1 - e)[:, None]]  # d mean / d floor
         if self.power is None:  # d mean / d power
             rest.insert(0, (-span * e * lp * torch.log(lsum))[:, None])
-        learned = self._learned_exponents()
+        learned = self.learned_kinds_
         if len(learned):  # d mean / d q_k: t = t0^q, so d t / d q = t ln(t) / q
             at_log_t = a * torch.where(
                 t > 0, t * torch.log(t.clamp_min(1e-300)), torch.zeros_like(t)
