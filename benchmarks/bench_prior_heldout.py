@@ -73,7 +73,9 @@ def pool(train: set[tuple], held: list[str]) -> dict[str, tuple[np.ndarray, np.n
     return {g: (np.array(a), np.array(b)) for g, (a, b) in groups.items()}
 
 
-def fit(names: list[str], exponents: list[float | None] | None = None):  # a PriorModel
+def fit(
+    names: list[str], exponents: list[float | None] | None = None, weighted: bool = False
+):  # a PriorModel
     """``fit-predictor``'s model on the union of the stores (the first one's damage tables),
     with ``PriorModel``'s ``exponents`` (per kind: pruning, weight bits, activation bits) if given."""
     import torch
@@ -91,6 +93,8 @@ def fit(names: list[str], exponents: list[float | None] | None = None):  # a Pri
     tables = predictor_tables(ctx, protocol)
     if exponents is not None:
         tables = {**tables, "exponents": exponents}
+    if weighted:
+        tables = {**tables, "weighted": True}
     model = make_predictor(X, y, 0, val_images(ctx, protocol), tables)
     return model, X, y
 
@@ -101,6 +105,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--above", type=float, default=75.0)
     p.add_argument("--exponents", help='per damage kind, e.g. "learn,1,1": PriorModel exponents '
                    "(pruning, weight bits, activation bits; learn = fitted)")  # fmt: skip
+    p.add_argument("--weighted", action="store_true", help="PriorModel(weighted=True)")
     args = p.parse_args(argv)
     exponents = None
     if args.exponents:
@@ -109,7 +114,7 @@ def main(argv: list[str] | None = None) -> None:
     protocols = {store_rows(n)[2] for n in stores}
     if len(protocols) != 1:
         raise SystemExit(f"the stores under {OUT} were measured with {len(protocols)} protocols")
-    model, X, y = fit(args.train, exponents)
+    model, X, y = fit(args.train, exponents, args.weighted)
     held = [n for n in stores if n not in args.train]
     rows = []
     for group, (Xg, yg) in sorted(pool({key(x) for x in X}, held).items()):

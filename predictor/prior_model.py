@@ -143,11 +143,13 @@ class PriorModel(RegressorMixin, BaseEstimator):
         random_state: int = 0,
         power: float | None = 1.0,
         exponents: Sequence[float | None] | None = None,
+        weighted: bool = False,
     ) -> None:
         self.levels, self.damage, self.kinds = levels, damage, kinds
         self.cap, self.deviation_std = cap, deviation_std
         self.residual, self.random_state = residual, random_state
         self.power, self.exponents = power, exponents
+        self.weighted = weighted
 
     # --- fitting ---------------------------------------------------------------------
     def fit(self, X: np.ndarray, y: np.ndarray) -> PriorModel:
@@ -159,6 +161,11 @@ class PriorModel(RegressorMixin, BaseEstimator):
             self._fit_core(X, y)
             prior = self._prior_np(X)
             self._fit_noise(y - prior, self.top_ - prior)
+            if self.weighted:  # refit with each row's residual in units of its own noise
+                sd = np.sqrt(self.sigma0_**2 + (self.sigma1_ * (self.top_ - prior)) ** 2)
+                self._fit_core(X, y, sd / np.median(sd))
+                prior = self._prior_np(X)
+                self._fit_noise(y - prior, self.top_ - prior)
             self._fit_gp(X, y - prior, self.top_ - prior)
         return self
 
@@ -182,7 +189,7 @@ class PriorModel(RegressorMixin, BaseEstimator):
         self.n_features_in_ = dim
         self._torch = {}  # per dtype: the fitted arrays as tensors (``_tensors``)
 
-    def _fit_core(self, X: np.ndarray, y: np.ndarray) -> None:
+    def _fit_core(self, X: np.ndarray, y: np.ndarray, row_std: np.ndarray | None = None) -> None:
         """Prior parameters by robust least squares.
 
         a_d = exp(log_a + v_k(d) + u_d): every table is the same kind of damage, so one
@@ -193,6 +200,7 @@ class PriorModel(RegressorMixin, BaseEstimator):
         parameter vector is (log_a, v, u, [exponents when learned], [power when learned],
         floor)."""
         self.top_ = _top(X, y)
+        row_std = np.ones(len(y)) if row_std is None else row_std
         T0 = self._raw_damages(X)
         n_kinds, dim = self.n_kinds_, T0.shape[1]
         hi_floor = max(float(y.min()) - 1.0, 0.0)
@@ -213,7 +221,7 @@ class PriorModel(RegressorMixin, BaseEstimator):
             a = np.exp(log_a + v[self.kind_index_] + u)
             T = T0 ** exps[self.kind_index_]
             pred = floor + (self.top_ - floor) * np.exp(-((T @ a) ** power))
-            return np.concatenate([pred - y, weight * v, weight * u])
+            return np.concatenate([(pred - y) / row_std, weight * v, weight * u])
 
         power0, plo, phi = ([1.0], [1.0], [MAX_POWER]) if learn_power else ([], [], [])
         q0, qlo, qhi = [1.0] * n_q, [1.0] * n_q, [MAX_EXPONENT] * n_q

@@ -296,3 +296,40 @@ def test_refine_measures_each_answers_latency_where_its_table_was_made(
     assert saved["measured"]["latency_ms"] == m["latency_ms"]
     code, out = solve(ws, capsys, "--latency", "100%", "--flops", "70%", "--refine", "1")
     assert code == 0 and "measured ms" in out and "budget held" in out
+
+
+@pytest.mark.parametrize("first_over", [None, 1.1])
+def test_refine_tightens_a_latency_budget_its_answer_missed(
+    workspace: Path, capsys, tmp_path: Path, monkeypatch, first_over: float | None
+):
+    """When the first answer, timed next to the unpruned model, takes ``first_over`` x the
+    budget's share of it (None: what the table predicts), refine solves again under a
+    tighter latency budget; the document keeps the user's budget, measures its answer
+    within it and says what it was solved for."""
+    import shutil
+
+    from seernet.latency import table as latency_table
+    from seernet.steps.refine import LATENCY_AIM
+
+    calls = []
+
+    def timed(model, space, policies, table, runs=30):  # the answer, then the unpruned model
+        answer, full = (latency_table.predicted_latency_ms(space, table, p) for p in policies)
+        calls.append(answer)
+        return [0.9 * full * first_over if first_over and len(calls) == 1 else answer, full]
+
+    ws = tmp_path / "w"
+    shutil.copytree(workspace, ws)
+    assert main(["profile-latency", "--workdir", str(ws), *PROFILE]) == 0
+    monkeypatch.setattr(latency_table, "measured_latencies_ms", timed)
+    code, out = solve(ws, capsys, "--latency", "90%", "--refine", "1", "--json")
+    (doc,) = json.loads(out)
+    m, budget = doc["measured"], doc["budgets"]["latency"]
+    assert code == 0 and budget == pytest.approx(0.9 * doc["unpruned"]["latency"])
+    assert m["latency_held_as_share"] and m["latency_held"]
+    if first_over is None:  # the table was right: one solve
+        assert len(calls) == 1 and "latency_retries" not in m
+    else:  # solved again for the first answer's predicted latency / 1.1, less the aim's 3%
+        assert len(calls) == 2 and m["latency_retries"] == 1
+        assert m["latency_budget_solved"] == pytest.approx(calls[0] / first_over * LATENCY_AIM)
+        assert doc["costs"]["latency"] <= m["latency_budget_solved"]

@@ -133,7 +133,14 @@ def refine_rows(docs: list[PolicyDocument]) -> tuple[list[str], list[list[str]]]
             ]
         )
     if any(d.measured.latency_ms is not None for d in docs):
-        head += ["latency budget", "predicted ms", "measured ms", "budget held"]
+        head += [
+            "latency budget",
+            "predicted ms",
+            "measured ms",
+            "budget held",
+            "as share",
+            "retries",
+        ]
         for row, d in zip(rows, docs, strict=True):
             row += _latency_cells(d)
     return head, rows
@@ -144,10 +151,14 @@ def _latency_cells(d: PolicyDocument) -> list[str]:
     m = d.measured
     budget = d.budgets.get("latency")
     predicted = d.costs.get("latency")
-    held = "-" if m.latency_held is None else ("yes" if m.latency_held else "NO")
+    held, share = (
+        "-" if v is None else ("yes" if v else "NO")
+        for v in (m.latency_held, m.latency_held_as_share)
+    )
     return ["-" if budget is None else f"{budget:.3f}",
             "-" if predicted is None else f"{predicted:.3f}",
-            "-" if m.latency_ms is None else f"{m.latency_ms:.3f}", held]  # fmt: skip
+            "-" if m.latency_ms is None else f"{m.latency_ms:.3f}", held, share,
+            str(m.latency_retries or 0)]  # fmt: skip
 
 
 def _verify(ws, args: argparse.Namespace, docs: list[PolicyDocument]) -> list[PolicyDocument]:

@@ -540,6 +540,18 @@ def predicted_latency_ms(space: PolicySpace, table: LatencyTable, policy: Policy
     return CostModel(space, latency=table).of_policy(policy)["latency"]
 
 
+def budget_share(ms: float, unpruned_ms: float, budget_ms: float, unpruned_table_ms: float) -> dict:
+    """A latency budget judged as a share of the unpruned model: ``ms`` and ``unpruned_ms``
+    timed together, against ``budget_ms`` over the table's unpruned latency. On a machine
+    whose speed drifts the share still says whether the policy is as much faster as asked."""
+    measured, allowed = ms / unpruned_ms, budget_ms / unpruned_table_ms
+    return {
+        "share_measured": measured,
+        "share_allowed": allowed,
+        "held_as_share": measured <= allowed,
+    }
+
+
 def measured_latency_ms(
     model: nn.Module, space: PolicySpace, policy: Policy, table: LatencyTable | None = None, runs: int = 30,
 ) -> float:  # fmt: skip

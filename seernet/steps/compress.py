@@ -437,6 +437,7 @@ def _ort_budget_times(ctx: RunContext, qdq_path: Path, doc: PolicyDocument, tabl
     the budget asked, whatever the machine's speed since profiling."""
     from seernet.compression.ort_runtime import interleaved_times, random_input, session, summary
     from seernet.latency.ort import policy_qdq
+    from seernet.latency.table import budget_share
 
     threads = table["threads"]
     unpruned = policy_qdq(
@@ -449,8 +450,9 @@ def _ort_budget_times(ctx: RunContext, qdq_path: Path, doc: PolicyDocument, tabl
     ms, full = summary(times["answer"]), summary(times["unpruned"])["median_ms"]
     out: dict[str, Any] = {"unpruned_measured_ms": full, "share_measured": ms["median_ms"] / full}
     if doc.unpruned.get("latency"):
-        out["share_allowed"] = doc.budgets["latency"] / doc.unpruned["latency"]
-        out["held_as_share"] = out["share_measured"] <= out["share_allowed"]
+        out.update(
+            budget_share(ms["median_ms"], full, doc.budgets["latency"], doc.unpruned["latency"])
+        )
     return ms, out
 
 

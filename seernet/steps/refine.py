@@ -12,11 +12,12 @@ from dataclasses import replace
 import numpy as np
 
 from search.solver import SolveResult
+from seernet.errors import UserError
 from seernet.space.policy_document import Measured, PolicyDocument
 from seernet.steps.budget_anchors import anchors
 from seernet.steps.context import RunContext
 from seernet.steps.refine_loop import Fit, Refined, refine_budget
-from seernet.steps.solve import BudgetSet, policy_document
+from seernet.steps.solve import BudgetSet, check_attainable, policy_document
 from seernet.workspace.artifacts import PREDICTOR_NAME, STORE_NAME
 from seernet.workspace.store import SampleStore
 
@@ -51,25 +52,80 @@ def refined_document(
     return replace(policy_document(ctx, bset, res, bits_mode), measured=measured)
 
 
-def with_measured_latency(ctx: RunContext, doc: PolicyDocument) -> PolicyDocument:
+# With a latency budget, each answer is timed in turn with the unpruned model where the
+# table was made; when its share of the unpruned model's time is above the budget's share
+# (budget / the table's unpruned latency), the budget is refined again with the latency
+# budget tightened by that excess, aimed LATENCY_AIM of the way, at most LATENCY_RETRIES
+# times. Why: the table sums per-layer times and under-predicted how slow pruned models run
+# next to the unpruned one (answers to 60-95% budgets measured 80-106% of it,
+# docs/results.md "Latency budgets held by measurement"), and this VM's speed drifted by up
+# to 30% between profiling and timing, which a share of a model timed in the same set cancels.
+LATENCY_RETRIES = 3
+LATENCY_AIM = 0.97  # the share's run-to-run noise is a few percent: aim below, not at, it
+
+
+def with_measured_latency(
+    ctx: RunContext, doc: PolicyDocument, budgets: dict[str, float] | None = None
+) -> PolicyDocument:
     """``doc`` with its policy's latency measured where the latency table was made (as
-    ``compress`` checks it), and whether its latency budget held; unchanged without a table."""
-    from seernet.latency.table import measured_latency_ms
+    ``compress`` checks it, timed in turn with the unpruned model) and whether the latency
+    budget held, in ms and as a share of the unpruned model; unchanged without a table.
+
+    ``budgets``: the budgets the user asked for, when ``doc`` was solved for tighter ones.
+    """
+    from seernet.latency.table import budget_share, measured_latencies_ms
 
     table = ctx.costs.latency_table
     if table is None:
         return doc
-    ms = measured_latency_ms(ctx.model, ctx.space, doc.policy, table)
-    budget = doc.budgets.get("latency")
-    held = None if budget is None else ms <= budget
-    return replace(doc, measured=replace(doc.measured, latency_ms=ms, latency_held=held))
+    budgets = budgets or doc.budgets
+    ms, full = measured_latencies_ms(
+        ctx.model, ctx.space, [doc.policy, ctx.space.full_policy()], table
+    )
+    budget = budgets.get("latency")
+    share = None if budget is None else budget_share(ms, full, budget, doc.unpruned["latency"])
+    measured = replace(
+        doc.measured, latency_ms=ms, unpruned_latency_ms=full,
+        latency_held=None if budget is None else ms <= budget,
+        latency_held_as_share=None if share is None else share["held_as_share"],
+    )  # fmt: skip
+    return replace(doc, budgets=budgets, measured=measured)
+
+
+def tightened(bset: BudgetSet, doc: PolicyDocument) -> BudgetSet:
+    """``bset`` with its latency budget cut by how far ``doc``'s measured share exceeded it."""
+    from seernet.latency.table import budget_share
+
+    m = doc.measured
+    share = budget_share(
+        m.latency_ms, m.unpruned_latency_ms, doc.budgets["latency"], doc.unpruned["latency"]
+    )
+    over = share["share_measured"] / share["share_allowed"]
+    # where the table put the answer, less the excess; always below the last budget
+    latency = min(doc.costs["latency"] / over, bset.budgets["latency"]) * LATENCY_AIM
+    return replace(bset, budgets={**bset.budgets, "latency": latency})
+
+
+def refine_one(
+    ctx: RunContext, predictor: object, bset: BudgetSet, fixed: np.ndarray | None,
+    values: np.ndarray | None, bits_mode: str, n_evals: int, measure, store: SampleStore,
+    sens_cache: dict, seed: int,
+) -> tuple[PolicyDocument, object]:  # fmt: skip
+    """One budget refined (``refine_budget``): its document (not yet saved) and the refitted predictor."""
+    started = time.perf_counter()
+    starts = anchors(ctx, predictor, bset, fixed, values, sens_cache)
+    out = refine_budget(ctx, predictor, bset, fixed, values, n_evals, measure, store,
+                        fit_predictor(ctx, store, seed), seed, starts)  # fmt: skip
+    return refined_document(ctx, bset, out, bits_mode, time.perf_counter() - started), out.predictor
 
 
 def refine_all(
     ctx: RunContext, predictor: object, bsets: list[BudgetSet], fixed: np.ndarray | None,
     values: np.ndarray | None, bits_mode: str, n_evals: int, seed: int = 0,
 ) -> list[PolicyDocument]:  # fmt: skip
-    """Refine every budget set in turn (later budgets start from the latest predictor).
+    """Refine every budget set in turn (later budgets start from the latest predictor); a
+    latency budget the answer's measurement missed is refined again, tighter (see
+    ``LATENCY_RETRIES``).
 
     Writes ``policies/<name>.json`` per budget and the last refitted predictor to
     ``predictor.pt``, so later ``solve`` calls see what refining measured.
@@ -79,18 +135,30 @@ def refine_all(
 
     store = SampleStore.open(ctx.ws.path(STORE_NAME), fingerprint=ctx.space.fingerprint)
     measurer = Measurer(ctx, store, Protocol(**store.spec.protocol))
-    docs, sens_cache = [], {}
+    measure = lambda x: measurer.measure(x, REFINE_STRATEGY, 0)  # noqa: E731
+    docs, sens_cache, evaluations = [], {}, 0
     try:
         for bset in bsets:
-            started = time.perf_counter()
-            starts = anchors(ctx, predictor, bset, fixed, values, sens_cache)
-            out = refine_budget(ctx, predictor, bset, fixed, values, n_evals,
-                                lambda x: measurer.measure(x, REFINE_STRATEGY, 0), store,
-                                fit_predictor(ctx, store, seed), seed, starts)  # fmt: skip
-            predictor = out.predictor
-            doc = refined_document(ctx, bset, out, bits_mode, time.perf_counter() - started)
-            docs.append(with_measured_latency(ctx, doc).save(ctx.ws))
-        if any(d.measured.evaluations for d in docs):
+            solved, retries = bset, 0
+            while True:
+                doc, predictor = refine_one(ctx, predictor, solved, fixed, values, bits_mode,
+                                            n_evals, measure, store, sens_cache, seed)  # fmt: skip
+                evaluations += doc.measured.evaluations
+                doc = with_measured_latency(ctx, doc, bset.budgets)
+                if doc.measured.latency_held_as_share is not False or retries == LATENCY_RETRIES:
+                    break
+                try:  # a budget no model of the space meets (by the table) ends the retries
+                    nxt = tightened(solved, doc)
+                    check_attainable(ctx, nxt.budgets, fixed, values)
+                except UserError:
+                    break
+                solved, retries = nxt, retries + 1
+            if retries:
+                doc = replace(doc, measured=replace(
+                    doc.measured, latency_retries=retries, latency_budget_solved=solved.budgets["latency"]
+                ))  # fmt: skip
+            docs.append(doc.save(ctx.ws))
+        if evaluations:
             save_predictor(ctx, predictor, len(store))
     finally:
         store.close()
