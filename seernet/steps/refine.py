@@ -63,6 +63,9 @@ LATENCY_RETRIES = 3
 # A share timed twice moved by 2-3% (the same answers timed by refine, then by compress):
 # an answer is accepted, and a tightened budget aimed, that far below the budget's share.
 LATENCY_AIM = 0.97
+# Timed runs of the answer and of the unpruned model each: under a second load on this 2-core
+# VM, shares from 20-30 runs moved by up to 20% (docs/results.md); 100 cost 60 ms at batch 1.
+LATENCY_RUNS = 100
 
 
 def with_measured_latency(
@@ -81,7 +84,7 @@ def with_measured_latency(
         return doc
     budgets = budgets or doc.budgets
     ms, full = measured_latencies_ms(
-        ctx.model, ctx.space, [doc.policy, ctx.space.full_policy()], table
+        ctx.model, ctx.space, [doc.policy, ctx.space.full_policy()], table, LATENCY_RUNS
     )
     budget = budgets.get("latency")
     share = None if budget is None else budget_share(ms, full, budget, doc.unpruned["latency"])

@@ -116,6 +116,25 @@ def test_learned_exponent_recovers_sub_additive_damages():
     assert err(learned) < 0.5 * err(additive)
 
 
+def test_weighted_fit_keeps_the_high_accuracy_policies_right():
+    """Noise that grows with the loss, and low-accuracy rows off the model's form: weighting
+    each row by its fitted noise predicts unseen policies above 80% better (8 data seeds)."""
+    Xt = np.random.default_rng(99).choice(np.linspace(0.0, 1.0, 5), size=(2000, D))
+    Xt = Xt[truth(Xt) > 80]
+    errors = {False: [], True: []}
+    for seed in range(8):
+        rng = np.random.default_rng(seed)
+        X = rng.choice(np.linspace(0.0, 1.0, 5), size=(80, D))
+        X[0] = 1.0
+        t = truth(X)
+        y = t + rng.normal(0, 1, len(t)) * (0.1 + 0.05 * (90 - t)) - 0.15 * np.maximum(80 - t, 0)
+        for weighted in errors:
+            m = PriorModel(LEVELS, DAMAGE, KINDS, residual="none", weighted=weighted).fit(X, y)
+            errors[weighted].append(np.sqrt(np.mean((m.predict(Xt) - truth(Xt)) ** 2)))
+    assert np.mean(errors[True]) < np.mean(errors[False])
+    assert sum(w < u for w, u in zip(errors[True], errors[False], strict=True)) >= 6
+
+
 def test_a_fixed_exponent_reads_the_tables_raised_to_it():
     X, y = sub_additive_data(40)
     raised = [
