@@ -31,8 +31,9 @@ piecewise-linear function t_d and predicts
   form fits worst and the noise is largest, pull less on the scales that matter near the
   top. It rated held-out policies better (bench_prior_heldout: the 200-sample store's
   earlier fast answers RMSE 1.47 -> 0.86, anchors' bias -2.70 -> -2.01) but did not make the
-  solver's answers better (fast-solve bench, 200-sample store: 9 -> 7 of 12 cells within 0.3
-  of the best anchor), so seernet leaves it off (default False).
+  solver's answers better (fast-solve bench at the stores' seed: 200 samples 9 -> 7 of 12
+  cells within 0.3 of the best anchor, worst -1.54 -> -2.78; 60 samples 7 -> 7, worst -1.04 ->
+  -0.90), so seernet leaves it off (default False).
 - r (``residual="gp"``; "none" leaves it out) is a Gaussian process on what the prior
   leaves, over the damage space z_d = a_d t_d(x_d) (RBF kernel, amplitude and length
   fitted by marginal likelihood): it corrects the prior near measured policies and
