@@ -58,7 +58,8 @@ def run_cell(ws: Path, fraction: int, bits: str, runs: int, refine: int) -> dict
                                  "--steps", "0", "--latency-runs", str(runs), "--json"))  # fmt: skip
     held = metrics["latency_budget"]
     m = doc.get("measured") or {}
-    solve_keys = ("latency_ms", "unpruned_latency_ms", "latency_held_as_share", "latency_retries",
+    solve_keys = ("latency_ms", "unpruned_latency_ms", "latency_share", "latency_held_as_share",
+                  "latency_retries",
                   "latency_budget_solved", "val_accuracy", "evaluations")  # fmt: skip
     return {"name": doc["name"], "predicted_ms": doc["costs"]["latency"], **held,
             "flops": doc["costs"]["flops"], "unpruned_flops": doc["unpruned"]["flops"],

@@ -66,7 +66,10 @@ def report(cells: dict, medians: dict[str, float]) -> str:
         export, form = medians[f"{key}:export"] / full, medians[f"{key}:table form"] / full
         held += export <= r["share_allowed"]
         s = r.get("solve", {})
-        refine = f"{s['latency_ms'] / s['unpruned_latency_ms']:.3f}" if "latency_ms" in s else "-"
+        share = s.get("latency_share") or (
+            s["latency_ms"] / s["unpruned_latency_ms"] if s else None
+        )
+        refine = "-" if share is None else f"{share:.3f}"
         rows.append([key, f"{medians[f'{key}:export']:.3f}", f"{export:.3f}", f"{form:.3f}",
                      f"{r['share_allowed']:.3f}", refine, f"{r['share_measured']:.3f}"])  # fmt: skip
     head = ["cell", "export ms", "export share", "table form share", "allowed share",

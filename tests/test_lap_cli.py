@@ -210,9 +210,7 @@ def test_profile_in_onnxruntime_then_solve_under_its_latency_budget(
     assert main(["compress", str(policy), *flags, "--json"]) == 0
     held = json.loads(capsys.readouterr().out)["latency_budget"]
     assert held["runtime"] == "onnxruntime" and held["share_allowed"] == pytest.approx(1.0)
-    assert held["share_measured"] == pytest.approx(
-        held["measured_ms"] / held["unpruned_measured_ms"]
-    )
+    assert held["share_measured"] > 0  # run by run (paired_ratio), not the medians' ratio
     assert held["held_as_share"] == (held["share_measured"] <= 1.0)
     assert held["held"] == (held["measured_ms"] <= held["budget_ms"])
 

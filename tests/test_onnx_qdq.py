@@ -255,6 +255,17 @@ def test_models_timed_together_take_turns_one_run_per_round():
         interleaved_times({"a": Fake("a")}, np.zeros(1), runs=0, warmup=0)
 
 
+def test_paired_ratio_cancels_drift_between_rounds():
+    """A model at 0.6 of the reference in every round reads 0.6 exactly, however the
+    machine's speed moves from round to round; unpaired runs are refused."""
+    from seernet.compression.ort_runtime import paired_ratio
+
+    speed = np.random.default_rng(0).uniform(1.0, 2.0, 9)  # each round's slowdown
+    assert paired_ratio(list(0.6 * 0.3 * speed), list(0.3 * speed)) == pytest.approx(0.6)
+    with pytest.raises(ValueError, match="paired"):
+        paired_ratio([1.0], [1.0, 2.0])
+
+
 def test_int8_residual_branches_run_every_block_conv_on_integer_kernels(
     policy_model, tmp_path: Path
 ):

@@ -136,6 +136,17 @@ def interleaved_feeds(
     return times
 
 
+def paired_ratio(times: list[float], reference: list[float]) -> float:
+    """Median over rounds of a model's time over a reference model's in the same round of
+    ``interleaved_times``: the two runs of a round are adjacent, so the machine's drift
+    cancels pair by pair. Timed 8 times, 100 rounds each, a pruned model's share of the
+    unpruned one spread 2-9x less this way than as the ratio of the two medians (std
+    0.002-0.006 against 0.008-0.018)."""
+    if len(times) != len(reference) or not times:
+        raise ValueError(f"need paired runs, got {len(times)} and {len(reference)}")
+    return float(np.median(np.asarray(times) / np.asarray(reference)))
+
+
 def summary(times: list[float]) -> dict:
     """Median, min and max milliseconds of timed runs, and their number."""
     return {"median_ms": statistics.median(times), "min_ms": min(times), "max_ms": max(times),

@@ -147,10 +147,19 @@ def models_ms(
     threads: int, residuals: str = DEFAULT_RESIDUALS,
 ) -> list[float]:  # fmt: skip
     """``model_ms`` of several policies, their models timed in turn (``interleaved_times``)."""
+    times = models_times(model, space, policies, batch_size, runs, warmup, threads, residuals)
+    return [statistics.median(t) for t in times]
+
+
+def models_times(
+    model: nn.Module, space: PolicySpace, policies: list[Policy], batch_size: int, runs: int, warmup: int,
+    threads: int, residuals: str = DEFAULT_RESIDUALS,
+) -> list[list[float]]:  # fmt: skip
+    """Every timed run (ms, in round order) of each policy's QDQ model, timed in turn."""
     sessions = {str(i): session(policy_qdq(model, space, p, residuals), threads)
                 for i, p in enumerate(policies)}  # fmt: skip
     times = interleaved_times(sessions, random_input(space.input_shape, batch_size), runs, warmup)
-    return [statistics.median(times[str(i)]) for i in range(len(policies))]
+    return [times[str(i)] for i in range(len(policies))]
 
 
 def float_model_ms(model: nn.Module, input_shape: tuple[int, ...], batch_size: int, runs: int, warmup: int,

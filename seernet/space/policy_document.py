@@ -59,9 +59,11 @@ class Measured:
     # (its runtime, batch and threads), and whether a latency budget held; unset: no table.
     latency_ms: float | None = None
     latency_held: bool | None = None
-    # The unpruned model timed in turn with it, and whether the policy's share of that time
-    # is within the budget's share of the table's unpruned latency (drift cancels out).
+    # The unpruned model timed in turn with it, the policy's share of that time (paired run
+    # by run), and whether the share is within the budget's share of the table's unpruned
+    # latency (drift cancels out).
     unpruned_latency_ms: float | None = None
+    latency_share: float | None = None
     latency_held_as_share: bool | None = None
     # Set when the first answer's share missed: how often the budget was refined again,
     # and the (tightened) latency budget the returned policy was solved for.

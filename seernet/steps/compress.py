@@ -435,7 +435,13 @@ def _ort_budget_times(ctx: RunContext, qdq_path: Path, doc: PolicyDocument, tabl
     whose speed drifts (this project's VM: the same model 0.32-0.43 ms within a minute) the
     share measured with both timed together says whether the policy is as much faster as
     the budget asked, whatever the machine's speed since profiling."""
-    from seernet.compression.ort_runtime import interleaved_times, random_input, session, summary
+    from seernet.compression.ort_runtime import (
+        interleaved_times,
+        paired_ratio,
+        random_input,
+        session,
+        summary,
+    )
     from seernet.latency.ort import policy_qdq
     from seernet.latency.table import budget_share
 
@@ -448,11 +454,10 @@ def _ort_budget_times(ctx: RunContext, qdq_path: Path, doc: PolicyDocument, tabl
         sessions, random_input(ctx.space.input_shape, table["batch_size"]), runs, 3
     )
     ms, full = summary(times["answer"]), summary(times["unpruned"])["median_ms"]
-    out: dict[str, Any] = {"unpruned_measured_ms": full, "share_measured": ms["median_ms"] / full}
+    share = paired_ratio(times["answer"], times["unpruned"])
+    out: dict[str, Any] = {"unpruned_measured_ms": full, "share_measured": share}
     if doc.unpruned.get("latency"):
-        out.update(
-            budget_share(ms["median_ms"], full, doc.budgets["latency"], doc.unpruned["latency"])
-        )
+        out.update(budget_share(share, doc.budgets["latency"], doc.unpruned["latency"]))
     return ms, out
 
 

@@ -77,21 +77,19 @@ def with_measured_latency(
 
     ``budgets``: the budgets the user asked for, when ``doc`` was solved for tighter ones.
     """
-    from seernet.latency.table import budget_share, measured_latencies_ms
+    from seernet.latency.table import budget_share, measured_share
 
     table = ctx.costs.latency_table
     if table is None:
         return doc
     budgets = budgets or doc.budgets
-    ms, full = measured_latencies_ms(
-        ctx.model, ctx.space, [doc.policy, ctx.space.full_policy()], table, LATENCY_RUNS
-    )
+    ms, full, share = measured_share(ctx.model, ctx.space, doc.policy, table, LATENCY_RUNS)
     budget = budgets.get("latency")
-    share = None if budget is None else budget_share(ms, full, budget, doc.unpruned["latency"])
+    held = None if budget is None else budget_share(share, budget, doc.unpruned["latency"])
     measured = replace(
-        doc.measured, latency_ms=ms, unpruned_latency_ms=full,
+        doc.measured, latency_ms=ms, unpruned_latency_ms=full, latency_share=share,
         latency_held=None if budget is None else ms <= budget,
-        latency_held_as_share=None if share is None else share["held_as_share"],
+        latency_held_as_share=None if held is None else held["held_as_share"],
     )  # fmt: skip
     return replace(doc, budgets=budgets, measured=measured)
 
@@ -99,15 +97,10 @@ def with_measured_latency(
 def share_excess(doc: PolicyDocument) -> float | None:
     """``doc``'s measured share of the unpruned model's time over its budget's share (None:
     no latency budget or not measured); above 1: the budget missed."""
-    from seernet.latency.table import budget_share
-
     m = doc.measured
-    if m is None or m.unpruned_latency_ms is None or "latency" not in doc.budgets:
+    if m is None or m.latency_share is None or "latency" not in doc.budgets:
         return None
-    share = budget_share(
-        m.latency_ms, m.unpruned_latency_ms, doc.budgets["latency"], doc.unpruned["latency"]
-    )
-    return share["share_measured"] / share["share_allowed"]
+    return m.latency_share / (doc.budgets["latency"] / doc.unpruned["latency"])
 
 
 def missed_share(doc: PolicyDocument) -> bool:
