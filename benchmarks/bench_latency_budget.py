@@ -59,8 +59,7 @@ def run_cell(ws: Path, fraction: int, bits: str, runs: int, refine: int) -> dict
     held = metrics["latency_budget"]
     m = doc.get("measured") or {}
     solve_keys = ("latency_ms", "unpruned_latency_ms", "latency_share", "latency_held_as_share",
-                  "latency_retries",
-                  "latency_budget_solved", "val_accuracy", "evaluations")  # fmt: skip
+                  "latency_retries", "latency_budget_solved", "val_accuracy", "evaluations")  # fmt: skip
     return {"name": doc["name"], "predicted_ms": doc["costs"]["latency"], **held,
             "flops": doc["costs"]["flops"], "unpruned_flops": doc["unpruned"]["flops"],
             "solve": {k: m[k] for k in solve_keys if k in m}}  # fmt: skip
