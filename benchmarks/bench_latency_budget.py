@@ -66,12 +66,17 @@ def run_cell(ws: Path, fraction: int, bits: str, runs: int, refine: int) -> dict
 
 
 def report(res: dict) -> str:
-    rows, errors = [], []
+    rows, errors, share_errors = [], [], []
     refused = sorted(k for k, r in res.items() if "refused" in r)
     res = {k: r for k, r in res.items() if "refused" not in r}
     for key, r in sorted(res.items()):
         err = 100 * (r["predicted_ms"] - r["measured_ms"]) / r["measured_ms"]
         errors.append(abs(err))
+        if (
+            "share_allowed" in r
+        ):  # the table's share of its own unpruned latency, against the measured one
+            predicted_share = r["predicted_ms"] * r["share_allowed"] / r["budget_ms"]
+            share_errors.append(abs(predicted_share - r["share_measured"]) / r["share_measured"])
         share = (f"{100 * r['share_measured']:.1f}% / {100 * r['share_allowed']:.1f}%"
                  if "share_allowed" in r else "-")  # fmt: skip
         as_share = ("yes" if r["held_as_share"] else "NO") if "held_as_share" in r else "-"
@@ -88,6 +93,9 @@ def report(res: dict) -> str:
     summary = (f"budget held in {held}/{len(res)}" + (f" (as a share of the unpruned model timed with it: "
                f"{sum(shares)}/{len(shares)})" if shares else "") + "; latency model |error| median "
                f"{statistics.median(errors):.1f}%, max {max(errors):.1f}%") if res else "no cells"  # fmt: skip
+    if share_errors:
+        summary += (f", of the share of the unpruned model: median {100 * statistics.median(share_errors):.1f}%, "
+                    f"max {100 * max(share_errors):.1f}%")  # fmt: skip
     if refused:
         summary += f"; refused by solve as infeasible (no model of the space predicted that fast): {', '.join(refused)}"
     return table + "\n" + summary
