@@ -139,16 +139,8 @@ def model_ms(
     residuals: str = DEFAULT_RESIDUALS,
 ) -> float:  # fmt: skip
     """Median ms in ORT of ``policy``'s pruned model in QDQ form (``residuals`` as in export_qdq) at ``batch_size``."""
-    return models_ms(model, space, [policy], batch_size, runs, warmup, threads, residuals)[0]
-
-
-def models_ms(
-    model: nn.Module, space: PolicySpace, policies: list[Policy], batch_size: int, runs: int, warmup: int,
-    threads: int, residuals: str = DEFAULT_RESIDUALS,
-) -> list[float]:  # fmt: skip
-    """``model_ms`` of several policies, their models timed in turn (``interleaved_times``)."""
-    times = models_times(model, space, policies, batch_size, runs, warmup, threads, residuals)
-    return [statistics.median(t) for t in times]
+    (times,) = models_times(model, space, [policy], batch_size, runs, warmup, threads, residuals)
+    return statistics.median(times)
 
 
 def models_times(

@@ -560,12 +560,21 @@ def measured_share(
         ms, full = measured_latencies_ms(model, space, pair, table, runs)
         return ms, full, ms / full
     from seernet.compression.ort_runtime import paired_ratio
+
+    times = _ort_times(model, space, pair, table, runs)
+    ms, full = (statistics.median(t) for t in times)
+    return ms, full, paired_ratio(*times)
+
+
+def _ort_times(
+    model: nn.Module, space: PolicySpace, policies: list[Policy], table: LatencyTable, runs: int
+) -> list[list[float]]:
+    """Every timed run of each policy's QDQ model in ORT, timed in turn as ``table`` was
+    measured (its batch, warm-up, threads and residual form)."""
     from seernet.latency.ort import models_times
 
-    times = models_times(model, space, pair, table.batch_size, runs, table.warmup,
-                         table.threads or 1, table.qdq_residuals or "float")  # fmt: skip
-    ms, full = (float(np.median(t)) for t in times)
-    return ms, full, paired_ratio(*times)
+    return models_times(model, space, policies, table.batch_size, runs, table.warmup,
+                        table.threads or 1, table.qdq_residuals or "float")  # fmt: skip
 
 
 def measured_latency_ms(
@@ -584,16 +593,14 @@ def measured_latencies_ms(
     runs: int = 30,
 ) -> list[float]:  # fmt: skip
     """``measured_latency_ms`` of several policies; in ORT their models are timed in turn."""
+    if table is not None and table.runtime == "onnxruntime":
+        return [statistics.median(t) for t in _ort_times(model, space, policies, table, runs)]
     batch, n_threads, device = (
         (table.batch_size, table.threads, table.device_type) if table else (1, None, "cpu")
     )
     warmup = table.warmup if table else 3
     runtime = table.runtime if table else "torch"
     residuals = (table.qdq_residuals or "float") if table else "float"
-    if runtime == "onnxruntime":
-        from seernet.latency.ort import models_ms
-
-        return models_ms(model, space, policies, batch, runs, warmup, n_threads or 1, residuals)
     with threads(n_threads):
         return [whole_model_ms(model, space, p, batch, runs, warmup, device, runtime, n_threads, residuals)
                 for p in policies]  # fmt: skip

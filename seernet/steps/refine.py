@@ -99,10 +99,13 @@ def with_measured_latency(
 def share_excess(doc: PolicyDocument) -> float | None:
     """``doc``'s measured share of the unpruned model's time over its budget's share (None:
     no latency budget or not measured); above 1: the budget missed."""
+    from seernet.latency.table import budget_share
+
     m = doc.measured
     if m is None or m.latency_share is None or "latency" not in doc.budgets:
         return None
-    return m.latency_share / (doc.budgets["latency"] / doc.unpruned["latency"])
+    share = budget_share(m.latency_share, doc.budgets["latency"], doc.unpruned["latency"])
+    return share["share_measured"] / share["share_allowed"]
 
 
 def missed_share(doc: PolicyDocument) -> bool:
