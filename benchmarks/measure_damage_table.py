@@ -1,10 +1,11 @@
 """Measure a workspace's damage table with other settings, for the table study in docs/results.md.
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/measure_damage_table.py WS BATCHES OUT.json [SEED [DAMAGE]]
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/measure_damage_table.py WS BATCHES OUT.json [SEED [DAMAGE [FINETUNE]]]
 
 ``BATCHES`` loss batches (``seernet.compression.sensitivity.LOSS_BATCHES``), the store's
 protocol with its seed replaced by ``SEED`` if given, ``DAMAGE`` ("kl" or "loss",
-``sensitivity.DAMAGE``) if given; the table is written to OUT.json (the
+``sensitivity.DAMAGE``) if given, ``FINETUNE`` fine-tuning steps of every pruning variant
+(``sensitivity.PRUNE_FINETUNE_STEPS``) if given; the table is written to OUT.json (the
 workspace is not touched). ``benchmarks/eval_damage_table.sh`` scores a table on the
 fast-solve bench.
 """
@@ -34,6 +35,8 @@ def main(argv: list[str]) -> None:
         protocol = replace(protocol, seed=int(argv[3]))
     if len(argv) > 4:
         sensitivity.DAMAGE = argv[4]
+    if len(argv) > 5:
+        sensitivity.PRUNE_FINETUNE_STEPS = int(argv[5])
     table = sensitivity.measure_damage(ctx.model, ctx.space, ctx.splits, protocol, ctx.device,
                                        ctx.criterion(protocol.criterion), progress=False)  # fmt: skip
     with open(out, "w") as f:

@@ -174,6 +174,36 @@ def test_gp_residual_corrects_the_prior_near_data():
     assert err(with_gp) < err(without)
 
 
+def test_codes_beside_damages_tell_apart_policies_the_tables_rate_alike():
+    """Coordinate 0's table is flat: its level changes no damage. With ``code_weight`` the GP
+    still sees a policy that moved it as away from the samples (a larger spread), and a save
+    and load keeps the predictions."""
+    flat = [[0.0] * len(LEVELS[0]), *DAMAGE[1:]]
+    X, y = data(60)
+    X[:, 0] = 1.0  # every sample keeps coordinate 0 whole
+    y = y - 3.0 * (X[:, 1] < 0.5)  # an effect the tables do not know: the GP has work
+    far = X[:5].copy()
+    far[:, 0] = 0.0  # the same damages, another structure
+    std = {}
+    for w in (0.0, 1.0):
+        model = PriorModel(LEVELS, flat, KINDS, code_weight=w).fit(X, y)
+        _, s_far = model.predict(far, return_std=True)
+        _, s_near = model.predict(X[:5], return_std=True)
+        std[w] = s_far - s_near
+    assert np.allclose(std[0.0], 0.0) and np.all(std[1.0] > 0.01)
+
+
+def test_save_load_round_trip_with_codes(tmp_path):
+    X, y = data(40)
+    fitted = PriorModel(LEVELS, DAMAGE, KINDS, code_weight=1.0).fit(X, y)
+    fitted.save(tmp_path / "p.pt", {})
+    loaded, _ = PriorModel.load(tmp_path / "p.pt")
+    X, _ = data(20, seed=9)
+    a, sa = fitted.predict(X, return_std=True)
+    b, sb = loaded.predict(X, return_std=True)
+    assert loaded.gp_code_scale_ > 0 and np.allclose(a, b) and np.allclose(sa, sb)
+
+
 def test_gradients_are_finite(fitted: PriorModel):
     x = torch.rand(8, D, dtype=torch.float64, requires_grad=True)
     mean, std = fitted.mean_std_torch(x)
