@@ -128,7 +128,10 @@ def same_set(ws: Path, solved: dict[str, dict], runs: int) -> dict:
     with torch.no_grad():
         layers = costs.layer_latency(x).numpy()
         low = np.column_stack([c.numpy() for c in costs.low_bit_features(x)])
-        align = np.column_stack([costs.misaligned_groups(x, m).numpy() for m in ALIGNMENTS])
+        align = np.column_stack(
+            [costs.misaligned_groups(x, m).numpy() for m in ALIGNMENTS]
+            + [costs.misaligned_elements(x, m).numpy() for m in ALIGNMENTS]
+        )
         table_pred = costs.latency(x).numpy()
     forms = {"layer sum": layers.sum(1)[:, None], "+ low-bit terms": np.column_stack([layers.sum(1), low]),
              "+ channel-block terms (the table's form)": np.column_stack([layers.sum(1), low, align]),

@@ -190,6 +190,31 @@ def test_ort_latency_adds_requantization_below_8_bits_and_broken_channel_blocks(
     assert grad[0, j] < 0 and torch.isfinite(grad).all()
 
 
+def test_ort_latency_charges_a_broken_block_per_element_it_moves(arch):
+    """A group off a multiple adds align_ms_per_element x its kept channels x the input pixels
+    of every layer it feeds (a reorder moves the tensor); a group on the block adds nothing."""
+    _, space = arch
+    table = synthetic(space, lambda a, b: 1e-3 * a * b)
+    table.input_pixels = {ly.name: 100 for ly in space.quant_layers}
+    table.align_ms_per_element = {"16": 1e-5}
+    costs = CostModel(space, latency=table)
+    full = space.full_policy()
+    gi, group = next(
+        (i, g) for i, g in enumerate(space.groups)
+        if g.channels % 16 == 0 and any(k % 16 for k in g.keep)
+    )  # fmt: skip
+    odd = next(k for k in group.keep if k % 16)
+    even = Policy({**full.channels, group.name: 16}, dict(full.bits))
+    pruned = Policy({**full.channels, group.name: odd}, dict(full.bits))
+    fed = sum(coef * 100 for ly in space.quant_layers for g, coef in ly.in_terms if g == gi)
+    sum_only = CostModel(space, latency=synthetic(space, lambda a, b: 1e-3 * a * b))
+    for policy, extra in ((pruned, 1e-5 * odd * fed), (even, 0.0)):
+        x = torch.as_tensor(space.encode(policy))[None]
+        assert fed > 0 and costs.latency(x).item() == pytest.approx(
+            sum_only.latency(x).item() + extra
+        )
+
+
 def test_solve_accepts_a_latency_budget_only_8_bit_inputs_reach(arch):
     """The fastest ORT model has 8-bit inputs, not the space's lowest bits: a budget between
     the two is attainable; one below the fastest is refused."""

@@ -135,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
 def summary(table, path) -> dict:
     """``--json``: where the table went, how it was measured, and how well it predicts."""
     keys = ("device", "runtime", "threads", "batch_size", "repeats", "full_model_ms", "scale",
-            "overhead_ms", "lowbit_ms", "lowbit_ms_per_element", "align_ms", "checks", "seconds")  # fmt: skip
+            "overhead_ms", "lowbit_ms", "lowbit_ms_per_element", "align_ms", "align_ms_per_element", "checks", "seconds")  # fmt: skip
     return {"path": str(path), "layers": len(table.layers), **{k: getattr(table, k) for k in keys}}
 
 
@@ -157,7 +157,9 @@ def render(table, path) -> str:
     )
     formula = f"prediction = {table.scale:.3f} x sum of layers {table.overhead_ms:+.3f} ms"
     if ort:
-        align = ", ".join(f"{v * 1e3:.1f} us per group off x{m}" for m, v in table.align_ms.items())
+        per_element = table.align_ms_per_element
+        align = ", ".join(f"{v * 1e3:.1f} us (+ {per_element.get(m, 0.0) * 1e6:.3f} ns per element)"
+                          f" per group off x{m}" for m, v in table.align_ms.items())  # fmt: skip
         formula += (f" + {table.lowbit_ms * 1e3:.2f} us per input below 8 bits "
                     f"(+ {table.lowbit_ms_per_element * 1e6:.3f} ns per element) + {align}")  # fmt: skip
     fit = table.checks.get("calibration")

@@ -110,8 +110,10 @@ class LatencyTable:
     lowbit_ms: float = 0.0
     lowbit_ms_per_element: float = 0.0
     input_pixels: dict[str, int] = field(default_factory=dict)  # per layer: its input's H x W
-    # onnxruntime: ms per pruned group whose kept count is not a multiple of N ({"8": ms, "16": ms})
+    # onnxruntime: ms per pruned group whose kept count is not a multiple of N ({"8": ms, "16": ms}),
+    # and ms per input element (kept channels x pixels of the layers it feeds) of such a group
     align_ms: dict[str, float] = field(default_factory=dict)
+    align_ms_per_element: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -475,7 +477,8 @@ def _fit_ort(
     """Every whole-model term at once, by least squares over the calibration and twin models,
     through the unpruned model's point (``policies[0]``, predicted exactly, so a budget in %
     of it means that share of its measured time): non-negative weights on the summed layers,
-    the low-bit inputs and their elements, and the groups off each ``ALIGNMENTS`` multiple.
+    the low-bit inputs and their elements, and the groups off each ``ALIGNMENTS`` multiple and
+    their elements (``CostModel.misaligned_elements``).
 
     Why these: ORT runs float convs in a blocked layout (NCHWc, 8 or 16 channels a block with
     AVX2 or AVX-512) and reorders tensors where a count breaks it, which layers timed alone
@@ -483,15 +486,22 @@ def _fit_ort(
     alone missed by 5.0% (median) and 18% (max), with the groups off 16 added 2.9% and 10%;
     a pruned model with counts like 56 and 14 ran slower than the unpruned one. Why through
     the unpruned point: fitted freely, the unpruned model (every count on a block) came out
-    9% slow, while the answers scored 2.3% against 3.7% through it."""
+    9% slow, while the answers scored 2.3% against 3.7% through it. Why elements too: a
+    reorder moves the tensor, so at batch 64 its cost grows with the channels and pixels it
+    moves; with a constant per group alone the fit read it as an intercept, and the latency
+    budgets' answers (counts on blocks) were predicted 11-21% faster than measured (the
+    FLOPs budgets' answers within 10%). Refitted on the calibration models of one timing set
+    (batch 64), the answers' median error went 4.9% -> 2.1% (docs/results.md)."""
     from scipy.optimize import lsq_linear
 
     table.align_ms = dict.fromkeys(map(str, ALIGNMENTS), 0.0)
+    table.align_ms_per_element = dict.fromkeys(map(str, ALIGNMENTS), 0.0)
     costs = CostModel(space, latency=table)
     x = torch.as_tensor(np.stack([space.encode(p) for p in policies]))
     with torch.no_grad():
         cols = [costs.layer_latency(x).sum(1), *costs.low_bit_features(x),
-                *(costs.misaligned_groups(x, m) for m in ALIGNMENTS)]  # fmt: skip
+                *(costs.misaligned_groups(x, m) for m in ALIGNMENTS),
+                *(costs.misaligned_elements(x, m) for m in ALIGNMENTS)]  # fmt: skip
     design = np.column_stack([c.numpy() for c in cols])
     y = np.asarray(measured)
     coef = np.r_[1.0, np.zeros(design.shape[1] - 1)]  # --calibration 0: the layer sum as timed
@@ -500,7 +510,11 @@ def _fit_ort(
             design[1:] - design[0], y[1:] - y[0], bounds=(0.0, np.inf), method="bvls"
         ).x
     table.scale, table.lowbit_ms, table.lowbit_ms_per_element = map(float, coef[:3])
-    table.align_ms = {str(m): float(v) for m, v in zip(ALIGNMENTS, coef[3:], strict=True)}
+    k = len(ALIGNMENTS)
+    table.align_ms = {str(m): float(v) for m, v in zip(ALIGNMENTS, coef[3 : 3 + k], strict=True)}
+    table.align_ms_per_element = {
+        str(m): float(v) for m, v in zip(ALIGNMENTS, coef[3 + k :], strict=True)
+    }
     table.overhead_ms = float(y[0] - design[0] @ coef)
 
 

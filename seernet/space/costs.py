@@ -170,7 +170,12 @@ class CostModel:
         pixels = table.input_pixels
         self._lat_pixels = torch.tensor([float(pixels.get(n, 0)) for n in names], dtype=_F)
         self._lat_low = (float(table.lowbit_ms), float(table.lowbit_ms_per_element))
-        self._lat_align = {int(m): float(v) for m, v in table.align_ms.items() if v}
+        per_element = table.align_ms_per_element
+        self._lat_align = {
+            int(m): (float(table.align_ms.get(m, 0.0)), float(per_element.get(m, 0.0)))
+            for m in {*table.align_ms, *per_element}
+            if table.align_ms.get(m) or per_element.get(m)
+        }
         keep = [list(g.keep) for g in self.space.groups]
         k = max(2, *(len(v) for v in keep))
         self._keep = torch.tensor([pad(v, k) for v in keep], dtype=_F)
@@ -219,21 +224,38 @@ class CostModel:
         """Each group's kept count located on its keep levels (``_segment``), (N, groups) each."""
         return self._segment(self._keep, self._keep_n, self.space.relaxed_channels(x))
 
+    def _off_blocks(
+        self, x: torch.Tensor, multiple: int, position: tuple[torch.Tensor, torch.Tensor] | None
+    ) -> torch.Tensor:
+        """(N, groups) 1 where a group's kept count is not a multiple of ``multiple``; on the
+        relaxed box interpolated linearly between its neighbouring keep levels."""
+        if multiple not in self._keep_off:
+            self._keep_off[multiple] = (torch.remainder(self._keep, multiple) != 0).to(_F)
+        off = self._keep_off[multiple]
+        idx, t = position if position is not None else self._keep_position(x)
+        lo, hi = off.gather(1, idx.T).T, off.gather(1, (idx + 1).T).T
+        return (1 - t) * lo + t * hi
+
     def misaligned_groups(
         self,
         x: torch.Tensor,
         multiple: int,
         position: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        """(N,) groups whose kept count is not a multiple of ``multiple``; on the relaxed box
-        each group's 0/1 is interpolated linearly between its neighbouring keep levels.
+        """(N,) groups whose kept count is not a multiple of ``multiple`` (``_off_blocks``).
         ``position``: ``_keep_position(x)``, when the caller already has it."""
-        if multiple not in self._keep_off:
-            self._keep_off[multiple] = (torch.remainder(self._keep, multiple) != 0).to(_F)
-        off = self._keep_off[multiple]
-        idx, t = position if position is not None else self._keep_position(x)
-        lo, hi = off.gather(1, idx.T).T, off.gather(1, (idx + 1).T).T
-        return ((1 - t) * lo + t * hi).sum(1)
+        return self._off_blocks(x, multiple, position).sum(1)
+
+    def misaligned_elements(
+        self,
+        x: torch.Tensor,
+        multiple: int,
+        position: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """(N,) the input elements per sample (kept channels x pixels, over every layer a group
+        feeds) of the groups ``misaligned_groups`` counts: what reordering their tensors moves."""
+        fed = self._lat_pixels @ self.a_in  # (groups,) input pixels of the layers each group feeds
+        return (self._off_blocks(x, multiple, position) * self.kept_channels(x) * fed).sum(1)
 
     def latency(self, x: torch.Tensor) -> torch.Tensor:
         """Predicted ms (the table's runtime: torch float or ORT QDQ): scaled layer sum + a
@@ -245,8 +267,10 @@ class CostModel:
             out = out + per_input * n_low + per_element * elements
         if self._lat_align:  # every multiple reads the same positions: locate the counts once
             position = self._keep_position(x)
-            for multiple, ms in self._lat_align.items():
+            for multiple, (ms, per_element) in self._lat_align.items():
                 out = out + ms * self.misaligned_groups(x, multiple, position)
+                if per_element:
+                    out = out + per_element * self.misaligned_elements(x, multiple, position)
         return out
 
     def functions(self) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
