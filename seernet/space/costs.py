@@ -169,6 +169,9 @@ class CostModel:
         self._lat_scale = float(table.scale)
         pixels = table.input_pixels
         self._lat_pixels = torch.tensor([float(pixels.get(n, 0)) for n in names], dtype=_F)
+        self._lat_fed = (
+            self._lat_pixels @ self.a_in
+        )  # per group: input pixels of the layers it feeds
         self._lat_low = (float(table.lowbit_ms), float(table.lowbit_ms_per_element))
         per_element = table.align_ms_per_element
         self._lat_align = {
@@ -254,8 +257,8 @@ class CostModel:
     ) -> torch.Tensor:
         """(N,) the input elements per sample (kept channels x pixels, over every layer a group
         feeds) of the groups ``misaligned_groups`` counts: what reordering their tensors moves."""
-        fed = self._lat_pixels @ self.a_in  # (groups,) input pixels of the layers each group feeds
-        return (self._off_blocks(x, multiple, position) * self.kept_channels(x) * fed).sum(1)
+        off = self._off_blocks(x, multiple, position)
+        return (off * self.kept_channels(x) * self._lat_fed).sum(1)
 
     def latency(self, x: torch.Tensor) -> torch.Tensor:
         """Predicted ms (the table's runtime: torch float or ORT QDQ): scaled layer sum + a
@@ -267,10 +270,10 @@ class CostModel:
             out = out + per_input * n_low + per_element * elements
         if self._lat_align:  # every multiple reads the same positions: locate the counts once
             position = self._keep_position(x)
-            for multiple, (ms, per_element) in self._lat_align.items():
-                out = out + ms * self.misaligned_groups(x, multiple, position)
-                if per_element:
-                    out = out + per_element * self.misaligned_elements(x, multiple, position)
+            kept_fed = self.kept_channels(x) * self._lat_fed
+            for multiple, (per_group, per_moved) in self._lat_align.items():
+                off = self._off_blocks(x, multiple, position)  # once for both terms
+                out = out + (off * (per_group + per_moved * kept_fed)).sum(1)
         return out
 
     def functions(self) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
