@@ -441,13 +441,13 @@ class PriorModel(RegressorMixin, BaseEstimator):
             params = header["params"]
             model = cls(**params)
             model._setup(len(params["kinds"]))
+            model.gp_code_scale_ = 0.0  # files from before ``code_weight`` have none
             for k, v in header["fitted"].items():
                 setattr(model, k, tuple(v) if isinstance(v, list) else v)
             model.scale_ = blob["scale"].numpy()
             model.exponent_ = np.asarray(model.exponent_, dtype=np.float64)  # absent: _setup's
             model.param_cov_ = blob["param_cov"].numpy()
             model.Z_train_ = None
-            model.gp_code_scale_ = header["fitted"].get("gp_code_scale_", 0.0)  # older files: none
             for k, v in blob["gp"].items():
                 setattr(model, k, v.numpy())
         except (KeyError, TypeError, ValueError) as err:
